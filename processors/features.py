@@ -1,0 +1,282 @@
+"""Per-customer feature state: applying events and reading the 360° profile at a watermark.
+
+A :class:`CustomerState` holds only what cannot be derived (counts, sums, timestamps, daily
+buckets of the last windows, the decayed engagement score, profile fields) plus what makes
+applying idempotent: the ids of recently applied events and the newest event time. Derived
+features (recency, windows, lifecycle, RFM) are computed by :func:`profile` at the
+partition's event-time watermark, so customers age even when they send nothing.
+
+Examples
+--------
+>>> from schemas.events import parse_event
+>>> cfg = FeatureConfig()
+>>> state = CustomerState("c1")
+>>> buy = {"type": "purchase", "event_id": "o1", "customer_id": "c1", "ts": 0,
+...        "channel": "web", "order_id": "o1", "amount": 30.0, "currency": "EUR"}
+>>> apply(state, parse_event(buy), cfg)
+'applied'
+>>> apply(state, parse_event(buy), cfg)   # the same event again changes nothing
+'duplicate'
+>>> row = profile(state, watermark=10 * DAY, config=cfg)
+>>> row["purchase_count"], row["monetary_total"], row["recency_days"], row["lifecycle_stage"]
+(1, 30.0, 10.0, 'new')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from processors import engagement
+from processors.config import DAY, FeatureConfig
+from processors.lifecycle import lifecycle_stage
+from processors.rfm import RFMScorer, value_tier
+from schemas.events import BaseEvent, CustomerProfile, Purchase, SocialInteraction, Visit
+
+#: Longest window kept in daily buckets.
+WINDOW_DAYS = 90
+#: Columns of a daily bucket.
+B_PURCHASES, B_REVENUE, B_VISITS, B_LIKES, B_COMMENTS, B_SHARES = range(6)
+_SOCIAL_BUCKET = {"like": B_LIKES, "comment": B_COMMENTS, "share": B_SHARES}
+PROFILE_FIELDS = ("region", "city", "age_band", "gender", "signup_at", "acquisition_channel")
+
+
+def event_key(event_id: str) -> str:
+    """A short stable digest of an event id, as kept for de-duplication."""
+    return hashlib.blake2b(event_id.encode(), digest_size=8).hexdigest()
+
+
+@dataclass(slots=True)
+class CustomerState:
+    """Everything kept per customer; serializable to compact JSON."""
+
+    customer_id: str
+    newest_event_at: float | None = None
+    events_applied: int = 0
+    #: event_key -> event time, for events within the allowed lateness of the newest.
+    recent_events: dict[str, float] = field(default_factory=dict)
+    purchase_count: int = 0
+    monetary_total: float = 0.0
+    first_purchase_at: float | None = None
+    last_purchase_at: float | None = None
+    reactivated_at: float | None = None
+    refund_count: int = 0
+    refund_total: float = 0.0
+    category_quantities: dict[str, float] = field(default_factory=dict)
+    channel_counts: dict[str, int] = field(default_factory=dict)
+    #: day number (epoch // DAY) -> [purchases, revenue, visits, likes, comments, shares]
+    daily: dict[int, list[float]] = field(default_factory=dict)
+    visit_count: int = 0
+    visit_seconds_total: float = 0.0
+    converted_visits: int = 0
+    last_visit_at: float | None = None
+    last_visit_converted: bool = False
+    last_interaction_at: float | None = None
+    engagement_score: float = 0.0
+    engagement_as_of: float = 0.0
+    profile_updated_at: float | None = None
+    profile: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> CustomerState:
+        data = json.loads(raw)
+        data["daily"] = {int(day): bucket for day, bucket in data["daily"].items()}
+        return cls(**data)
+
+
+def _bump(counts: dict[str, Any], key: str, amount: float, limit: int) -> None:
+    if key in counts or len(counts) < limit:
+        counts[key] = counts.get(key, 0) + amount
+
+
+def _bucket(state: CustomerState, ts: float) -> list[float]:
+    day = int(ts // DAY)
+    bucket = state.daily.get(day)
+    if bucket is None:
+        bucket = state.daily[day] = [0.0] * 6
+    return bucket
+
+
+Outcome = Literal["applied", "duplicate", "late"]
+
+
+def apply(state: CustomerState, event: BaseEvent, config: FeatureConfig) -> Outcome:
+    """Apply one event to ``state``, unless already applied or later than the allowed lateness.
+
+    Late means older than the customer's newest applied event by more than the allowed
+    lateness; such events are kept as raw rows but do not change features.
+    """
+    ts = event.epoch
+    key = event_key(event.event_id)
+    lateness = config.allowed_lateness_days * DAY
+    newest = state.newest_event_at
+    if key in state.recent_events:
+        return "duplicate"
+    if newest is not None and ts < newest - lateness:
+        return "late"
+    state.recent_events[key] = ts
+    state.events_applied += 1
+    if newest is None or ts > newest:
+        state.newest_event_at = newest = ts
+        horizon = newest - lateness
+        state.recent_events = {k: t for k, t in state.recent_events.items() if t >= horizon}
+        oldest_day = int((newest - lateness) // DAY) - WINDOW_DAYS
+        if state.daily and min(state.daily) < oldest_day:
+            state.daily = {d: b for d, b in state.daily.items() if d >= oldest_day}
+    _bump(state.channel_counts, event.channel, 1, config.max_tracked_values)
+    half_life = config.engagement_half_life_days * DAY
+    weight_key = event.action if isinstance(event, SocialInteraction) else event.type
+    weight = config.engagement_weights.get(weight_key, 0.0)
+    if isinstance(event, Purchase) and event.kind == "refund":
+        weight = 0.0
+    if weight:
+        state.engagement_score, state.engagement_as_of = engagement.add(
+            state.engagement_score, state.engagement_as_of, weight, ts, half_life
+        )
+    if isinstance(event, Purchase):
+        _apply_purchase(state, event, ts, config)
+    elif isinstance(event, Visit):
+        state.visit_count += 1
+        state.visit_seconds_total += event.duration_s
+        _bucket(state, ts)[B_VISITS] += 1
+        if state.last_visit_at is None or ts >= state.last_visit_at:
+            state.last_visit_at = ts
+            state.last_visit_converted = False
+    elif isinstance(event, SocialInteraction):
+        state.last_interaction_at = max(ts, state.last_interaction_at or ts)
+        column = _SOCIAL_BUCKET.get(event.action)
+        if column is not None:
+            _bucket(state, ts)[column] += 1
+    elif isinstance(event, CustomerProfile):
+        if state.profile_updated_at is None or ts >= state.profile_updated_at:
+            state.profile_updated_at = ts
+            for name in PROFILE_FIELDS:
+                value = getattr(event, name)
+                if value is not None:
+                    state.profile[name] = value.timestamp() if name == "signup_at" else value
+    return "applied"
+
+
+def _apply_purchase(state: CustomerState, event: Purchase, ts: float, config: FeatureConfig) -> None:
+    if event.kind == "refund":
+        state.refund_count += 1
+        state.refund_total += event.amount
+        _bucket(state, ts)[B_REVENUE] -= event.amount
+        return
+    previous_last = state.last_purchase_at
+    if previous_last is not None and ts - previous_last >= config.churn_days * DAY:
+        state.reactivated_at = ts
+    state.purchase_count += 1
+    state.monetary_total += event.amount
+    state.first_purchase_at = ts if state.first_purchase_at is None else min(ts, state.first_purchase_at)
+    state.last_purchase_at = ts if previous_last is None else max(ts, previous_last)
+    bucket = _bucket(state, ts)
+    bucket[B_PURCHASES] += 1
+    bucket[B_REVENUE] += event.amount
+    for item in event.items:
+        if item.category:
+            _bump(state.category_quantities, item.category, item.quantity, config.max_tracked_values)
+    last_visit = state.last_visit_at
+    if (
+        last_visit is not None
+        and not state.last_visit_converted
+        and 0 <= ts - last_visit <= config.visit_attribution_hours * 3600
+    ):
+        state.last_visit_converted = True
+        state.converted_visits += 1
+
+
+def row_version(state: CustomerState, as_of: float) -> int:
+    """A version that grows with event time and with every applied event, and is the same
+    when the same events are replayed: ``customer_features`` keeps the highest.
+
+    >>> s = CustomerState("c1", events_applied=3)
+    >>> row_version(s, 2.0) < row_version(s, 2.001) and row_version(s, 2.0) == (2000 << 20) + 3
+    True
+    """
+    return (int(round(as_of * 1000)) << 20) + min(state.events_applied, (1 << 20) - 1)
+
+
+def _window(state: CustomerState, watermark: float, days: int, column: int) -> float:
+    first_day = int(watermark // DAY) - days + 1
+    return sum(bucket[column] for day, bucket in state.daily.items() if day >= first_day)
+
+
+def profile(
+    state: CustomerState,
+    watermark: float,
+    config: FeatureConfig,
+    scorer: RFMScorer | None = None,
+) -> dict[str, Any]:
+    """The customer's 360° feature row at event time ``watermark`` (epoch seconds).
+
+    Timestamps are epoch seconds; the sink turns them into ClickHouse DateTime64 values.
+    """
+    now = max(watermark, state.newest_event_at or watermark)
+    count = state.purchase_count
+    first, last = state.first_purchase_at, state.last_purchase_at
+    recency = (now - last) / DAY if last is not None else None
+    net_value = max(state.monetary_total - state.refund_total, 0.0)
+    scores = scorer.score(recency, count, net_value) if scorer and recency is not None else None
+    r, f, m = scores if scores else (None, None, None)
+    half_life = config.engagement_half_life_days * DAY
+    return {
+        "customer_id": state.customer_id,
+        "as_of": now,
+        "purchase_count": count,
+        "monetary_total": round(state.monetary_total, 2),
+        "avg_order_value": round(state.monetary_total / count, 2) if count else None,
+        "first_purchase_at": first,
+        "last_purchase_at": last,
+        "recency_days": round(recency, 3) if recency is not None else None,
+        "tenure_days": round((now - first) / DAY, 3) if first is not None else None,
+        "purchases_30d": int(_window(state, now, 30, B_PURCHASES)),
+        "purchases_90d": int(_window(state, now, 90, B_PURCHASES)),
+        "revenue_30d": round(_window(state, now, 30, B_REVENUE), 2),
+        "revenue_90d": round(_window(state, now, 90, B_REVENUE), 2),
+        "mean_days_between_purchases": (
+            round((last - first) / DAY / (count - 1), 3) if count > 1 and first is not None and last is not None else None
+        ),
+        "refund_count": state.refund_count,
+        "refund_total": round(state.refund_total, 2),
+        "top_category": (
+            max(sorted(state.category_quantities), key=state.category_quantities.__getitem__)
+            if state.category_quantities
+            else None
+        ),
+        "distinct_categories": len(state.category_quantities),
+        "preferred_channel": (
+            max(sorted(state.channel_counts), key=state.channel_counts.__getitem__) if state.channel_counts else None
+        ),
+        "visit_count": state.visit_count,
+        "visits_30d": int(_window(state, now, 30, B_VISITS)),
+        "last_visit_at": state.last_visit_at,
+        "avg_session_seconds": (
+            round(state.visit_seconds_total / state.visit_count, 3) if state.visit_count else None
+        ),
+        "visit_to_purchase_rate": (
+            round(state.converted_visits / state.visit_count, 4) if state.visit_count else None
+        ),
+        "likes_30d": int(_window(state, now, 30, B_LIKES)),
+        "comments_30d": int(_window(state, now, 30, B_COMMENTS)),
+        "shares_30d": int(_window(state, now, 30, B_SHARES)),
+        "engagement_score": round(
+            engagement.decayed(state.engagement_score, state.engagement_as_of, now, half_life), 4
+        ),
+        "last_interaction_at": state.last_interaction_at,
+        **{name: state.profile.get(name) for name in PROFILE_FIELDS},
+        "rfm_r": r,
+        "rfm_f": f,
+        "rfm_m": m,
+        "rfm_segment": scorer.segment(r, f, m) if scorer and r is not None and f is not None and m is not None else None,
+        "value_tier": value_tier(m) if count else "none",
+        "lifecycle_stage": lifecycle_stage(first, last, state.reactivated_at, now, config),
+        "segment": None,
+        "churn_probability": None,
+    }

@@ -1,0 +1,154 @@
+"""Input events: the contract with web, app and POS producers.
+
+Every event carries ``type``, ``event_id`` (producer-unique, the idempotency key),
+``customer_id``, ``ts`` (ISO-8601 with a zone, or epoch seconds) and ``channel``.
+
+Examples
+--------
+>>> event = parse_event({"type": "purchase", "event_id": "o-1", "customer_id": "c1",
+...                      "ts": "2024-05-01T10:00:00+00:00", "channel": "pos",
+...                      "order_id": "o-1", "amount": 12.5, "currency": "EUR"})
+>>> event.kind, event.amount, event.epoch
+('purchase', 12.5, 1714557600.0)
+>>> parse_event({"type": "purchase", "event_id": "x", "customer_id": "c1", "ts": 0,
+...              "channel": "web", "order_id": "x", "amount": -1, "currency": "EUR"})
+Traceback (most recent call last):
+...
+pydantic_core._pydantic_core.ValidationError: 1 validation error for tagged-union[...]
+...
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+SCHEMA_VERSION = 1
+
+Id = Annotated[str, Field(min_length=1, max_length=128)]
+ShortText = Annotated[str, Field(max_length=256)]
+Money = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class BaseEvent(BaseModel):
+    """Fields shared by every event."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    event_id: Id
+    customer_id: Id
+    ts: datetime = Field(description="Event time: ISO-8601 with a zone, or epoch seconds.")
+    channel: Annotated[str, Field(min_length=1, max_length=32)] = Field(
+        description="Where the event happened: web, app, pos, social, email, ..."
+    )
+    schema_version: int = SCHEMA_VERSION
+
+    @field_validator("ts", mode="before")
+    @classmethod
+    def _zone_required(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("ts must be ISO-8601 with a zone or epoch seconds")
+        if isinstance(value, (int, float)):
+            return datetime.fromtimestamp(value, tz=timezone.utc)
+        return value
+
+    @field_validator("ts")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("ts needs a time zone (e.g. 2024-05-01T10:00:00Z)")
+        return value.astimezone(timezone.utc)
+
+    @property
+    def epoch(self) -> float:
+        """Event time in epoch seconds."""
+        return self.ts.timestamp()
+
+
+class PurchaseItem(BaseModel):
+    """One line of an order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sku: Id
+    category: ShortText | None = None
+    quantity: Annotated[int, Field(ge=0, le=1_000_000)] = 1
+    unit_price: Money = 0.0
+
+
+class Purchase(BaseEvent):
+    """An order (``kind="purchase"``) or a refund (``kind="refund"``); amounts are >= 0."""
+
+    type: Literal["purchase"]
+    order_id: Id
+    amount: Money
+    currency: Annotated[str, Field(min_length=3, max_length=3)]
+    kind: Literal["purchase", "refund"] = "purchase"
+    items: Annotated[list[PurchaseItem], Field(max_length=1000)] = []
+    store_id: Id | None = None
+    region: ShortText | None = None
+    discount: Money = 0.0
+
+
+class Visit(BaseEvent):
+    """A web or app session (or one page of it)."""
+
+    type: Literal["visit"]
+    session_id: Id
+    page: Annotated[str, Field(max_length=2048)] = ""
+    duration_s: Annotated[float, Field(ge=0, le=86_400, allow_inf_nan=False)] = 0.0
+    referrer: Annotated[str, Field(max_length=2048)] | None = None
+    utm_source: ShortText | None = None
+    utm_campaign: ShortText | None = None
+    device: ShortText | None = None
+
+
+SocialAction = Literal["like", "comment", "share", "follow", "mention", "review"]
+
+
+class SocialInteraction(BaseEvent):
+    """A like, comment, share, follow, mention or review on a social platform."""
+
+    type: Literal["social_interaction"]
+    platform: Annotated[str, Field(min_length=1, max_length=64)]
+    action: SocialAction
+    content_id: Id | None = None
+    text: Annotated[str, Field(max_length=10_000)] | None = None
+    rating: Annotated[float, Field(ge=0, le=5)] | None = None
+
+
+class CustomerProfile(BaseEvent):
+    """A partial update of a customer's profile: only the fields present change."""
+
+    type: Literal["customer_profile"]
+    region: ShortText | None = None
+    city: ShortText | None = None
+    age_band: ShortText | None = None
+    gender: ShortText | None = None
+    signup_at: datetime | None = None
+    acquisition_channel: ShortText | None = None
+
+
+Event = Annotated[
+    Purchase | Visit | SocialInteraction | CustomerProfile, Field(discriminator="type")
+]
+EVENT_TYPES: dict[str, type[BaseEvent]] = {
+    "purchase": Purchase,
+    "visit": Visit,
+    "social_interaction": SocialInteraction,
+    "customer_profile": CustomerProfile,
+}
+
+_event_adapter: TypeAdapter[BaseEvent] = TypeAdapter(Event)
+
+
+def parse_event(data: Any) -> BaseEvent:
+    """Validate one decoded JSON object as an event; raises ``pydantic.ValidationError``."""
+    return _event_adapter.validate_python(data)
+
+
+def event_json_schema() -> dict[str, Any]:
+    """JSON Schema of one event (any type), for producers in any language."""
+    return _event_adapter.json_schema()

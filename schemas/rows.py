@@ -1,0 +1,78 @@
+"""Output rows: the contract with analysts (one model per ClickHouse table we write)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+
+
+class CustomerFeatures(BaseModel):
+    """One customer's 360° profile, as in ``customer_features`` (latest by ``version``).
+
+    Timestamps are UTC. Windows (``*_30d``, ``*_90d``) and ``recency_days`` are measured at
+    ``as_of``, the event-time watermark of the customer's partition when the row was made.
+    """
+
+    customer_id: str
+    as_of: datetime
+    purchase_count: int
+    monetary_total: float
+    avg_order_value: float | None
+    first_purchase_at: datetime | None
+    last_purchase_at: datetime | None
+    recency_days: float | None
+    tenure_days: float | None
+    purchases_30d: int
+    purchases_90d: int
+    revenue_30d: float
+    revenue_90d: float
+    mean_days_between_purchases: float | None
+    refund_count: int
+    refund_total: float
+    top_category: str | None
+    distinct_categories: int
+    preferred_channel: str | None
+    visit_count: int
+    visits_30d: int
+    last_visit_at: datetime | None
+    avg_session_seconds: float | None
+    visit_to_purchase_rate: float | None
+    likes_30d: int
+    comments_30d: int
+    shares_30d: int
+    engagement_score: float
+    last_interaction_at: datetime | None
+    region: str | None
+    city: str | None
+    age_band: str | None
+    gender: str | None
+    signup_at: datetime | None
+    acquisition_channel: str | None
+    rfm_r: int | None
+    rfm_f: int | None
+    rfm_m: int | None
+    rfm_segment: str | None
+    value_tier: str
+    lifecycle_stage: str
+    segment: int | None
+    churn_probability: float | None
+
+
+class DeadLetter(BaseModel):
+    """A rejected record, as in ``dead_letters`` and on the ``dead-letters`` topic."""
+
+    received_at: datetime
+    source: str
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+    payload: str
+
+
+#: Feature columns that hold event times (epoch seconds in processors, DateTime64 in ClickHouse).
+FEATURE_TIME_COLUMNS = frozenset(
+    name for name, f in CustomerFeatures.model_fields.items() if "datetime" in str(f.annotation)
+)
+FEATURE_COLUMNS: tuple[str, ...] = tuple(CustomerFeatures.model_fields)

@@ -1,0 +1,31 @@
+"""Kafka topic names: the contract with producers and subscribers."""
+
+PURCHASES = "purchases"
+VISITS = "visits"
+SOCIAL_INTERACTIONS = "social-interactions"
+CUSTOMER_PROFILES = "customer-profiles"
+DEAD_LETTERS = "dead-letters"
+CHURN_ALERTS = "churn-alerts"
+
+#: Input topics, all keyed by ``customer_id`` and co-partitioned.
+INPUT_TOPICS: tuple[str, ...] = (PURCHASES, VISITS, SOCIAL_INTERACTIONS, CUSTOMER_PROFILES)
+
+#: The input topic each event type is published to.
+TOPIC_FOR_TYPE: dict[str, str] = {
+    "purchase": PURCHASES,
+    "visit": VISITS,
+    "social_interaction": SOCIAL_INTERACTIONS,
+    "customer_profile": CUSTOMER_PROFILES,
+}
+
+
+def partition_for(customer_id: str | bytes, partitions: int) -> int:
+    """The partition Kafka's default (murmur2) partitioner gives a customer key.
+
+    >>> partition_for("c1", 4) == partition_for(b"c1", 4)
+    True
+    """
+    from kafka.partitioner.default import murmur2
+
+    key = customer_id.encode() if isinstance(customer_id, str) else customer_id
+    return (murmur2(key) & 0x7FFFFFFF) % partitions

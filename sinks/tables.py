@@ -1,0 +1,107 @@
+"""ClickHouse tables, derived from the pydantic models of ``schemas/`` so the two never drift.
+
+Examples
+--------
+>>> clickhouse_type(float | None), clickhouse_type(datetime)
+('Nullable(Float64)', "DateTime64(3, 'UTC')")
+>>> [c for c, _ in TABLES["purchases"].columns][:4]
+['event_id', 'customer_id', 'ts', 'channel']
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from schemas.events import BaseEvent, CustomerProfile, Purchase, SocialInteraction, Visit
+from schemas.rows import CustomerFeatures, DeadLetter
+
+DATABASE = "crm360"
+TIME = "DateTime64(3, 'UTC')"
+
+
+def clickhouse_type(annotation: Any) -> str:
+    """The ClickHouse column type of a pydantic field annotation."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
+        inner = [a for a in args if a is not type(None)]
+        return f"Nullable({clickhouse_type(inner[0])})"
+    if typing.get_origin(annotation) is typing.Annotated:
+        return clickhouse_type(args[0])
+    if typing.get_origin(annotation) is Literal:
+        return "LowCardinality(String)"
+    simple = {str: "String", int: "Int64", float: "Float64", datetime: TIME, bool: "Bool"}
+    if annotation in simple:
+        return simple[annotation]
+    raise TypeError(f"no ClickHouse type for {annotation!r}")
+
+
+def model_columns(model: type[BaseModel], skip: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """(name, ClickHouse type) of every field of ``model``, in order."""
+    return [
+        (name, clickhouse_type(f.annotation))
+        for name, f in model.model_fields.items()
+        if name not in skip
+    ]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table we write: its columns and engine clause."""
+
+    name: str
+    columns: list[tuple[str, str]]
+    engine: str
+
+    @property
+    def column_names(self) -> list[str]:
+        return [name for name, _ in self.columns]
+
+    def ddl(self) -> str:
+        cols = ",\n  ".join(f"`{name}` {kind}" for name, kind in self.columns)
+        return f"CREATE TABLE IF NOT EXISTS {DATABASE}.{self.name} (\n  {cols}\n) ENGINE = {self.engine}"
+
+
+#: Columns of the flattened ``items`` of a purchase.
+ITEM_COLUMNS = [
+    ("item_skus", "Array(String)"),
+    ("item_categories", "Array(String)"),
+    ("item_quantities", "Array(Int64)"),
+    ("item_unit_prices", "Array(Float64)"),
+]
+INGESTED = [("ingested_at", TIME)]
+RAW_ENGINE = "ReplacingMergeTree(ingested_at) PARTITION BY toYYYYMM(ts) ORDER BY (customer_id, event_id)"
+
+RAW_EVENT_TABLES: dict[type[BaseEvent], str] = {
+    Purchase: "purchases",
+    Visit: "visits",
+    SocialInteraction: "social_interactions",
+    CustomerProfile: "customer_profiles",
+}
+
+
+def _raw_table(model: type[BaseEvent], name: str) -> Table:
+    columns = model_columns(model, skip=("type", "items"))
+    if model is Purchase:
+        columns += ITEM_COLUMNS
+    return Table(name, columns + INGESTED, RAW_ENGINE)
+
+
+TABLES: dict[str, Table] = {
+    **{name: _raw_table(model, name) for model, name in RAW_EVENT_TABLES.items()},
+    "customer_features": Table(
+        "customer_features",
+        model_columns(CustomerFeatures) + [("version", "UInt64"), ("updated_at", TIME)],
+        "ReplacingMergeTree(version) ORDER BY customer_id",
+    ),
+    "dead_letters": Table(
+        "dead_letters",
+        model_columns(DeadLetter),
+        "MergeTree ORDER BY received_at",
+    ),
+}

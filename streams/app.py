@@ -1,0 +1,157 @@
+"""The Faust worker: input topics, the customer table, the agent, the aging timer.
+
+One agent reads all four co-partitioned input topics in batches
+(``stream.take_events``), hands each batch to :class:`~streams.pipeline.CustomerPipeline`,
+publishes dead letters, and flushes the ClickHouse sink before the batch is acknowledged,
+so offsets are only committed for messages whose rows are written. Customer state lives in
+a changelog-backed Table keyed by the customer id (the input message key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import faust
+from faust.serializers import codecs
+
+from processors.features import CustomerState
+from schemas.topics import DEAD_LETTERS, INPUT_TOPICS, PURCHASES
+from sinks.clickhouse import ClickHouseSink, connect, migrate
+from sinks.tables import DATABASE
+from streams.pipeline import CustomerPipeline, DeadLetterRecord, Message
+from streams.settings import Settings
+
+log = logging.getLogger("crm360")
+
+
+class StateCodec(codecs.Codec):
+    """Serializes :class:`CustomerState` for the table's changelog."""
+
+    def _dumps(self, obj: Any) -> bytes:
+        return obj.to_json()
+
+    def _loads(self, s: bytes) -> Any:
+        return CustomerState.from_json(s)
+
+
+codecs.register("crm360_state", StateCodec())
+
+
+class Worker:
+    """Everything one worker process owns: the Faust app, the pipeline, the sink."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app = faust.App(
+            settings.app_id,
+            broker=f"kafka://{settings.kafka_bootstrap}",
+            store="memory://",
+            topic_partitions=settings.partitions,
+            broker_session_timeout=settings.session_timeout_s,
+            broker_heartbeat_interval=settings.heartbeat_interval_s,
+            producer_linger_ms=20,
+            table_standby_replicas=0,
+            consumer_auto_offset_reset="earliest",
+            web_host=settings.web_host,
+            web_port=settings.web_port,
+            web_bind=settings.web_host,
+            datadir=str(settings.data_path / "faust"),
+            autodiscover=False,
+        )
+        self.table = self.app.Table(
+            "customers",
+            default=None,
+            schema=faust.Schema(key_serializer="raw", value_serializer="crm360_state"),
+            partitions=settings.partitions,
+            use_partitioner=True,
+        )
+        # The changelog topic takes its serializers from these (set before first use).
+        self.table.key_serializer, self.table.value_serializer = "raw", "crm360_state"
+        self.source = self.app.topic(
+            *INPUT_TOPICS, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
+        self.dead_letter_topic = self.app.topic(DEAD_LETTERS, key_type=bytes, value_type=bytes,
+                                                key_serializer="raw", value_serializer="raw")
+        self.writer = connect(settings.clickhouse_url)
+        migrate(self.writer)
+        self.reader = connect(settings.clickhouse_url, database=DATABASE)
+        self.sink = ClickHouseSink(self.writer)
+        self.pipeline = CustomerPipeline(settings.feature_config(), self.sink, self.table, settings.partitions)
+        self.lock = asyncio.Lock()
+        self.sink_error: str | None = None
+        self.agent_error: str | None = None
+        self.last_batch_at: float | None = None
+        self.started_at = time.time()
+        self.flush_seconds_total = 0.0
+        self.flushes = 0
+        self.app.agent(self.source, name="customers")(self._process)
+        self.app.timer(settings.aging_interval_s)(self._age)
+        from streams.web import register_views
+
+        register_views(self)
+
+    async def _process(self, stream: faust.StreamT) -> None:
+        batch_size, within = self.settings.batch_max_messages, self.settings.batch_within_s
+        try:
+            async for events in stream.take_events(batch_size, within=within):
+                messages = [Message(e.message.topic, e.message.partition, e.message.offset, e.message.value)
+                            for e in events]
+                async with self.lock:
+                    dead = self.pipeline.ingest(messages)
+                    await self.publish_dead_letters(dead)
+                    await self.flush()
+                self.last_batch_at = time.time()
+        except Exception as error:
+            self.agent_error = f"{type(error).__name__}: {error}"[:500]
+            raise
+
+    async def _age(self) -> None:
+        assigned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == PURCHASES}
+        if not assigned:
+            return
+        async with self.lock:
+            self.pipeline.age(assigned)
+            await self.flush()
+
+    async def publish_dead_letters(self, dead: list[DeadLetterRecord]) -> None:
+        for record in dead:
+            value = json.dumps(
+                {"received_at": time.time(), "source": record.source, "topic": record.topic,
+                 "partition": record.partition, "offset": record.offset, "reason": record.reason,
+                 "payload": record.payload}
+            ).encode()
+            await self.dead_letter_topic.send(key=record.topic.encode(), value=value)
+
+    async def flush(self) -> None:
+        """Write pending rows; retries until ClickHouse accepts them (offsets wait meanwhile)."""
+        delay = 0.5
+        while self.sink.pending_rows:
+            try:
+                await asyncio.to_thread(self.sink.flush)
+                self.sink_error = None
+                self.flushes += 1
+                self.flush_seconds_total += self.sink.last_flush_seconds
+            except Exception as error:  # noqa: BLE001 - any sink failure is retried, never fatal
+                self.sink_error = f"{type(error).__name__}: {error}"[:500]
+                log.error("ClickHouse write failed, retrying in %.1fs: %s", delay, self.sink_error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def healthy(self) -> tuple[bool, str]:
+        """Consuming (partitions assigned) and writing (last ClickHouse write succeeded)."""
+        if self.agent_error:
+            return False, f"processing stopped: {self.agent_error}"
+        if self.sink_error:
+            return False, f"ClickHouse writes failing: {self.sink_error}"
+        if not self.app.assignor.assigned_actives():
+            return False, "no partitions assigned yet (joining the consumer group)"
+        return True, "ok"
+
+    def run(self) -> None:
+        """Run the worker in the foreground until SIGINT/SIGTERM."""
+        worker = faust.Worker(self.app, loglevel=self.settings.log_level, quiet=True)
+        worker.execute_from_commandline()

@@ -1,0 +1,79 @@
+"""All configuration, read once from ``CRM360_*`` environment variables and passed down.
+
+Examples
+--------
+>>> s = Settings(data_dir="/tmp/x")
+>>> s.kafka_bootstrap, s.clickhouse_url, s.web_port, s.partitions
+('127.0.0.1:9092', 'chdb:///tmp/x/clickhouse', 6066, 4)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from processors.config import FeatureConfig
+
+
+class Settings(BaseSettings):
+    """crm360 settings; every field can be set as ``CRM360_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="CRM360_", extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    data_dir: Path = Path(".crm360")
+    clickhouse_dsn: str | None = Field(
+        default=None, description="Default chdb://<data_dir>/clickhouse; http://user:pass@host:8123/db for a server."
+    )
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    partitions: int = Field(default=4, ge=1)
+    app_id: str = "crm360"
+    api_key: SecretStr | None = None
+    log_level: str = "warning"
+
+    # Kafka consumer group timing: short for the local broker (joins take half the session
+    # timeout there); docker-compose sets production values.
+    session_timeout_s: float = 2.0
+    heartbeat_interval_s: float = 0.5
+
+    # Batching: messages per processing batch, and the longest wait to fill one.
+    batch_max_messages: int = 200
+    batch_within_s: float = 0.3
+    # How often (wall clock) idle customers are aged to the partition's watermark.
+    aging_interval_s: float = 5.0
+
+    allowed_lateness_days: float = 3.0
+    engagement_half_life_days: float = 14.0
+    new_customer_days: float = 30.0
+    at_risk_days: float = 60.0
+    churn_days: float = 90.0
+
+    @property
+    def data_path(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def clickhouse_url(self) -> str:
+        if self.clickhouse_dsn:
+            return self.clickhouse_dsn
+        return f"chdb://{self.data_path / 'clickhouse'}"
+
+    @property
+    def embedded_clickhouse(self) -> bool:
+        return self.clickhouse_url.startswith("chdb://")
+
+    @property
+    def web_url(self) -> str:
+        return f"http://{self.web_host}:{self.web_port}"
+
+    def feature_config(self) -> FeatureConfig:
+        return FeatureConfig(
+            allowed_lateness_days=self.allowed_lateness_days,
+            engagement_half_life_days=self.engagement_half_life_days,
+            new_customer_days=self.new_customer_days,
+            at_risk_days=self.at_risk_days,
+            churn_days=self.churn_days,
+        )

@@ -1,0 +1,36 @@
+"""Creating the topics crm360 reads and writes, with the configured partition count."""
+
+from __future__ import annotations
+
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from schemas.topics import CHURN_ALERTS, CUSTOMER_PROFILES, DEAD_LETTERS, INPUT_TOPICS
+
+
+def topic_specs(partitions: int) -> list[NewTopic]:
+    """Input topics share one partition count (co-partitioned); profiles are compacted."""
+    specs = []
+    for name in INPUT_TOPICS:
+        config = {"cleanup.policy": "compact"} if name == CUSTOMER_PROFILES else {}
+        specs.append(NewTopic(name, partitions, 1, topic_configs=config))
+    specs.append(NewTopic(DEAD_LETTERS, partitions, 1))
+    specs.append(NewTopic(CHURN_ALERTS, partitions, 1))
+    return specs
+
+
+def ensure_topics(bootstrap: str, partitions: int) -> dict[str, int]:
+    """Create missing topics; returns each topic's partition count (existing ones as found)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="crm360-admin")
+    try:
+        existing = set(admin.list_topics())
+        missing = [spec for spec in topic_specs(partitions) if spec.name not in existing]
+        if missing:
+            try:
+                admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+        names = [spec.name for spec in topic_specs(partitions)]
+        return {t["name"]: len(t["partitions"]) for t in admin.describe_topics(names)}
+    finally:
+        admin.close()
