@@ -55,8 +55,10 @@ class CustomerState:
     customer_id: str
     newest_event_at: float | None = None
     events_applied: int = 0
-    #: event_key -> event time, for events within the allowed lateness of the newest.
-    recent_events: dict[str, float] = field(default_factory=dict)
+    #: Per event type (each type has its own topic, ordered per partition): the newest
+    #: applied event time, and event_key -> event time of events within the allowed lateness.
+    newest_by_type: dict[str, float] = field(default_factory=dict)
+    recent_events: dict[str, dict[str, float]] = field(default_factory=dict)
     purchase_count: int = 0
     monetary_total: float = 0.0
     first_purchase_at: float | None = None
@@ -109,24 +111,30 @@ Outcome = Literal["applied", "duplicate", "late"]
 def apply(state: CustomerState, event: BaseEvent, config: FeatureConfig) -> Outcome:
     """Apply one event to ``state``, unless already applied or later than the allowed lateness.
 
-    Late means older than the customer's newest applied event by more than the allowed
-    lateness; such events are kept as raw rows but do not change features.
+    Late means older than the customer's newest applied event of the same type by more than
+    the allowed lateness (types arrive on different topics, so they interleave freely); such
+    events are kept as raw rows but do not change features.
     """
     ts = event.epoch
+    kind = event.type  # type: ignore[attr-defined]
     key = event_key(event.event_id)
     lateness = config.allowed_lateness_days * DAY
-    newest = state.newest_event_at
-    if key in state.recent_events:
+    seen = state.recent_events.setdefault(kind, {})
+    newest = state.newest_by_type.get(kind)
+    if key in seen:
         return "duplicate"
     if newest is not None and ts < newest - lateness:
         return "late"
-    state.recent_events[key] = ts
+    seen[key] = ts
     state.events_applied += 1
     if newest is None or ts > newest:
-        state.newest_event_at = newest = ts
-        horizon = newest - lateness
-        state.recent_events = {k: t for k, t in state.recent_events.items() if t >= horizon}
-        oldest_day = int((newest - lateness) // DAY) - WINDOW_DAYS
+        state.newest_by_type[kind] = ts
+        horizon = ts - lateness
+        if min(seen.values()) < horizon:
+            state.recent_events[kind] = {k: t for k, t in seen.items() if t >= horizon}
+    if state.newest_event_at is None or ts > state.newest_event_at:
+        state.newest_event_at = ts
+        oldest_day = int((ts - lateness) // DAY) - WINDOW_DAYS
         if state.daily and min(state.daily) < oldest_day:
             state.daily = {d: b for d, b in state.daily.items() if d >= oldest_day}
     _bump(state.channel_counts, event.channel, 1, config.max_tracked_values)

@@ -111,7 +111,9 @@ class ClickHouseSink:
 
     def __init__(self, client: Client) -> None:
         self.client = client
-        self.pending: dict[str, list[list[Any]]] = {name: [] for name in TABLES}
+        # Feature rows go first: once an event's raw row is visible, its customer's row is too.
+        order = ["customer_features", "dead_letters", *RAW_EVENT_TABLES.values()]
+        self.pending: dict[str, list[list[Any]]] = {name: [] for name in order}
         self.last_flush_seconds = 0.0
         self.rows_written = 0
 

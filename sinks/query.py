@@ -35,6 +35,15 @@ class QueryResult:
         return {"columns": self.columns, "rows": self.rows}
 
 
+def sql_string(value: str) -> str:
+    """A ClickHouse string literal.
+
+    >>> print(sql_string("it's"))
+    'it\\'s'
+    """
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, (dt.datetime, dt.date)):
         return value.isoformat()

@@ -114,7 +114,7 @@ class Worker:
         if not assigned:
             return
         async with self.lock:
-            self.pipeline.age(assigned)
+            self.pipeline.age(assigned, self.settings.aging_min_advance_s)
             await self.flush()
 
     async def publish_dead_letters(self, dead: list[DeadLetterRecord]) -> None:

@@ -118,5 +118,103 @@ def worker(data_dir: Path | None) -> None:
     run_worker(settings)
 
 
+def format_result(result: Any, fmt: str) -> str:
+    """A query result as an aligned table, CSV with a header row, or JSON objects."""
+    import csv
+    import io
+    import json
+
+    if fmt == "json":
+        return json.dumps([dict(zip(result.columns, row)) for row in result.rows], default=str, indent=1)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(result.columns)
+        writer.writerows(result.rows)
+        return out.getvalue().rstrip("\n")
+    cells = [[str(c) for c in result.columns]] + [["" if v is None else str(v) for v in row] for row in result.rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(result.columns))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines + [f"({len(result.rows)} rows)"])
+
+
+def run_query(settings: Settings, sql: str) -> Any:
+    from streams.client import QueryClient, QueryError
+
+    try:
+        return QueryClient(settings).query(sql)
+    except QueryError as error:
+        fail(str(error))
+
+
+@main.command()
+@click.argument("query")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@data_dir_option
+def sql(query: str, fmt: str, data_dir: Path | None) -> None:
+    """Run read-only SQL (database crm360), e.g. crm360 sql "SELECT count() FROM customer_features FINAL"."""
+    settings = load_settings(data_dir=data_dir)
+    click.echo(format_result(run_query(settings, query), fmt))
+
+
+@main.command()
+@click.argument("customer_id")
+@data_dir_option
+def customer(customer_id: str, data_dir: Path | None) -> None:
+    """Show one customer's 360-degree profile, live from the worker."""
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    settings = load_settings(data_dir=data_dir)
+    request = urllib.request.Request(f"{settings.web_url}/customers/{urllib.parse.quote(customer_id, safe='')}")
+    if settings.api_key:
+        request.add_header("Authorization", f"Bearer {settings.api_key.get_secret_value()}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            data = json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        fail(json.loads(error.read() or b"{}").get("error", str(error)))
+    except urllib.error.URLError:
+        fail(f"no worker answers at {settings.web_url}: start one with 'crm360 up'")
+    for name, value in data["customer"].items():
+        click.echo(f"{name:>28}  {'' if value is None else value}")
+
+
+@main.group()
+def schema() -> None:
+    """The event contract as JSON Schema."""
+
+
+@schema.command("export")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def schema_export(directory: Path) -> None:
+    """Write one JSON Schema file per event type (and one for any event) into DIRECTORY."""
+    from schemas.export import export_json_schemas
+
+    for path in export_json_schemas(directory):
+        click.echo(str(path))
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["cdnow", "csv", "jsonl"]), required=True)
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Only events before the end of this day.")
+@click.option("--wait", is_flag=True, help="Return only when every event is reflected in ClickHouse.")
+@click.option("--timeout", type=float, default=600.0, show_default=True, help="Seconds --wait waits.")
+def replay(path: Path, fmt: str, until: Any, wait: bool, timeout: float) -> None:
+    """Publish a historical file as events with their original event times."""
+    from streams.replay import ReplayError, replay_file
+
+    settings = load_settings()
+    prepare_kafka(settings, start_local=False)
+    try:
+        replay_file(settings, path, fmt, until, wait, timeout)
+    except (ReplayError, TimeoutError) as error:
+        fail(str(error))
+
+
 if __name__ == "__main__":
     main()

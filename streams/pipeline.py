@@ -144,7 +144,7 @@ class CustomerPipeline:
         self.sink.add_features(row, row_version(state, row["as_of"]), now_ms)
         self.counters.feature_rows += 1
 
-    def age(self, assigned: set[int], min_advance_s: float = 86_400.0) -> int:
+    def age(self, assigned: set[int], min_advance_s: float = 3_600.0) -> int:
         """Refit RFM quintiles and re-emit customers of partitions whose watermark moved.
 
         Runs over every customer of the ``assigned`` partitions (a worker must not speak for
@@ -175,7 +175,8 @@ class CustomerPipeline:
         emitted = 0
         for home, states in by_partition.items():
             watermark = self.watermarks.get(home)
-            if watermark is None or watermark - self._aged_at.get(home, float("-inf")) < min_advance_s:
+            aged_at = self._aged_at.get(home, float("-inf"))
+            if watermark is None or watermark <= aged_at or watermark - aged_at < min_advance_s:
                 continue
             self._aged_at[home] = watermark
             for state in states:

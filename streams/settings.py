@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     batch_within_s: float = 0.3
     # How often (wall clock) idle customers are aged to the partition's watermark.
     aging_interval_s: float = 5.0
+    # Idle customers are re-emitted once their partition's watermark moved this much event time.
+    aging_min_advance_s: float = 3_600.0
 
     allowed_lateness_days: float = 3.0
     engagement_half_life_days: float = 14.0

@@ -1,0 +1,21 @@
+"""Export the event contract as JSON Schema files, for producers in any language."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from schemas.events import EVENT_TYPES, event_json_schema
+
+
+def export_json_schemas(directory: Path) -> list[Path]:
+    """Write ``event.schema.json`` (any event) and one ``<type>.schema.json`` per type."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    documents = {"event": event_json_schema()} | {name: model.model_json_schema() for name, model in EVENT_TYPES.items()}
+    for name, document in documents.items():
+        document = {"$schema": "https://json-schema.org/draft/2020-12/schema", **document}
+        path = directory / f"{name}.schema.json"
+        path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        written.append(path)
+    return written

@@ -1,0 +1,162 @@
+"""Fixtures that start the real local broker and real crm360 workers (chDB embedded)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.broker import LocalBroker
+
+ROOT = Path(__file__).resolve().parents[1]
+CDNOW = ROOT.parent / "shared" / "data" / "cdnow_dev.txt"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[str]:
+    """A fresh local Tansu broker on a free loopback port (topic names are fixed, so each
+    test gets its own cluster; the broker starts in milliseconds)."""
+    address = f"127.0.0.1:{free_port()}"
+    local = LocalBroker(address, log_path=tmp_path / "broker.log")
+    local.start()
+    yield address
+    local.stop()
+
+
+class WorkerProcess:
+    """A ``crm360 worker`` subprocess with its own app id, data dir and web port."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = f"http://127.0.0.1:{env['CRM360_WEB_PORT']}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker"], env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited: {self.log.read_text()[-3000:]}")
+            try:
+                if self.get("/health")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"worker not healthy in {timeout}s: {self.log.read_text()[-3000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as response:
+                raw = response.read()
+                status = response.status
+        except urllib.error.HTTPError as error:
+            raw, status = error.read(), error.code
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw.decode()
+
+    def get(self, path: str) -> tuple[int, Any]:
+        return self.request("GET", path)
+
+    def sql(self, query: str) -> list[dict[str, Any]]:
+        status, data = self.request("POST", "/sql", query.encode(), self.env_headers())
+        assert status == 200, data
+        return [dict(zip(data["columns"], row)) for row in data["rows"]]
+
+    def env_headers(self) -> dict[str, str]:
+        key = self.env.get("CRM360_API_KEY")
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def metric(self, name: str) -> float:
+        _, text = self.get("/metrics")
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        raise KeyError(name)
+
+    def wait_for_metric(self, name: str, expected: float, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        value = None
+        while time.monotonic() < deadline:
+            value = self.metric(name)
+            if value == expected:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"{name} is {value}, expected {expected}")
+
+    def wait_for(self, query: str, expected: Any, timeout: float = 60.0) -> list[dict[str, Any]]:
+        """Poll ``query`` until its first value equals ``expected``."""
+        deadline = time.monotonic() + timeout
+        rows: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            rows = self.sql(query)
+            if rows and list(rows[0].values())[0] == expected:
+                return rows
+            time.sleep(0.3)
+        raise AssertionError(f"{query!r} gave {rows!r}, expected {expected!r}")
+
+
+@pytest.fixture
+def worker_env(broker: str, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRM360_")}
+    env.update(
+        CRM360_KAFKA_BOOTSTRAP=broker,
+        CRM360_APP_ID=f"crm360-test-{uuid.uuid4().hex[:8]}",
+        CRM360_DATA_DIR=str(tmp_path / "data"),
+        CRM360_WEB_PORT=str(free_port()),
+        CRM360_AGING_INTERVAL_S="1.0",
+        CRM360_AGING_MIN_ADVANCE_S="0",
+        PYTHONPATH=str(ROOT),
+    )
+    return env
+
+
+@pytest.fixture
+def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
+    """Start workers on demand (``start_worker(**env_overrides)``); all are stopped at the end."""
+    started: list[WorkerProcess] = []
+
+    def start(**overrides: str) -> WorkerProcess:
+        worker = WorkerProcess(worker_env | overrides, tmp_path / f"worker{len(started)}.log")
+        worker.start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
