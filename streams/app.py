@@ -62,15 +62,20 @@ class Worker:
             datadir=str(settings.data_path / "faust"),
             autodiscover=False,
         )
+        state_schema = faust.Schema(key_serializer="raw", value_serializer="crm360_state")
         self.table = self.app.Table(
             "customers",
             default=None,
-            schema=faust.Schema(key_serializer="raw", value_serializer="crm360_state"),
+            schema=state_schema,
             partitions=settings.partitions,
             use_partitioner=True,
+            # Declared here so its serializers are ours (raw customer-id keys, state values).
+            changelog_topic=self.app.topic(
+                f"{settings.app_id}-customers-changelog", schema=state_schema, partitions=settings.partitions,
+                compacting=True, deleting=False, acks=False, internal=True, maxsize=131_072, allow_empty=True,
+            ),
         )
-        # The changelog topic takes its serializers from these (set before first use).
-        self.table.key_serializer, self.table.value_serializer = "raw", "crm360_state"
+        self.table.key_serializer, self.table.value_serializer = "raw", "crm360_state"  # for writes
         self.source = self.app.topic(
             *INPUT_TOPICS, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
         )

@@ -206,13 +206,14 @@ def schema_export(directory: Path) -> None:
 @click.option("--timeout", type=float, default=600.0, show_default=True, help="Seconds --wait waits.")
 def replay(path: Path, fmt: str, until: Any, wait: bool, timeout: float) -> None:
     """Publish a historical file as events with their original event times."""
+    from streams.client import QueryError
     from streams.replay import ReplayError, replay_file
 
     settings = load_settings()
     prepare_kafka(settings, start_local=False)
     try:
         replay_file(settings, path, fmt, until, wait, timeout)
-    except (ReplayError, TimeoutError) as error:
+    except (ReplayError, TimeoutError, QueryError) as error:
         fail(str(error))
 
 

@@ -122,8 +122,8 @@ def wait_until_reflected(settings: Any, events: list[BaseEvent], timeout: float)
     while True:
         seen = 0
         for table, ids in ids_by_table.items():
-            for start in range(0, len(ids), 20_000):
-                chunk = ",".join(sql_string(i) for i in ids[start : start + 20_000])
+            for start in range(0, len(ids), 5_000):
+                chunk = ",".join(sql_string(i) for i in ids[start : start + 5_000])
                 result = client.query(f"SELECT uniqExact(event_id) FROM {table} WHERE event_id IN ({chunk})")
                 seen += int(result.rows[0][0])
         click.echo(f"\rin ClickHouse: {seen}/{total} events", nl=False)

@@ -1,0 +1,111 @@
+"""Exactly-once effects with at-least-once Kafka: replays and a SIGKILLed worker."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+
+from conftest import CDNOW, ROOT
+from streams.publisher import EventPublisher
+
+
+def cdnow_truth() -> dict[str, dict[str, Any]]:
+    """Per customer, straight from the file: count, sum, first and last purchase day."""
+    truth: dict[str, dict[str, Any]] = {}
+    with CDNOW.open() as handle:
+        next(handle)
+        for line in handle:
+            customer, day, _, dollars = line.split()
+            ts = datetime.strptime(day, "%Y%m%d").replace(tzinfo=timezone.utc).timestamp()
+            row = truth.setdefault(customer, {"n": 0, "total": 0.0, "first": ts, "last": ts})
+            row["n"] += 1
+            row["total"] += float(dollars)
+            row["first"], row["last"] = min(row["first"], ts), max(row["last"], ts)
+    return truth
+
+
+def _epoch(value: str) -> float:
+    return datetime.fromisoformat(value).replace(tzinfo=timezone.utc).timestamp()
+
+
+@pytest.mark.skipif(not CDNOW.exists(), reason="needs ../shared/data/cdnow_dev.txt")
+def test_cdnow_replayed_twice_gives_exact_customers(start_worker: Any) -> None:
+    worker = start_worker()
+    command = [sys.executable, "-m", "streams.cli", "replay", str(CDNOW), "--format", "cdnow", "--wait", "--timeout", "300"]
+    for _ in range(2):
+        done = subprocess.run(command, env=worker.env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "in ClickHouse: 35304/35304 events" in done.stdout
+    truth = cdnow_truth()
+    deadline = time.monotonic() + 60
+    skipped = lambda: worker.metric("crm360_duplicates_skipped_total") + worker.metric("crm360_late_events_total")  # noqa: E731
+    while skipped() < 35_304 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert skipped() == 35_304  # the second replay: already applied, or older than the lateness
+    assert worker.metric("crm360_events_applied_total") == 35_304
+    rows = worker.sql(
+        "SELECT customer_id, purchase_count, monetary_total, first_purchase_at, last_purchase_at "
+        "FROM customer_features FINAL"
+    )
+    assert len(rows) == len(truth) == 11_785
+    for row in rows:
+        want = truth[row["customer_id"]]
+        assert row["purchase_count"] == want["n"]
+        assert row["monetary_total"] == pytest.approx(want["total"], abs=0.005)
+        assert _epoch(row["first_purchase_at"]) == want["first"]
+        assert _epoch(row["last_purchase_at"]) == want["last"]
+    assert worker.sql("SELECT count() AS n FROM purchases FINAL")[0]["n"] == 35_304
+
+
+def test_worker_killed_mid_stream_restarts_with_exact_state(start_worker: Any, broker: str) -> None:
+    worker = start_worker()
+    customers, rounds, per_round = 500, 40, 1_000
+    expected: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+
+    def produce() -> None:
+        with EventPublisher(broker, partitions=4, envelope_size=100) as publisher:
+            n = 0
+            for r in range(rounds):
+                for _ in range(per_round):
+                    cid = f"k{n % customers}"
+                    amount = float(n % 97)
+                    publisher.publish({"type": "purchase", "event_id": f"e{n}", "customer_id": cid,
+                                       "ts": 1_700_000_000 + n, "channel": "web", "order_id": f"o{n}",
+                                       "amount": amount, "currency": "EUR"})
+                    expected[cid][0] += 1
+                    expected[cid][1] += amount
+                    n += 1
+                publisher.flush()
+                time.sleep(0.1)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    deadline = time.monotonic() + 60
+    while worker.metric("crm360_events_applied_total") < 8_000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    applied_before_kill = worker.metric("crm360_events_applied_total")
+    worker.stop(signal.SIGKILL)
+    producer.join()
+    assert 0 < applied_before_kill < rounds * per_round
+    restarted = start_worker()
+    restarted.wait_for("SELECT count() FROM purchases FINAL", rounds * per_round, timeout=120)
+    rows: dict[str, Any] = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        rows = {r["customer_id"]: r for r in restarted.sql(
+            "SELECT customer_id, purchase_count, monetary_total FROM customer_features FINAL")}
+        if sum(r["purchase_count"] for r in rows.values()) == rounds * per_round:
+            break
+        time.sleep(0.5)
+    assert len(rows) == customers
+    for cid, (count, total) in expected.items():
+        assert rows[cid]["purchase_count"] == count, cid
+        assert rows[cid]["monetary_total"] == pytest.approx(total)
