@@ -217,5 +217,73 @@ def replay(path: Path, fmt: str, until: Any, wait: bool, timeout: float) -> None
         fail(str(error))
 
 
+@main.command()
+@click.option("--seconds", type=float, help="Stop after this many seconds and print a summary.")
+@click.option("--customers", type=int, default=5_000, show_default=True)
+@click.option("--rate", type=float, default=3_000.0, show_default=True, help="Events per second.")
+@click.option("--seed", type=int, default=42, show_default=True)
+@data_dir_option
+def demo(seconds: float | None, customers: int, rate: float, seed: int, data_dir: Path | None) -> None:
+    """Local stack + simulated customers + a live line of figures (Ctrl-C ends it)."""
+    from streams.demo import run_demo
+
+    settings = load_settings(data_dir=data_dir)
+    broker = prepare_kafka(settings, start_local=True)
+    try:
+        run_demo(settings, seconds, customers, rate, seed)
+    except RuntimeError as error:
+        fail(str(error))
+    finally:
+        if broker:
+            broker.stop()
+
+
+@main.command()
+@click.option("--customers", type=int, default=2_000, show_default=True)
+@click.option("--days", type=int, default=365, show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--truth", "truth_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("simulation_truth.json"),
+              show_default=True, help="Where the ground truth (latent segment, churn time) is saved.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write JSONL here instead of publishing.")
+def simulate(customers: int, days: int, seed: int, truth_path: Path, out: Path | None) -> None:
+    """Generate a realistic synthetic stream (seeded) and publish it, or write it as JSONL."""
+    import json
+
+    from streams.simulate import Simulation
+
+    simulation = Simulation(customers=customers, days=days, seed=seed)
+    simulation.save_ground_truth(truth_path)
+    count = 0
+    if out:
+        with out.open("w", encoding="utf-8") as handle:
+            for event in simulation.events():
+                handle.write(json.dumps(event) + "\n")
+                count += 1
+    else:
+        from streams.publisher import EventPublisher
+
+        settings = load_settings()
+        prepare_kafka(settings, start_local=False)
+        with EventPublisher(settings.kafka_bootstrap, partitions=settings.partitions) as publisher:
+            with click.progressbar(simulation.events(), label="publishing", show_pos=True) as events:
+                for event in events:
+                    publisher.publish(event)
+                    count += 1
+    click.echo(f"{count} events for {customers} customers over {days} days; ground truth in {truth_path}")
+
+
+@main.command()
+@click.option("--events", type=int, default=300_000, show_default=True)
+def bench(events: int) -> None:
+    """Measure throughput (against a plain consumer) and freshness on a private local stack."""
+    from streams.bench import print_report, run_bench
+
+    try:
+        result = run_bench(events)
+    except RuntimeError as error:
+        fail(str(error))
+    print_report(result)
+
+
 if __name__ == "__main__":
     main()

@@ -56,6 +56,7 @@ class Counters:
     batches: int = 0
     feature_rows: int = 0
     aging_passes: int = 0
+    state_bytes_avg: float = 0.0
     watermarks: dict[int, float] = field(default_factory=dict)
 
 
@@ -171,6 +172,9 @@ class CustomerPipeline:
                     frequency.append(state.purchase_count)
                     monetary.append(max(state.monetary_total - state.refund_total, 0.0))
         self.scorer.fit(recency, frequency, monetary)
+        sample = [state for states in by_partition.values() for state in states[:250]]
+        if sample:
+            self.counters.state_bytes_avg = sum(len(state.to_json()) for state in sample) / len(sample)
         now_ms = int(time.time() * 1000)
         emitted = 0
         for home, states in by_partition.items():

@@ -173,6 +173,7 @@ def metrics_text(worker: Worker) -> str:
         f"crm360_flush_seconds_total {worker.flush_seconds_total:.6f}",
         f"crm360_flush_seconds_last {worker.sink.last_flush_seconds:.6f}",
         f"crm360_customers {len(worker.table)}",
+        f"crm360_state_bytes_avg {c.state_bytes_avg:.1f}",
         f"crm360_up {1 if worker.healthy()[0] else 0}",
     ]
     for partition, watermark in sorted(c.watermarks.items()):

@@ -1,0 +1,191 @@
+"""``crm360 bench``: throughput and freshness on a private local stack, against a baseline.
+
+In one run it measures (a) a plain aiokafka consumer reading the same messages (the
+baseline), (b) the pipeline end to end, Kafka to rows visible in ClickHouse, and (c)
+freshness, event produced to its customer's row visible, at a steady rate. It prints a
+table, then one JSON object as its last line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import click
+from kafka import KafkaProducer
+
+from schemas.envelope import OutgoingMessage, pack
+from schemas.events import parse_event
+from streams.broker import LocalBroker
+from streams.settings import Settings
+from streams.simulate import Simulation
+from streams.stack import WorkerProcess, free_port
+from streams.topics import ensure_topics
+
+RAW_TOPIC = "bench-raw"
+
+
+def _produce(bootstrap: str, messages: list[OutgoingMessage], topic: str | None = None) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=1 << 20, max_request_size=16 << 20)
+    for m in messages:
+        producer.send(topic or m.topic, key=m.key, value=m.value, partition=m.partition)
+    producer.flush()
+    producer.close()
+
+
+async def _raw_consume(bootstrap: str, events: int) -> float:
+    """Baseline: aiokafka getmany + JSON decode + a per-customer [count, sum, max_ts] update."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(RAW_TOPIC, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                group_id=f"bench-{uuid.uuid4().hex[:6]}", enable_auto_commit=False,
+                                session_timeout_ms=6000, heartbeat_interval_ms=500)
+    await consumer.start()
+    state: dict[str, list[Any]] = {}
+    seen = 0
+    started = None
+    try:
+        while seen < events:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            if started is None and batch:
+                started = time.perf_counter()
+            for records in batch.values():
+                for record in records:
+                    data = json.loads(record.value)
+                    for e in data["events"] if "events" in data else [data]:
+                        row = state.setdefault(e["customer_id"], [0, 0.0, ""])
+                        row[0] += 1
+                        row[1] += e.get("amount", 0.0)
+                        row[2] = max(row[2], e["ts"])
+                        seen += 1
+    finally:
+        await consumer.stop()
+    return seen / (time.perf_counter() - (started or time.perf_counter()))
+
+
+def _events(n: int, seed: int) -> list[Any]:
+    out = []
+    for event in Simulation(customers=20_000, days=3_650, seed=seed).events():
+        out.append(parse_event(event))
+        if len(out) >= n:
+            break
+    return out
+
+
+def _freshness(worker: WorkerProcess, bootstrap: str, partitions: int, seconds: float, rate: float) -> list[float]:
+    """Probe events at a steady background rate; seconds from produce to row visible."""
+    background = iter(_events(int(seconds * rate) + 1000, seed=99))
+    sent_at: dict[str, float] = {}
+    seen_at: dict[str, float] = {}
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set() or len(seen_at) < len(sent_at):
+            pending = [c for c in sent_at if c not in seen_at]
+            if pending:
+                ids = ",".join(f"'{c}'" for c in pending)
+                for (cid,) in worker.sql(f"SELECT customer_id FROM customer_features WHERE customer_id IN ({ids})"):
+                    seen_at.setdefault(cid, time.monotonic())
+            if stop.is_set() and time.monotonic() - stopped_at[0] > 30:
+                return
+            time.sleep(0.05)
+
+    stopped_at = [0.0]
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    started = time.monotonic()
+    tick = 0
+    while time.monotonic() - started < seconds:
+        tick += 1
+        batch = [next(background) for _ in range(max(int(rate / 10), 1))]
+        for m in pack(batch, partitions, 1000):
+            producer.send(m.topic, key=m.key, value=m.value, partition=m.partition)
+        probe = parse_event({"type": "purchase", "event_id": f"probe-{tick}", "customer_id": f"probe-{tick}",
+                             "ts": batch[-1].epoch, "channel": "web", "order_id": f"probe-{tick}",
+                             "amount": 1.0, "currency": "EUR"})
+        (m,) = pack([probe], partitions)
+        producer.send(m.topic, key=m.key, value=m.value, partition=m.partition)
+        producer.flush()
+        sent_at[probe.customer_id] = time.monotonic()
+        time.sleep(max(0.0, started + tick * 0.1 - time.monotonic()))
+    producer.close()
+    stopped_at[0] = time.monotonic()
+    stop.set()
+    poller.join(40)
+    return sorted(seen_at[c] - sent_at[c] for c in sent_at if c in seen_at)
+
+
+def run_bench(events: int, partitions: int = 4) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="crm360-bench-"))
+    address = f"127.0.0.1:{free_port()}"
+    settings = Settings(kafka_bootstrap=address, data_dir=workdir, web_port=free_port(), partitions=partitions,
+                        app_id=f"crm360-bench-{uuid.uuid4().hex[:6]}")
+    broker = LocalBroker(address, log_path=workdir / "broker.log")
+    broker.start()
+    worker = WorkerProcess(settings, workdir / "worker.log")
+    try:
+        ensure_topics(address, partitions)
+        from kafka.admin import KafkaAdminClient, NewTopic
+
+        KafkaAdminClient(bootstrap_servers=address).create_topics([NewTopic(RAW_TOPIC, partitions, 1)])
+        click.echo(f"generating {events} simulated events ...")
+        batch = _events(events, seed=7)
+        messages = pack(batch, partitions, 1000)
+        click.echo("(a) baseline: plain aiokafka consumer ...")
+        _produce(address, messages, RAW_TOPIC)
+        raw_rate = asyncio.run(_raw_consume(address, events))
+        click.echo("(b) pipeline end to end ...")
+        worker.start()
+        started = time.perf_counter()
+        _produce(address, messages)
+        counts = {t: sum(1 for e in batch if e.type == t) for t in ("purchase", "visit")}
+        while True:
+            m = worker.metrics()
+            if m.get("crm360_events_in_total", 0) >= events:
+                rows = worker.sql("SELECT (SELECT count() FROM purchases), (SELECT count() FROM visits)")[0]
+                if rows[0] >= counts["purchase"] and rows[1] >= counts["visit"]:
+                    break
+            elapsed = time.perf_counter() - started
+            click.echo(f"\r  {int(m.get('crm360_events_in_total', 0))}/{events} events, {elapsed:5.1f}s", nl=False)
+            time.sleep(0.1)
+        pipeline_seconds = time.perf_counter() - started
+        pipeline_rate = events / pipeline_seconds
+        click.echo("")
+        click.echo("(c) freshness at a steady rate ...")
+        steady = min(5_000.0, pipeline_rate / 4)
+        latencies = _freshness(worker, address, partitions, seconds=15.0, rate=steady)
+        m = worker.metrics()
+        result = {
+            "events": events,
+            "events_per_s": round(pipeline_rate, 1),
+            "raw_consumer_events_per_s": round(raw_rate, 1),
+            "ratio_to_raw": round(pipeline_rate / raw_rate, 3),
+            "freshness_rate_events_per_s": round(steady, 1),
+            "freshness_p50_s": round(statistics.median(latencies), 3) if latencies else None,
+            "freshness_p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 3) if latencies else None,
+            "freshness_samples": len(latencies),
+            "bytes_per_customer": round(m.get("crm360_state_bytes_avg", 0.0), 1),
+            "customers": int(m.get("crm360_customers", 0)),
+        }
+        return result
+    finally:
+        worker.stop()
+        broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def print_report(result: dict[str, Any]) -> None:
+    click.echo("")
+    click.echo(f"{'figure':<32} {'value':>14}")
+    for key, value in result.items():
+        click.echo(f"{key:<32} {value!s:>14}")
+    click.echo(json.dumps(result))

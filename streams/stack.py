@@ -1,0 +1,77 @@
+"""A private local stack (broker + worker subprocess) for ``crm360 demo`` and ``crm360 bench``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from streams.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class WorkerProcess:
+    """``crm360 worker`` in a subprocess, configured by ``CRM360_*`` variables."""
+
+    def __init__(self, settings: Settings, log_path: Path, **env: str) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CRM360_")} | {
+            "CRM360_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "CRM360_DATA_DIR": str(settings.data_path),
+            "CRM360_WEB_PORT": str(settings.web_port),
+            "CRM360_APP_ID": settings.app_id,
+            "CRM360_PARTITIONS": str(settings.partitions),
+        } | env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 90.0) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=self.env,
+                                            stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the worker exited at start; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"{self.settings.web_url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the worker was not healthy within {timeout:.0f}s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def metrics(self) -> dict[str, float]:
+        with urllib.request.urlopen(f"{self.settings.web_url}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        return {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line and "{" not in line}
+
+    def sql(self, query: str) -> list[list[Any]]:
+        request = urllib.request.Request(f"{self.settings.web_url}/sql", data=query.encode(), method="POST")
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())["rows"]
