@@ -129,8 +129,8 @@ def apply(state: CustomerState, event: BaseEvent, config: FeatureConfig) -> Outc
     state.events_applied += 1
     if newest is None or ts > newest:
         state.newest_by_type[kind] = ts
-        horizon = ts - lateness
-        if min(seen.values()) < horizon:
+        if len(seen) > 16 and int(ts // DAY) != int(newest // DAY):  # prune at most daily
+            horizon = ts - lateness
             state.recent_events[kind] = {k: t for k, t in seen.items() if t >= horizon}
     if state.newest_event_at is None or ts > state.newest_event_at:
         state.newest_event_at = ts

@@ -10,7 +10,6 @@ committed. Re-inserting a row is harmless: raw events are deduplicated by ``even
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -70,12 +69,6 @@ def to_ms(value: float | datetime | None) -> int | None:
     return int(round(value * 1000))
 
 
-def _getter(name: str, is_time: bool) -> Callable[[Any], Any]:
-    if is_time:
-        return lambda obj: to_ms(getattr(obj, name))
-    return lambda obj: getattr(obj, name)
-
-
 def _item_columns(event: Purchase) -> list[list[Any]]:
     items = event.items
     return [
@@ -92,11 +85,17 @@ class _RawLayout:
     def __init__(self, model: type[BaseEvent], table: str) -> None:
         self.table = table
         self.has_items = model is Purchase
-        names = [n for n in TABLES[table].column_names if not n.startswith("item_") and n != "ingested_at"]
-        self.getters = [_getter(n, "DateTime64" in dict(TABLES[table].columns)[n]) for n in names]
+        types = dict(TABLES[table].columns)
+        self.names = [n for n in types if not n.startswith("item_") and n != "ingested_at"]
+        self.time_positions = [i for i, n in enumerate(self.names) if "DateTime64" in types[n]]
 
     def row(self, event: BaseEvent, ingested_ms: int) -> list[Any]:
-        values = [get(event) for get in self.getters]
+        fields = event.__dict__  # pydantic keeps validated field values here
+        values = [fields[name] for name in self.names]
+        for i in self.time_positions:
+            value = values[i]
+            if value is not None:
+                values[i] = int(value.timestamp() * 1000)
         if self.has_items:
             values += _item_columns(event)  # type: ignore[arg-type]
         values.append(ingested_ms)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel
 
 from schemas.events import BaseEvent, CustomerProfile, Purchase, SocialInteraction, Visit
 from schemas.rows import CustomerFeatures, DeadLetter
@@ -35,7 +35,7 @@ def clickhouse_type(annotation: Any) -> str:
         return clickhouse_type(args[0])
     if typing.get_origin(annotation) is Literal:
         return "LowCardinality(String)"
-    simple = {str: "String", int: "Int64", float: "Float64", datetime: TIME, bool: "Bool"}
+    simple = {str: "String", int: "Int64", float: "Float64", datetime: TIME, AwareDatetime: TIME, bool: "Bool"}
     if annotation in simple:
         return simple[annotation]
     raise TypeError(f"no ClickHouse type for {annotation!r}")
