@@ -1,0 +1,243 @@
+"""Unit tests of processors/ and the pipeline's pure path: no broker, no database."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from processors import engagement
+from processors.config import DAY, FeatureConfig
+from processors.features import CustomerState, apply, profile, row_version
+from processors.lifecycle import lifecycle_stage
+from processors.rfm import RFMScorer, segment_grid, value_tier
+from schemas.envelope import encode_envelope, pack
+from schemas.events import parse_event
+from schemas.export import export_json_schemas
+from schemas.topics import partition_for
+from streams.pipeline import CustomerPipeline, Message
+
+CFG = FeatureConfig()
+T0 = 1_700_006_400.0  # a midnight, so day windows are easy to reason about
+
+
+def purchase(n: int, day: float, amount: float, kind: str = "purchase", category: str = "books", qty: int = 1) -> Any:
+    return parse_event({"type": "purchase", "event_id": f"p{n}", "customer_id": "c", "ts": T0 + day * DAY,
+                        "channel": "web", "order_id": f"o{n}", "amount": amount, "currency": "EUR", "kind": kind,
+                        "items": [{"sku": "x", "category": category, "quantity": qty, "unit_price": amount}]})
+
+
+def visit(n: int, day: float, seconds: float = 60.0, channel: str = "app") -> Any:
+    return parse_event({"type": "visit", "event_id": f"v{n}", "customer_id": "c", "ts": T0 + day * DAY,
+                        "channel": channel, "session_id": f"s{n}", "duration_s": seconds})
+
+
+def social(n: int, day: float, action: str) -> Any:
+    return parse_event({"type": "social_interaction", "event_id": f"s{n}", "customer_id": "c", "ts": T0 + day * DAY,
+                        "channel": "social", "platform": "instagram", "action": action})
+
+
+def profile_update(n: int, day: float, **fields: Any) -> Any:
+    return parse_event({"type": "customer_profile", "event_id": f"u{n}", "customer_id": "c", "ts": T0 + day * DAY,
+                        "channel": "web", **fields})
+
+
+def test_purchase_windows_refunds_and_averages() -> None:
+    state = CustomerState("c")
+    for event in [purchase(1, 0, 100), purchase(2, 50, 40, category="music", qty=5), purchase(3, 100, 60),
+                  purchase(4, 101, 25, kind="refund")]:
+        assert apply(state, event, CFG) == "applied"
+    row = profile(state, watermark=T0 + 110 * DAY, config=CFG)
+    assert row["purchase_count"] == 3
+    assert row["monetary_total"] == 200.0
+    assert row["avg_order_value"] == pytest.approx(66.67)
+    assert row["refund_count"] == 1 and row["refund_total"] == 25.0
+    assert row["recency_days"] == 10.0 and row["tenure_days"] == 110.0
+    assert row["purchases_30d"] == 1 and row["purchases_90d"] == 2
+    assert row["revenue_30d"] == 35.0 and row["revenue_90d"] == 75.0  # net of the refund
+    assert row["mean_days_between_purchases"] == 50.0
+    assert row["top_category"] == "music" and row["distinct_categories"] == 2
+    assert row["first_purchase_at"] == T0 and row["last_purchase_at"] == T0 + 100 * DAY
+
+
+def test_windows_age_with_the_watermark_without_new_events() -> None:
+    state = CustomerState("c")
+    apply(state, purchase(1, 0, 10), CFG)
+    assert profile(state, T0 + 29 * DAY, CFG)["purchases_30d"] == 1
+    assert profile(state, T0 + 30 * DAY, CFG)["purchases_30d"] == 0
+    assert profile(state, T0 + 89 * DAY, CFG)["purchases_90d"] == 1
+    assert profile(state, T0 + 90 * DAY, CFG)["purchases_90d"] == 0
+    assert profile(state, T0 + 120 * DAY, CFG)["lifecycle_stage"] == "churned"
+
+
+def test_duplicates_and_late_events_are_not_applied() -> None:
+    state = CustomerState("c")
+    assert apply(state, purchase(1, 10, 10), CFG) == "applied"
+    assert apply(state, purchase(1, 10, 10), CFG) == "duplicate"
+    assert apply(state, purchase(2, 8, 10), CFG) == "applied"  # 2 days late: within 3 days
+    assert apply(state, purchase(3, 6, 10), CFG) == "late"  # 4 days older than the newest purchase
+    assert apply(state, visit(1, 1), CFG) == "applied"  # other types have their own clock
+    assert state.purchase_count == 2 and state.events_applied == 3
+
+
+def test_replaying_the_same_events_after_a_round_trip_changes_nothing() -> None:
+    events = [purchase(i, i * 0.5, 10 + i) for i in range(40)] + [visit(i, i * 0.5) for i in range(40)]
+    state = CustomerState("c")
+    for event in events:
+        apply(state, event, CFG)
+    before = profile(state, T0 + 30 * DAY, CFG)
+    restored = CustomerState.from_json(state.to_json())
+    assert [apply(restored, e, CFG) for e in events].count("applied") == 0
+    assert profile(restored, T0 + 30 * DAY, CFG) == before
+
+
+def test_visits_conversion_channel_and_engagement() -> None:
+    state = CustomerState("c")
+    apply(state, visit(1, 0.0, 100), CFG)
+    apply(state, purchase(1, 0.5, 10), CFG)  # within 24 h of the visit: converts it
+    apply(state, visit(2, 2.0, 300), CFG)  # not followed by a purchase
+    apply(state, social(1, 2.0, "like"), CFG)
+    apply(state, social(2, 2.0, "share"), CFG)
+    row = profile(state, T0 + 2 * DAY, CFG)
+    assert row["visit_count"] == 2 and row["visits_30d"] == 2
+    assert row["avg_session_seconds"] == 200.0
+    assert row["visit_to_purchase_rate"] == 0.5
+    assert row["likes_30d"] == 1 and row["shares_30d"] == 1
+    assert row["preferred_channel"] == "app"
+    half_life = CFG.engagement_half_life_days * DAY
+    expected = sum(w * 0.5 ** ((2 * DAY - d * DAY) / half_life) for w, d in [(1, 0), (3, 0.5), (1, 2), (1, 2), (3, 2)])
+    assert row["engagement_score"] == pytest.approx(expected, abs=1e-3)
+    later = profile(state, T0 + 16 * DAY, CFG)["engagement_score"]
+    assert later == pytest.approx(expected / 2, abs=1e-3)
+
+
+def test_profile_updates_are_partial_and_last_writer_wins_on_event_time() -> None:
+    state = CustomerState("c")
+    apply(state, profile_update(1, 1, region="north", city="Oslo"), CFG)
+    apply(state, profile_update(2, 2, city="Bergen", age_band="25-34"), CFG)
+    apply(state, profile_update(3, 1.5, city="Stale"), CFG)  # older than the newest update
+    row = profile(state, T0 + 2 * DAY, CFG)
+    assert (row["region"], row["city"], row["age_band"], row["gender"]) == ("north", "Bergen", "25-34", None)
+
+
+def test_lifecycle_stages() -> None:
+    assert lifecycle_stage(None, None, None, T0, CFG) == "prospect"
+    assert lifecycle_stage(T0, T0, None, T0 + 5 * DAY, CFG) == "new"
+    assert lifecycle_stage(T0, T0 + 40 * DAY, None, T0 + 50 * DAY, CFG) == "active"
+    assert lifecycle_stage(T0, T0 + 40 * DAY, None, T0 + 100 * DAY, CFG) == "at_risk"
+    assert lifecycle_stage(T0, T0 + 40 * DAY, None, T0 + 130 * DAY, CFG) == "churned"
+    state = CustomerState("c")
+    apply(state, purchase(1, 0, 10), CFG)
+    apply(state, purchase(2, 100, 10), CFG)  # back after a churn-length gap
+    assert profile(state, T0 + 110 * DAY, CFG)["lifecycle_stage"] == "reactivated"
+
+
+def test_engagement_decay_is_exact() -> None:
+    score, as_of = engagement.add(0.0, 0.0, 4.0, ts=0.0, half_life=10.0)
+    score, as_of = engagement.add(score, as_of, 4.0, ts=20.0, half_life=10.0)
+    assert (score, as_of) == (5.0, 20.0)
+    assert engagement.decayed(score, as_of, 30.0, 10.0) == 2.5
+
+
+def test_rfm_scores_follow_population_quintiles() -> None:
+    scorer = RFMScorer()
+    assert scorer.score(1.0, 1, 1.0) is None  # not fitted yet
+    scorer.fit(recency=list(range(100)), frequency=list(range(1, 101)), monetary=[float(x) for x in range(100)])
+    scores = [scorer.score(float(r), f, float(m)) for r, f, m in zip(range(100), range(1, 101), range(100))]
+    for i in range(5):
+        block = scores[i * 20 + 1 : i * 20 + 19]
+        assert {s[0] for s in block} == {5 - i}
+        assert {s[1] for s in block} == {i + 1}
+        assert {s[2] for s in block} == {i + 1}
+    assert scorer.segment(5, 5, 5) == "Champions" and scorer.segment(1, 1, 1) == "Lost"
+    assert scorer.segment(5, 1, 1) == "New" and scorer.segment(2, 4, 4) == "At Risk"
+    assert [value_tier(m) for m in (1, 2, 3, 4, 5)] == ["bronze", "silver", "silver", "gold", "platinum"]
+
+
+def test_segment_rules_must_cover_the_grid() -> None:
+    assert len(segment_grid()) == 25
+    with pytest.raises(ValueError, match="without a segment"):
+        segment_grid([("Champions", (4, 5), (4, 5))])
+
+
+def test_row_version_grows_with_event_time_and_applied_events() -> None:
+    state = CustomerState("c")
+    apply(state, purchase(1, 0, 10), CFG)
+    v1 = row_version(state, T0)
+    apply(state, purchase(2, 0, 10), CFG)
+    v2 = row_version(state, T0)
+    assert v1 < v2 < row_version(state, T0 + 0.001)
+
+
+class MemorySink:
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.features: list[dict[str, Any]] = []
+        self.dead: list[tuple[Any, ...]] = []
+
+    def add_event(self, event: Any, ingested_ms: int) -> None:
+        self.events.append(event)
+
+    def add_features(self, row: dict[str, Any], version: int, updated_ms: int) -> None:
+        self.features.append(row)
+
+    def add_dead_letter(self, *args: Any) -> None:
+        self.dead.append(args)
+
+
+def test_pipeline_writes_each_customer_once_per_batch_and_rejects_misrouted_events() -> None:
+    sink = MemorySink()
+    table: dict[bytes, CustomerState] = {}
+    pipeline = CustomerPipeline(CFG, sink, table, partitions=4)  # type: ignore[arg-type]
+    events = [purchase(i, i, 10.0) for i in range(5)]
+    right = partition_for("c", 4)
+    wrong = (right + 1) % 4
+    dead = pipeline.ingest([
+        Message("purchases", right, 0, encode_envelope(events)),
+        Message("purchases", wrong, 0, encode_envelope([purchase(9, 9, 1.0)])),
+        Message("purchases", right, 1, b"{broken"),
+    ])
+    assert len(sink.events) == 5 and len(sink.features) == 1
+    assert table[b"c"].purchase_count == 5
+    assert [d.reason.split(":")[0] for d in dead] == ["customer_id 'c' belongs to partition " + str(right) + " but arrived on " + str(wrong), "invalid JSON"]
+    assert pipeline.counters.dead_letters == 2
+    assert pipeline.watermarks[right] == T0 + 4 * DAY
+    assert pipeline.age({right}, min_advance_s=0.0) == 1
+    assert pipeline.scorer.fitted
+
+
+def test_pack_routes_every_event_to_its_customers_partition() -> None:
+    events = [parse_event({"type": "visit", "event_id": f"v{i}", "customer_id": f"c{i}", "ts": T0, "channel": "web",
+                           "session_id": "s"}) for i in range(200)]
+    for message in pack(events, partitions=4, envelope_size=30):
+        decoded = json.loads(message.value)
+        for e in decoded.get("events", [decoded]):
+            assert partition_for(e["customer_id"], 4) == message.partition
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [({"amount": -1}, "amount"), ({"amount": "ten"}, "amount"), ({"ts": "2024-01-01T00:00:00"}, "ts"),
+     ({"ts": True}, "ts"), ({"customer_id": ""}, "customer_id"), ({"event_id": "x" * 500}, "event_id"),
+     ({"kind": "gift"}, "kind"), ({"surprise": 1}, "surprise")],
+)
+def test_invalid_purchases_are_rejected_with_the_field_named(change: dict[str, Any], field: str) -> None:
+    good = {"type": "purchase", "event_id": "e", "customer_id": "c", "ts": 0, "channel": "pos", "order_id": "o",
+            "amount": 1.0, "currency": "EUR"}
+    parse_event(good)
+    with pytest.raises(ValidationError) as error:
+        parse_event(good | change)
+    assert field in str(error.value)
+
+
+def test_json_schema_export(tmp_path: Path) -> None:
+    paths = export_json_schemas(tmp_path)
+    names = sorted(p.name for p in paths)
+    assert names == ["customer_profile.schema.json", "event.schema.json", "purchase.schema.json",
+                     "social_interaction.schema.json", "visit.schema.json"]
+    purchase_schema = json.loads((tmp_path / "purchase.schema.json").read_text())
+    assert set(purchase_schema["required"]) >= {"event_id", "customer_id", "ts", "channel", "order_id", "amount"}
+    assert purchase_schema["properties"]["amount"]["minimum"] == 0
