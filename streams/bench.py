@@ -131,7 +131,7 @@ def run_bench(events: int, partitions: int = 4) -> dict[str, Any]:
                         app_id=f"crm360-bench-{uuid.uuid4().hex[:6]}")
     broker = LocalBroker(address, log_path=workdir / "broker.log")
     broker.start()
-    worker = WorkerProcess(settings, workdir / "worker.log")
+    worker = WorkerProcess.for_settings(settings, workdir / "worker.log")
     try:
         ensure_topics(address, partitions)
         from kafka.admin import KafkaAdminClient, NewTopic

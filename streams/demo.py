@@ -18,7 +18,7 @@ SEGMENT_QUERY = (
 
 
 def run_demo(settings: Settings, seconds: float | None, customers: int, rate: float, seed: int) -> None:
-    worker = WorkerProcess(settings, settings.data_path / "worker.log")
+    worker = WorkerProcess.for_settings(settings, settings.data_path / "worker.log")
     click.echo("starting the worker ...")
     worker.start()
     click.echo(f"worker ready: {settings.web_url}  (try: crm360 sql \"{SEGMENT_QUERY}\")")

@@ -24,19 +24,24 @@ def free_port() -> int:
 
 
 class WorkerProcess:
-    """``crm360 worker`` in a subprocess, configured by ``CRM360_*`` variables."""
+    """``crm360 worker`` in a subprocess, configured by ``CRM360_*`` variables in ``env``."""
 
-    def __init__(self, settings: Settings, log_path: Path, **env: str) -> None:
-        self.settings = settings
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
         self.log_path = log_path
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CRM360_")} | {
+        self.url = f"http://127.0.0.1:{env['CRM360_WEB_PORT']}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def for_settings(cls, settings: Settings, log_path: Path) -> WorkerProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CRM360_")} | {
             "CRM360_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
             "CRM360_DATA_DIR": str(settings.data_path),
             "CRM360_WEB_PORT": str(settings.web_port),
             "CRM360_APP_ID": settings.app_id,
             "CRM360_PARTITIONS": str(settings.partitions),
-        } | env
-        self.process: subprocess.Popen[bytes] | None = None
+        }
+        return cls(env, log_path)
 
     def start(self, timeout: float = 90.0) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,9 +51,9 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the worker exited at start; see {self.log_path}")
+                raise RuntimeError(f"the worker exited at start: {self.log_path.read_text()[-2000:]}")
             try:
-                with urllib.request.urlopen(f"{self.settings.web_url}/health", timeout=2) as response:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
                     if response.status == 200:
                         return
             except (urllib.error.URLError, OSError):
@@ -56,22 +61,22 @@ class WorkerProcess:
             time.sleep(0.2)
         raise RuntimeError(f"the worker was not healthy within {timeout:.0f}s; see {self.log_path}")
 
-    def stop(self) -> None:
+    def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(sig)
             try:
-                self.process.wait(20)
+                self.process.wait(30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
         self.process = None
 
     def metrics(self) -> dict[str, float]:
-        with urllib.request.urlopen(f"{self.settings.web_url}/metrics", timeout=10) as response:
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as response:
             text = response.read().decode()
         return {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line and "{" not in line}
 
     def sql(self, query: str) -> list[list[Any]]:
-        request = urllib.request.Request(f"{self.settings.web_url}/sql", data=query.encode(), method="POST")
+        request = urllib.request.Request(f"{self.url}/sql", data=query.encode(), method="POST")
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read())["rows"]

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,16 +14,14 @@ from typing import Any
 
 import pytest
 
+from streams import stack
 from streams.broker import LocalBroker
 
 ROOT = Path(__file__).resolve().parents[1]
 CDNOW = ROOT.parent / "shared" / "data" / "cdnow_dev.txt"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+free_port = stack.free_port
 
 
 @pytest.fixture
@@ -41,41 +35,8 @@ def broker(tmp_path: Path) -> Iterator[str]:
     local.stop()
 
 
-class WorkerProcess:
-    """A ``crm360 worker`` subprocess with its own app id, data dir and web port."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env = env
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-        self.url = f"http://127.0.0.1:{env['CRM360_WEB_PORT']}"
-
-    def start(self, timeout: float = 60.0) -> None:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"], env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited: {self.log.read_text()[-3000:]}")
-            try:
-                if self.get("/health")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"worker not healthy in {timeout}s: {self.log.read_text()[-3000:]}")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
+class WorkerProcess(stack.WorkerProcess):
+    """A ``crm360 worker`` subprocess with test helpers."""
 
     def request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
         req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers or {})
@@ -93,7 +54,7 @@ class WorkerProcess:
     def get(self, path: str) -> tuple[int, Any]:
         return self.request("GET", path)
 
-    def sql(self, query: str) -> list[dict[str, Any]]:
+    def sql(self, query: str) -> list[dict[str, Any]]:  # type: ignore[override]
         status, data = self.request("POST", "/sql", query.encode(), self.env_headers())
         assert status == 200, data
         return [dict(zip(data["columns"], row)) for row in data["rows"]]
