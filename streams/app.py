@@ -55,6 +55,8 @@ class Worker:
             broker_session_timeout=settings.session_timeout_s,
             broker_heartbeat_interval=settings.heartbeat_interval_s,
             producer_linger_ms=20,
+            consumer_max_fetch_size=16 * 1024 * 1024,  # envelopes are large messages
+            stream_buffer_maxsize=65_536,
             table_standby_replicas=0,
             consumer_auto_offset_reset="earliest",
             web_host=settings.web_host,

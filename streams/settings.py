@@ -40,8 +40,8 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = 0.5
 
     # Batching: messages per processing batch, and the longest wait to fill one.
-    batch_max_messages: int = 200
-    batch_within_s: float = 0.3
+    batch_max_messages: int = 1_000
+    batch_within_s: float = 0.1
     # How often (wall clock) idle customers are aged to the partition's watermark.
     aging_interval_s: float = 5.0
     # Idle customers are re-emitted once their partition's watermark moved this much event time.
