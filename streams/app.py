@@ -18,6 +18,8 @@ from typing import Any
 
 import faust
 from faust.serializers import codecs
+from faust.transport.drivers import aiokafka as faust_kafka
+from faust.types import TP
 
 from processors.features import CustomerState
 from schemas.topics import DEAD_LETTERS, INPUT_TOPICS, PURCHASES
@@ -42,12 +44,66 @@ class StateCodec(codecs.Codec):
 codecs.register("crm360_state", StateCodec())
 
 
+class SafeCommitConsumer(faust_kafka.Consumer):
+    """faust's Kafka consumer, never committing past a message it read but did not ack.
+
+    faust can drop messages it already read: ``flow_control.resume()`` clears the stream
+    queues (the restart recovery resumes flow twice), and the read offset has moved past
+    them. When the partition has no committed offset, or the dropped offset equals the
+    committed one, ``_new_offset`` (its head-gap check tolerates a gap of 1) then commits
+    past it. Here such a hole blocks the commit and the partition is re-read from it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._delivered: dict[TP, set[int]] = {}
+        deliver = self.callback
+
+        async def callback(message: Any) -> Any:
+            self._delivered.setdefault(message.tp, set()).add(message.offset)
+            return await deliver(message)
+
+        self.callback = callback
+
+    def _new_offset(self, tp: TP) -> int | None:
+        acked, delivered = self._acked[tp], self._delivered.get(tp, set())
+        if acked and delivered:
+            committed, acked_index = self._committed_offset[tp], self._acked_index[tp]
+            pending = [o for o in delivered if o not in acked_index and (committed is None or o >= committed)]
+            first = min(pending, default=None)
+            if first is not None and first < min(acked):
+                in_flight = any(m.tp == tp and m.offset == first for m in list(self._unacked_messages))
+                if not in_flight and tp in self.assignment():
+                    log.warning("%s offset %d was read but never processed: re-reading from it", tp, first)
+                    self._thread.seek(tp, first)
+                    self._read_offset[tp] = None
+                return None
+        offset = super()._new_offset(tp)
+        if offset is not None and delivered:
+            self._delivered[tp] = {o for o in delivered if o >= offset}
+        return offset
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        for tp in revoked:
+            self._delivered.pop(tp, None)
+        await super().on_partitions_revoked(revoked)
+
+
+class SafeCommitTransport(faust_kafka.Transport):
+    Consumer = SafeCommitConsumer
+
+
+class App(faust.App):
+    def _new_transport(self) -> Any:
+        return SafeCommitTransport(self.conf.broker_consumer, self)
+
+
 class Worker:
     """Everything one worker process owns: the Faust app, the pipeline, the sink."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.app = faust.App(
+        self.app = App(
             settings.app_id,
             broker=f"kafka://{settings.kafka_bootstrap}",
             store="memory://",
