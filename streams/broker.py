@@ -6,6 +6,7 @@ memory: a restarted local broker starts empty.
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import time
@@ -28,6 +29,18 @@ def answers(address: str, timeout: float = 0.3) -> bool:
             return True
     except OSError:
         return False
+
+
+def stop_process(process: subprocess.Popen[bytes] | None, sig: int, grace_s: float) -> None:
+    """Send ``sig`` to a running child; kill it if it has not exited after ``grace_s``."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def broker_binary() -> Path:
@@ -69,13 +82,7 @@ class LocalBroker:
         raise BrokerError(f"the local broker did not answer on {self.address} within {timeout:.0f}s")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, signal.SIGTERM, grace_s=5.0)
         self.process = None
 
     def __enter__(self) -> LocalBroker:

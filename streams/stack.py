@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from streams.broker import stop_process
 from streams.settings import Settings
 
 
@@ -62,13 +63,7 @@ class WorkerProcess:
         raise RuntimeError(f"the worker was not healthy within {timeout:.0f}s; see {self.log_path}")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, sig, grace_s=30.0)
         self.process = None
 
     def metrics(self) -> dict[str, float]:
