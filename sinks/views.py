@@ -1,0 +1,352 @@
+"""The analysts' views: ready-made SQL views over the ClickHouse tables (migration 5).
+
+Every view reads deduplicated rows, so a redelivered event or a rewritten feature row is
+never counted twice: raw events through ``FINAL`` (one row per ``event_id``) and
+``customer_features FINAL`` (one row per customer, its highest ``version``).
+
+Conventions shared by the views:
+
+- a customer is a row of ``customer_features`` (every customer with any event has one);
+- ``segment`` and ``churn_probability`` are NULL until the models score a customer:
+  averages skip NULLs, at-risk counts are 0, and a NULL segment is shown as ``'unscored'``;
+- a customer is *at risk* when ``churn_probability >= 0.5``;
+- a missing profile value is shown as ``'unknown'``, and ``'all'`` marks a total row;
+- revenue is gross purchases (``monetary_total``) unless refunds are shown beside it;
+- money is rounded to 2 decimals, shares and probabilities to 4, days to 2;
+- days are UTC calendar days.
+
+Migration 5 creates the views once per database: a view changed later needs a new
+migration that re-creates it (``CREATE OR REPLACE VIEW`` makes re-running harmless).
+
+Examples
+--------
+>>> print(VIEWS["v_top_at_risk"].ddl().splitlines()[0])
+CREATE OR REPLACE VIEW crm360.v_top_at_risk AS
+>>> VIEWS["v_rfm_grid"].description
+'Customers and revenue by (rfm_r, rfm_f): the 5x5 RFM grid of scored customers, empty cells as 0.'
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+
+from schemas.events import SocialAction
+from sinks.tables import DATABASE
+
+#: A customer is at risk from this churn probability on.
+AT_RISK_PROBABILITY = 0.5
+
+FEATURES = f"{DATABASE}.customer_features FINAL"
+
+
+@dataclass(frozen=True)
+class View:
+    """One analysts' view: its name, what it shows (in the user's words) and its query."""
+
+    name: str
+    description: str
+    select: str
+
+    def ddl(self) -> str:
+        return f"CREATE OR REPLACE VIEW {DATABASE}.{self.name} AS\n{self.select.strip()}"
+
+
+SEGMENT_SUMMARY = View(
+    "v_segment_summary",
+    "Per model segment and per RFM segment (dimension, name): customers, share of all customers, "
+    "revenue (gross purchases), orders, average order value (revenue / orders), average churn "
+    f"probability and customers at risk (churn_probability >= {AT_RISK_PROBABILITY}).",
+    f"""
+SELECT
+    pair.1 AS dimension,
+    pair.2 AS name,
+    count() AS customers,
+    round(count() / sum(count()) OVER (PARTITION BY dimension), 4) AS share,
+    round(sum(monetary_total), 2) AS revenue,
+    sum(purchase_count) AS orders,
+    round(sum(monetary_total) / nullIf(sum(purchase_count), 0), 2) AS avg_order_value,
+    round(avg(churn_probability), 4) AS avg_churn_probability,
+    countIf(churn_probability >= {AT_RISK_PROBABILITY}) AS at_risk_customers
+FROM {FEATURES}
+ARRAY JOIN [
+    ('segment', ifNull(toString(segment), 'unscored')),
+    ('rfm_segment', ifNull(rfm_segment, 'unscored'))
+] AS pair
+GROUP BY dimension, name
+ORDER BY dimension, customers DESC, name
+""",
+)
+
+RFM_GRID = View(
+    "v_rfm_grid",
+    "Customers and revenue by (rfm_r, rfm_f): the 5x5 RFM grid of scored customers, empty cells as 0.",
+    f"""
+SELECT r AS rfm_r, f AS rfm_f, sum(customer) AS customers, round(sum(monetary), 2) AS revenue
+FROM (
+    SELECT assumeNotNull(rfm_r) AS r, assumeNotNull(rfm_f) AS f, 1 AS customer, monetary_total AS monetary
+    FROM {FEATURES}
+    WHERE rfm_r IS NOT NULL AND rfm_f IS NOT NULL
+    UNION ALL
+    SELECT toInt64(intDiv(cell, 5) + 1), toInt64(cell % 5 + 1), 0, 0 FROM (SELECT arrayJoin(range(25)) AS cell)
+)
+GROUP BY rfm_r, rfm_f
+ORDER BY rfm_r, rfm_f
+""",
+)
+
+COHORT_RETENTION = View(
+    "v_cohort_retention",
+    "Monthly cohorts (month of first purchase) x months since: cohort size, buyers that month and "
+    "retention (buyers / cohort_size), up to the latest month with a purchase; refunds are not purchases.",
+    f"""
+SELECT
+    cohort_month,
+    month_number - 1 AS months_since,
+    cohort_size,
+    buyers,
+    round(buyers / cohort_size, 4) AS retention
+FROM (
+    SELECT cohort_month, count() AS cohort_size, sumForEach(bought) AS buyers_by_month
+    FROM (
+        WITH (
+            SELECT max(toStartOfMonth(ts, 'UTC')) FROM {DATABASE}.purchases FINAL WHERE kind = 'purchase'
+        ) AS last_month
+        SELECT
+            min(month) AS cohort_month,
+            groupUniqArray(month) AS months,
+            arrayMap(
+                i -> toUInt64(has(months, addMonths(cohort_month, i))),
+                range(toUInt64(dateDiff('month', cohort_month, last_month)) + 1)
+            ) AS bought
+        FROM (
+            SELECT customer_id, toStartOfMonth(ts, 'UTC') AS month
+            FROM {DATABASE}.purchases FINAL
+            WHERE kind = 'purchase'
+        )
+        GROUP BY customer_id
+    )
+    GROUP BY cohort_month
+)
+ARRAY JOIN buyers_by_month AS buyers, arrayEnumerate(buyers_by_month) AS month_number
+ORDER BY cohort_month, months_since
+""",
+)
+
+FUNNEL = View(
+    "v_funnel",
+    "Visit -> first purchase -> repeat purchase, overall and by acquisition channel and by "
+    "utm_campaign of the first visit (dimension, value): visited = customers with a visit; "
+    "purchased = visited customers with a purchase at or after their first visit; repeated = "
+    "purchased customers with a second such purchase; conversion rates purchased / visited and "
+    "repeated / purchased; median days from first visit to first purchase and from first to second purchase.",
+    f"""
+SELECT
+    step.1 AS dimension,
+    step.2 AS value,
+    count() AS visited,
+    countIf(length(buys) >= 1) AS purchased,
+    countIf(length(buys) >= 2) AS repeated,
+    round(purchased / visited, 4) AS visit_to_purchase_rate,
+    round(repeated / nullIf(purchased, 0), 4) AS purchase_to_repeat_rate,
+    round(quantileExactInclusive(0.5)(days_to_purchase), 2) AS median_days_to_purchase,
+    round(quantileExactInclusive(0.5)(days_to_repeat), 2) AS median_days_to_repeat
+FROM (
+    SELECT
+        buys,
+        first_campaign,
+        channel,
+        if(length(buys) >= 1,
+           (toUnixTimestamp64Milli(buys[1]) - toUnixTimestamp64Milli(first_visit_at)) / 86400000,
+           NULL) AS days_to_purchase,
+        if(length(buys) >= 2,
+           (toUnixTimestamp64Milli(buys[2]) - toUnixTimestamp64Milli(buys[1])) / 86400000,
+           NULL) AS days_to_repeat
+    FROM (
+        SELECT
+            v.customer_id AS customer_id,
+            v.first_visit_at AS first_visit_at,
+            v.first_campaign AS first_campaign,
+            arraySort(arrayFilter(t -> t >= v.first_visit_at, p.purchase_times)) AS buys
+        FROM (
+            SELECT
+                customer_id,
+                min(ts) AS first_visit_at,
+                argMin(tuple(utm_campaign), (ts, event_id)).1 AS first_campaign
+            FROM {DATABASE}.visits FINAL
+            GROUP BY customer_id
+        ) AS v
+        LEFT JOIN (
+            SELECT customer_id, groupArray(ts) AS purchase_times
+            FROM {DATABASE}.purchases FINAL
+            WHERE kind = 'purchase'
+            GROUP BY customer_id
+        ) AS p ON p.customer_id = v.customer_id
+    ) AS j
+    LEFT JOIN (
+        SELECT customer_id, acquisition_channel AS channel FROM {FEATURES}
+    ) AS c ON c.customer_id = j.customer_id
+)
+ARRAY JOIN [
+    ('overall', 'all'),
+    ('acquisition_channel', ifNull(channel, 'unknown')),
+    ('utm_campaign', ifNull(first_campaign, 'none'))
+] AS step
+GROUP BY dimension, value
+ORDER BY indexOf(['overall', 'acquisition_channel', 'utm_campaign'], dimension), visited DESC, value
+""",
+)
+
+REVENUE_DAILY = View(
+    "v_revenue_daily",
+    "Per UTC day with a purchase or a refund: gross revenue, refunded amount, net revenue "
+    "(gross - refunds), orders, buyers, new buyers (first purchase ever that day), "
+    "returning buyers and refunds.",
+    f"""
+SELECT
+    day,
+    round(sumIf(amount, kind = 'purchase'), 2) AS gross_revenue,
+    round(sumIf(amount, kind = 'refund'), 2) AS refund_amount,
+    round(sumIf(amount, kind = 'purchase') - sumIf(amount, kind = 'refund'), 2) AS net_revenue,
+    countIf(kind = 'purchase') AS orders,
+    uniqExactIf(customer_id, kind = 'purchase') AS buyers,
+    uniqExactIf(customer_id, kind = 'purchase' AND day = first_purchase_day) AS new_buyers,
+    buyers - new_buyers AS returning_buyers,
+    countIf(kind = 'refund') AS refund_count
+FROM (
+    SELECT
+        customer_id,
+        kind,
+        amount,
+        toDate(ts, 'UTC') AS day,
+        minIf(toDate(ts, 'UTC'), kind = 'purchase') OVER (PARTITION BY customer_id) AS first_purchase_day
+    FROM {DATABASE}.purchases FINAL
+)
+GROUP BY day
+ORDER BY day
+""",
+)
+
+CHURN_RISK = View(
+    "v_churn_risk",
+    "Distribution of churn probability by value tier: customers and their gross purchases "
+    "(monetary_at_risk) per bucket of 0.1 (churn_bucket = lower bound, NULL = not scored yet).",
+    f"""
+SELECT
+    value_tier,
+    if(churn_probability >= 0.9, 0.9, floor(churn_probability * 10) / 10) AS churn_bucket,
+    count() AS customers,
+    round(sum(monetary_total), 2) AS monetary_at_risk
+FROM {FEATURES}
+GROUP BY value_tier, churn_bucket
+ORDER BY value_tier, churn_bucket
+""",
+)
+
+TOP_AT_RISK = View(
+    "v_top_at_risk",
+    f"Customers at risk (churn_probability >= {AT_RISK_PROBABILITY}), most valuable first "
+    "(by monetary total), with their value tier, RFM segment and last purchase.",
+    f"""
+SELECT customer_id, churn_probability, monetary_total, value_tier, rfm_segment, last_purchase_at
+FROM {FEATURES}
+WHERE churn_probability >= {AT_RISK_PROBABILITY}
+ORDER BY monetary_total DESC, churn_probability DESC, customer_id
+""",
+)
+
+
+def _by_profile(first: str, second: str, pairs: str) -> str:
+    """Customers, revenue, churned share and average churn probability per ``pairs`` of values
+    of two profile fields (``first_value``, ``second_value`` or ``'all'``)."""
+    return f"""
+SELECT
+    pair.1 AS {first},
+    pair.2 AS {second},
+    count() AS customers,
+    round(sum(monetary_total), 2) AS revenue,
+    round(countIf(lifecycle_stage = 'churned') / count(), 4) AS churned_share,
+    round(avg(churn_probability), 4) AS avg_churn_probability
+FROM (
+    SELECT
+        ifNull({first}, 'unknown') AS first_value,
+        ifNull({second}, 'unknown') AS second_value,
+        monetary_total,
+        lifecycle_stage,
+        churn_probability
+    FROM {FEATURES}
+)
+ARRAY JOIN [{pairs}] AS pair
+GROUP BY {first}, {second}
+ORDER BY {first} = 'all', {first}, {second} = 'all', {second}
+"""
+
+
+GEO = View(
+    "v_geo",
+    "By region and city (city 'all' = the region's total, region 'all' = everyone): customers, "
+    "revenue, churned share (lifecycle_stage = 'churned', of the customers) and average churn probability.",
+    _by_profile("region", "city", "(first_value, second_value), (first_value, 'all'), ('all', 'all')"),
+)
+
+DEMOGRAPHICS = View(
+    "v_demographics",
+    "By age band and gender ('all' = total over that field): customers, revenue, churned share "
+    "(lifecycle_stage = 'churned', of the customers) and average churn probability.",
+    _by_profile(
+        "age_band",
+        "gender",
+        "(first_value, second_value), (first_value, 'all'), ('all', second_value), ('all', 'all')",
+    ),
+)
+
+_ACTIONS = typing.get_args(SocialAction)
+_ACTION_COUNTS = ",\n        ".join(f"countIf(action = '{action}') AS {action}s" for action in _ACTIONS)
+_ACTION_SUMS = ",\n    ".join(f"sum({action}s) AS {action}s" for action in _ACTIONS)
+
+ENGAGEMENT = View(
+    "v_engagement",
+    "Social actions by platform and model segment: interactions, count per action, customers "
+    "who interacted and their average engagement score (each customer counted once).",
+    f"""
+SELECT
+    platform,
+    segment_name AS segment,
+    sum(interactions) AS interactions,
+    {_ACTION_SUMS},
+    count() AS customers,
+    round(avg(engagement_score), 4) AS avg_engagement_score
+FROM (
+    SELECT
+        platform,
+        customer_id,
+        count() AS interactions,
+        {_ACTION_COUNTS}
+    FROM {DATABASE}.social_interactions FINAL
+    GROUP BY platform, customer_id
+) AS s
+INNER JOIN (
+    SELECT customer_id, ifNull(toString(segment), 'unscored') AS segment_name, engagement_score
+    FROM {FEATURES}
+) AS c ON c.customer_id = s.customer_id
+GROUP BY platform, segment
+ORDER BY platform, segment
+""",
+)
+
+#: The views, by name.
+VIEWS: dict[str, View] = {
+    view.name: view
+    for view in (
+        SEGMENT_SUMMARY,
+        RFM_GRID,
+        COHORT_RETENTION,
+        FUNNEL,
+        REVENUE_DAILY,
+        CHURN_RISK,
+        TOP_AT_RISK,
+        GEO,
+        DEMOGRAPHICS,
+        ENGAGEMENT,
+    )
+}
