@@ -44,3 +44,37 @@ class FeatureConfig:
     visit_attribution_hours: float = 24.0
     #: Most categories and channels remembered per customer.
     max_tracked_values: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """How churn labels are made, how the models learn, and when churn alerts fire.
+
+    Examples
+    --------
+    >>> ModelConfig().churn_horizon_days, ModelConfig().snapshot_every_days
+    (90.0, 14.0)
+    """
+
+    #: A customer churns if they make no purchase within this horizon after a snapshot.
+    churn_horizon_days: float = 90.0
+    #: Snapshots of every customer are taken on a grid of event time with this step.
+    snapshot_every_days: float = 14.0
+    #: Customers quiet for longer than this give no more snapshots (long lost, nothing to learn).
+    snapshot_max_recency_days: float = 365.0
+    #: Step size of the churn model's SGD optimizer.
+    learning_rate: float = 0.01
+    #: Number of customer segments found by online clustering.
+    segments: int = 4
+    #: Step size of the clustering (how far a centroid moves toward each customer).
+    segment_step: float = 0.02
+    #: An alert fires when the churn probability reaches this ...
+    alert_threshold: float = 0.7
+    #: ... and re-arms only once it fell below this (hysteresis).
+    alert_rearm_below: float = 0.5
+    #: At most one alert per customer within this much event time.
+    alert_cooldown_days: float = 30.0
+    #: Only customers of these value tiers raise alerts (empty: every tier).
+    alert_value_tiers: frozenset[str] = frozenset()
+    #: Horizon of the customer lifetime value estimate.
+    clv_horizon_days: float = 365.0

@@ -80,6 +80,15 @@ class CustomerState:
     engagement_as_of: float = 0.0
     profile_updated_at: float | None = None
     profile: dict[str, Any] = field(default_factory=dict)
+    first_seen_at: float | None = None
+    #: Churn snapshots not yet labelled: [at, outcome, *inputs] (see ``processors.snapshots``).
+    snapshots: list[list[float]] = field(default_factory=list)
+    #: What the models said last: churn probability, segment, RFM segment; alerting state.
+    churn_probability: float | None = None
+    segment: int | None = None
+    rfm_segment: str | None = None
+    alert_armed: bool = True
+    last_alert_at: float | None = None
 
     def to_json(self) -> bytes:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -132,6 +141,8 @@ def apply(state: CustomerState, event: BaseEvent, config: FeatureConfig) -> Outc
         if len(seen) > 16 and int(ts // DAY) != int(newest // DAY):  # prune at most daily
             horizon = ts - lateness
             state.recent_events[kind] = {k: t for k, t in seen.items() if t >= horizon}
+    if state.first_seen_at is None or ts < state.first_seen_at:
+        state.first_seen_at = ts
     if state.newest_event_at is None or ts > state.newest_event_at:
         state.newest_event_at = ts
         oldest_day = int((ts - lateness) // DAY) - WINDOW_DAYS
@@ -211,9 +222,10 @@ def row_version(state: CustomerState, as_of: float) -> int:
     return (int(round(as_of * 1000)) << 20) + min(state.events_applied, (1 << 20) - 1)
 
 
-def _window(state: CustomerState, watermark: float, days: int, column: int) -> float:
-    first_day = int(watermark // DAY) - days + 1
-    return sum(bucket[column] for day, bucket in state.daily.items() if day >= first_day)
+def window_sum(state: CustomerState, at: float, days: int, column: int) -> float:
+    """Sum of one daily-bucket column over the ``days`` days up to event time ``at``."""
+    first_day, last_day = int(at // DAY) - days + 1, int(at // DAY)
+    return sum(bucket[column] for day, bucket in state.daily.items() if first_day <= day <= last_day)
 
 
 def profile(
@@ -244,10 +256,10 @@ def profile(
         "last_purchase_at": last,
         "recency_days": round(recency, 3) if recency is not None else None,
         "tenure_days": round((now - first) / DAY, 3) if first is not None else None,
-        "purchases_30d": int(_window(state, now, 30, B_PURCHASES)),
-        "purchases_90d": int(_window(state, now, 90, B_PURCHASES)),
-        "revenue_30d": round(_window(state, now, 30, B_REVENUE), 2),
-        "revenue_90d": round(_window(state, now, 90, B_REVENUE), 2),
+        "purchases_30d": int(window_sum(state, now, 30, B_PURCHASES)),
+        "purchases_90d": int(window_sum(state, now, 90, B_PURCHASES)),
+        "revenue_30d": round(window_sum(state, now, 30, B_REVENUE), 2),
+        "revenue_90d": round(window_sum(state, now, 90, B_REVENUE), 2),
         "mean_days_between_purchases": (
             round((last - first) / DAY / (count - 1), 3) if count > 1 and first is not None and last is not None else None
         ),
@@ -263,7 +275,7 @@ def profile(
             max(sorted(state.channel_counts), key=state.channel_counts.__getitem__) if state.channel_counts else None
         ),
         "visit_count": state.visit_count,
-        "visits_30d": int(_window(state, now, 30, B_VISITS)),
+        "visits_30d": int(window_sum(state, now, 30, B_VISITS)),
         "last_visit_at": state.last_visit_at,
         "avg_session_seconds": (
             round(state.visit_seconds_total / state.visit_count, 3) if state.visit_count else None
@@ -271,9 +283,9 @@ def profile(
         "visit_to_purchase_rate": (
             round(state.converted_visits / state.visit_count, 4) if state.visit_count else None
         ),
-        "likes_30d": int(_window(state, now, 30, B_LIKES)),
-        "comments_30d": int(_window(state, now, 30, B_COMMENTS)),
-        "shares_30d": int(_window(state, now, 30, B_SHARES)),
+        "likes_30d": int(window_sum(state, now, 30, B_LIKES)),
+        "comments_30d": int(window_sum(state, now, 30, B_COMMENTS)),
+        "shares_30d": int(window_sum(state, now, 30, B_SHARES)),
         "engagement_score": round(
             engagement.decayed(state.engagement_score, state.engagement_as_of, now, half_life), 4
         ),
@@ -285,6 +297,9 @@ def profile(
         "rfm_segment": scorer.segment(r, f, m) if scorer and r is not None and f is not None and m is not None else None,
         "value_tier": value_tier(m) if count else "none",
         "lifecycle_stage": lifecycle_stage(first, last, state.reactivated_at, now, config),
+        # Filled by the models (streams.pipeline) when they score the row.
         "segment": None,
         "churn_probability": None,
+        "clv_estimate": None,
+        "model_version": None,
     }

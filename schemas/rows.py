@@ -57,6 +57,42 @@ class CustomerFeatures(BaseModel):
     lifecycle_stage: str
     segment: int | None
     churn_probability: float | None
+    clv_estimate: float | None
+    model_version: int | None
+
+
+class ModelMetrics(BaseModel):
+    """Prequential quality of the churn model over its last ``labels`` matured labels."""
+
+    measured_at: datetime
+    model_version: int
+    labels_learned: int
+    labels: int
+    churn_rate: float | None
+    roc_auc: float | None
+    log_loss: float | None
+    brier: float | None
+    calibration_error: float | None
+
+
+class SegmentInfo(BaseModel):
+    """What a segment id stands for in a model version, from its centroid (standard units)."""
+
+    segment: int
+    description: str
+    spend_per_order: float
+    purchases_per_month: float
+    recency: float
+    engagement: float
+    model_version: int
+
+
+class MembershipChange(BaseModel):
+    """+1 when a customer enters a group, -1 when they leave it (``segment_membership``)."""
+
+    dimension: str
+    name: str
+    customers: int
 
 
 class DeadLetter(BaseModel):

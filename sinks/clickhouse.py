@@ -24,8 +24,12 @@ from sinks.views import VIEWS
 
 #: Each migration: (version, description, statements). Append only; never edit a shipped one.
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
-    (1, "raw events, customer features, dead letters", [t.ddl() for t in TABLES.values()]),
-    # Versions 2-4 are reserved for work on another branch; migrate() applies missing versions in list order.
+    (1, "raw events, customer features, dead letters", [TABLES[name].ddl() for name in (*RAW_EVENT_TABLES.values(),
+                                                         "customer_features", "dead_letters")]),
+    (2, "models: churn alerts, model metrics, segments, segment membership, CLV and model version",
+     [TABLES[name].ddl() for name in ("churn_alerts", "model_metrics", "segments", "segment_membership")]
+     + [f"ALTER TABLE {DATABASE}.customer_features ADD COLUMN IF NOT EXISTS `{name}` {kind}"
+        for name, kind in TABLES["customer_features"].columns if name in ("clv_estimate", "model_version")]),
     (5, "analyst views", [v.ddl() for v in VIEWS.values()]),
 ]
 
@@ -114,7 +118,8 @@ class ClickHouseSink:
     def __init__(self, client: Client) -> None:
         self.client = client
         # Feature rows go first: once an event's raw row is visible, its customer's row is too.
-        order = ["customer_features", "dead_letters", *RAW_EVENT_TABLES.values()]
+        order = ["customer_features", "segment_membership", "churn_alerts", "dead_letters",
+                 *RAW_EVENT_TABLES.values(), "model_metrics", "segments"]
         self.pending: dict[str, list[list[Any]]] = {name: [] for name in order}
         self.last_flush_seconds = 0.0
         self.rows_written = 0
@@ -131,6 +136,15 @@ class ClickHouseSink:
         values = [to_ms(row[c]) if c in FEATURE_TIME_COLUMNS else row[c] for c in FEATURE_COLUMNS]
         values += [version, updated_ms]
         self.pending["customer_features"].append(values)
+
+    def add_membership_change(self, dimension: str, name: str, customers: int) -> None:
+        self.pending["segment_membership"].append([dimension, name, customers])
+
+    def add_row(self, table: str, row: dict[str, Any]) -> None:
+        """Queue one row of a table written from a pydantic model's fields (times as datetimes)."""
+        self.pending[table].append(
+            [to_ms(value) if isinstance(value, datetime) else value for value in (row[c] for c in TABLES[table].column_names)]
+        )
 
     def add_dead_letter(
         self, source: str, topic: str, partition: int, offset: int, reason: str, payload: str, received_ms: int

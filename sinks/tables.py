@@ -19,7 +19,8 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel
 
 from schemas.events import BaseEvent, CustomerProfile, Purchase, SocialInteraction, Visit
-from schemas.rows import CustomerFeatures, DeadLetter
+from schemas.alerts import ChurnAlert
+from schemas.rows import CustomerFeatures, DeadLetter, MembershipChange, ModelMetrics, SegmentInfo
 
 DATABASE = "crm360"
 TIME = "DateTime64(3, 'UTC')"
@@ -35,6 +36,8 @@ def clickhouse_type(annotation: Any) -> str:
         return clickhouse_type(args[0])
     if typing.get_origin(annotation) is Literal:
         return "LowCardinality(String)"
+    if typing.get_origin(annotation) is dict:
+        return f"Map({clickhouse_type(args[0])}, {clickhouse_type(args[1])})"
     simple = {str: "String", int: "Int64", float: "Float64", datetime: TIME, AwareDatetime: TIME, bool: "Bool"}
     if annotation in simple:
         return simple[annotation]
@@ -103,5 +106,15 @@ TABLES: dict[str, Table] = {
         "dead_letters",
         model_columns(DeadLetter),
         "MergeTree ORDER BY received_at",
+    ),
+    "churn_alerts": Table(
+        "churn_alerts",
+        model_columns(ChurnAlert),
+        "ReplacingMergeTree(created_at) PARTITION BY toYYYYMM(as_of) ORDER BY (customer_id, alert_id)",
+    ),
+    "model_metrics": Table("model_metrics", model_columns(ModelMetrics), "MergeTree ORDER BY measured_at"),
+    "segments": Table("segments", model_columns(SegmentInfo), "ReplacingMergeTree(model_version) ORDER BY segment"),
+    "segment_membership": Table(
+        "segment_membership", model_columns(MembershipChange), "SummingMergeTree ORDER BY (dimension, name)"
     ),
 }

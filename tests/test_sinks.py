@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_migrations_idempotent_writes_and_readonly_queries(tmp_path: Path) -> None:
     client = connect(f"chdb://{tmp_path / 'ch'}")
-    assert migrate(client) == [1, 5]
+    assert migrate(client) == [1, 2, 5]
     assert migrate(client) == []
     sink = ClickHouseSink(client)
     event = parse_event({"type": "purchase", "event_id": "e1", "customer_id": "c1", "ts": 1_700_000_000,

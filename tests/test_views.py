@@ -120,7 +120,7 @@ def reader(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     """An analyst's client on a chDB database holding the dataset (and its duplicates)."""
     dsn = f"chdb://{tmp_path_factory.mktemp('views') / 'ch'}"
     writer = connect(dsn)
-    assert migrate(writer) == [1, 5]
+    assert migrate(writer) == [1, 2, 5]
     for table in ("purchases", "visits", "social_interactions", "customer_features"):
         writer.command(f"SYSTEM STOP MERGES {DATABASE}.{table}")  # keep the duplicates on disk
     sink = ClickHouseSink(writer)

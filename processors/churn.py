@@ -1,0 +1,98 @@
+"""The churn model: an online logistic regression on transformed customer inputs.
+
+Inputs (``processors.snapshots.INPUTS``) are turned into features on log scales, with
+recency measured against the customer's own purchase rhythm and age; the model is River's
+``StandardScaler | LogisticRegression``, learning one delayed label at a time. Measured on
+the CDNOW purchases (``crm360 evaluate``) this ranks next-39-week churn better than days
+since the last purchase alone.
+
+Examples
+--------
+>>> model = ChurnModel(learning_rate=0.05)
+>>> loyal = [2.0, 12.0, 600.0, 300.0, 25.0, 4.0, 200.0, 3.0, 5.0]
+>>> lapsed = [200.0, 1.0, 15.0, 200.0, -1.0, 0.0, 0.0, 0.0, 0.0]
+>>> for _ in range(200):
+...     model.learn(loyal, churned=False)
+...     model.learn(lapsed, churned=True)
+>>> model.probability(lapsed) > 0.9 > 0.1 > model.probability(loyal)
+True
+>>> top = max(model.contributions(lapsed).items(), key=lambda kv: kv[1])[0]
+>>> top in FEATURES
+True
+"""
+
+from __future__ import annotations
+
+import math
+
+from river import compose, linear_model, optim, preprocessing
+
+from processors.snapshots import INPUTS
+
+#: Feature names, in the user's words where possible.
+FEATURES = (
+    "log_recency",
+    "log_repeat_purchases",
+    "one_time_buyer",
+    "recency_vs_rhythm",
+    "recency_share_of_tenure",
+    "log_tenure",
+    "log_avg_order_value",
+    "log_monetary_total",
+    "log_purchases_90d",
+    "log_revenue_90d",
+    "log_engagement",
+    "log_visits_30d",
+)
+_R, _N, _M, _T, _GAP, _P90, _REV90, _ENG, _V30 = range(len(INPUTS))
+
+
+def churn_features(inputs: list[float]) -> dict[str, float]:
+    """Model features of one customer's inputs.
+
+    >>> churn_features([30.0, 3.0, 90.0, 120.0, 45.0, 1.0, 30.0, 0.0, 0.0])["recency_vs_rhythm"]
+    0.5021
+    """
+    recency, count, monetary, tenure = inputs[_R], inputs[_N], inputs[_M], inputs[_T]
+    gap = inputs[_GAP]
+    return {
+        "log_recency": math.log1p(recency),
+        "log_repeat_purchases": math.log1p(max(count - 1.0, 0.0)),
+        "one_time_buyer": 1.0 if count == 1 else 0.0,
+        "recency_vs_rhythm": round(math.log1p(recency / (gap + 1.0)), 4) if gap >= 0 else 0.0,
+        "recency_share_of_tenure": recency / (tenure + 1.0),
+        "log_tenure": math.log1p(tenure),
+        "log_avg_order_value": math.log1p(monetary / count) if count else 0.0,
+        "log_monetary_total": math.log1p(monetary),
+        "log_purchases_90d": math.log1p(inputs[_P90]),
+        "log_revenue_90d": math.log1p(max(inputs[_REV90], 0.0)),
+        "log_engagement": math.log1p(inputs[_ENG]),
+        "log_visits_30d": math.log1p(inputs[_V30]),
+    }
+
+
+class ChurnModel:
+    """Probability that a customer makes no purchase within the churn horizon."""
+
+    def __init__(self, learning_rate: float = 0.01) -> None:
+        self.pipeline = compose.Pipeline(
+            preprocessing.StandardScaler(),
+            linear_model.LogisticRegression(optimizer=optim.SGD(learning_rate)),
+        )
+        self.labels_learned = 0
+
+    def probability(self, inputs: list[float]) -> float:
+        """Churn probability of one customer (0.5 before any label was learned)."""
+        return self.pipeline.predict_proba_one(churn_features(inputs)).get(True, 0.0)
+
+    def learn(self, inputs: list[float], churned: bool) -> None:
+        """Learn from one matured label."""
+        self.pipeline.learn_one(churn_features(inputs), churned)
+        self.labels_learned += 1
+
+    def contributions(self, inputs: list[float]) -> dict[str, float]:
+        """Each feature's share of the log-odds (weight times standardized value)."""
+        scaler: preprocessing.StandardScaler = self.pipeline["StandardScaler"]
+        weights = self.pipeline["LogisticRegression"].weights
+        scaled = scaler.transform_one(churn_features(inputs))
+        return {name: round(weights.get(name, 0.0) * value, 4) for name, value in scaled.items()}

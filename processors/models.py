@@ -1,0 +1,97 @@
+"""The published models: one churn model and one segmenter, versioned, trained in one place.
+
+A single :class:`Trainer` learns from every partition's matured labels (and a sample of
+live customers for the segments), measures itself prequentially, and publishes
+:class:`Models` snapshots; every worker scores with the latest snapshot it received.
+A snapshot records the training-stream offset it has learned through, so a trainer that
+restarts from it neither skips nor repeats a label.
+
+Examples
+--------
+>>> from processors.snapshots import LabelledSnapshot
+>>> trainer = Trainer(ModelConfig())
+>>> lapsed, loyal = [200.0, 1.0, 15.0, 200.0, -1.0, 0.0, 0.0, 0.0, 0.0], [2.0, 9.0, 500.0, 300.0, 30.0, 3.0, 150.0, 2.0, 4.0]
+>>> trainer.observe([lapsed, loyal])
+>>> trainer.learn([LabelledSnapshot("c1", 0.0, True, lapsed), LabelledSnapshot("c2", 0.0, False, loyal)])
+>>> models = Models.from_bytes(trainer.publish(training_offset=7))
+>>> models.version, models.training_offset, models.churn.labels_learned
+(1, 7, 2)
+>>> score = models.score(lapsed)
+>>> 0.0 < score.churn_probability < 1.0 and score.segment in models.descriptions
+True
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+
+from processors.churn import ChurnModel
+from processors.config import ModelConfig
+from processors.quality import Prequential
+from processors.segments import Segmenter
+from processors.snapshots import LabelledSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    churn_probability: float
+    segment: int | None
+
+
+@dataclass
+class Models:
+    """What every worker scores with. Version 0 is the untrained start (probability 0.5)."""
+
+    churn: ChurnModel
+    segmenter: Segmenter
+    version: int = 0
+    training_offset: int = -1
+    descriptions: dict[int, str] = field(default_factory=dict)
+
+    @classmethod
+    def initial(cls, config: ModelConfig) -> Models:
+        return cls(ChurnModel(config.learning_rate), Segmenter(config.segments, config.segment_step))
+
+    def score(self, inputs: list[float]) -> Score:
+        return Score(round(self.churn.probability(inputs), 4), self.segmenter.segment(inputs))
+
+    def to_bytes(self) -> bytes:
+        """Serialized for the compacted model topic (internal: pickle, trusted producers only)."""
+        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def from_bytes(raw: bytes) -> Models:
+        models = pickle.loads(raw)  # noqa: S301 - written only by crm360's own trainer
+        if not isinstance(models, Models):
+            raise TypeError(f"not a crm360 model snapshot: {type(models).__name__}")
+        return models
+
+
+class Trainer:
+    """Learns the shared models from labelled snapshots and customer observations."""
+
+    def __init__(self, config: ModelConfig, start: Models | None = None, window: int = 20_000) -> None:
+        self.models = start or Models.initial(config)
+        self.quality = Prequential(window)
+
+    def observe(self, inputs: list[list[float]]) -> None:
+        """Let the segmenter learn from live customers' inputs."""
+        for one in inputs:
+            self.models.segmenter.learn(one)
+
+    def learn(self, labels: list[LabelledSnapshot]) -> None:
+        """Score each label with the current model (prequential), then learn it."""
+        churn = self.models.churn
+        for label in labels:
+            self.quality.record(churn.probability(label.inputs), label.churned)
+            churn.learn(label.inputs, label.churned)
+
+    def publish(self, training_offset: int) -> bytes:
+        """A new version of the models, having learned through ``training_offset``."""
+        models = self.models
+        models.version += 1
+        models.training_offset = training_offset
+        if models.segmenter.customers_learned:
+            models.descriptions = {i: models.segmenter.describe(i) for i in models.segmenter.centroids()}
+        return models.to_bytes()

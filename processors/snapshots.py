@@ -1,0 +1,149 @@
+"""Churn labels on event time: snapshots of a customer and their delayed labels.
+
+Every customer is snapshotted on a grid of event time (every ``snapshot_every_days``). A
+snapshot at time ``g`` holds the model inputs as they were at ``g`` (events up to ``g``
+included) and is labelled once the horizon has passed: 0 if a purchase came in
+``(g, g + horizon]``, 1 if none did. A label is released only when the partition's
+watermark passes ``g + horizon``, also when the purchase came early, so the model never
+sees a label before it could be known and early "stayed" labels do not outnumber late
+"churned" ones.
+
+Snapshots at grid points before a customer's next event are captured into the state when
+that event arrives (the state is written then anyway); snapshots after the customer's
+newest event are derived from the unchanged state when they mature, so idle customers
+cost nothing until then.
+
+Examples
+--------
+>>> from schemas.events import parse_event
+>>> from processors.features import CustomerState, apply
+>>> features, models = FeatureConfig(), ModelConfig(churn_horizon_days=30, snapshot_every_days=10)
+>>> state = CustomerState("c1")
+>>> def buy(day):
+...     event = parse_event({"type": "purchase", "event_id": f"o{day}", "customer_id": "c1",
+...         "ts": day * DAY, "channel": "web", "order_id": f"o{day}", "amount": 10.0, "currency": "EUR"})
+...     capture(state, event.epoch, released_until=float("-inf"), config=models, features=features)
+...     apply(state, event, features)
+...     record_purchase(state, event.epoch, models)
+>>> buy(1); buy(25)           # snapshots at days 10 and 20 are taken, then both see a purchase
+>>> [(s[0] / DAY, s[1]) for s in state.snapshots]
+[(10.0, 0.0), (20.0, 0.0)]
+>>> labels = mature(state, 0.0, 75 * DAY, models, features)   # horizons of days 10 .. 40 passed
+>>> [(label.at / DAY, label.churned) for label in labels]
+[(10.0, False), (20.0, False), (30.0, True), (40.0, True)]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from processors import engagement
+from processors.config import DAY, FeatureConfig, ModelConfig
+from processors.features import B_PURCHASES, B_REVENUE, B_VISITS, CustomerState, window_sum
+
+#: The raw numbers a snapshot keeps; the models transform them (see ``processors.churn``).
+INPUTS = (
+    "recency_days",
+    "purchase_count",
+    "monetary_total",
+    "tenure_days",
+    "mean_days_between_purchases",
+    "purchases_90d",
+    "revenue_90d",
+    "engagement_score",
+    "visits_30d",
+)
+UNKNOWN, STAYED = -1.0, 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class LabelledSnapshot:
+    """A customer's inputs at event time ``at`` and whether they churned in the horizon after."""
+
+    customer_id: str
+    at: float
+    churned: bool
+    inputs: list[float]
+
+
+def inputs_at(state: CustomerState, at: float, features: FeatureConfig) -> list[float]:
+    """Model inputs of ``state`` at event time ``at`` (in the order of :data:`INPUTS`).
+
+    Prospects (no purchase yet) count recency and tenure from their first event.
+    """
+    first_seen = state.first_seen_at if state.first_seen_at is not None else at
+    last = state.last_purchase_at if state.last_purchase_at is not None else first_seen
+    first = state.first_purchase_at if state.first_purchase_at is not None else first_seen
+    count = state.purchase_count
+    gap = (last - first) / DAY / (count - 1) if count > 1 else -1.0
+    half_life = features.engagement_half_life_days * DAY
+    return [
+        round(max(at - last, 0.0) / DAY, 3),
+        float(count),
+        round(max(state.monetary_total - state.refund_total, 0.0), 2),
+        round(max(at - first, 0.0) / DAY, 3),
+        round(gap, 3),
+        window_sum(state, at, 90, B_PURCHASES),
+        round(window_sum(state, at, 90, B_REVENUE), 2),
+        round(engagement.decayed(state.engagement_score, state.engagement_as_of, at, half_life), 4),
+        window_sum(state, at, 30, B_VISITS),
+    ]
+
+
+def _grid(after: float, until: float, every: float) -> range:
+    """Indices k of grid points ``k * every`` with ``after <= k * every < until``."""
+    return range(math.ceil(after / every), math.ceil(until / every))
+
+
+def _eligible(state: CustomerState, at: float, config: ModelConfig) -> bool:
+    last = state.last_purchase_at if state.last_purchase_at is not None else state.first_seen_at
+    return last is not None and (at - last) / DAY <= config.snapshot_max_recency_days
+
+
+def capture(
+    state: CustomerState, ts: float, released_until: float, config: ModelConfig, features: FeatureConfig
+) -> None:
+    """Before applying an event at ``ts``: keep the snapshots of grid points since the
+    customer's newest event (the state still is as it was then), except those whose label
+    was already released, and drop released ones."""
+    horizon, every = config.churn_horizon_days * DAY, config.snapshot_every_days * DAY
+    if state.snapshots:
+        state.snapshots = [s for s in state.snapshots if s[0] + horizon > released_until]
+    newest = state.newest_event_at
+    if newest is None or ts <= newest:
+        return
+    for k in _grid(max(newest, released_until - horizon), ts, every):
+        at = k * every
+        if at + horizon > released_until and _eligible(state, at, config):
+            state.snapshots.append([at, UNKNOWN, *inputs_at(state, at, features)])
+
+
+def record_purchase(state: CustomerState, ts: float, config: ModelConfig) -> None:
+    """A purchase at ``ts`` means every earlier snapshot within the horizon stayed."""
+    horizon = config.churn_horizon_days * DAY
+    for snapshot in state.snapshots:
+        if snapshot[0] < ts <= snapshot[0] + horizon:
+            snapshot[1] = STAYED
+
+
+def mature(
+    state: CustomerState, released_until: float, watermark: float, config: ModelConfig, features: FeatureConfig
+) -> list[LabelledSnapshot]:
+    """Labels whose horizon ends in ``(released_until, watermark]``: captured snapshots, and
+    snapshots of grid points since the customer's newest event (no purchase since: churned)."""
+    horizon, every = config.churn_horizon_days * DAY, config.snapshot_every_days * DAY
+    labels = [
+        LabelledSnapshot(state.customer_id, s[0], s[1] != STAYED, s[2:])
+        for s in state.snapshots
+        if released_until < s[0] + horizon <= watermark
+    ]
+    newest = state.newest_event_at
+    if newest is None:
+        return labels
+    # Grid points at or after the newest event; the state is as it was at each of them.
+    for k in _grid(max(newest, released_until - horizon + 1e-6), watermark - horizon + 1e-6, every):
+        at = k * every
+        if _eligible(state, at, config):
+            labels.append(LabelledSnapshot(state.customer_id, at, True, inputs_at(state, at, features)))
+    return labels
