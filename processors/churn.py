@@ -9,8 +9,8 @@ since the last purchase alone.
 Examples
 --------
 >>> model = ChurnModel(learning_rate=0.05)
->>> loyal = [2.0, 12.0, 600.0, 300.0, 25.0, 4.0, 200.0, 3.0, 5.0]
->>> lapsed = [200.0, 1.0, 15.0, 200.0, -1.0, 0.0, 0.0, 0.0, 0.0]
+>>> loyal = [2.0, 12.0, 600.0, 300.0, 25.0, 4.0, 200.0, 3.0, 5.0, 60.0, 298.0]
+>>> lapsed = [200.0, 1.0, 15.0, 200.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
 >>> for _ in range(200):
 ...     model.learn(loyal, churned=False)
 ...     model.learn(lapsed, churned=True)
@@ -44,13 +44,13 @@ FEATURES = (
     "log_engagement",
     "log_visits_30d",
 )
-_R, _N, _M, _T, _GAP, _P90, _REV90, _ENG, _V30 = range(len(INPUTS))
+_R, _N, _M, _T, _GAP, _P90, _REV90, _ENG, _V30 = range(9)  # the first nine INPUTS
 
 
 def churn_features(inputs: list[float]) -> dict[str, float]:
     """Model features of one customer's inputs.
 
-    >>> churn_features([30.0, 3.0, 90.0, 120.0, 45.0, 1.0, 30.0, 0.0, 0.0])["recency_vs_rhythm"]
+    >>> churn_features([30.0, 3.0, 90.0, 120.0, 45.0, 1.0, 30.0, 0.0, 0.0, 0.0, 120.0])["recency_vs_rhythm"]
     0.5021
     """
     recency, count, monetary, tenure = inputs[_R], inputs[_N], inputs[_M], inputs[_T]

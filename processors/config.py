@@ -68,6 +68,8 @@ class ModelConfig:
     segments: int = 4
     #: Step size of the clustering (how far a centroid moves toward each customer).
     segment_step: float = 0.02
+    #: Customers seen before the segment centroids are seeded (k-means++ on them).
+    segment_warmup: int = 1_000
     #: An alert fires when the churn probability reaches this ...
     alert_threshold: float = 0.7
     #: ... and re-arms only once it fell below this (hysteresis).

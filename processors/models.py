@@ -9,8 +9,9 @@ restarts from it neither skips nor repeats a label.
 Examples
 --------
 >>> from processors.snapshots import LabelledSnapshot
->>> trainer = Trainer(ModelConfig())
->>> lapsed, loyal = [200.0, 1.0, 15.0, 200.0, -1.0, 0.0, 0.0, 0.0, 0.0], [2.0, 9.0, 500.0, 300.0, 30.0, 3.0, 150.0, 2.0, 4.0]
+>>> trainer = Trainer(ModelConfig(segment_warmup=2))
+>>> lapsed = [200.0, 1.0, 15.0, 200.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+>>> loyal = [2.0, 9.0, 500.0, 300.0, 30.0, 3.0, 150.0, 2.0, 4.0, 40.0, 298.0]
 >>> trainer.observe([lapsed, loyal])
 >>> trainer.learn([LabelledSnapshot("c1", 0.0, True, lapsed), LabelledSnapshot("c2", 0.0, False, loyal)])
 >>> models = Models.from_bytes(trainer.publish(training_offset=7))
@@ -51,7 +52,7 @@ class Models:
 
     @classmethod
     def initial(cls, config: ModelConfig) -> Models:
-        return cls(ChurnModel(config.learning_rate), Segmenter(config.segments, config.segment_step))
+        return cls(ChurnModel(config.learning_rate), Segmenter(config.segments, config.segment_step, config.segment_warmup))
 
     def score(self, inputs: list[float]) -> Score:
         return Score(round(self.churn.probability(inputs), 4), self.segmenter.segment(inputs))
@@ -92,6 +93,6 @@ class Trainer:
         models = self.models
         models.version += 1
         models.training_offset = training_offset
-        if models.segmenter.customers_learned:
+        if models.segmenter.seeded:
             models.descriptions = {i: models.segmenter.describe(i) for i in models.segmenter.centroids()}
         return models.to_bytes()

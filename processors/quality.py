@@ -67,3 +67,20 @@ class Prequential:
             "calibration_error": round(float(calibration), 4),
             "churn_rate": round(float(y.mean()), 4),
         }
+
+
+def adjusted_rand_index(truth: Sequence[object], found: Sequence[object]) -> float:
+    """Agreement of two partitions of the same items, corrected for chance (1 = identical).
+
+    >>> adjusted_rand_index(["a", "a", "b", "b"], [1, 1, 0, 0])
+    1.0
+    """
+    _, t = np.unique(np.asarray(truth, dtype=str), return_inverse=True)
+    _, f = np.unique(np.asarray(found, dtype=str), return_inverse=True)
+    table = np.zeros((t.max() + 1, f.max() + 1))
+    np.add.at(table, (t, f), 1)
+    pairs = lambda counts: float((counts * (counts - 1) / 2).sum())  # noqa: E731
+    both, rows, cols, total = pairs(table), pairs(table.sum(1)), pairs(table.sum(0)), pairs(np.array([len(t)]))
+    expected = rows * cols / total
+    best = (rows + cols) / 2
+    return 1.0 if best == expected else round((both - expected) / (best - expected), 4)

@@ -1,87 +1,119 @@
 """Customer segments by online clustering, with stable ids and readable descriptions.
 
 River's online ``KMeans`` on standardized log features of spend, purchase frequency,
-recency and engagement. Each centroid moves a small step toward every customer it wins
-and keeps its index, so a segment id means the same group over time (no label switching,
-unlike re-clustering). A segment is described from its centroid in standard units, e.g.
+recency and engagement. Its centroids are seeded once, by k-means++ and a few Lloyd
+rounds over the first ``warmup`` customers, numbered from the most valuable (segment 0)
+down. From then on each centroid moves a small step toward every customer it wins and
+keeps its id, so a segment id means the same group over time (no label switching, unlike
+re-clustering). A segment is described from its centroid in standard units, e.g.
 ``"high spend · frequent · engaged"``.
 
 Examples
 --------
->>> segmenter = Segmenter(segments=2, step=0.05, seed=3)
->>> big = [3.0, 20.0, 4000.0, 400.0, 20.0, 5.0, 900.0, 12.0, 8.0]
->>> small = [120.0, 1.0, 15.0, 300.0, -1.0, 0.0, 0.0, 0.0, 0.0]
+>>> segmenter = Segmenter(segments=2, step=0.05, warmup=50)
+>>> big = [3.0, 20.0, 4000.0, 400.0, 20.0, 5.0, 900.0, 12.0, 8.0, 90.0, 400.0]
+>>> small = [120.0, 1.0, 15.0, 300.0, -1.0, 0.0, 0.0, 0.0, 0.0, 2.0, 180.0]
 >>> for _ in range(300):
 ...     segmenter.learn(big)
 ...     segmenter.learn(small)
->>> segmenter.segment(big) != segmenter.segment(small)
-True
+>>> segmenter.segment(big), segmenter.segment(small)
+(0, 1)
 >>> segmenter.describe(segmenter.segment(big))
-'high spend · frequent · recent · engaged'
+'high spend · frequent · engaged'
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 from river import cluster, compose, preprocessing
 
 from processors.snapshots import INPUTS
 
-FEATURES = ("spend_per_order", "purchases_per_month", "recency", "engagement")
+FEATURES = ("spend_per_order", "purchases_per_month", "visits_per_month")
 #: Words for a centroid coordinate above / below the population mean by half a standard deviation.
 WORDS = {
     "spend_per_order": ("high spend", "low spend"),
     "purchases_per_month": ("frequent", "infrequent"),
-    "recency": ("lapsed", "recent"),
-    "engagement": ("engaged", "quiet"),
+    "visits_per_month": ("engaged", "rarely visits"),
 }
-_R, _N, _M, _T = (INPUTS.index(n) for n in ("recency_days", "purchase_count", "monetary_total", "tenure_days"))
-_ENG = INPUTS.index("engagement_score")
+_N, _M, _T = (INPUTS.index(n) for n in ("purchase_count", "monetary_total", "tenure_days"))
+_GAP, _VISITS, _ACTIVE = (INPUTS.index(n) for n in ("mean_days_between_purchases", "visit_count", "active_days"))
 
 
 def segment_features(inputs: list[float]) -> dict[str, float]:
     """Log-scaled spend, frequency, recency and engagement of one customer's inputs."""
-    count = inputs[_N]
+    count, gap = inputs[_N], inputs[_GAP]
+    buying_days = gap * (count - 1) if count > 1 else inputs[_T]
     return {
         "spend_per_order": math.log1p(inputs[_M] / count) if count else 0.0,
-        "purchases_per_month": math.log1p(30.0 * count / max(inputs[_T], 30.0)),
-        "recency": math.log1p(inputs[_R]),
-        "engagement": math.log1p(inputs[_ENG]),
+        "purchases_per_month": math.log1p(30.0 * count / max(buying_days, 30.0)),
+        "visits_per_month": math.log1p(30.0 * inputs[_VISITS] / max(inputs[_ACTIVE], 30.0)),
     }
 
 
 class Segmenter:
     """Online k-means over standardized :func:`segment_features`."""
 
-    def __init__(self, segments: int = 4, step: float = 0.02, seed: int = 42) -> None:
+    def __init__(self, segments: int = 4, step: float = 0.02, warmup: int = 1_000, seed: int = 42) -> None:
         self.pipeline = compose.Pipeline(
             preprocessing.StandardScaler(),
-            cluster.KMeans(n_clusters=segments, halflife=step, sigma=1.0, seed=seed),
+            cluster.KMeans(n_clusters=segments, halflife=step, seed=seed),
         )
+        self.segments, self.warmup, self.seed = segments, warmup, seed
+        self.seeded = False
+        self._warmup: list[dict[str, float]] = []
         self.customers_learned = 0
 
     def learn(self, inputs: list[float]) -> None:
-        self.pipeline.learn_one(segment_features(inputs))
+        x = segment_features(inputs)
         self.customers_learned += 1
+        if self.seeded:
+            self.pipeline.learn_one(x)
+            return
+        self.pipeline["StandardScaler"].learn_one(x)
+        self._warmup.append(x)
+        if len(self._warmup) >= self.warmup:
+            self._seed()
+
+    def _seed(self) -> None:
+        """k-means++ and Lloyd rounds on the warm-up customers; ids by value, highest first."""
+        scaler: preprocessing.StandardScaler = self.pipeline["StandardScaler"]
+        points = np.array([[scaler.transform_one(x)[name] for name in FEATURES] for x in self._warmup])
+        rng = np.random.default_rng(self.seed)
+        centers = [points[rng.integers(len(points))]]
+        for _ in range(1, self.segments):
+            distance = np.min([((points - c) ** 2).sum(axis=1) for c in centers], axis=0)
+            centers.append(points[rng.choice(len(points), p=distance / distance.sum())] if distance.sum() else points[0])
+        grid = np.array(centers)
+        for _ in range(20):
+            nearest = np.argmin(((points[:, None, :] - grid[None, :, :]) ** 2).sum(axis=2), axis=1)
+            grid = np.array([points[nearest == k].mean(axis=0) if (nearest == k).any() else grid[k]
+                             for k in range(self.segments)])
+        value = grid[:, 0] + grid[:, 1]  # spend per order + purchases per month
+        kmeans: cluster.KMeans = self.pipeline["KMeans"]
+        kmeans.centers = {i: dict(zip(FEATURES, map(float, grid[k]))) for i, k in enumerate(np.argsort(-value))}
+        self.seeded, self._warmup = True, []
 
     def segment(self, inputs: list[float]) -> int | None:
-        """The segment id of one customer, or ``None`` before the first customer was learned."""
-        if not self.customers_learned:
+        """The segment id of one customer, or ``None`` until the warm-up customers were seen."""
+        if not self.seeded:
             return None
         return int(self.pipeline.predict_one(segment_features(inputs)))
 
     def centroids(self) -> dict[int, dict[str, float]]:
         """Each segment's centroid in standard units (0 is the population mean)."""
         kmeans: cluster.KMeans = self.pipeline["KMeans"]
+        if not self.seeded:
+            return {}
         return {int(i): {name: float(center.get(name, 0.0)) for name in FEATURES} for i, center in kmeans.centers.items()}
 
     def describe(self, segment: int) -> str:
         """A few words on what sets the segment apart, from its centroid."""
         centroid = self.centroids()[segment]
-        words = [
-            WORDS[name][0] if centroid[name] > 0.5 else WORDS[name][1]
-            for name in FEATURES
-            if abs(centroid[name]) > 0.5
-        ]
-        return " · ".join(words) or "average"
+        words = [WORDS[name][0 if centroid[name] > 0 else 1] for name in FEATURES if abs(centroid[name]) > 0.5]
+        if not words:  # close to the mean everywhere: name its most distinctive side
+            name = max(FEATURES, key=lambda n: abs(centroid[n]))
+            words = [f"average, slightly {WORDS[name][0 if centroid[name] > 0 else 1]}"]
+        return " · ".join(words)

@@ -53,6 +53,8 @@ INPUTS = (
     "revenue_90d",
     "engagement_score",
     "visits_30d",
+    "visit_count",
+    "active_days",
 )
 UNKNOWN, STAYED = -1.0, 0.0
 
@@ -88,6 +90,8 @@ def inputs_at(state: CustomerState, at: float, features: FeatureConfig) -> list[
         round(window_sum(state, at, 90, B_REVENUE), 2),
         round(engagement.decayed(state.engagement_score, state.engagement_as_of, at, half_life), 4),
         window_sum(state, at, 30, B_VISITS),
+        float(state.visit_count),
+        round(max(min(state.newest_event_at or first_seen, at) - first_seen, 0.0) / DAY, 3),
     ]
 
 

@@ -13,10 +13,19 @@ import time
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
 
-from processors.config import FeatureConfig
+import math
+from datetime import datetime, timezone
+
+from processors.alerts import should_alert
+from processors.clv import clv_estimate
+from processors.config import DAY, FeatureConfig, ModelConfig
 from processors.features import CustomerState, apply, profile, row_version
+from processors.models import Models
 from processors.rfm import RFMScorer
+from processors.snapshots import LabelledSnapshot, capture, inputs_at, mature, record_purchase
+from schemas.alerts import ChurnAlert
 from schemas.envelope import Rejected, decode_message
+from schemas.events import Purchase
 from schemas.topics import partition_for
 from sinks.clickhouse import ClickHouseSink
 
@@ -56,12 +65,35 @@ class Counters:
     batches: int = 0
     feature_rows: int = 0
     aging_passes: int = 0
+    labels_released: int = 0
+    alerts: int = 0
     state_bytes_avg: float = 0.0
     watermarks: dict[int, float] = field(default_factory=dict)
 
 
+@dataclass
+class TrainingBatch:
+    """What the models learn from: matured labels, and live customers' inputs (segments)."""
+
+    labels: list[LabelledSnapshot] = field(default_factory=list)
+    observations: list[list[float]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.labels or self.observations)
+
+
+def _time(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, tz=timezone.utc)
+
+
 class CustomerPipeline:
-    """Applies batches of messages to per-customer state and queues rows for ClickHouse."""
+    """Applies batches of messages to per-customer state and queues rows for ClickHouse.
+
+    Every emitted row is scored with the current :class:`~processors.models.Models`
+    (swapped in by the worker as new versions arrive). Matured churn labels and a sample of
+    customers' inputs collect in :attr:`training`, alerts in :attr:`alerts`; the worker
+    ships both.
+    """
 
     def __init__(
         self,
@@ -69,16 +101,63 @@ class CustomerPipeline:
         sink: ClickHouseSink,
         table: MutableMapping[bytes, CustomerState],
         partitions: int,
+        model_config: ModelConfig | None = None,
+        observations_per_batch: int = 256,
+        rescore_interval_s: float = 30.0,
     ) -> None:
         self.config = config
+        self.model_config = model_config or ModelConfig()
         self.sink = sink
         self.table = table
         self.partitions = partitions
         self.scorer = RFMScorer()
+        self.models = Models.initial(self.model_config)
         self.counters = Counters()
         self.watermarks = self.counters.watermarks
+        self.training = TrainingBatch()
+        self.alerts: list[ChurnAlert] = []
+        self.observations_per_batch = observations_per_batch
+        self.rescore_interval_s = rescore_interval_s
+        #: Per partition: event time up to which churn labels were released.
+        self.released: dict[int, float] = {}
         self._aged_at: dict[int, float] = {}
+        self._scored: dict[int, tuple[int, float]] = {}  # partition -> (model version, wall time)
         self._partition_of: dict[bytes, int] = {}
+
+    def use_models(self, models: Models) -> None:
+        """Score from now on with ``models`` (a newer version from the trainer)."""
+        self.models = models
+
+    def take_training(self) -> TrainingBatch:
+        batch, self.training = self.training, TrainingBatch()
+        return batch
+
+    def take_alerts(self) -> list[ChurnAlert]:
+        alerts, self.alerts = self.alerts, []
+        return alerts
+
+    def forget_partitions(self, partitions: set[int]) -> None:
+        """Another worker owns these now: its restored state decides what it releases."""
+        for p in partitions:
+            self.released.pop(p, None)
+            self._aged_at.pop(p, None)
+            self._scored.pop(p, None)
+
+    def _released_until(self, home: int) -> float:
+        """Labels released so far; for a partition new to this worker, up to the newest event
+        of its restored state (a previous owner released those)."""
+        released = self.released.get(home)
+        if released is None:
+            newest = [s.newest_event_at for k, s in self.table.items()
+                      if s.newest_event_at is not None and self._home(k) == home]
+            released = self.released[home] = max(newest, default=float("-inf"))
+        return released
+
+    def _home(self, key: bytes) -> int:
+        home = self._partition_of.get(key)
+        if home is None:
+            home = self._partition_of[key] = partition_for(key, self.partitions)
+        return home
 
     def ingest(self, messages: Iterable[Message], source: str = "kafka") -> list[DeadLetterRecord]:
         """Process one batch; returns the dead letters (already queued in the sink)."""
@@ -89,13 +168,13 @@ class CustomerPipeline:
         table = self.table
         for message in messages:
             counters.messages += 1
+            if message.partition not in self.released:
+                self._released_until(message.partition)
             events, rejects = decode_message(message.value)
             for event in events:
                 customer = event.customer_id
                 key = customer.encode()
-                home = self._partition_of.get(key)
-                if home is None:
-                    home = self._partition_of[key] = partition_for(key, self.partitions)
+                home = self._home(key)
                 if home != message.partition:
                     rejects.append(
                         Rejected(
@@ -112,10 +191,14 @@ class CustomerPipeline:
                 ts = event.epoch
                 if ts > self.watermarks.get(home, float("-inf")):
                     self.watermarks[home] = ts
+                if state.newest_event_at is not None and ts > state.newest_event_at:
+                    capture(state, ts, self._released_until(home), self.model_config, self.config)
                 outcome = apply(state, event, self.config)
                 if outcome == "applied":
                     counters.events_applied += 1
                     touched[key] = (state, home)
+                    if isinstance(event, Purchase) and event.kind == "purchase":
+                        record_purchase(state, ts, self.model_config)
                 elif outcome == "late":
                     counters.late_skipped += 1
                 else:
@@ -124,9 +207,12 @@ class CustomerPipeline:
                 dead.append(
                     DeadLetterRecord(source, message.topic, message.partition, message.offset, reject.reason, reject.payload)
                 )
+        observations = self.training.observations
         for key, (state, home) in touched.items():
+            inputs = self._emit(state, self.watermarks[home], now_ms)
             table[key] = state
-            self._emit(state, self.watermarks[home], now_ms)
+            if len(observations) < self.observations_per_batch:
+                observations.append(inputs)
         self.record_dead_letters(dead)
         counters.batches += 1
         return dead
@@ -140,51 +226,130 @@ class CustomerPipeline:
             )
         self.counters.dead_letters += len(dead)
 
-    def _emit(self, state: CustomerState, watermark: float, now_ms: int) -> None:
+    def _emit(self, state: CustomerState, watermark: float, now_ms: int) -> list[float]:
+        """Queue the customer's scored feature row; updates the models' view in ``state``
+        (membership, alerting). Returns the model inputs."""
         row = profile(state, watermark, self.config, self.scorer)
-        self.sink.add_features(row, row_version(state, row["as_of"]), now_ms)
+        models, as_of = self.models, row["as_of"]
+        inputs = inputs_at(state, as_of, self.config)
+        score = models.score(inputs)
+        probability = score.churn_probability
+        row["churn_probability"], row["segment"], row["model_version"] = probability, score.segment, models.version
+        net = inputs[2]
+        row["clv_estimate"] = clv_estimate(
+            state.purchase_count, net, row["tenure_days"], probability, self.model_config.clv_horizon_days
+        )
+        self.sink.add_features(row, row_version(state, as_of), now_ms)
         self.counters.feature_rows += 1
+        self._track_membership(state, score.segment, row["rfm_segment"])
+        if models.version and should_alert(state, probability, row["value_tier"], as_of, self.model_config):
+            self._raise_alert(state, row, inputs, now_ms)
+        state.churn_probability = probability
+        return inputs
+
+    def _track_membership(self, state: CustomerState, segment: int | None, rfm_segment: str | None) -> None:
+        """Move the customer between groups in ``segment_membership`` (-1 old, +1 new)."""
+        new_segment = "unscored" if segment is None else str(segment)
+        new_rfm = rfm_segment or "unscored"
+        seen = state.rfm_segment is not None
+        old_segment = "unscored" if state.segment is None else str(state.segment)
+        for dimension, old, new in (("segment", old_segment, new_segment), ("rfm_segment", state.rfm_segment, new_rfm)):
+            if seen and old == new:
+                continue
+            if seen:
+                self.sink.add_membership_change(dimension, old, -1)
+            self.sink.add_membership_change(dimension, new, +1)
+        state.segment, state.rfm_segment = segment, new_rfm
+
+    def _raise_alert(self, state: CustomerState, row: dict, inputs: list[float], now_ms: int) -> None:
+        models, as_of = self.models, row["as_of"]
+        drivers = sorted(models.churn.contributions(inputs).items(), key=lambda kv: kv[1], reverse=True)[:5]
+        alert = ChurnAlert(
+            alert_id=f"{state.customer_id}:{int(as_of)}",
+            customer_id=state.customer_id,
+            churn_probability=row["churn_probability"],
+            previous_probability=state.churn_probability,
+            threshold=self.model_config.alert_threshold,
+            drivers=dict(drivers),
+            segment=row["segment"],
+            segment_description=models.descriptions.get(row["segment"]) if row["segment"] is not None else None,
+            value_tier=row["value_tier"],
+            monetary_total=row["monetary_total"],
+            last_purchase_at=_time(row["last_purchase_at"]),
+            model_version=models.version,
+            as_of=_time(as_of),
+            created_at=_time(now_ms / 1000),
+        )
+        self.alerts.append(alert)
+        self.sink.add_row("churn_alerts", alert.model_dump())
+        self.counters.alerts += 1
 
     def age(self, assigned: set[int], min_advance_s: float = 3_600.0) -> int:
-        """Refit RFM quintiles and re-emit customers of partitions whose watermark moved.
+        """Refit RFM quintiles, release matured churn labels, and re-emit the customers of
+        partitions whose watermark moved (or who were scored by an older model version).
 
         Runs over every customer of the ``assigned`` partitions (a worker must not speak for
         partitions it no longer owns). Returns the number of rows emitted.
         """
-        by_partition: dict[int, list[CustomerState]] = {p: [] for p in assigned}
+        by_partition: dict[int, list[tuple[bytes, CustomerState]]] = {p: [] for p in assigned}
         recency, frequency, monetary = [], [], []
         for key, state in self.table.items():
-            home = self._partition_of.get(key)
-            if home is None:
-                home = self._partition_of[key] = partition_for(key, self.partitions)
+            home = self._home(key)
             if home not in by_partition:
                 continue
-            by_partition[home].append(state)
+            by_partition[home].append((key, state))
             if state.newest_event_at is not None and state.newest_event_at > self.watermarks.get(home, float("-inf")):
                 self.watermarks[home] = state.newest_event_at
-        for home, states in by_partition.items():
+        for home, entries in by_partition.items():
             watermark = self.watermarks.get(home)
             if watermark is None:
                 continue
-            for state in states:
+            self._release_labels(home, entries, watermark)
+            for _, state in entries:
                 if state.last_purchase_at is not None:
-                    recency.append((watermark - state.last_purchase_at) / 86_400)
+                    recency.append((watermark - state.last_purchase_at) / DAY)
                     frequency.append(state.purchase_count)
                     monetary.append(max(state.monetary_total - state.refund_total, 0.0))
         self.scorer.fit(recency, frequency, monetary)
-        sample = [state for states in by_partition.values() for state in states[:250]]
+        sample = [state for entries in by_partition.values() for _, state in entries[:250]]
         if sample:
             self.counters.state_bytes_avg = sum(len(state.to_json()) for state in sample) / len(sample)
         now_ms = int(time.time() * 1000)
         emitted = 0
-        for home, states in by_partition.items():
+        for home, entries in by_partition.items():
             watermark = self.watermarks.get(home)
-            aged_at = self._aged_at.get(home, float("-inf"))
-            if watermark is None or watermark <= aged_at or watermark - aged_at < min_advance_s:
+            if watermark is None or not self._due(home, watermark, min_advance_s):
                 continue
             self._aged_at[home] = watermark
-            for state in states:
+            self._scored[home] = (self.models.version, time.monotonic())
+            for key, state in entries:
+                before = (state.segment, state.rfm_segment, state.alert_armed, state.last_alert_at)
                 self._emit(state, watermark, now_ms)
-            emitted += len(states)
+                if (state.segment, state.rfm_segment, state.alert_armed, state.last_alert_at) != before:
+                    self.table[key] = state  # what the next run must know: membership, alerting
+            emitted += len(entries)
         self.counters.aging_passes += 1
         return emitted
+
+    def _due(self, home: int, watermark: float, min_advance_s: float) -> bool:
+        """Re-emit when event time moved enough, or a newer model is out (at most every
+        ``rescore_interval_s``)."""
+        aged_at = self._aged_at.get(home, float("-inf"))
+        if watermark > aged_at and watermark - aged_at >= min_advance_s:
+            return True
+        version, at = self._scored.get(home, (-1, float("-inf")))
+        return version != self.models.version and time.monotonic() - at >= self.rescore_interval_s
+
+    def _release_labels(self, home: int, entries: list[tuple[bytes, CustomerState]], watermark: float) -> None:
+        """Labels whose horizon ended since the last release, for the trainer."""
+        released = self._released_until(home)
+        horizon = self.model_config.churn_horizon_days * DAY
+        every = self.model_config.snapshot_every_days * DAY
+        if released != float("-inf") and math.floor((watermark - horizon) / every) == math.floor((released - horizon) / every):
+            return  # no grid point matured since
+        labels = self.training.labels
+        before = len(labels)
+        for _, state in entries:
+            labels.extend(mature(state, released, watermark, self.model_config, self.config))
+        self.counters.labels_released += len(labels) - before
+        self.released[home] = watermark
