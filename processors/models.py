@@ -82,9 +82,10 @@ class Trainer:
             self.models.segmenter.learn(one)
 
     def learn(self, labels: list[LabelledSnapshot]) -> None:
-        """Score each label with the current model (prequential), then learn it."""
+        """Score each label with the current model (prequential), then learn it, in the
+        event-time order of the snapshots (partitions release labels in bulk)."""
         churn = self.models.churn
-        for label in labels:
+        for label in sorted(labels, key=lambda label: label.at):
             self.quality.record(churn.probability(label.inputs), label.churned)
             churn.learn(label.inputs, label.churned)
 

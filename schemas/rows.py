@@ -82,8 +82,7 @@ class SegmentInfo(BaseModel):
     description: str
     spend_per_order: float
     purchases_per_month: float
-    recency: float
-    engagement: float
+    visits_per_month: float
     model_version: int
 
 

@@ -6,6 +6,10 @@ SOCIAL_INTERACTIONS = "social-interactions"
 CUSTOMER_PROFILES = "customer-profiles"
 DEAD_LETTERS = "dead-letters"
 CHURN_ALERTS = "churn-alerts"
+#: Internal: labelled snapshots and customer samples for the one trainer (one partition),
+#: and the model versions it publishes to every worker (compacted, one partition).
+MODEL_TRAINING = "model-training"
+CHURN_MODELS = "churn-models"
 
 #: Input topics, all keyed by ``customer_id`` and co-partitioned.
 INPUT_TOPICS: tuple[str, ...] = (PURCHASES, VISITS, SOCIAL_INTERACTIONS, CUSTOMER_PROFILES)

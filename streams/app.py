@@ -22,9 +22,10 @@ from faust.transport.drivers import aiokafka as faust_kafka
 from faust.types import TP
 
 from processors.features import CustomerState
-from schemas.topics import DEAD_LETTERS, INPUT_TOPICS, PURCHASES
+from schemas.topics import CHURN_ALERTS, DEAD_LETTERS, INPUT_TOPICS, PURCHASES
 from sinks.clickhouse import ClickHouseSink, connect, migrate
 from sinks.tables import DATABASE
+from streams.modelhub import ModelHub
 from streams.pipeline import CustomerPipeline, DeadLetterRecord, Message
 from streams.settings import Settings
 
@@ -144,7 +145,13 @@ class Worker:
         migrate(self.writer)
         self.reader = connect(settings.clickhouse_url, database=DATABASE)
         self.sink = ClickHouseSink(self.writer)
-        self.pipeline = CustomerPipeline(settings.feature_config(), self.sink, self.table, settings.partitions)
+        self.alerts_topic = self.app.topic(CHURN_ALERTS, key_type=bytes, value_type=bytes,
+                                           key_serializer="raw", value_serializer="raw")
+        self.pipeline = CustomerPipeline(
+            settings.feature_config(), self.sink, self.table, settings.partitions, settings.learning_config(),
+            rescore_interval_s=settings.rescore_interval_s,
+        )
+        self.models = ModelHub(self)
         self.lock = asyncio.Lock()
         self.sink_error: str | None = None
         self.agent_error: str | None = None
@@ -154,6 +161,7 @@ class Worker:
         self.flushes = 0
         self.app.agent(self.source, name="customers")(self._process)
         self.app.timer(settings.aging_interval_s)(self._age)
+        self.app.on_partitions_revoked.connect(self._revoked)
         from streams.web import register_views
 
         register_views(self)
@@ -167,11 +175,15 @@ class Worker:
                 async with self.lock:
                     dead = self.pipeline.ingest(messages)
                     await self.publish_dead_letters(dead)
+                    await self.publish_model_output()
                     await self.flush()
                 self.last_batch_at = time.time()
         except Exception as error:
             self.agent_error = f"{type(error).__name__}: {error}"[:500]
             raise
+
+    async def _revoked(self, sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+        self.pipeline.forget_partitions({tp.partition for tp in revoked if tp.topic == PURCHASES})
 
     async def _age(self) -> None:
         assigned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == PURCHASES}
@@ -179,7 +191,16 @@ class Worker:
             return
         async with self.lock:
             self.pipeline.age(assigned, self.settings.aging_min_advance_s)
+            await self.publish_model_output()
             await self.flush()
+
+    async def publish_model_output(self) -> None:
+        """Training records to the trainer, churn alerts to marketing tools."""
+        training = self.pipeline.take_training()
+        if training:
+            await self.models.send_training(training)
+        for alert in self.pipeline.take_alerts():
+            await self.alerts_topic.send(key=alert.customer_id.encode(), value=alert.model_dump_json().encode())
 
     async def publish_dead_letters(self, dead: list[DeadLetterRecord]) -> None:
         for record in dead:

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import statistics
-import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import click
@@ -24,11 +21,8 @@ from kafka import KafkaProducer
 
 from schemas.envelope import OutgoingMessage, pack
 from schemas.events import parse_event
-from streams.broker import LocalBroker
-from streams.settings import Settings
 from streams.simulate import Simulation
-from streams.stack import WorkerProcess, free_port
-from streams.topics import ensure_topics
+from streams.stack import WorkerProcess, private_stack
 
 RAW_TOPIC = "bench-raw"
 
@@ -125,15 +119,8 @@ def _freshness(worker: WorkerProcess, bootstrap: str, partitions: int, seconds: 
 
 
 def run_bench(events: int, partitions: int = 4) -> dict[str, Any]:
-    workdir = Path(tempfile.mkdtemp(prefix="crm360-bench-"))
-    address = f"127.0.0.1:{free_port()}"
-    settings = Settings(kafka_bootstrap=address, data_dir=workdir, web_port=free_port(), partitions=partitions,
-                        app_id=f"crm360-bench-{uuid.uuid4().hex[:6]}")
-    broker = LocalBroker(address, log_path=workdir / "broker.log")
-    broker.start()
-    worker = WorkerProcess.for_settings(settings, workdir / "worker.log")
-    try:
-        ensure_topics(address, partitions)
+    with private_stack("bench", partitions) as (settings, worker):
+        address = settings.kafka_bootstrap
         from kafka.admin import KafkaAdminClient, NewTopic
 
         KafkaAdminClient(bootstrap_servers=address).create_topics([NewTopic(RAW_TOPIC, partitions, 1)])
@@ -177,10 +164,6 @@ def run_bench(events: int, partitions: int = 4) -> dict[str, Any]:
             "customers": int(m.get("crm360_customers", 0)),
         }
         return result
-    finally:
-        worker.stop()
-        broker.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def print_report(result: dict[str, Any]) -> None:

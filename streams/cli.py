@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -37,7 +38,7 @@ def main() -> None:
 def prepare_kafka(settings: Settings, start_local: bool) -> Any:
     """Start the local broker unless one answers, and create the topics."""
     from streams.broker import BrokerError, LocalBroker, answers
-    from streams.topics import ensure_topics
+    from streams.topics import ensure_topics, topic_specs
 
     broker = None
     if not answers(settings.kafka_bootstrap):
@@ -50,7 +51,8 @@ def prepare_kafka(settings: Settings, start_local: bool) -> Any:
         except BrokerError as error:
             fail(str(error))
     counts = ensure_topics(settings.kafka_bootstrap, settings.partitions)
-    wrong = {t: n for t, n in counts.items() if n != settings.partitions}
+    expected = {spec.name: spec.num_partitions for spec in topic_specs(settings.partitions)}
+    wrong = {t: n for t, n in counts.items() if n != expected[t]}
     if wrong:
         fail(f"topics {wrong} do not have CRM360_PARTITIONS={settings.partitions} partitions: set it to match")
     return broker
@@ -270,6 +272,33 @@ def simulate(customers: int, days: int, seed: int, truth_path: Path, out: Path |
                     publisher.publish(event)
                     count += 1
     click.echo(f"{count} events for {customers} customers over {days} days; ground truth in {truth_path}")
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), default="1997-09-30", show_default=True,
+              help="End of the calibration period; the rest of the file is the holdout.")
+@click.option("--min-auc", type=float, default=0.77, show_default=True, help="Fail below this ROC AUC.")
+def evaluate(path: Path | None, until: datetime, min_auc: float) -> None:
+    """Churn quality on real purchases (CDNOW file PATH): ROC AUC of churn_probability vs recency."""
+    import json
+
+    from streams.evaluate import DEFAULT_DATA, run_evaluation
+
+    path = path or DEFAULT_DATA
+    if not path.is_file():
+        fail(f"no CDNOW file at {path}: give its path, e.g. crm360 evaluate ../shared/data/cdnow_dev.txt")
+    try:
+        result = run_evaluation(path, until.replace(tzinfo=timezone.utc))
+    except (RuntimeError, TimeoutError) as error:
+        fail(str(error))
+    click.echo(f"customers {result['customers']}, scored {result['scored']}, churned in holdout {result['churn_rate']:.1%}")
+    click.echo(f"ROC AUC  churn_probability {result['roc_auc']:.4f}   days since last purchase {result['recency_baseline_roc_auc']:.4f}")
+    click.echo(json.dumps(result))
+    if result["scored"] < result["customers"]:
+        fail(f"{result['customers'] - result['scored']} customers have no churn score")
+    if result["roc_auc"] < min_auc:
+        fail(f"ROC AUC {result['roc_auc']:.4f} is below --min-auc {min_auc}")
 
 
 @main.command()

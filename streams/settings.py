@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from processors.config import FeatureConfig
+from processors.config import FeatureConfig, ModelConfig
 
 
 class Settings(BaseSettings):
@@ -53,6 +53,21 @@ class Settings(BaseSettings):
     at_risk_days: float = 60.0
     churn_days: float = 90.0
 
+    # Models (see processors.config.ModelConfig for what each means).
+    churn_horizon_days: float = 90.0
+    snapshot_every_days: float = 14.0
+    segments: int = Field(default=4, ge=2)
+    segment_warmup: int = Field(default=1_000, ge=1)
+    alert_threshold: float = Field(default=0.7, gt=0, le=1)
+    alert_rearm_below: float = Field(default=0.5, ge=0, le=1)
+    alert_cooldown_days: float = 30.0
+    alert_value_tiers: list[str] = []
+    clv_horizon_days: float = 365.0
+    # Customers scored by an older model version are re-scored at most this often.
+    rescore_interval_s: float = 30.0
+    # The trainer publishes a new model version at most this often.
+    trainer_publish_interval_s: float = 1.0
+
     @property
     def data_path(self) -> Path:
         return self.data_dir.expanduser().resolve()
@@ -78,4 +93,17 @@ class Settings(BaseSettings):
             new_customer_days=self.new_customer_days,
             at_risk_days=self.at_risk_days,
             churn_days=self.churn_days,
+        )
+
+    def learning_config(self) -> ModelConfig:
+        return ModelConfig(
+            churn_horizon_days=self.churn_horizon_days,
+            snapshot_every_days=self.snapshot_every_days,
+            segments=self.segments,
+            segment_warmup=self.segment_warmup,
+            alert_threshold=self.alert_threshold,
+            alert_rearm_below=self.alert_rearm_below,
+            alert_cooldown_days=self.alert_cooldown_days,
+            alert_value_tiers=frozenset(self.alert_value_tiers),
+            clv_horizon_days=self.clv_horizon_days,
         )

@@ -11,11 +11,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from streams.broker import stop_process
+from streams.broker import LocalBroker, stop_process
 from streams.settings import Settings
+from streams.topics import ensure_topics
 
 
 def free_port() -> int:
@@ -34,14 +40,15 @@ class WorkerProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def for_settings(cls, settings: Settings, log_path: Path) -> WorkerProcess:
+    def for_settings(cls, settings: Settings, log_path: Path, **extra: str) -> WorkerProcess:
+        """A worker for ``settings``; ``extra`` sets more ``CRM360_*`` variables (lower-case names)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("CRM360_")} | {
             "CRM360_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
             "CRM360_DATA_DIR": str(settings.data_path),
             "CRM360_WEB_PORT": str(settings.web_port),
             "CRM360_APP_ID": settings.app_id,
             "CRM360_PARTITIONS": str(settings.partitions),
-        }
+        } | {f"CRM360_{name.upper()}": value for name, value in extra.items()}
         return cls(env, log_path)
 
     def start(self, timeout: float = 90.0) -> None:
@@ -75,3 +82,23 @@ class WorkerProcess:
         request = urllib.request.Request(f"{self.url}/sql", data=query.encode(), method="POST")
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read())["rows"]
+
+
+@contextmanager
+def private_stack(purpose: str, partitions: int = 4, **worker_env: str) -> Iterator[tuple[Settings, WorkerProcess]]:
+    """A broker on a free port, topics, and a (not yet started) worker in a temporary
+    directory; everything is stopped and removed at the end."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"crm360-{purpose}-"))
+    address = f"127.0.0.1:{free_port()}"
+    settings = Settings(kafka_bootstrap=address, data_dir=workdir, web_port=free_port(), partitions=partitions,
+                        app_id=f"crm360-{purpose}-{uuid.uuid4().hex[:6]}")
+    broker = LocalBroker(address, log_path=workdir / "broker.log")
+    broker.start()
+    worker = WorkerProcess.for_settings(settings, workdir / "worker.log", **worker_env)
+    try:
+        ensure_topics(address, partitions)
+        yield settings, worker
+    finally:
+        worker.stop()
+        broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -5,17 +5,19 @@ from __future__ import annotations
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from schemas.topics import CHURN_ALERTS, CUSTOMER_PROFILES, DEAD_LETTERS, INPUT_TOPICS
+from schemas.topics import CHURN_ALERTS, CHURN_MODELS, CUSTOMER_PROFILES, DEAD_LETTERS, INPUT_TOPICS, MODEL_TRAINING
 
 
 def topic_specs(partitions: int) -> list[NewTopic]:
-    """Input topics share one partition count (co-partitioned); profiles are compacted."""
+    """Input topics share one partition count (co-partitioned); profiles and models are compacted."""
     specs = []
     for name in INPUT_TOPICS:
         config = {"cleanup.policy": "compact"} if name == CUSTOMER_PROFILES else {}
         specs.append(NewTopic(name, partitions, 1, topic_configs=config))
     specs.append(NewTopic(DEAD_LETTERS, partitions, 1))
     specs.append(NewTopic(CHURN_ALERTS, partitions, 1))
+    specs.append(NewTopic(MODEL_TRAINING, 1, 1))
+    specs.append(NewTopic(CHURN_MODELS, 1, 1, topic_configs={"cleanup.policy": "compact"}))
     return specs
 
 

@@ -160,6 +160,7 @@ def register_views(worker: Worker) -> None:
 def metrics_text(worker: Worker) -> str:
     """Prometheus exposition of the worker's counters."""
     c = worker.pipeline.counters
+    trainer = worker.models.trainer
     lines = [
         f"crm360_messages_total {c.messages}",
         f"crm360_events_in_total {c.events_in}",
@@ -174,6 +175,12 @@ def metrics_text(worker: Worker) -> str:
         f"crm360_flush_seconds_last {worker.sink.last_flush_seconds:.6f}",
         f"crm360_customers {len(worker.table)}",
         f"crm360_state_bytes_avg {c.state_bytes_avg:.1f}",
+        f"crm360_labels_released_total {c.labels_released}",
+        f"crm360_churn_alerts_total {c.alerts}",
+        f"crm360_model_version {worker.pipeline.models.version}",
+        f"crm360_model_labels_learned {worker.pipeline.models.churn.labels_learned}",
+        f"crm360_trainer_labels_learned {trainer.models.churn.labels_learned if trainer else 0}",
+        f"crm360_trainer_model_version {trainer.models.version if trainer else 0}",
         f"crm360_up {1 if worker.healthy()[0] else 0}",
     ]
     for partition, watermark in sorted(c.watermarks.items()):

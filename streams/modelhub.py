@@ -1,0 +1,147 @@
+"""One trainer for the whole group, and the latest model version on every worker.
+
+Workers send matured churn labels and a sample of customers' inputs to the one-partition
+``model-training`` topic, so exactly one worker of the consumer group trains, on every
+partition's labels. After each batch the trainer publishes a new :class:`Models` version
+to the compacted ``churn-models`` topic (the batch's offset recorded in it) and only then
+acknowledges the batch. Every worker follows ``churn-models`` and scores with the newest
+version; a trainer that starts (after a restart or a rebalance) continues from the newest
+published version and skips training records it already learned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from processors.models import Models, Trainer
+from processors.snapshots import LabelledSnapshot
+from schemas.topics import CHURN_MODELS, MODEL_TRAINING
+from streams.pipeline import TrainingBatch
+
+if TYPE_CHECKING:
+    from streams.app import Worker
+
+log = logging.getLogger("crm360")
+#: Records per training message (keeps messages well under Kafka's 1 MB default).
+RECORDS_PER_MESSAGE = 2_000
+
+
+def encode_training(batch: TrainingBatch) -> list[bytes]:
+    """Training messages: JSON ``{"labels": [[customer, at, churned, inputs]], "observations": [...]}``."""
+    labels = [[lb.customer_id, lb.at, lb.churned, lb.inputs] for lb in batch.labels]
+    out = []
+    for start in range(0, max(len(labels), len(batch.observations)), RECORDS_PER_MESSAGE):
+        chunk = {"labels": labels[start : start + RECORDS_PER_MESSAGE],
+                 "observations": batch.observations[start : start + RECORDS_PER_MESSAGE]}
+        out.append(json.dumps(chunk, separators=(",", ":")).encode())
+    return out
+
+
+def decode_training(value: bytes) -> TrainingBatch:
+    data = json.loads(value)
+    return TrainingBatch(
+        labels=[LabelledSnapshot(c, at, bool(churned), inputs) for c, at, churned, inputs in data["labels"]],
+        observations=data["observations"],
+    )
+
+
+class ModelHub:
+    """The trainer agent and the model follower of one worker."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        settings = worker.settings
+        self.config = settings.learning_config()
+        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+        self.training_topic = worker.app.topic(MODEL_TRAINING, partitions=1, **raw)
+        self.models_topic = worker.app.topic(CHURN_MODELS, partitions=1, **raw)
+        self.latest: bytes | None = None
+        self.latest_version = 0
+        self.caught_up = asyncio.Event()
+        self.trainer: Trainer | None = None
+        self.last_metrics_at = 0.0
+        worker.app.agent(self.training_topic, name="trainer")(self._train)
+        worker.app.task(self._follow)
+
+    async def send_training(self, batch: TrainingBatch) -> None:
+        for value in encode_training(batch):
+            await self.training_topic.send(key=b"training", value=value)
+
+    async def _follow(self) -> None:
+        """Keep the newest published model version; swap it into the pipeline."""
+        settings = self.worker.settings
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+                                    max_partition_fetch_bytes=64 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
+        await consumer.start()
+        try:
+            tp = TopicPartition(CHURN_MODELS, 0)
+            consumer.assign([tp])
+            end = (await consumer.end_offsets([tp]))[tp]
+            # Model versions are single-record batches, where "latest" is exact; read a few back.
+            consumer.seek(tp, max(end - 5, 0))
+            if end == 0:
+                self.caught_up.set()
+            while True:
+                batches = await consumer.getmany(timeout_ms=500)
+                for record in batches.get(tp, []):
+                    self._receive(record.value)
+                if not self.caught_up.is_set() and await consumer.position(tp) >= end:
+                    self.caught_up.set()
+        finally:
+            await consumer.stop()
+
+    def _receive(self, raw: bytes) -> None:
+        try:
+            models = Models.from_bytes(raw)
+        except Exception as error:  # noqa: BLE001 - a bad record must not stop scoring
+            log.error("ignoring an unreadable model version: %s", error)
+            return
+        if models.version > self.latest_version:
+            self.latest, self.latest_version = raw, models.version
+            self.worker.pipeline.use_models(models)
+
+    async def _train(self, stream: faust.StreamT) -> None:
+        async for events in stream.take_events(10_000, within=self.worker.settings.trainer_publish_interval_s):
+            await self.caught_up.wait()
+            trainer = self.trainer
+            if trainer is None or (self.latest_version > trainer.models.version):
+                start = Models.from_bytes(self.latest) if self.latest else None
+                trainer = self.trainer = Trainer(self.config, start)
+            fresh = [e for e in events if e.message.offset > trainer.models.training_offset]
+            if not fresh:
+                continue
+            labels = []
+            for event in fresh:
+                batch = decode_training(event.message.value)
+                trainer.observe(batch.observations)
+                labels += batch.labels
+            trainer.learn(labels)
+            raw = trainer.publish(training_offset=max(e.message.offset for e in fresh))
+            await (await self.models_topic.send(key=b"churn", value=raw))  # durable before the batch is acked
+            self._receive(raw)
+            await self._record_quality(trainer)
+
+    async def _record_quality(self, trainer: Trainer) -> None:
+        """Model metrics every few seconds, and what each segment stands for."""
+        now = time.time()
+        if now - self.last_metrics_at < 5.0:
+            return
+        self.last_metrics_at = now
+        models, sink = trainer.models, self.worker.sink
+        at = datetime.fromtimestamp(now, tz=timezone.utc)
+        report: dict[str, Any] = trainer.quality.report()
+        sink.add_row("model_metrics", {"measured_at": at, "model_version": models.version,
+                                       "labels_learned": models.churn.labels_learned, **report})
+        for segment, centroid in models.segmenter.centroids().items():
+            sink.add_row("segments", {"segment": segment, "description": models.descriptions.get(segment, ""),
+                                      "model_version": models.version, **centroid})
+        async with self.worker.lock:
+            await self.worker.flush()
