@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from schemas.alerts import ChurnAlert
 from schemas.events import EVENT_TYPES, event_json_schema
 
 
 def export_json_schemas(directory: Path) -> list[Path]:
-    """Write ``event.schema.json`` (any event) and one ``<type>.schema.json`` per type."""
+    """Write ``event.schema.json`` (any event), one ``<type>.schema.json`` per type, and
+    ``churn_alert.schema.json`` (what subscribers of ``churn-alerts`` receive)."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     documents = {"event": event_json_schema()} | {name: model.model_json_schema() for name, model in EVENT_TYPES.items()}
+    documents["churn_alert"] = ChurnAlert.model_json_schema()
     for name, document in documents.items():
         document = {"$schema": "https://json-schema.org/draft/2020-12/schema", **document}
         path = directory / f"{name}.schema.json"

@@ -185,6 +185,44 @@ def customer(customer_id: str, data_dir: Path | None) -> None:
         click.echo(f"{name:>28}  {'' if value is None else value}")
 
 
+@main.command()
+@click.option("--follow", is_flag=True, help="Wait for new alerts and show them as they come.")
+@click.option("--from-beginning", is_flag=True, help="With --follow: also the alerts already published.")
+@click.option("--webhook", metavar="URL", help="With --follow: POST each alert as JSON to URL (with retries).")
+@click.option("--group", "group_id", default=None, help="With --follow: consumer group, to continue where it stopped.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per alert.")
+@click.option("--limit", type=int, default=20, show_default=True, help="Without --follow: how many recent alerts.")
+@data_dir_option
+def alerts(follow: bool, from_beginning: bool, webhook: str | None, group_id: str | None, as_json: bool,
+           limit: int, data_dir: Path | None) -> None:
+    """Churn alerts: the most recent ones, or live from the churn-alerts topic (--follow)."""
+    from schemas.alerts import ChurnAlert
+    from streams.alerts import AlertSubscriber, WebhookError, alert_line, alerts_json, forward_to_webhook
+    from streams.broker import answers
+
+    settings = load_settings(data_dir=data_dir)
+    show = alerts_json if as_json else alert_line
+    if not follow:
+        columns = ", ".join(ChurnAlert.model_fields)
+        result = run_query(settings, f"SELECT {columns} FROM churn_alerts FINAL ORDER BY as_of DESC, customer_id LIMIT {int(limit)}")
+        for row in result.rows:
+            click.echo(show(ChurnAlert.model_validate(dict(zip(result.columns, row)))))
+        return
+    if not answers(settings.kafka_bootstrap):
+        fail(f"no Kafka broker answers at {settings.kafka_bootstrap}: start the stack (crm360 up) or set CRM360_KAFKA_BOOTSTRAP")
+    try:
+        with AlertSubscriber(settings.kafka_bootstrap, group_id=group_id, from_beginning=from_beginning) as subscriber:
+            for alert in subscriber:
+                click.echo(show(alert))
+                if webhook:
+                    try:
+                        forward_to_webhook(alert, webhook)
+                    except WebhookError as error:
+                        click.echo(f"crm360: {error}", err=True)
+    except KeyboardInterrupt:
+        pass
+
+
 @main.group()
 def schema() -> None:
     """The event contract as JSON Schema."""

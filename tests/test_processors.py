@@ -19,6 +19,7 @@ from schemas.events import parse_event
 from schemas.export import export_json_schemas
 from schemas.topics import partition_for
 from streams.pipeline import CustomerPipeline, Message
+from tests.memory_sink import MemorySink
 
 CFG = FeatureConfig()
 T0 = 1_700_006_400.0  # a midnight, so day windows are easy to reason about
@@ -172,30 +173,6 @@ def test_row_version_grows_with_event_time_and_applied_events() -> None:
     assert v1 < v2 < row_version(state, T0 + 0.001)
 
 
-class MemorySink:
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-        self.features: list[dict[str, Any]] = []
-        self.dead: list[tuple[Any, ...]] = []
-        self.membership: dict[tuple[str, str], int] = {}
-        self.rows: dict[str, list[dict[str, Any]]] = {}
-
-    def add_membership_change(self, dimension: str, name: str, customers: int) -> None:
-        self.membership[dimension, name] = self.membership.get((dimension, name), 0) + customers
-
-    def add_row(self, table: str, row: dict[str, Any]) -> None:
-        self.rows.setdefault(table, []).append(row)
-
-    def add_event(self, event: Any, ingested_ms: int) -> None:
-        self.events.append(event)
-
-    def add_features(self, row: dict[str, Any], version: int, updated_ms: int) -> None:
-        self.features.append(row)
-
-    def add_dead_letter(self, *args: Any) -> None:
-        self.dead.append(args)
-
-
 def test_pipeline_writes_each_customer_once_per_batch_and_rejects_misrouted_events() -> None:
     sink = MemorySink()
     table: dict[bytes, CustomerState] = {}
@@ -244,8 +221,10 @@ def test_invalid_purchases_are_rejected_with_the_field_named(change: dict[str, A
 def test_json_schema_export(tmp_path: Path) -> None:
     paths = export_json_schemas(tmp_path)
     names = sorted(p.name for p in paths)
-    assert names == ["customer_profile.schema.json", "event.schema.json", "purchase.schema.json",
-                     "social_interaction.schema.json", "visit.schema.json"]
+    assert names == ["churn_alert.schema.json", "customer_profile.schema.json", "event.schema.json",
+                     "purchase.schema.json", "social_interaction.schema.json", "visit.schema.json"]
+    alert_schema = json.loads((tmp_path / "churn_alert.schema.json").read_text())
+    assert {"customer_id", "churn_probability", "previous_probability", "drivers", "model_version"} <= set(alert_schema["required"])
     purchase_schema = json.loads((tmp_path / "purchase.schema.json").read_text())
     assert set(purchase_schema["required"]) >= {"event_id", "customer_id", "ts", "channel", "order_id", "amount"}
     assert purchase_schema["properties"]["amount"]["minimum"] == 0

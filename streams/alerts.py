@@ -1,0 +1,99 @@
+"""Subscribing to churn alerts: :class:`AlertSubscriber` (kafka-python) and webhook forwarding.
+
+Any Kafka client can read the ``churn-alerts`` topic (JSON values, see
+``schemas.alerts.ChurnAlert``); this is the small SDK for Python tools::
+
+    from streams.alerts import AlertSubscriber, forward_to_webhook
+
+    with AlertSubscriber("kafka:9092", group_id="email-campaigns") as alerts:
+        for alert in alerts:
+            forward_to_webhook(alert, "https://crm.example.com/hooks/churn")
+
+Kafka delivers at least once: drop repeats by ``alert_id``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from types import TracebackType
+
+from kafka import KafkaConsumer
+
+from schemas.alerts import ChurnAlert
+from schemas.topics import CHURN_ALERTS
+
+
+class WebhookError(RuntimeError):
+    """The webhook did not accept an alert after every retry."""
+
+
+class AlertSubscriber:
+    """Iterate over churn alerts as :class:`ChurnAlert` objects.
+
+    With a ``group_id`` the position is committed, so a restarted subscriber continues where
+    it stopped; ``from_beginning`` reads the alerts already published too.
+    """
+
+    def __init__(self, bootstrap: str, group_id: str | None = "crm360-alerts", from_beginning: bool = False,
+                 idle_timeout_s: float | None = None) -> None:
+        self.consumer = KafkaConsumer(
+            CHURN_ALERTS,
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+            enable_auto_commit=group_id is not None,
+            consumer_timeout_ms=int(idle_timeout_s * 1000) if idle_timeout_s is not None else float("inf"),
+        )
+
+    def __iter__(self) -> Iterator[ChurnAlert]:
+        for record in self.consumer:
+            yield ChurnAlert.model_validate_json(record.value)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+    def __enter__(self) -> AlertSubscriber:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+def forward_to_webhook(alert: ChurnAlert, url: str, retries: int = 5, backoff_s: float = 0.5,
+                       timeout_s: float = 10.0) -> int:
+    """POST the alert as JSON; retries failures and 5xx/429 answers with exponential backoff.
+    Returns the HTTP status; raises :class:`WebhookError` when every attempt failed."""
+    body = alert.model_dump_json().encode()
+    last = ""
+    for attempt in range(retries + 1):
+        request = urllib.request.Request(url, data=body, method="POST", headers={
+            "Content-Type": "application/json", "Idempotency-Key": alert.alert_id})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as error:
+            if error.code < 500 and error.code != 429:
+                raise WebhookError(f"{url} refused alert {alert.alert_id}: HTTP {error.code}") from None
+            last = f"HTTP {error.code}"
+        except (urllib.error.URLError, OSError) as error:
+            last = str(getattr(error, "reason", error))
+        if attempt < retries:
+            time.sleep(backoff_s * 2**attempt)
+    raise WebhookError(f"{url} did not take alert {alert.alert_id} after {retries + 1} attempts: {last}")
+
+
+def alert_line(alert: ChurnAlert) -> str:
+    """One line for people watching alerts live."""
+    drivers = ", ".join(f"{name} {value:+.2f}" for name, value in list(alert.drivers.items())[:3])
+    previous = f"{alert.previous_probability:.2f}" if alert.previous_probability is not None else "-"
+    return (f"{alert.as_of:%Y-%m-%d} {alert.customer_id}  churn {previous} -> {alert.churn_probability:.2f}  "
+            f"{alert.value_tier}  spent {alert.monetary_total:.2f}  segment {alert.segment_description or alert.segment}"
+            f"  drivers: {drivers}")
+
+
+def alerts_json(alert: ChurnAlert) -> str:
+    return json.dumps(alert.model_dump(mode="json"))

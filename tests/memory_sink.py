@@ -1,0 +1,29 @@
+"""An in-memory stand-in for the ClickHouse sink, for pipeline unit tests (no database)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MemorySink:
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.features: list[dict[str, Any]] = []
+        self.dead: list[tuple[Any, ...]] = []
+        self.membership: dict[tuple[str, str], int] = {}
+        self.rows: dict[str, list[dict[str, Any]]] = {}
+
+    def add_membership_change(self, dimension: str, name: str, customers: int) -> None:
+        self.membership[dimension, name] = self.membership.get((dimension, name), 0) + customers
+
+    def add_row(self, table: str, row: dict[str, Any]) -> None:
+        self.rows.setdefault(table, []).append(row)
+
+    def add_event(self, event: Any, ingested_ms: int) -> None:
+        self.events.append(event)
+
+    def add_features(self, row: dict[str, Any], version: int, updated_ms: int) -> None:
+        self.features.append(row)
+
+    def add_dead_letter(self, *args: Any) -> None:
+        self.dead.append(args)

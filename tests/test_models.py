@@ -1,0 +1,165 @@
+"""Online models: label timing, segments, membership counts, alerts (no broker, no database)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from processors.alerts import should_alert
+from processors.config import DAY, FeatureConfig, ModelConfig
+from processors.features import CustomerState, apply
+from processors.models import Models, Trainer
+from processors.segments import Segmenter
+from processors.snapshots import INPUTS, inputs_at
+from schemas.envelope import pack
+from schemas.events import parse_event
+from streams.pipeline import CustomerPipeline, Message
+from tests.memory_sink import MemorySink
+
+FEATURES = FeatureConfig()
+T0 = 1_600_000_000 // (14 * 86_400) * (14 * 86_400)  # on the snapshot grid
+
+
+def purchase(customer: str, n: int, day: float, amount: float = 20.0) -> Any:
+    return parse_event({"type": "purchase", "event_id": f"{customer}-p{n}", "customer_id": customer,
+                        "ts": T0 + day * DAY, "channel": "web", "order_id": f"{customer}-o{n}",
+                        "amount": amount, "currency": "EUR"})
+
+
+def visit(customer: str, n: int, day: float) -> Any:
+    return parse_event({"type": "visit", "event_id": f"{customer}-v{n}", "customer_id": customer,
+                        "ts": T0 + day * DAY, "channel": "app", "session_id": f"s{n}"})
+
+
+def feed(pipeline: CustomerPipeline, events: list[Any]) -> None:
+    messages = pack(events, pipeline.partitions)
+    pipeline.ingest([Message(m.topic, m.partition, i, m.value) for i, m in enumerate(messages)])
+
+
+def new_pipeline(config: ModelConfig, partitions: int = 1) -> tuple[CustomerPipeline, MemorySink, dict[bytes, Any]]:
+    sink, table = MemorySink(), {}
+    pipeline = CustomerPipeline(FEATURES, sink, table, partitions, config, rescore_interval_s=0)  # type: ignore[arg-type]
+    return pipeline, sink, table
+
+
+def test_labels_come_only_after_the_horizon_and_snapshots_see_only_the_past() -> None:
+    config = ModelConfig(churn_horizon_days=30, snapshot_every_days=14)
+    pipeline, _, _ = new_pipeline(config)
+    # Customer a buys on day 0 and day 20 (within 30 days of the day-14 snapshot), then stops.
+    # Customer b only visits on day 40, then buys on day 41, and the watermark moves on.
+    feed(pipeline, [purchase("a", 1, 0.0), purchase("a", 2, 20.0, amount=500.0)])
+    pipeline.age({0})
+    assert pipeline.take_training().labels == []  # day 14's horizon (day 44) has not passed
+    feed(pipeline, [visit("b", 1, 40.0)])
+    pipeline.age({0})
+    # Watermark day 40: only day 0's horizon (day 30) has passed, although day 14 saw day 20's purchase.
+    released = {(lb.customer_id, round((lb.at - T0) / DAY)): lb for lb in pipeline.take_training().labels}
+    assert sorted(released) == [("a", 0)] and released["a", 0].churned is False
+    feed(pipeline, [purchase("b", 1, 45.0)])
+    pipeline.age({0})
+    released = {(lb.customer_id, round((lb.at - T0) / DAY)): lb for lb in pipeline.take_training().labels}
+    assert sorted(released) == [("a", 14)] and released["a", 14].churned is False
+    # The day-14 snapshot holds a as of day 14: one purchase of 20, recency 14 days; nothing from day 20.
+    snapshot = dict(zip(INPUTS, released["a", 14].inputs))
+    assert snapshot["purchase_count"] == 1 and snapshot["monetary_total"] == 20.0 and snapshot["recency_days"] == 14.0
+    independent = CustomerState("a")
+    apply(independent, purchase("a", 1, 0.0), FEATURES)
+    assert released["a", 14].inputs == inputs_at(independent, T0 + 14 * DAY, FEATURES)
+    # Day 60: a's day-28 snapshot (horizon 58) churned; b's day-42 snapshot is not due yet.
+    feed(pipeline, [visit("b", 2, 60.0)])
+    pipeline.age({0})
+    later = {(lb.customer_id, round((lb.at - T0) / DAY)): lb.churned for lb in pipeline.take_training().labels}
+    assert later == {("a", 28): True}
+    # A second aging pass at the same watermark releases nothing twice.
+    pipeline.age({0})
+    assert pipeline.take_training().labels == []
+
+
+def test_a_new_owner_of_a_partition_does_not_release_labels_again() -> None:
+    config = ModelConfig(churn_horizon_days=30, snapshot_every_days=14)
+    pipeline, _, table = new_pipeline(config)
+    feed(pipeline, [purchase("a", 1, 0.0), visit("a", 1, 100.0)])
+    pipeline.age({0})
+    assert len(pipeline.take_training().labels) > 0
+    restarted, _, _ = new_pipeline(config)
+    restarted.table = table  # the state a restarted worker restores from the changelog
+    restarted.age({0})
+    assert restarted.take_training().labels == []
+
+
+def test_segment_ids_stay_stable_as_centroids_keep_learning() -> None:
+    segmenter = Segmenter(segments=3, step=0.05, warmup=300)
+    big = [3.0, 30.0, 6000.0, 300.0, 10.0, 8.0, 1500.0, 20.0, 15.0, 200.0, 300.0]
+    mid = [20.0, 6.0, 300.0, 300.0, 50.0, 2.0, 100.0, 3.0, 4.0, 40.0, 300.0]
+    small = [150.0, 1.0, 12.0, 300.0, -1.0, 0.0, 0.0, 0.0, 0.0, 2.0, 150.0]
+    for i in range(300):
+        segmenter.learn([big, mid, small][i % 3])
+    before = [segmenter.segment(x) for x in (big, mid, small)]
+    assert before == [0, 1, 2]  # numbered from the most valuable down
+    # Many more customers, mostly small ones and slightly different: centroids move, ids stay.
+    for i in range(3_000):
+        shifted = [v * (1.1 if i % 2 else 0.9) for v in (small if i % 5 else mid)]
+        segmenter.learn(shifted)
+    assert [segmenter.segment(x) for x in (big, mid, small)] == before
+    assert segmenter.describe(0).startswith("high spend")
+
+
+def test_membership_counts_follow_customers_between_groups_exactly() -> None:
+    config = ModelConfig(segment_warmup=5)
+    pipeline, sink, table = new_pipeline(config, partitions=2)
+    trainer = Trainer(config)
+    for day in range(0, 200, 10):
+        feed(pipeline, [purchase(f"c{i}", day, float(day), amount=10.0 * (i + 1)) for i in range(12) if day < 20 * i])
+        pipeline.age({0, 1})
+        batch = pipeline.take_training()
+        trainer.observe(batch.observations)
+        trainer.learn(batch.labels)
+        pipeline.use_models(Models.from_bytes(trainer.publish(day)))
+    pipeline.age({0, 1})
+    expected: dict[tuple[str, str], int] = {}
+    for state in table.values():
+        for key in (("segment", "unscored" if state.segment is None else str(state.segment)),
+                    ("rfm_segment", state.rfm_segment)):
+            expected[key] = expected.get(key, 0) + 1
+    counts = {key: n for key, n in sink.membership.items() if n}
+    assert counts == expected
+    assert sum(n for (dimension, _), n in counts.items() if dimension == "segment") == 11  # c0 never buys
+    assert len({name for dimension, name in counts if dimension == "segment"}) > 1
+
+
+def test_alerts_fire_on_crossing_with_hysteresis_cooldown_and_tiers() -> None:
+    config = ModelConfig(alert_threshold=0.7, alert_rearm_below=0.5, alert_cooldown_days=30,
+                         alert_value_tiers=frozenset({"gold", "platinum"}))
+    state = CustomerState("c1")
+    path = [(0, 0.75, "silver"), (1, 0.8, "gold"), (2, 0.9, "gold"), (3, 0.55, "gold"), (4, 0.75, "gold"),
+            (5, 0.3, "gold"), (6, 0.8, "gold"), (40, 0.2, "gold"), (41, 0.71, "platinum"), (42, 0.95, "platinum")]
+    fired = [day for day, p, tier in path if should_alert(state, p, tier, day * DAY, config)]
+    # day 0: wrong tier; 1: fires; 2-4: disarmed (no drop below 0.5); 6: re-armed but in cooldown;
+    # 41: re-armed and cooldown over; 42: disarmed again.
+    assert fired == [1, 41]
+
+
+def test_pipeline_alerts_carry_the_drivers_and_previous_probability() -> None:
+    config = ModelConfig(alert_threshold=0.6, alert_rearm_below=0.4, segment_warmup=3,
+                         churn_horizon_days=30, snapshot_every_days=14)
+    pipeline, sink, _ = new_pipeline(config)
+    trainer = Trainer(config)
+    # Train: one-time buyers never come back; a regular keeps buying every 7 days.
+    for day in range(0, 400, 7):
+        events = [purchase("regular", day, float(day))]
+        if day % 28 == 0:
+            events.append(purchase(f"once{day}", 0, float(day)))
+        feed(pipeline, events)
+        pipeline.age({0})
+        batch = pipeline.take_training()
+        trainer.observe(batch.observations)
+        trainer.learn(batch.labels)
+        pipeline.use_models(Models.from_bytes(trainer.publish(day)))
+    alerts = pipeline.take_alerts()
+    assert alerts, "lapsing one-time buyers should raise alerts"
+    assert all(a.customer_id.startswith("once") for a in alerts)
+    alert = alerts[0]
+    assert alert.churn_probability >= 0.6 and alert.previous_probability is not None
+    assert alert.previous_probability < alert.churn_probability
+    assert len(alert.drivers) == 5 and list(alert.drivers.values()) == sorted(alert.drivers.values(), reverse=True)
+    assert alert.model_version >= 1 and alert.alert_id.startswith(alert.customer_id + ":")
+    assert len(sink.rows["churn_alerts"]) == len(alerts)
