@@ -172,6 +172,7 @@ class Worker:
             async for events in stream.take_events(batch_size, within=within):
                 messages = [Message(e.message.topic, e.message.partition, e.message.offset, e.message.value)
                             for e in events]
+                await self.models.caught_up.wait()  # never score with less than the newest model
                 async with self.lock:
                     dead = self.pipeline.ingest(messages)
                     await self.publish_dead_letters(dead)
@@ -187,7 +188,7 @@ class Worker:
 
     async def _age(self) -> None:
         assigned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == PURCHASES}
-        if not assigned:
+        if not assigned or not self.models.caught_up.is_set():
             return
         async with self.lock:
             self.pipeline.age(assigned, self.settings.aging_min_advance_s)
@@ -234,6 +235,8 @@ class Worker:
             return False, f"ClickHouse writes failing: {self.sink_error}"
         if not self.app.assignor.assigned_actives():
             return False, "no partitions assigned yet (joining the consumer group)"
+        if not self.models.caught_up.is_set():
+            return False, "loading the newest model version"
         return True, "ok"
 
     def run(self) -> None:
