@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from conftest import CDNOW, ROOT
+from tests.conftest import CDNOW, ROOT
 from streams.publisher import EventPublisher
 
 
