@@ -163,3 +163,40 @@ def test_pipeline_alerts_carry_the_drivers_and_previous_probability() -> None:
     assert len(alert.drivers) == 5 and list(alert.drivers.values()) == sorted(alert.drivers.values(), reverse=True)
     assert alert.model_version >= 1 and alert.alert_id.startswith(alert.customer_id + ":")
     assert len(sink.rows["churn_alerts"]) == len(alerts)
+
+
+def test_webhook_forwarding_retries_server_errors_and_gives_up_with_a_clear_error() -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    import pytest
+
+    from schemas.alerts import ChurnAlert
+    from streams.alerts import WebhookError, forward_to_webhook
+
+    answers, received = [503, 500, 200], []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            received.append((self.headers["Idempotency-Key"], self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(answers.pop(0) if answers else 503)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/hook"
+    alert = ChurnAlert(alert_id="c1:0", customer_id="c1", churn_probability=0.8, previous_probability=0.3,
+                       threshold=0.7, drivers={"log_recency": 1.2}, segment=1, segment_description="low spend",
+                       value_tier="gold", monetary_total=99.0, last_purchase_at=None, model_version=3, as_of=0,
+                       created_at=0)
+    try:
+        assert forward_to_webhook(alert, url, retries=3, backoff_s=0.01) == 200
+        assert len(received) == 3 and {key for key, _ in received} == {"c1:0"}
+        assert ChurnAlert.model_validate_json(received[0][1]) == alert
+        with pytest.raises(WebhookError, match="after 2 attempts: HTTP 503"):
+            forward_to_webhook(alert, url, retries=1, backoff_s=0.01)
+    finally:
+        server.shutdown()
