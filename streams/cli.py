@@ -203,7 +203,8 @@ def alerts(follow: bool, from_beginning: bool, webhook: str | None, group_id: st
     settings = load_settings(data_dir=data_dir)
     show = alerts_json if as_json else alert_line
     if not follow:
-        columns = ", ".join(ChurnAlert.model_fields)
+        times = ("last_purchase_at", "as_of", "created_at")  # as epoch seconds: the same over HTTP and chDB
+        columns = ", ".join(f"toUnixTimestamp64Milli({c}) / 1000 AS {c}" if c in times else c for c in ChurnAlert.model_fields)
         result = run_query(settings, f"SELECT {columns} FROM churn_alerts FINAL ORDER BY as_of DESC, customer_id LIMIT {int(limit)}")
         for row in result.rows:
             click.echo(show(ChurnAlert.model_validate(dict(zip(result.columns, row)))))

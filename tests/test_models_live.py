@@ -73,6 +73,10 @@ def test_models_are_shared_survive_a_restart_and_alert_subscribers(broker: str, 
     stored = worker.sql("SELECT alert_id FROM churn_alerts FINAL")
     assert published and set(published) == {row["alert_id"] for row in stored}
     assert all(a.churn_probability >= 0.6 and a.drivers for a in published.values())
+    shown = subprocess.run([sys.executable, "-m", "streams.cli", "alerts", "--json", "--limit", "3"], cwd=ROOT,
+                           env=worker.env, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert [json.loads(line)["alert_id"] in published for line in shown.stdout.splitlines()] == [True] * min(3, len(published))
 
     worker.stop()
     restarted = start_worker(**MODEL_ENV)
