@@ -22,7 +22,7 @@ from processors.config import DAY, FeatureConfig, ModelConfig
 from processors.features import CustomerState, apply, profile, row_version
 from processors.models import Models
 from processors.rfm import RFMScorer
-from processors.snapshots import LabelledSnapshot, capture, inputs_at, mature, record_purchase
+from processors.snapshots import INPUTS, LabelledSnapshot, capture, inputs_at, mature, record_purchase
 from schemas.alerts import ChurnAlert
 from schemas.envelope import Rejected, decode_message
 from schemas.events import Purchase
@@ -80,6 +80,9 @@ class TrainingBatch:
 
     def __bool__(self) -> bool:
         return bool(self.labels or self.observations)
+
+
+NET_VALUE = INPUTS.index("monetary_total")  # net of refunds in the model inputs
 
 
 def _time(epoch: float | None) -> datetime | None:
@@ -235,9 +238,8 @@ class CustomerPipeline:
         score = models.score(inputs)
         probability = score.churn_probability
         row["churn_probability"], row["segment"], row["model_version"] = probability, score.segment, models.version
-        net = inputs[2]
         row["clv_estimate"] = clv_estimate(
-            state.purchase_count, net, row["tenure_days"], probability, self.model_config.clv_horizon_days
+            state.purchase_count, inputs[NET_VALUE], row["tenure_days"], probability, self.model_config.clv_horizon_days
         )
         self.sink.add_features(row, row_version(state, as_of), now_ms)
         self.counters.feature_rows += 1
