@@ -161,6 +161,30 @@ def sql(query: str, fmt: str, data_dir: Path | None) -> None:
 
 
 @main.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"), show_default=True)
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="Time charts (revenue, cohorts, alerts) from this day on.")
+@data_dir_option
+def report(out: Path, since: datetime | None, data_dir: Path | None) -> None:
+    """Write the CRM analysis report: one self-contained HTML file (charts embedded, opens offline)."""
+    from streams.client import QueryClient, QueryError
+    from streams.report import build_report
+
+    client = QueryClient(load_settings(data_dir=data_dir))
+    try:
+        client.query("SELECT count() FROM customer_features")
+    except QueryError as error:
+        fail(f"cannot read the crm360 data: {error}")
+    page = build_report(client.query, since.date() if since else None,
+                        progress=lambda step: click.echo(f"\r{step:<60}", nl=False, err=True))
+    try:
+        out.write_text(page, encoding="utf-8")
+    except OSError as error:
+        fail(f"cannot write {out}: {error.strerror}")
+    click.echo(f"\r{'':<60}\r", nl=False, err=True)
+    click.echo(f"wrote {out} ({len(page.encode()) / 1e6:.1f} MB, self-contained: open it in any browser, offline)")
+
+
+@main.command()
 @click.argument("customer_id")
 @data_dir_option
 def customer(customer_id: str, data_dir: Path | None) -> None:

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     # Idle customers are re-emitted once their partition's watermark moved this much event time.
     aging_min_advance_s: float = 3_600.0
 
+    # The live dashboard redraws itself this often (seconds).
+    dashboard_refresh_s: float = Field(default=5.0, gt=0)
+
     allowed_lateness_days: float = 3.0
     engagement_half_life_days: float = 14.0
     new_customer_days: float = 30.0

@@ -1,4 +1,5 @@
-"""The worker's web endpoints: ingest, the live profile, read-only SQL, health and metrics."""
+"""The worker's web endpoints: ingest, the live profile, read-only SQL, the live dashboard,
+health and metrics."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from schemas.rows import FEATURE_TIME_COLUMNS
 from schemas.topics import INPUT_TOPICS, partition_for
 from sinks.query import run_readonly
 from sinks.tables import DATABASE
+from streams.dashboard import DashboardCache, dashboard_data, dashboard_page, plotly_js_path
 from streams.pipeline import DeadLetterRecord
 
 if TYPE_CHECKING:
@@ -67,9 +69,12 @@ def register_views(worker: Worker) -> None:
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
 
     def authorized(request: Request) -> bool:
+        """The API key as a bearer token, or (for the dashboard in a browser) as ``?key=``."""
         if not api_key:
             return True
         given = request.headers.get("Authorization", "")
+        if "key" in request.query:
+            given = f"Bearer {request.query['key']}"
         return hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode())
 
     def denied(view: View) -> Response:
@@ -144,6 +149,35 @@ def register_views(worker: Worker) -> None:
             except Exception as error:  # noqa: BLE001 - ClickHouse's own message goes back to the analyst
                 return self.json({"error": str(error).strip().splitlines()[0][:2000]}, status=400)
             return self.json(result.to_dict())
+
+    page = dashboard_page(settings.dashboard_refresh_s)
+    cache = DashboardCache(max_age_s=settings.dashboard_refresh_s / 2)
+    dashboard_lock = asyncio.Lock()
+
+    @app.page("/dashboard")
+    class Dashboard(View):
+        async def get(self, request: Request) -> Response:
+            if not authorized(request):
+                return self.text("missing or wrong API key: open /dashboard?key=<CRM360_API_KEY>", status=401)
+            return self.html(page)
+
+    @app.page("/dashboard/data")
+    class DashboardData(View):
+        async def get(self, request: Request) -> Response:
+            if not authorized(request):
+                return denied(self)
+            async with dashboard_lock:
+                data = cache.fresh() or cache.keep(
+                    await asyncio.to_thread(dashboard_data, lambda sql: run_readonly(worker.reader, sql))
+                )
+            return self.json(data)
+
+    @app.page("/dashboard/plotly.min.js")
+    class PlotlyJs(View):
+        async def get(self, request: Request) -> Response:
+            script = await asyncio.to_thread(plotly_js_path().read_bytes)
+            return self.bytes(script, content_type="application/javascript",
+                              headers={"Cache-Control": "public, max-age=86400"})
 
     @app.page("/health")
     class Health(View):
