@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The dashboard tests drive Debian's Chromium (root installs it directly, others through sudo).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup demo test bench clean
 
@@ -11,12 +13,16 @@ $(BIN)/crm360: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(BIN)/crm360
 
+/usr/bin/chromedriver:
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+
 setup: $(BIN)/crm360
 
 demo: setup
 	$(BIN)/crm360 demo
 
-test: setup
+test: setup /usr/bin/chromedriver
 	$(BIN)/python -m pytest
 
 bench: setup

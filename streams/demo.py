@@ -22,6 +22,7 @@ def run_demo(settings: Settings, seconds: float | None, customers: int, rate: fl
     click.echo("starting the worker ...")
     worker.start()
     click.echo(f"worker ready: {settings.web_url}  (try: crm360 sql \"{SEGMENT_QUERY}\")")
+    click.echo(f"live dashboard: {settings.web_url}/dashboard  (open it in a browser; it refreshes itself)")
     simulation = Simulation(customers=customers, days=730, seed=seed)
     truth_path = settings.data_path / "simulation_truth.json"
     simulation.save_ground_truth(truth_path)

@@ -61,6 +61,9 @@ class Panel:
     on_dashboard: bool
     #: Output column that ``--since`` filters on (None: the panel shows the current state).
     since_column: str | None = None
+    #: A column whose sum is 0 when there is nothing to show although the query returns rows
+    #: (the headline's one row of zeros, the RFM grid's 25 empty cells).
+    counted_by: str | None = None
 
     def query(self, since: dt.date | None) -> str:
         """The panel's SQL, limited to rows at or after ``since`` when the panel has a time axis."""
@@ -228,8 +231,10 @@ def _segment_label(row: Row, between: str = " ") -> str:
 
 
 def figure_segments(rows: list[Row]) -> Figure:
-    return bar([_segment_label(r, "<br>") for r in rows], [r["customers"] for r in rows], "segment", "customers",
-               [share_words(r["share"]) for r in rows])
+    figure = bar([_segment_label(r, "<br>") for r in rows], [r["customers"] for r in rows], "segment", "customers",
+                 [share_words(r["share"]) for r in rows])
+    figure["layout"]["xaxis"] |= {"tickangle": 0, "automargin": True}
+    return figure
 
 
 def summarize_segments(rows: list[Row]) -> str:
@@ -563,7 +568,7 @@ _PANELS = [
     Panel("headline", "Headline", "Headline",
           "The customer base now: customers, active customers, revenue in the last 30 days, churn rate, "
           f"customers at risk (churn probability >= {AT_RISK_PROBABILITY}) and churn alerts today (event time).",
-          HEADLINE_SQL, "stats", None, summarize_headline, True),
+          HEADLINE_SQL, "stats", None, summarize_headline, True, counted_by="customers"),
     Panel("segments", "Segment sizes", "Segmentation",
           "Customers per model segment (labelled by what its centroid stands for), with the share of all customers.",
           SEGMENTS_SQL, "chart", figure_segments, summarize_segments, True),
@@ -572,7 +577,7 @@ _PANELS = [
           RFM_SEGMENTS_SQL, "chart", figure_rfm_segments, summarize_rfm_segments, False),
     Panel("rfm_grid", "RFM grid", "RFM",
           "Scored customers by recency score (rows) and frequency score (columns): the classic 5x5 grid.",
-          RFM_GRID_SQL, "chart", figure_rfm_grid, summarize_rfm_grid, True),
+          RFM_GRID_SQL, "chart", figure_rfm_grid, summarize_rfm_grid, True, counted_by="customers"),
     Panel("engagement", "Social engagement by platform", "Interaction and engagement",
           "Likes, comments and shares per social platform.",
           ENGAGEMENT_SQL, "chart", figure_engagement, summarize_engagement, False),
@@ -629,9 +634,9 @@ class Shown:
 
 
 def has_data(panel: Panel, rows: list[Row]) -> bool:
-    """Whether there is anything to show (the headline of an empty database has one row of zeros)."""
-    if panel.kind == "stats":
-        return bool(rows) and bool(rows[0]["customers"])
+    """Whether there is anything to show."""
+    if panel.counted_by is not None:
+        return any(row[panel.counted_by] for row in rows)
     return bool(rows)
 
 

@@ -81,7 +81,8 @@ def build_report(
     data_time = cell(headline.rows[0]["data_time"]) + " UTC" if headline.summary else "no data yet"
     figures = "".join(
         f'<div class="figure"><div class="label">{html.escape(f["label"])}</div>'
-        f'<div class="value" data-headline="{f["key"]}">{html.escape(f["text"])}</div></div>'
+        f'<div class="value" data-headline="{f["key"]}" data-value="{html.escape(str(f["value"] or ""))}">'
+        f'{html.escape(f["text"])}</div></div>'
         for f in headline_figures(headline)
     )
     sections = [s for s in SECTIONS if s != "Headline"]

@@ -16,6 +16,7 @@ import pytest
 
 from streams import stack
 from streams.broker import LocalBroker
+from streams.publisher import EventPublisher
 
 ROOT = Path(__file__).resolve().parents[1]
 CDNOW = ROOT.parent / "shared" / "data" / "cdnow_dev.txt"
@@ -121,3 +122,33 @@ def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
     yield start
     for worker in started:
         worker.stop()
+
+
+#: Small model settings so a few hundred simulated customers train, score, segment and alert.
+MODEL_ENV = {
+    "CRM360_CHURN_HORIZON_DAYS": "30",
+    "CRM360_SNAPSHOT_EVERY_DAYS": "7",
+    "CRM360_SEGMENT_WARMUP": "50",
+    "CRM360_RESCORE_INTERVAL_S": "0.5",
+    "CRM360_ALERT_THRESHOLD": "0.6",
+    "CRM360_ALERT_REARM_BELOW": "0.4",
+}
+
+
+def settle(worker: Any, timeout: float = 120.0) -> dict[str, float]:
+    """Until the published model learned every released label and every row carries it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        released, learned = worker.metric("crm360_labels_released_total"), worker.metric("crm360_model_labels_learned")
+        version = worker.metric("crm360_model_version")
+        rows = worker.sql("SELECT min(model_version) AS low, max(model_version) AS high FROM customer_features FINAL")
+        if version and released and learned >= released and rows[0]["low"] == rows[0]["high"] == version:
+            return {"version": version, "learned": learned, "released": released}
+        time.sleep(0.5)
+    raise AssertionError(f"models did not settle: {released=} {learned=} {version=} {rows=}")
+
+
+def publish(broker: str, events: list[dict[str, Any]]) -> None:
+    with EventPublisher(broker, partitions=4) as publisher:
+        for event in events:
+            publisher.publish(event)

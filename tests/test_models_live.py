@@ -6,44 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from typing import Any
 
 import pytest
 
 from streams.alerts import AlertSubscriber
-from streams.publisher import EventPublisher
 from streams.simulate import Simulation
-from tests.conftest import CDNOW, ROOT
-
-MODEL_ENV = {
-    "CRM360_CHURN_HORIZON_DAYS": "30",
-    "CRM360_SNAPSHOT_EVERY_DAYS": "7",
-    "CRM360_SEGMENT_WARMUP": "50",
-    "CRM360_RESCORE_INTERVAL_S": "0.5",
-    "CRM360_ALERT_THRESHOLD": "0.6",
-    "CRM360_ALERT_REARM_BELOW": "0.4",
-}
-
-
-def settle(worker: Any, timeout: float = 120.0) -> dict[str, float]:
-    """Until the published model learned every released label and every row carries it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        released, learned = worker.metric("crm360_labels_released_total"), worker.metric("crm360_model_labels_learned")
-        version = worker.metric("crm360_model_version")
-        rows = worker.sql("SELECT min(model_version) AS low, max(model_version) AS high FROM customer_features FINAL")
-        if version and released and learned >= released and rows[0]["low"] == rows[0]["high"] == version:
-            return {"version": version, "learned": learned, "released": released}
-        time.sleep(0.5)
-    raise AssertionError(f"models did not settle: {released=} {learned=} {version=} {rows=}")
-
-
-def publish(broker: str, events: list[dict[str, Any]]) -> None:
-    with EventPublisher(broker, partitions=4) as publisher:
-        for event in events:
-            publisher.publish(event)
-
+from tests.conftest import CDNOW, MODEL_ENV, ROOT, publish, settle
 
 def test_models_are_shared_survive_a_restart_and_alert_subscribers(broker: str, start_worker: Any) -> None:
     events = list(Simulation(customers=200, days=240, seed=5).events())
