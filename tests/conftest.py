@@ -135,15 +135,24 @@ MODEL_ENV = {
 }
 
 
-def settle(worker: Any, timeout: float = 120.0) -> dict[str, float]:
-    """Until the published model learned every released label and every row carries it."""
+def settle(worker: Any, timeout: float = 120.0, quiet_s: float = 2.0) -> dict[str, float]:
+    """Until the published model learned every released label, every row carries it, and no
+    newer version came for ``quiet_s`` (re-scored customers feed the trainer a little more)."""
     deadline = time.monotonic() + timeout
+    settled: dict[str, float] | None = None
+    since = 0.0
     while time.monotonic() < deadline:
         released, learned = worker.metric("crm360_labels_released_total"), worker.metric("crm360_model_labels_learned")
         version = worker.metric("crm360_model_version")
         rows = worker.sql("SELECT min(model_version) AS low, max(model_version) AS high FROM customer_features FINAL")
         if version and released and learned >= released and rows[0]["low"] == rows[0]["high"] == version:
-            return {"version": version, "learned": learned, "released": released}
+            now = {"version": version, "learned": learned, "released": released}
+            if now != settled:
+                settled, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet_s:
+                return settled
+        else:
+            settled = None
         time.sleep(0.5)
     raise AssertionError(f"models did not settle: {released=} {learned=} {version=} {rows=}")
 
