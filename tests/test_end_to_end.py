@@ -173,6 +173,11 @@ def test_http_ingest_and_api_key(start_worker: Any) -> None:
     assert worker.request("POST", "/events", body)[0] == 401
     assert worker.request("POST", "/events", body, {"Authorization": "Bearer wrong"})[0] == 401
     assert worker.request("POST", "/sql", b"SELECT 1")[0] == 401
+    assert worker.get("/dashboard")[0] == worker.get("/dashboard/data")[0] == 401
+    assert worker.get("/dashboard/data?key=wrong")[0] == 401
+    assert worker.get("/dashboard?key=s3cret")[0] == 200
+    status, board = worker.get("/dashboard/data?key=s3cret")
+    assert status == 200 and board["headline"][0] == {"key": "customers", "label": "Customers", "value": 0, "text": "0"}
     auth = {"Authorization": "Bearer s3cret"}
     status, answer = worker.request("POST", "/events", b"{oops", auth)
     assert status == 400 and "malformed" in answer["error"]
