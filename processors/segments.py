@@ -5,8 +5,8 @@ recency and engagement. Its centroids are seeded once, by k-means++ and a few Ll
 rounds over the first ``warmup`` customers, numbered from the most valuable (segment 0)
 down. From then on each centroid moves a small step toward every customer it wins and
 keeps its id, so a segment id means the same group over time (no label switching, unlike
-re-clustering). A segment is described from its centroid in standard units, e.g.
-``"high spend · frequent · engaged"``.
+re-clustering). A segment is described by what sets its centroid apart from the other
+segments' (in standard units), e.g. ``"high spend · frequent · engaged"``.
 
 Examples
 --------
@@ -32,7 +32,7 @@ from river import cluster, compose, preprocessing
 from processors.snapshots import INPUTS
 
 FEATURES = ("spend_per_order", "purchases_per_month", "visits_per_month")
-#: Words for a centroid coordinate above / below the population mean by half a standard deviation.
+#: Words for a centroid coordinate above / below the mean of all centroids by half a standard deviation.
 WORDS = {
     "spend_per_order": ("high spend", "low spend"),
     "purchases_per_month": ("frequent", "infrequent"),
@@ -110,10 +110,16 @@ class Segmenter:
         return {int(i): {name: float(center.get(name, 0.0)) for name in FEATURES} for i, center in kmeans.centers.items()}
 
     def describe(self, segment: int) -> str:
-        """A few words on what sets the segment apart, from its centroid."""
-        centroid = self.centroids()[segment]
-        words = [WORDS[name][0 if centroid[name] > 0 else 1] for name in FEATURES if abs(centroid[name]) > 0.5]
-        if not words:  # close to the mean everywhere: name its most distinctive side
-            name = max(FEATURES, key=lambda n: abs(centroid[n]))
-            words = [f"average, slightly {WORDS[name][0 if centroid[name] > 0 else 1]}"]
+        """A few words on what sets the segment apart from the others, from the centroids.
+
+        Compared with the mean of the centroids rather than with the scaler's running mean, so
+        two segments both above the historical mean still read differently.
+        """
+        centroids = self.centroids()
+        middle = {name: sum(c[name] for c in centroids.values()) / len(centroids) for name in FEATURES}
+        offset = {name: centroids[segment][name] - middle[name] for name in FEATURES}
+        words = [WORDS[name][0 if offset[name] > 0 else 1] for name in FEATURES if abs(offset[name]) > 0.5]
+        if not words:  # close to the middle everywhere: name its most distinctive side
+            name = max(FEATURES, key=lambda n: abs(offset[n]))
+            words = [f"average, slightly {WORDS[name][0 if offset[name] > 0 else 1]}"]
         return " · ".join(words)

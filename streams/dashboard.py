@@ -171,7 +171,7 @@ function draw(key, panel, hint) {
     body.innerHTML = `<div class="error">This panel's query failed: ${esc(panel.error)}</div>`;
   } else if (!panel.summary) {
     Plotly.purge(body);
-    body.innerHTML = `<div class="empty">${esc(hint)}</div>`;
+    body.innerHTML = `<div class="empty">${esc(hint || panel.empty)}</div>`;
   } else if (panel.figure) {
     if (!body.classList.contains("js-plotly-plot")) body.innerHTML = "";
     Plotly.react(body, panel.figure.data, panel.figure.layout, {displayModeBar: false, responsive: true});
@@ -191,7 +191,7 @@ async function refresh() {
       cell.dataset.value = h.value ?? "";
     }
     $("summary").textContent = data.headline_error ? "Headline query failed: " + data.headline_error : (data.summary || data.empty_hint);
-    for (const p of PANELS) draw(p.key, data.panels[p.key], data.empty_hint);
+    for (const p of PANELS) draw(p.key, data.panels[p.key], data.summary ? null : data.empty_hint);
     $("status").className = "";
     $("status").textContent = `updated ${new Date().toLocaleTimeString()}` +
       (data.data_time ? ` · data as of ${data.data_time.replace("T", " ").slice(0, 16)} (event time)` : "");

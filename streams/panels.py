@@ -64,6 +64,12 @@ class Panel:
     #: A column whose sum is 0 when there is nothing to show although the query returns rows
     #: (the headline's one row of zeros, the RFM grid's 25 empty cells).
     counted_by: str | None = None
+    #: What the panel needs before it can show anything, for its empty state.
+    needs: str = "customers with purchases"
+
+    @property
+    def empty_message(self) -> str:
+        return f"Nothing to show yet: this panel needs {self.needs}."
 
     def query(self, since: dt.date | None) -> str:
         """The panel's SQL, limited to rows at or after ``since`` when the panel has a time axis."""
@@ -226,15 +232,15 @@ ORDER BY s.name
 """
 
 
-def _segment_label(row: Row, between: str = " ") -> str:
-    return f"{row['segment']}{between}({row['description']})" if row.get("description") else str(row["segment"])
+def _segment_label(row: Row) -> str:
+    return f"{row['segment']} ({row['description']})" if row.get("description") else str(row["segment"])
 
 
 def figure_segments(rows: list[Row]) -> Figure:
-    figure = bar([_segment_label(r, "<br>") for r in rows], [r["customers"] for r in rows], "segment", "customers",
-                 [share_words(r["share"]) for r in rows])
-    figure["layout"]["xaxis"] |= {"tickangle": 0, "automargin": True}
-    return figure
+    trace = {"type": "bar", "orientation": "h", "y": [_segment_label(r) for r in rows], "x": [r["customers"] for r in rows],
+             "text": [share_words(r["share"]) for r in rows], "textposition": "auto"}
+    return {"data": [trace], "layout": layout(xaxis={"title": {"text": "customers"}},
+                                              yaxis={"type": "category", "autorange": "reversed", "automargin": True})}
 
 
 def summarize_segments(rows: list[Row]) -> str:
@@ -571,7 +577,7 @@ _PANELS = [
           HEADLINE_SQL, "stats", None, summarize_headline, True, counted_by="customers"),
     Panel("segments", "Segment sizes", "Segmentation",
           "Customers per model segment (labelled by what its centroid stands for), with the share of all customers.",
-          SEGMENTS_SQL, "chart", figure_segments, summarize_segments, True),
+          SEGMENTS_SQL, "chart", figure_segments, summarize_segments, True, needs="customers"),
     Panel("rfm_segments", "RFM segments", "RFM",
           "Customers per RFM segment (recency, frequency and monetary scores against the live quintiles).",
           RFM_SEGMENTS_SQL, "chart", figure_rfm_segments, summarize_rfm_segments, False),
@@ -580,13 +586,15 @@ _PANELS = [
           RFM_GRID_SQL, "chart", figure_rfm_grid, summarize_rfm_grid, True, counted_by="customers"),
     Panel("engagement", "Social engagement by platform", "Interaction and engagement",
           "Likes, comments and shares per social platform.",
-          ENGAGEMENT_SQL, "chart", figure_engagement, summarize_engagement, False),
+          ENGAGEMENT_SQL, "chart", figure_engagement, summarize_engagement, False,
+          needs="social interaction events"),
     Panel("funnel", "Funnel", "Sales funnel",
           "Customers who visited, then made a first purchase, then a repeat purchase.",
-          FUNNEL_SQL, "chart", figure_funnel, summarize_funnel, True),
+          FUNNEL_SQL, "chart", figure_funnel, summarize_funnel, True, needs="visit events (the funnel starts at a visit)"),
     Panel("funnel_by_channel", "Funnel by acquisition channel", "Sales funnel",
           "The same funnel per acquisition channel, with conversion rates and median days between steps.",
-          FUNNEL_BY_CHANNEL_SQL, "table", None, summarize_funnel_by_channel, False),
+          FUNNEL_BY_CHANNEL_SQL, "table", None, summarize_funnel_by_channel, False,
+          needs="visit events (the funnel starts at a visit)"),
     Panel("cohorts", "Cohort retention", "Cohorts and retention",
           "Share of each monthly cohort (month of first purchase) buying again N months later.",
           COHORTS_SQL, "chart", figure_cohorts, summarize_cohorts, True, "cohort_month"),
@@ -595,20 +603,25 @@ _PANELS = [
           REVENUE_DAILY_SQL, "chart", figure_revenue_daily, summarize_revenue_daily, True, "day"),
     Panel("churn_histogram", "Churn risk", "Churn and at-risk value",
           f"Scored customers by churn probability; orange bars are at risk (>= {AT_RISK_PROBABILITY}).",
-          CHURN_HISTOGRAM_SQL, "chart", figure_churn_histogram, summarize_churn_histogram, True),
+          CHURN_HISTOGRAM_SQL, "chart", figure_churn_histogram, summarize_churn_histogram, True,
+          needs="customers scored by the churn model"),
     Panel("at_risk_by_tier", "Value at risk by tier", "Churn and at-risk value",
           "What customers at risk have bought so far, per value tier.",
-          AT_RISK_BY_TIER_SQL, "chart", figure_at_risk_by_tier, summarize_at_risk_by_tier, False),
+          AT_RISK_BY_TIER_SQL, "chart", figure_at_risk_by_tier, summarize_at_risk_by_tier, False,
+          needs="customers scored by the churn model"),
     Panel("top_at_risk", "Most valuable customers at risk", "Churn and at-risk value",
           "The ten customers at risk who have bought the most.",
-          TOP_AT_RISK_SQL, "table", None, summarize_top_at_risk, False),
+          TOP_AT_RISK_SQL, "table", None, summarize_top_at_risk, False,
+          needs=f"customers with a churn probability of {AT_RISK_PROBABILITY} or more"),
     Panel("alerts", "Latest churn alerts", "Churn and at-risk value",
           "The newest churn alerts sent to marketing tools.",
-          ALERTS_SQL, "table", None, summarize_alerts, True, "as_of"),
+          ALERTS_SQL, "table", None, summarize_alerts, True, "as_of",
+          needs="churn alerts (customers whose churn probability crossed the alert threshold)"),
     Panel("model_quality", "Churn model quality", "Model quality",
           "Prequential ROC AUC and calibration error of the churn model on its last 20,000 matured labels, "
           "per model version.",
-          MODEL_QUALITY_SQL, "chart", figure_model_quality, summarize_model_quality, False),
+          MODEL_QUALITY_SQL, "chart", figure_model_quality, summarize_model_quality, False,
+          needs="matured churn labels (a churn horizon of event time after the first customers)"),
 ]
 
 #: Every panel, by key, in the order of the report.
@@ -630,7 +643,7 @@ class Shown:
 
     def to_dict(self) -> dict[str, Any]:
         return {"title": self.panel.title, "shows": self.panel.shows, "kind": self.panel.kind, "rows": self.rows,
-                "figure": self.figure, "summary": self.summary, "error": self.error}
+                "figure": self.figure, "summary": self.summary, "error": self.error, "empty": self.panel.empty_message}
 
 
 def has_data(panel: Panel, rows: list[Row]) -> bool:

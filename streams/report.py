@@ -52,7 +52,7 @@ def panel_html(shown: Shown) -> str:
     if shown.error:
         parts.append(f'<div class="empty">This panel\'s query failed: {html.escape(shown.error)}</div>')
     elif shown.summary is None:
-        parts.append('<div class="empty">No data for this panel yet.</div>')
+        parts.append(f'<div class="empty">{html.escape(panel.empty_message)}</div>')
     else:
         parts.append(f'<p class="says">{html.escape(shown.summary)}</p>')
         if shown.figure is not None:
