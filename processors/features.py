@@ -91,7 +91,7 @@ class CustomerState:
     last_alert_at: float | None = None
 
     def to_json(self) -> bytes:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {name: getattr(self, name) for name in _STATE_FIELDS}
         return json.dumps(data, separators=(",", ":")).encode()
 
     @classmethod
@@ -99,6 +99,9 @@ class CustomerState:
         data = json.loads(raw)
         data["daily"] = {int(day): bucket for day, bucket in data["daily"].items()}
         return cls(**data)
+
+
+_STATE_FIELDS = tuple(f.name for f in fields(CustomerState))
 
 
 def _bump(counts: dict[str, Any], key: str, amount: float, limit: int) -> None:
