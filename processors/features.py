@@ -91,7 +91,7 @@ class CustomerState:
     last_alert_at: float | None = None
 
     def to_json(self) -> bytes:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {name: getattr(self, name) for name in _STATE_FIELDS}
         return json.dumps(data, separators=(",", ":")).encode()
 
     @classmethod
@@ -99,6 +99,9 @@ class CustomerState:
         data = json.loads(raw)
         data["daily"] = {int(day): bucket for day, bucket in data["daily"].items()}
         return cls(**data)
+
+
+_STATE_FIELDS = tuple(f.name for f in fields(CustomerState))
 
 
 def _bump(counts: dict[str, Any], key: str, amount: float, limit: int) -> None:
@@ -228,6 +231,19 @@ def window_sum(state: CustomerState, at: float, days: int, column: int) -> float
     return sum(bucket[column] for day, bucket in state.daily.items() if first_day <= day <= last_day)
 
 
+def window_sums(state: CustomerState, at: float, days: int) -> list[float]:
+    """Sum of each daily-bucket column over the ``days`` days up to event time ``at`` (one
+    pass; each column adds the same numbers in the same order as :func:`window_sum`).
+
+    >>> state = CustomerState("c1", daily={0: [1.0, 20.0, 0.0, 0.0, 0.0, 0.0], 40: [2.0, 5.5, 1.0, 0.0, 0.0, 0.0]})
+    >>> window_sums(state, 45 * DAY, 30), window_sums(state, 45 * DAY, 90)[:2], window_sums(state, 200 * DAY, 30)
+    ([2.0, 5.5, 1.0, 0.0, 0.0, 0.0], [3.0, 25.5], [0, 0, 0, 0, 0, 0])
+    """
+    first_day, last_day = int(at // DAY) - days + 1, int(at // DAY)
+    columns = list(zip(*[bucket for day, bucket in state.daily.items() if first_day <= day <= last_day]))
+    return [sum(column) for column in columns] if columns else [0] * 6
+
+
 def profile(
     state: CustomerState,
     watermark: float,
@@ -246,6 +262,7 @@ def profile(
     scores = scorer.score(recency, count, net_value) if scorer and recency is not None else None
     r, f, m = scores if scores else (None, None, None)
     half_life = config.engagement_half_life_days * DAY
+    last_30d, last_90d = window_sums(state, now, 30), window_sums(state, now, 90)
     return {
         "customer_id": state.customer_id,
         "as_of": now,
@@ -256,10 +273,10 @@ def profile(
         "last_purchase_at": last,
         "recency_days": round(recency, 3) if recency is not None else None,
         "tenure_days": round((now - first) / DAY, 3) if first is not None else None,
-        "purchases_30d": int(window_sum(state, now, 30, B_PURCHASES)),
-        "purchases_90d": int(window_sum(state, now, 90, B_PURCHASES)),
-        "revenue_30d": round(window_sum(state, now, 30, B_REVENUE), 2),
-        "revenue_90d": round(window_sum(state, now, 90, B_REVENUE), 2),
+        "purchases_30d": int(last_30d[B_PURCHASES]),
+        "purchases_90d": int(last_90d[B_PURCHASES]),
+        "revenue_30d": round(last_30d[B_REVENUE], 2),
+        "revenue_90d": round(last_90d[B_REVENUE], 2),
         "mean_days_between_purchases": (
             round((last - first) / DAY / (count - 1), 3) if count > 1 and first is not None and last is not None else None
         ),
@@ -275,7 +292,7 @@ def profile(
             max(sorted(state.channel_counts), key=state.channel_counts.__getitem__) if state.channel_counts else None
         ),
         "visit_count": state.visit_count,
-        "visits_30d": int(window_sum(state, now, 30, B_VISITS)),
+        "visits_30d": int(last_30d[B_VISITS]),
         "last_visit_at": state.last_visit_at,
         "avg_session_seconds": (
             round(state.visit_seconds_total / state.visit_count, 3) if state.visit_count else None
@@ -283,9 +300,9 @@ def profile(
         "visit_to_purchase_rate": (
             round(state.converted_visits / state.visit_count, 4) if state.visit_count else None
         ),
-        "likes_30d": int(window_sum(state, now, 30, B_LIKES)),
-        "comments_30d": int(window_sum(state, now, 30, B_COMMENTS)),
-        "shares_30d": int(window_sum(state, now, 30, B_SHARES)),
+        "likes_30d": int(last_30d[B_LIKES]),
+        "comments_30d": int(last_30d[B_COMMENTS]),
+        "shares_30d": int(last_30d[B_SHARES]),
         "engagement_score": round(
             engagement.decayed(state.engagement_score, state.engagement_as_of, now, half_life), 4
         ),

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from processors import engagement
 from processors.config import DAY, FeatureConfig, ModelConfig
@@ -74,22 +75,49 @@ def inputs_at(state: CustomerState, at: float, features: FeatureConfig) -> list[
 
     Prospects (no purchase yet) count recency and tenure from their first event.
     """
+    half_life = features.engagement_half_life_days * DAY
+    return _inputs(
+        state,
+        at,
+        window_sum(state, at, 90, B_PURCHASES),
+        round(window_sum(state, at, 90, B_REVENUE), 2),
+        round(engagement.decayed(state.engagement_score, state.engagement_as_of, at, half_life), 4),
+        window_sum(state, at, 30, B_VISITS),
+    )
+
+
+def profile_inputs(state: CustomerState, row: dict[str, Any]) -> list[float]:
+    """The model inputs of a feature row of ``state`` (see ``processors.features.profile``):
+    :func:`inputs_at` its ``as_of``, reusing the row's window sums and engagement score.
+
+    >>> from processors.features import profile
+    >>> state = CustomerState("c1", first_seen_at=0.0, newest_event_at=0.0, daily={0: [1.0, 9.5, 2.0, 0, 0, 0]})
+    >>> row = profile(state, watermark=5 * DAY, config=FeatureConfig())
+    >>> profile_inputs(state, row) == inputs_at(state, 5 * DAY, FeatureConfig())
+    True
+    """
+    purchases_90d, visits_30d = float(row["purchases_90d"]), float(row["visits_30d"])
+    return _inputs(state, row["as_of"], purchases_90d, row["revenue_90d"], row["engagement_score"], visits_30d)
+
+
+def _inputs(
+    state: CustomerState, at: float, purchases_90d: float, revenue_90d: float, engagement_score: float, visits_30d: float
+) -> list[float]:
     first_seen = state.first_seen_at if state.first_seen_at is not None else at
     last = state.last_purchase_at if state.last_purchase_at is not None else first_seen
     first = state.first_purchase_at if state.first_purchase_at is not None else first_seen
     count = state.purchase_count
     gap = (last - first) / DAY / (count - 1) if count > 1 else -1.0
-    half_life = features.engagement_half_life_days * DAY
     return [
         round(max(at - last, 0.0) / DAY, 3),
         float(count),
         round(max(state.monetary_total - state.refund_total, 0.0), 2),
         round(max(at - first, 0.0) / DAY, 3),
         round(gap, 3),
-        window_sum(state, at, 90, B_PURCHASES),
-        round(window_sum(state, at, 90, B_REVENUE), 2),
-        round(engagement.decayed(state.engagement_score, state.engagement_as_of, at, half_life), 4),
-        window_sum(state, at, 30, B_VISITS),
+        purchases_90d,
+        revenue_90d,
+        engagement_score,
+        visits_30d,
         float(state.visit_count),
         round(max(min(state.newest_event_at or first_seen, at) - first_seen, 0.0) / DAY, 3),
     ]

@@ -21,9 +21,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
+from typing_extensions import TypedDict
 
-from schemas.events import BaseEvent, parse_event
+from schemas.events import BaseEvent, Event, parse_event, parse_event_json
 from schemas.topics import CUSTOMER_PROFILES, TOPIC_FOR_TYPE, partition_for
 
 MAX_REASON_CHARS = 1000
@@ -67,8 +68,30 @@ def validate(raw: Any) -> BaseEvent | Rejected:
         return Rejected(describe(error), json.dumps(raw, default=str))
 
 
+class _Envelope(TypedDict):
+    events: list[Event]
+
+
+_envelope_adapter: TypeAdapter[_Envelope] = TypeAdapter(_Envelope)
+
+
 def decode_message(value: bytes | str | None) -> tuple[list[BaseEvent], list[Rejected]]:
-    """Decode a message value into valid events and rejected records."""
+    """Decode a message value into valid events and rejected records.
+
+    A message whose events are all valid (the common case) is parsed and validated in one
+    pass; otherwise each event is validated on its own, so a bad one costs only itself.
+    """
+    if isinstance(value, bytes):
+        try:
+            if value.startswith(b'{"events":'):
+                return _envelope_adapter.validate_json(value)["events"], []
+            return [parse_event_json(value)], []
+        except ValidationError:
+            pass
+    return _decode_each(value)
+
+
+def _decode_each(value: bytes | str | None) -> tuple[list[BaseEvent], list[Rejected]]:
     if value is None:
         return [], [Rejected("empty message value", "")]
     text = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value

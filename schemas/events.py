@@ -134,6 +134,11 @@ def parse_event(data: Any) -> BaseEvent:
     return _event_adapter.validate_python(data)
 
 
+def parse_event_json(raw: bytes) -> BaseEvent:
+    """Parse and validate one event's JSON text; raises ``pydantic.ValidationError``."""
+    return _event_adapter.validate_json(raw)
+
+
 def event_json_schema() -> dict[str, Any]:
     """JSON Schema of one event (any type), for producers in any language."""
     return _event_adapter.json_schema()

@@ -9,6 +9,7 @@ committed. Re-inserting a row is harmless: raw events are deduplicated by ``even
 
 from __future__ import annotations
 
+import operator
 import time
 from datetime import datetime
 from pathlib import Path
@@ -95,10 +96,10 @@ class _RawLayout:
         types = dict(TABLES[table].columns)
         self.names = [n for n in types if not n.startswith("item_") and n != "ingested_at"]
         self.time_positions = [i for i, n in enumerate(self.names) if "DateTime64" in types[n]]
+        self.values = operator.itemgetter(*self.names)
 
     def row(self, event: BaseEvent, ingested_ms: int) -> list[Any]:
-        fields = event.__dict__  # pydantic keeps validated field values here
-        values = [fields[name] for name in self.names]
+        values = list(self.values(event.__dict__))  # pydantic keeps validated field values there
         for i in self.time_positions:
             value = values[i]
             if value is not None:
@@ -110,6 +111,8 @@ class _RawLayout:
 
 
 _RAW_LAYOUTS = {model: _RawLayout(model, table) for model, table in RAW_EVENT_TABLES.items()}
+_feature_values = operator.itemgetter(*FEATURE_COLUMNS)
+_FEATURE_TIME_POSITIONS = [i for i, name in enumerate(FEATURE_COLUMNS) if name in FEATURE_TIME_COLUMNS]
 
 
 class ClickHouseSink:
@@ -133,7 +136,9 @@ class ClickHouseSink:
         self.pending[layout.table].append(layout.row(event, ingested_ms))
 
     def add_features(self, row: dict[str, Any], version: int, updated_ms: int) -> None:
-        values = [to_ms(row[c]) if c in FEATURE_TIME_COLUMNS else row[c] for c in FEATURE_COLUMNS]
+        values = list(_feature_values(row))
+        for i in _FEATURE_TIME_POSITIONS:
+            values[i] = to_ms(values[i])
         values += [version, updated_ms]
         self.pending["customer_features"].append(values)
 

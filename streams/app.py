@@ -246,4 +246,7 @@ class Worker:
         gc.freeze()
         gc.set_threshold(100_000, 50, 1_000)
         worker = faust.Worker(self.app, loglevel=self.settings.log_level, quiet=True)
+        # Its progress spinner sets the root logger to DEBUG (at any log level), so every
+        # debug call of faust and aiokafka on the hot path would build a log record.
+        worker.spinner = None
         worker.execute_from_commandline()

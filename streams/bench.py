@@ -28,11 +28,22 @@ RAW_TOPIC = "bench-raw"
 
 
 def _produce(bootstrap: str, messages: list[OutgoingMessage], topic: str | None = None) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=1 << 20, max_request_size=16 << 20)
-    for m in messages:
-        producer.send(topic or m.topic, key=m.key, value=m.value, partition=m.partition)
-    producer.flush()
-    producer.close()
+    """Send ``messages`` as fast as the broker takes them (aiokafka: kafka-python's pure-Python
+    record checksums made the load generator, not the pipeline, the limit)."""
+    asyncio.run(_produce_async(bootstrap, messages, topic))
+
+
+async def _produce_async(bootstrap: str, messages: list[OutgoingMessage], topic: str | None) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20,
+                                max_request_size=16 << 20)
+    await producer.start()
+    try:
+        sent = [await producer.send(topic or m.topic, m.value, key=m.key, partition=m.partition) for m in messages]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
 
 
 async def _raw_consume(bootstrap: str, events: int) -> float:

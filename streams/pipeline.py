@@ -22,7 +22,7 @@ from processors.config import DAY, FeatureConfig, ModelConfig
 from processors.features import CustomerState, apply, profile, row_version
 from processors.models import Models
 from processors.rfm import RFMScorer
-from processors.snapshots import INPUTS, LabelledSnapshot, capture, inputs_at, mature, record_purchase
+from processors.snapshots import INPUTS, LabelledSnapshot, capture, mature, profile_inputs, record_purchase
 from schemas.alerts import ChurnAlert
 from schemas.envelope import Rejected, decode_message
 from schemas.events import Purchase
@@ -234,7 +234,7 @@ class CustomerPipeline:
         (membership, alerting). Returns the model inputs."""
         row = profile(state, watermark, self.config, self.scorer)
         models, as_of = self.models, row["as_of"]
-        inputs = inputs_at(state, as_of, self.config)
+        inputs = profile_inputs(state, row)
         score = models.score(inputs)
         probability = score.churn_probability
         row["churn_probability"], row["segment"], row["model_version"] = probability, score.segment, models.version

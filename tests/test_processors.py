@@ -14,7 +14,7 @@ from processors.config import DAY, FeatureConfig
 from processors.features import CustomerState, apply, profile, row_version
 from processors.lifecycle import lifecycle_stage
 from processors.rfm import RFMScorer, segment_grid, value_tier
-from schemas.envelope import encode_envelope, pack
+from schemas.envelope import Rejected, _decode_each, decode_message, encode_envelope, pack
 from schemas.events import parse_event
 from schemas.export import export_json_schemas
 from schemas.topics import partition_for
@@ -201,6 +201,35 @@ def test_pack_routes_every_event_to_its_customers_partition() -> None:
         decoded = json.loads(message.value)
         for e in decoded.get("events", [decoded]):
             assert partition_for(e["customer_id"], 4) == message.partition
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"events":[VISIT,VISIT2]}', b'{"events":[VISIT],"note":1}', b'{"events":[],"events":[VISIT]}',
+        b'{"events":[VISIT,{"type":"nope"}]}', b'{"events":[VISIT]', b'{"events":5}', b'VISIT',
+        b'VISIT x', b'{"events":[VISIT_DUPLICATE_KEY]}', b'{"events":[VISIT_BAD_UTF8]}', b'{"events":[VISIT_LONE_SURROGATE]}',
+        b'{"events":[VISIT_TS_TEXT,VISIT_INT_AS_FLOAT]}', b'[VISIT]',
+    ],
+)
+def test_decoding_a_whole_envelope_at_once_gives_what_event_by_event_decoding_gives(value: bytes) -> None:
+    visit = b'{"type":"visit","event_id":"v1","customer_id":"c","ts":0,"channel":"web","session_id":"s"}'
+    variants = {
+        b"VISIT2": visit.replace(b"v1", b"v2"),
+        b"VISIT_DUPLICATE_KEY": visit.replace(b'"ts":0', b'"ts":0,"ts":5'),
+        b"VISIT_BAD_UTF8": visit.replace(b"web", b"w\xffeb"),
+        b"VISIT_LONE_SURROGATE": visit.replace(b"web", b"w\\ud800"),
+        b"VISIT_TS_TEXT": visit.replace(b'"ts":0', b'"ts":"2024-01-01 10:00:00+02:00"'),
+        b"VISIT_INT_AS_FLOAT": visit.replace(b'"ts":0', b'"ts":1,"schema_version":1.0,"duration_s":3'),
+        b"VISIT": visit,
+    }
+    for name, text in variants.items():
+        value = value.replace(name, text)
+
+    def described(events: list[Any], rejects: list[Rejected]) -> tuple[list[str], list[tuple[str, str]]]:
+        return [repr(e) + repr(e.epoch) for e in events], [(r.reason, r.payload) for r in rejects]
+
+    assert described(*decode_message(value)) == described(*_decode_each(value))
 
 
 @pytest.mark.parametrize(
