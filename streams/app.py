@@ -19,7 +19,7 @@ from typing import Any
 import faust
 from faust.serializers import codecs
 from faust.transport.drivers import aiokafka as faust_kafka
-from faust.types import TP
+from faust.types import TP, FutureMessage
 
 from processors.features import CustomerState
 from schemas.topics import CHURN_ALERTS, DEAD_LETTERS, INPUT_TOPICS, PURCHASES
@@ -90,8 +90,32 @@ class SafeCommitConsumer(faust_kafka.Consumer):
         await super().on_partitions_revoked(revoked)
 
 
+class FlushingProducer(faust_kafka.Producer):
+    """faust's Kafka producer, whose ``flush`` waits until every queued message is acknowledged.
+
+    Table changes are queued (``send_soon``) and sent by a background task. faust's ``flush``,
+    which runs before offsets are committed, stops waiting once 0.1 s passes without a queued
+    message sent, so a commit could pass state changes still queued: a SIGKILL then lost them.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._queued: set[FutureMessage] = set()
+
+    def send_soon(self, fut: FutureMessage) -> None:
+        self._queued.add(fut)
+        fut.add_done_callback(self._queued.discard)
+        super().send_soon(fut)
+
+    async def flush(self) -> None:
+        await super().flush()
+        if self._queued:
+            await asyncio.gather(*self._queued)  # raises if one failed: then nothing is committed
+
+
 class SafeCommitTransport(faust_kafka.Transport):
     Consumer = SafeCommitConsumer
+    Producer = FlushingProducer
 
 
 class App(faust.App):
