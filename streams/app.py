@@ -14,10 +14,14 @@ import gc
 import json
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
+import aiokafka
 import faust
 from faust.serializers import codecs
+from faust.tables import TableManager
+from faust.tables.recovery import Recovery
 from faust.transport.drivers import aiokafka as faust_kafka
 from faust.types import TP, FutureMessage
 
@@ -118,6 +122,58 @@ class SafeCommitTransport(faust_kafka.Transport):
     Producer = FlushingProducer
 
 
+async def fetched_end_offsets(bootstrap: list[str], tps: Iterable[TP], timeout_s: float = 30.0) -> dict[TP, int]:
+    """End offset of each partition, from the high watermarks of a fetch response.
+
+    Not from ListOffsets("latest"): the local broker (Tansu) answers it with the base offset of
+    the newest record batch + 1, before the end when that batch holds several records.
+    """
+    partitions = [aiokafka.TopicPartition(tp.topic, tp.partition) for tp in tps]
+    consumer = aiokafka.AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
+        fetch_max_wait_ms=50, max_partition_fetch_bytes=1,  # the broker still returns one record batch
+    )
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.highwater(tp) is None for tp in partitions):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no fetch response for {partitions} within {timeout_s:.0f}s")
+            await consumer.getmany(*partitions, timeout_ms=100)
+        return {TP(tp.topic, tp.partition): consumer.highwater(tp) for tp in partitions}
+    finally:
+        await consumer.stop()
+
+
+class ExactRecovery(Recovery):
+    """faust's table recovery, reading changelogs to their end.
+
+    Changelogs are read up to the high watermark of a fetch response
+    (:func:`fetched_end_offsets`). With the local broker's answer to ListOffsets, recovery
+    stopped early; the changelog records after that point were applied later, over the newer
+    state the worker had built since.
+    """
+
+    async def _build_highwaters(self, consumer: Any, tps: set[TP], destination: Any, title: str) -> None:
+        await super()._build_highwaters(consumer, tps, destination, title)
+        if tps:
+            bootstrap = faust_kafka.server_list(self.app.transport.url, self.app.transport.default_port)
+            ends = await fetched_end_offsets(bootstrap, tps, self.app.conf.broker_request_timeout)
+            for tp, end in ends.items():  # faust's "highwater" is the last offset; ListOffsets' is never past it
+                destination[tp] = max(destination[tp], end - 1)
+
+
+class ExactTableManager(TableManager):
+    """faust's table manager, recovering tables with :class:`ExactRecovery`."""
+
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = ExactRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
+
+
 class App(faust.App):
     def _new_transport(self) -> Any:
         return SafeCommitTransport(self.conf.broker_consumer, self)
@@ -145,6 +201,7 @@ class Worker:
             web_bind=settings.web_host,
             datadir=str(settings.data_path / "faust"),
             autodiscover=False,
+            TableManager=ExactTableManager,
         )
         state_schema = faust.Schema(key_serializer="raw", value_serializer="crm360_state")
         self.table = self.app.Table(
