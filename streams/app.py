@@ -49,51 +49,6 @@ class StateCodec(codecs.Codec):
 codecs.register("crm360_state", StateCodec())
 
 
-class SafeCommitConsumer(faust_kafka.Consumer):
-    """faust's Kafka consumer, never committing past a message it read but did not ack.
-
-    faust can drop messages it already read: ``flow_control.resume()`` clears the stream
-    queues (the restart recovery resumes flow twice), and the read offset has moved past
-    them. When the partition has no committed offset, or the dropped offset equals the
-    committed one, ``_new_offset`` (its head-gap check tolerates a gap of 1) then commits
-    past it. Here such a hole blocks the commit and the partition is re-read from it.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._delivered: dict[TP, set[int]] = {}
-        deliver = self.callback
-
-        async def callback(message: Any) -> Any:
-            self._delivered.setdefault(message.tp, set()).add(message.offset)
-            return await deliver(message)
-
-        self.callback = callback
-
-    def _new_offset(self, tp: TP) -> int | None:
-        acked, delivered = self._acked[tp], self._delivered.get(tp, set())
-        if acked and delivered:
-            committed, acked_index = self._committed_offset[tp], self._acked_index[tp]
-            pending = [o for o in delivered if o not in acked_index and (committed is None or o >= committed)]
-            first = min(pending, default=None)
-            if first is not None and first < min(acked):
-                in_flight = any(m.tp == tp and m.offset == first for m in list(self._unacked_messages))
-                if not in_flight and tp in self.assignment():
-                    log.warning("%s offset %d was read but never processed: re-reading from it", tp, first)
-                    self._thread.seek(tp, first)
-                    self._read_offset[tp] = None
-                return None
-        offset = super()._new_offset(tp)
-        if offset is not None and delivered:
-            self._delivered[tp] = {o for o in delivered if o >= offset}
-        return offset
-
-    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
-        for tp in revoked:
-            self._delivered.pop(tp, None)
-        await super().on_partitions_revoked(revoked)
-
-
 class FlushingProducer(faust_kafka.Producer):
     """faust's Kafka producer, whose ``flush`` waits until every queued message is acknowledged.
 
@@ -117,8 +72,9 @@ class FlushingProducer(faust_kafka.Producer):
             await asyncio.gather(*self._queued)  # raises if one failed: then nothing is committed
 
 
-class SafeCommitTransport(faust_kafka.Transport):
-    Consumer = SafeCommitConsumer
+class Transport(faust_kafka.Transport):
+    """faust's Kafka transport, producing with :class:`FlushingProducer`."""
+
     Producer = FlushingProducer
 
 
@@ -147,12 +103,16 @@ async def fetched_end_offsets(bootstrap: list[str], tps: Iterable[TP], timeout_s
 
 
 class ExactRecovery(Recovery):
-    """faust's table recovery, reading changelogs to their end.
+    """faust's table recovery, reading changelogs to their end and dropping no input record.
 
-    Changelogs are read up to the high watermark of a fetch response
-    (:func:`fetched_end_offsets`). With the local broker's answer to ListOffsets, recovery
-    stopped early; the changelog records after that point were applied later, over the newer
-    state the worker had built since.
+    - Changelogs are read up to the high watermark of a fetch response
+      (:func:`fetched_end_offsets`). With the local broker's answer to ListOffsets, recovery
+      stopped early; the changelog records after that point were applied later, over the
+      newer state the worker had built since.
+    - Recovery resumes the consumer's flow to read changelogs. On completion faust resumes the
+      input partitions, seeks them to their committed offsets (no seek for a partition without
+      one), then clears the stream queues: input records fetched in between were dropped while
+      the read position had moved past them. The flow is stopped first, so none are fetched.
     """
 
     async def _build_highwaters(self, consumer: Any, tps: set[TP], destination: Any, title: str) -> None:
@@ -162,6 +122,10 @@ class ExactRecovery(Recovery):
             ends = await fetched_end_offsets(bootstrap, tps, self.app.conf.broker_request_timeout)
             for tp, end in ends.items():  # faust's "highwater" is the last offset; ListOffsets' is never past it
                 destination[tp] = max(destination[tp], end - 1)
+
+    async def on_recovery_completed(self, generation_id: int = 0) -> None:
+        self.app.consumer.stop_flow()  # faust's completion resumes it after the queues are cleared
+        await super().on_recovery_completed(generation_id)
 
 
 class ExactTableManager(TableManager):
@@ -176,7 +140,7 @@ class ExactTableManager(TableManager):
 
 class App(faust.App):
     def _new_transport(self) -> Any:
-        return SafeCommitTransport(self.conf.broker_consumer, self)
+        return Transport(self.conf.broker_consumer, self)
 
 
 class Worker:
