@@ -14,7 +14,7 @@ import gc
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import aiokafka
@@ -72,9 +72,29 @@ class FlushingProducer(faust_kafka.Producer):
             await asyncio.gather(*self._queued)  # raises if one failed: then nothing is committed
 
 
-class Transport(faust_kafka.Transport):
-    """faust's Kafka transport, producing with :class:`FlushingProducer`."""
+class RewindingConsumer(faust_kafka.Consumer):
+    """faust's Kafka consumer, whose seek to committed offsets also rewinds partitions without one.
 
+    faust drops records it fetched while its flow was stopped (a rebalance, the end of a
+    recovery) and re-reads them by seeking every partition to its committed offset. aiokafka
+    seeks no partition without one (nor one at 0), so the dropped records were lost. Such a
+    partition goes back to its beginning, where the group starts reading it (the worker's
+    ``consumer_auto_offset_reset`` is "earliest"). Changelog partitions are left to recovery.
+    """
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        committed = await super().seek_to_committed()
+        changelogs = self.app.tables.changelog_topics
+        unread = [tp for tp, offset in committed.items() if not offset and tp.topic not in changelogs]
+        if unread:
+            await self._thread.seek_to_beginning(*unread)
+        return committed
+
+
+class Transport(faust_kafka.Transport):
+    """faust's Kafka transport, with :class:`RewindingConsumer` and :class:`FlushingProducer`."""
+
+    Consumer = RewindingConsumer
     Producer = FlushingProducer
 
 
@@ -110,9 +130,10 @@ class ExactRecovery(Recovery):
       stopped early; the changelog records after that point were applied later, over the
       newer state the worker had built since.
     - Recovery resumes the consumer's flow to read changelogs. On completion faust resumes the
-      input partitions, seeks them to their committed offsets (no seek for a partition without
-      one), then clears the stream queues: input records fetched in between were dropped while
-      the read position had moved past them. The flow is stopped first, so none are fetched.
+      input partitions, seeks them to their committed offsets, then clears the stream queues:
+      input records queued after the seek were dropped while the read position had moved past
+      them. The flow is stopped first, so none are queued (faust drops what a fetch returns
+      meanwhile and seeks back to the committed offsets again).
     """
 
     async def _build_highwaters(self, consumer: Any, tps: set[TP], destination: Any, title: str) -> None:
