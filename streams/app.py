@@ -14,12 +14,16 @@ import gc
 import json
 import logging
 import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+import aiokafka
 import faust
 from faust.serializers import codecs
+from faust.tables import TableManager
+from faust.tables.recovery import Recovery
 from faust.transport.drivers import aiokafka as faust_kafka
-from faust.types import TP
+from faust.types import TP, FutureMessage
 
 from processors.features import CustomerState
 from schemas.topics import CHURN_ALERTS, DEAD_LETTERS, INPUT_TOPICS, PURCHASES
@@ -45,58 +49,119 @@ class StateCodec(codecs.Codec):
 codecs.register("crm360_state", StateCodec())
 
 
-class SafeCommitConsumer(faust_kafka.Consumer):
-    """faust's Kafka consumer, never committing past a message it read but did not ack.
+class FlushingProducer(faust_kafka.Producer):
+    """faust's Kafka producer, whose ``flush`` waits until every queued message is acknowledged.
 
-    faust can drop messages it already read: ``flow_control.resume()`` clears the stream
-    queues (the restart recovery resumes flow twice), and the read offset has moved past
-    them. When the partition has no committed offset, or the dropped offset equals the
-    committed one, ``_new_offset`` (its head-gap check tolerates a gap of 1) then commits
-    past it. Here such a hole blocks the commit and the partition is re-read from it.
+    Table changes are queued (``send_soon``) and sent by a background task. faust's ``flush``,
+    which runs before offsets are committed, stops waiting once 0.1 s passes without a queued
+    message sent, so a commit could pass state changes still queued: a SIGKILL then lost them.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._delivered: dict[TP, set[int]] = {}
-        deliver = self.callback
+        self._queued: set[FutureMessage] = set()
 
-        async def callback(message: Any) -> Any:
-            self._delivered.setdefault(message.tp, set()).add(message.offset)
-            return await deliver(message)
+    def send_soon(self, fut: FutureMessage) -> None:
+        self._queued.add(fut)
+        fut.add_done_callback(self._queued.discard)
+        super().send_soon(fut)
 
-        self.callback = callback
-
-    def _new_offset(self, tp: TP) -> int | None:
-        acked, delivered = self._acked[tp], self._delivered.get(tp, set())
-        if acked and delivered:
-            committed, acked_index = self._committed_offset[tp], self._acked_index[tp]
-            pending = [o for o in delivered if o not in acked_index and (committed is None or o >= committed)]
-            first = min(pending, default=None)
-            if first is not None and first < min(acked):
-                in_flight = any(m.tp == tp and m.offset == first for m in list(self._unacked_messages))
-                if not in_flight and tp in self.assignment():
-                    log.warning("%s offset %d was read but never processed: re-reading from it", tp, first)
-                    self._thread.seek(tp, first)
-                    self._read_offset[tp] = None
-                return None
-        offset = super()._new_offset(tp)
-        if offset is not None and delivered:
-            self._delivered[tp] = {o for o in delivered if o >= offset}
-        return offset
-
-    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
-        for tp in revoked:
-            self._delivered.pop(tp, None)
-        await super().on_partitions_revoked(revoked)
+    async def flush(self) -> None:
+        await super().flush()
+        if self._queued:
+            await asyncio.gather(*self._queued)  # raises if one failed: then nothing is committed
 
 
-class SafeCommitTransport(faust_kafka.Transport):
-    Consumer = SafeCommitConsumer
+class RewindingConsumer(faust_kafka.Consumer):
+    """faust's Kafka consumer, whose seek to committed offsets also rewinds partitions without one.
+
+    faust drops records it fetched while its flow was stopped (a rebalance, the end of a
+    recovery) and re-reads them by seeking every partition to its committed offset. aiokafka
+    seeks no partition without one (nor one at 0), so the dropped records were lost. Such a
+    partition goes back to its beginning, where the group starts reading it (the worker's
+    ``consumer_auto_offset_reset`` is "earliest"). Changelog partitions are left to recovery.
+    """
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        committed = await super().seek_to_committed()
+        changelogs = self.app.tables.changelog_topics
+        unread = [tp for tp, offset in committed.items() if not offset and tp.topic not in changelogs]
+        if unread:
+            await self._thread.seek_to_beginning(*unread)
+        return committed
+
+
+class Transport(faust_kafka.Transport):
+    """faust's Kafka transport, with :class:`RewindingConsumer` and :class:`FlushingProducer`."""
+
+    Consumer = RewindingConsumer
+    Producer = FlushingProducer
+
+
+async def fetched_end_offsets(bootstrap: list[str], tps: Iterable[TP], timeout_s: float = 30.0) -> dict[TP, int]:
+    """End offset of each partition, from the high watermarks of a fetch response.
+
+    Not from ListOffsets("latest"): the local broker (Tansu) answers it with the base offset of
+    the newest record batch + 1, before the end when that batch holds several records.
+    """
+    partitions = [aiokafka.TopicPartition(tp.topic, tp.partition) for tp in tps]
+    consumer = aiokafka.AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
+        fetch_max_wait_ms=50, max_partition_fetch_bytes=1,  # the broker still returns one record batch
+    )
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.highwater(tp) is None for tp in partitions):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no fetch response for {partitions} within {timeout_s:.0f}s")
+            await consumer.getmany(*partitions, timeout_ms=100)
+        return {TP(tp.topic, tp.partition): consumer.highwater(tp) for tp in partitions}
+    finally:
+        await consumer.stop()
+
+
+class ExactRecovery(Recovery):
+    """faust's table recovery, reading changelogs to their end and dropping no input record.
+
+    - Changelogs are read up to the high watermark of a fetch response
+      (:func:`fetched_end_offsets`). With the local broker's answer to ListOffsets, recovery
+      stopped early; the changelog records after that point were applied later, over the
+      newer state the worker had built since.
+    - Recovery resumes the consumer's flow to read changelogs. On completion faust resumes the
+      input partitions, seeks them to their committed offsets, then clears the stream queues:
+      input records queued after the seek were dropped while the read position had moved past
+      them. The flow is stopped first, so none are queued (faust drops what a fetch returns
+      meanwhile and seeks back to the committed offsets again).
+    """
+
+    async def _build_highwaters(self, consumer: Any, tps: set[TP], destination: Any, title: str) -> None:
+        await super()._build_highwaters(consumer, tps, destination, title)
+        if tps:
+            bootstrap = faust_kafka.server_list(self.app.transport.url, self.app.transport.default_port)
+            ends = await fetched_end_offsets(bootstrap, tps, self.app.conf.broker_request_timeout)
+            for tp, end in ends.items():  # faust's "highwater" is the last offset; ListOffsets' is never past it
+                destination[tp] = max(destination[tp], end - 1)
+
+    async def on_recovery_completed(self, generation_id: int = 0) -> None:
+        self.app.consumer.stop_flow()  # faust's completion resumes it after the queues are cleared
+        await super().on_recovery_completed(generation_id)
+
+
+class ExactTableManager(TableManager):
+    """faust's table manager, recovering tables with :class:`ExactRecovery`."""
+
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = ExactRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
 
 
 class App(faust.App):
     def _new_transport(self) -> Any:
-        return SafeCommitTransport(self.conf.broker_consumer, self)
+        return Transport(self.conf.broker_consumer, self)
 
 
 class Worker:
@@ -121,6 +186,7 @@ class Worker:
             web_bind=settings.web_host,
             datadir=str(settings.data_path / "faust"),
             autodiscover=False,
+            TableManager=ExactTableManager,
         )
         state_schema = faust.Schema(key_serializer="raw", value_serializer="crm360_state")
         self.table = self.app.Table(

@@ -65,12 +65,6 @@ def test_cdnow_replayed_twice_gives_exact_customers(start_worker: Any) -> None:
     assert worker.sql("SELECT count() AS n FROM purchases FINAL")[0]["n"] == 35_304
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 2, still open: faust drops a queued message when recovery resumes flow twice and "
-    "then committed past it (about 3 runs in 4 before streams.app.SafeCommitConsumer; 1 in 22 since, "
-    "a different and unexplained loss). Duplicates never occur.",
-)
 def test_worker_killed_mid_stream_restarts_with_exact_state(start_worker: Any, broker: str) -> None:
     worker = start_worker()
     customers, rounds, per_round = 500, 40, 1_000
