@@ -12,13 +12,13 @@ published version and skips training records it already learned.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import faust
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from processors.models import Models, Trainer
@@ -41,12 +41,12 @@ def encode_training(batch: TrainingBatch) -> list[bytes]:
     for start in range(0, max(len(labels), len(batch.observations)), RECORDS_PER_MESSAGE):
         chunk = {"labels": labels[start : start + RECORDS_PER_MESSAGE],
                  "observations": batch.observations[start : start + RECORDS_PER_MESSAGE]}
-        out.append(json.dumps(chunk, separators=(",", ":")).encode())
+        out.append(orjson.dumps(chunk, option=orjson.OPT_SERIALIZE_NUMPY))
     return out
 
 
 def decode_training(value: bytes) -> TrainingBatch:
-    data = json.loads(value)
+    data = orjson.loads(value)
     return TrainingBatch(
         labels=[LabelledSnapshot(c, at, bool(churned), inputs) for c, at, churned, inputs in data["labels"]],
         observations=data["observations"],
