@@ -367,10 +367,22 @@ def evaluate(path: Path | None, until: datetime, min_auc: float) -> None:
 
 @main.command()
 @click.option("--events", type=int, default=300_000, show_default=True)
-def bench(events: int) -> None:
+@click.option("--cpu", is_flag=True, help="Instead: CPU cost of processing in one process, reproducible, with a digest of all outputs.")
+def bench(events: int, cpu: bool) -> None:
     """Measure throughput (against a plain consumer) and freshness on a private local stack."""
+    import json
+
     from streams.bench import print_report, run_bench
 
+    if cpu:
+        from streams.cpubench import run_cpu_bench
+
+        click.echo(f"processing {events} simulated events in one process ...", err=True)
+        figures = run_cpu_bench(events)
+        for name, value in figures.items():
+            click.echo(f"  {name:<18} {value}")
+        click.echo(json.dumps(figures))
+        return
     try:
         result = run_bench(events)
     except RuntimeError as error:

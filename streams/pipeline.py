@@ -10,7 +10,7 @@ Faust Table in the worker): each touched customer is written back once per batch
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 
 import math
@@ -107,8 +107,11 @@ class CustomerPipeline:
         model_config: ModelConfig | None = None,
         observations_per_batch: int = 256,
         rescore_interval_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
+        #: Wall clock for the rows' ingestion times (fixed in a reproducible benchmark).
+        self.clock = clock
         self.model_config = model_config or ModelConfig()
         self.sink = sink
         self.table = table
@@ -164,7 +167,7 @@ class CustomerPipeline:
 
     def ingest(self, messages: Iterable[Message], source: str = "kafka") -> list[DeadLetterRecord]:
         """Process one batch; returns the dead letters (already queued in the sink)."""
-        now_ms = int(time.time() * 1000)
+        now_ms = int(self.clock() * 1000)
         counters = self.counters
         touched: dict[bytes, tuple[CustomerState, int]] = {}
         dead: list[DeadLetterRecord] = []
@@ -222,7 +225,7 @@ class CustomerPipeline:
 
     def record_dead_letters(self, dead: list[DeadLetterRecord]) -> None:
         """Queue rejected records for the ``dead_letters`` table."""
-        now_ms = int(time.time() * 1000)
+        now_ms = int(self.clock() * 1000)
         for record in dead:
             self.sink.add_dead_letter(
                 record.source, record.topic, record.partition, record.offset, record.reason, record.payload, now_ms
@@ -316,7 +319,7 @@ class CustomerPipeline:
         sample = [state for entries in by_partition.values() for _, state in entries[:250]]
         if sample:
             self.counters.state_bytes_avg = sum(len(state.to_json()) for state in sample) / len(sample)
-        now_ms = int(time.time() * 1000)
+        now_ms = int(self.clock() * 1000)
         emitted = 0
         for home, entries in by_partition.items():
             watermark = self.watermarks.get(home)
