@@ -228,15 +228,9 @@ def row_version(state: CustomerState, as_of: float) -> int:
     return (int(round(as_of * 1000)) << 20) + min(state.events_applied, (1 << 20) - 1)
 
 
-def window_sum(state: CustomerState, at: float, days: int, column: int) -> float:
-    """Sum of one daily-bucket column over the ``days`` days up to event time ``at``."""
-    first_day, last_day = int(at // DAY) - days + 1, int(at // DAY)
-    return sum(bucket[column] for day, bucket in state.daily.items() if first_day <= day <= last_day)
-
-
 def window_sums(state: CustomerState, at: float, days: int) -> list[float]:
-    """Sum of each daily-bucket column over the ``days`` days up to event time ``at`` (one
-    pass; each column adds the same numbers in the same order as :func:`window_sum`).
+    """Sum of each daily-bucket column over the ``days`` days up to event time ``at``, in one
+    pass (index the result with ``B_PURCHASES``, ``B_REVENUE``, ...).
 
     >>> state = CustomerState("c1", daily={0: [1.0, 20.0, 0.0, 0.0, 0.0, 0.0], 40: [2.0, 5.5, 1.0, 0.0, 0.0, 0.0]})
     >>> window_sums(state, 45 * DAY, 30), window_sums(state, 45 * DAY, 90)[:2], window_sums(state, 200 * DAY, 30)

@@ -41,7 +41,7 @@ from typing import Any
 
 from processors import engagement
 from processors.config import DAY, FeatureConfig, ModelConfig
-from processors.features import B_PURCHASES, B_REVENUE, B_VISITS, CustomerState, window_sum
+from processors.features import B_PURCHASES, B_REVENUE, B_VISITS, CustomerState, window_sums
 
 #: The raw numbers a snapshot keeps; the models transform them (see ``processors.churn``).
 INPUTS = (
@@ -76,13 +76,14 @@ def inputs_at(state: CustomerState, at: float, features: FeatureConfig) -> list[
     Prospects (no purchase yet) count recency and tenure from their first event.
     """
     half_life = features.engagement_half_life_days * DAY
+    last_30d, last_90d = window_sums(state, at, 30), window_sums(state, at, 90)
     return _inputs(
         state,
         at,
-        window_sum(state, at, 90, B_PURCHASES),
-        round(window_sum(state, at, 90, B_REVENUE), 2),
+        last_90d[B_PURCHASES],
+        round(last_90d[B_REVENUE], 2),
         round(engagement.decayed(state.engagement_score, state.engagement_as_of, at, half_life), 4),
-        window_sum(state, at, 30, B_VISITS),
+        last_30d[B_VISITS],
     )
 
 
