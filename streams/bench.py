@@ -76,7 +76,8 @@ async def _raw_consume(bootstrap: str, events: int) -> float:
     return seen / (time.perf_counter() - (started or time.perf_counter()))
 
 
-def _events(n: int, seed: int) -> list[Any]:
+def simulated_events(n: int, seed: int) -> list[Any]:
+    """The first ``n`` events of the bench's simulated population (20,000 customers, seeded)."""
     out = []
     for event in Simulation(customers=20_000, days=3_650, seed=seed).events():
         out.append(parse_event(event))
@@ -87,7 +88,7 @@ def _events(n: int, seed: int) -> list[Any]:
 
 def _freshness(worker: WorkerProcess, bootstrap: str, partitions: int, seconds: float, rate: float) -> list[float]:
     """Probe events at a steady background rate; seconds from produce to row visible."""
-    background = iter(_events(int(seconds * rate) + 1000, seed=99))
+    background = iter(simulated_events(int(seconds * rate) + 1000, seed=99))
     sent_at: dict[str, float] = {}
     seen_at: dict[str, float] = {}
     stop = threading.Event()
@@ -136,7 +137,7 @@ def run_bench(events: int, partitions: int = 4) -> dict[str, Any]:
 
         KafkaAdminClient(bootstrap_servers=address).create_topics([NewTopic(RAW_TOPIC, partitions, 1)])
         click.echo(f"generating {events} simulated events ...")
-        batch = _events(events, seed=7)
+        batch = simulated_events(events, seed=7)
         messages = pack(batch, partitions, 1000)
         click.echo("(a) baseline: plain aiokafka consumer ...")
         _produce(address, messages, RAW_TOPIC)

@@ -20,7 +20,7 @@ from processors.features import CustomerState
 from processors.models import Models, Trainer
 from schemas.envelope import pack
 from sinks.clickhouse import ClickHouseSink, connect, migrate
-from streams.bench import _events
+from streams.bench import simulated_events
 from streams.pipeline import CustomerPipeline, Message
 from streams.settings import Settings
 
@@ -42,7 +42,7 @@ def run_cpu_bench(events: int, batch_messages: int = 50, age_every: int = 3, see
     """Process ``events`` in batches of ``batch_messages`` envelopes, aging every ``age_every``
     batches; returns CPU seconds per stage, counts and the output digest."""
     settings = Settings()
-    out = pack(_events(events, seed=seed), settings.partitions, 1000)
+    out = pack(simulated_events(events, seed=seed), settings.partitions, 1000)
     messages = [Message(m.topic, m.partition, offset, m.value) for offset, m in enumerate(out)]
     with tempfile.TemporaryDirectory(prefix="crm360-cpubench-") as workdir:
         client = connect(f"chdb://{workdir}/clickhouse")

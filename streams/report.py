@@ -21,7 +21,7 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 from sinks.query import QueryResult
-from streams.dashboard import headline_figures, plotly_js_path, show_all
+from streams.dashboard import headline_figures, plotly_js, show_all
 from streams.panels import PANELS, SECTIONS, Shown
 
 ISO_TIME = re.compile(r"^(\d{4}-\d\d-\d\d)T(\d\d:\d\d)[\d:.]*$")
@@ -96,7 +96,7 @@ def build_report(
     window = f"time charts from {since.isoformat()} on; " if since else ""
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return REPORT.format(
-        plotly=plotly_js_path().read_text(encoding="utf-8"),
+        plotly=plotly_js().decode("utf-8"),
         generated=generated,
         data_time=html.escape(data_time),
         window=html.escape(window),

@@ -18,7 +18,7 @@ from schemas.rows import FEATURE_TIME_COLUMNS
 from schemas.topics import INPUT_TOPICS, partition_for
 from sinks.query import run_readonly
 from sinks.tables import DATABASE
-from streams.dashboard import DashboardCache, dashboard_data, dashboard_page, plotly_js_path
+from streams.dashboard import DashboardCache, dashboard_data, dashboard_page, plotly_js
 from streams.pipeline import DeadLetterRecord
 
 if TYPE_CHECKING:
@@ -175,7 +175,7 @@ def register_views(worker: Worker) -> None:
     @app.page("/dashboard/plotly.min.js")
     class PlotlyJs(View):
         async def get(self, request: Request) -> Response:
-            script = await asyncio.to_thread(plotly_js_path().read_bytes)
+            script = await asyncio.to_thread(plotly_js)
             return self.bytes(script, content_type="application/javascript",
                               headers={"Cache-Control": "public, max-age=86400"})
 
