@@ -3,7 +3,8 @@
 One code path serves embedded chDB (``chdb:///abs/dir``) and a ClickHouse server
 (``http://user:pass@host:8123/db``). Rows are collected in memory and inserted per table
 at a checkpoint (:meth:`ClickHouseSink.flush`), which the worker calls before offsets are
-committed. Re-inserting a row is harmless: raw events are deduplicated by ``event_id``
+committed. They travel as JSON, which ClickHouse parses natively: encoding them for the
+driver's Native format in Python cost more than all the feature work. Re-inserting a row is harmless: raw events are deduplicated by ``event_id``
 (ReplacingMergeTree) and ``customer_features`` keeps the highest ``version``.
 """
 
@@ -16,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
+import orjson
 from clickhouse_connect.driver.client import Client
+from pydantic import TypeAdapter
 
 from schemas.events import BaseEvent, Purchase
 from schemas.rows import FEATURE_COLUMNS, FEATURE_TIME_COLUMNS
-from sinks.tables import DATABASE, RAW_EVENT_TABLES, TABLES
+from sinks.tables import DATABASE, RAW_EVENT_TABLES, TABLES, TIME
 from sinks.views import VIEWS
 
 #: Each migration: (version, description, statements). Append only; never edit a shipped one.
@@ -32,6 +35,16 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
      + [f"ALTER TABLE {DATABASE}.customer_features ADD COLUMN IF NOT EXISTS `{name}` {kind}"
         for name, kind in TABLES["customer_features"].columns if name in ("clv_estimate", "model_version")]),
     (5, "analyst views", [v.ddl() for v in VIEWS.values()]),
+    (6, "raw events written as JSON: a purchase's items flattened and ingested_at stamped by ClickHouse", [
+        f"ALTER TABLE {DATABASE}.purchases ADD COLUMN IF NOT EXISTS items "
+        "Array(Tuple(sku String, category Nullable(String), quantity Int64, unit_price Float64)) EPHEMERAL",
+        f"ALTER TABLE {DATABASE}.purchases MODIFY COLUMN item_skus Array(String) DEFAULT items.sku",
+        f"ALTER TABLE {DATABASE}.purchases MODIFY COLUMN item_categories Array(String) "
+        "DEFAULT arrayMap(c -> ifNull(c, ''), items.category)",
+        f"ALTER TABLE {DATABASE}.purchases MODIFY COLUMN item_quantities Array(Int64) DEFAULT items.quantity",
+        f"ALTER TABLE {DATABASE}.purchases MODIFY COLUMN item_unit_prices Array(Float64) DEFAULT items.unit_price",
+    ] + [f"ALTER TABLE {DATABASE}.{table} MODIFY COLUMN ingested_at {TIME} DEFAULT now64(3)"
+         for table in RAW_EVENT_TABLES.values()]),
 ]
 
 
@@ -68,78 +81,74 @@ def migrate(client: Client) -> list[int]:
     return applied
 
 
-def to_ms(value: float | datetime | None) -> int | None:
-    """Epoch seconds or a datetime as DateTime64(3) ticks (milliseconds)."""
+def to_seconds(value: float | datetime | None) -> float | None:
+    """Epoch seconds or a datetime as epoch seconds rounded to the millisecond (DateTime64(3)).
+
+    A float that is a whole number of milliseconds prints as exactly that decimal in JSON,
+    which ClickHouse reads back exactly:
+
+    >>> to_seconds(1_700_000_000.1239), to_seconds(None)
+    (1700000000.124, None)
+    """
     if value is None:
         return None
     if isinstance(value, datetime):
         value = value.timestamp()
-    return int(round(value * 1000))
+    return round(value * 1000) / 1000
 
 
-def _item_columns(event: Purchase) -> list[list[Any]]:
-    items = event.items
-    return [
-        [i.sku for i in items],
-        [i.category or "" for i in items],
-        [i.quantity for i in items],
-        [i.unit_price for i in items],
-    ]
-
-
-class _RawLayout:
-    """How one event model becomes a row of its raw table."""
-
-    def __init__(self, model: type[BaseEvent], table: str) -> None:
-        self.table = table
-        self.has_items = model is Purchase
-        types = dict(TABLES[table].columns)
-        self.names = [n for n in types if not n.startswith("item_") and n != "ingested_at"]
-        self.time_positions = [i for i, n in enumerate(self.names) if "DateTime64" in types[n]]
-        self.values = operator.itemgetter(*self.names)
-
-    def row(self, event: BaseEvent, ingested_ms: int) -> list[Any]:
-        values = list(self.values(event.__dict__))  # pydantic keeps validated field values there
-        for i in self.time_positions:
-            value = values[i]
-            if value is not None:
-                values[i] = int(value.timestamp() * 1000)
-        if self.has_items:
-            values += _item_columns(event)  # type: ignore[arg-type]
-        values.append(ingested_ms)
-        return values
-
-
-_RAW_LAYOUTS = {model: _RawLayout(model, table) for model, table in RAW_EVENT_TABLES.items()}
+#: Raw events are written as their own JSON, serialized by pydantic in one call per table;
+#: ClickHouse maps fields to columns, flattens a purchase's ``items`` (migration 6) and
+#: stamps ``ingested_at``.
+_EVENTS_JSON = {table: TypeAdapter(list[model]) for model, table in RAW_EVENT_TABLES.items()}  # type: ignore[valid-type]
+_EVENT_COLUMNS = {
+    table: [n for n in TABLES[table].column_names if not n.startswith("item_") and n != "ingested_at"]
+    + (["items"] if model is Purchase else [])
+    for model, table in RAW_EVENT_TABLES.items()
+}
+#: How ClickHouse reads our JSON: ISO-8601 event times, and fields without a column
+#: (an event's ``type``) skipped.
+JSON_SETTINGS = {"date_time_input_format": "best_effort", "input_format_skip_unknown_fields": 1}
 _feature_values = operator.itemgetter(*FEATURE_COLUMNS)
 _FEATURE_TIME_POSITIONS = [i for i, name in enumerate(FEATURE_COLUMNS) if name in FEATURE_TIME_COLUMNS]
+
+
+def encode(table: str, rows: list[Any]) -> tuple[list[str], bytes, str]:
+    """One insert's columns, body and format: raw events as a JSON array of events, other
+    tables as one JSON array of values per row."""
+    if table in _EVENTS_JSON:
+        return _EVENT_COLUMNS[table], _EVENTS_JSON[table].dump_json(rows), "JSONEachRow"
+    return TABLES[table].column_names, b"\n".join(map(orjson.dumps, rows)), "JSONCompactEachRow"
 
 
 class ClickHouseSink:
     """Collects rows per table; :meth:`flush` inserts each table's batch in one call."""
 
+    #: Feature rows go first: once an event's raw row is visible, its customer's row is too.
+    ORDER = ("customer_features", "segment_membership", "churn_alerts", "dead_letters",
+             *RAW_EVENT_TABLES.values(), "model_metrics", "segments")
+
     def __init__(self, client: Client) -> None:
         self.client = client
-        # Feature rows go first: once an event's raw row is visible, its customer's row is too.
-        order = ["customer_features", "segment_membership", "churn_alerts", "dead_letters",
-                 *RAW_EVENT_TABLES.values(), "model_metrics", "segments"]
-        self.pending: dict[str, list[list[Any]]] = {name: [] for name in order}
+        self.pending: dict[str, list[list[Any]]] = self._empty()
         self.last_flush_seconds = 0.0
         self.rows_written = 0
+
+    def _empty(self) -> dict[str, list[list[Any]]]:
+        return {name: [] for name in self.ORDER}
 
     @property
     def pending_rows(self) -> int:
         return sum(len(rows) for rows in self.pending.values())
 
-    def add_event(self, event: BaseEvent, ingested_ms: int) -> None:
-        layout = _RAW_LAYOUTS[type(event)]
-        self.pending[layout.table].append(layout.row(event, ingested_ms))
+    def add_event(self, event: BaseEvent) -> None:
+        self.pending[RAW_EVENT_TABLES[type(event)]].append(event)
 
     def add_features(self, row: dict[str, Any], version: int, updated_ms: int) -> None:
         values = list(_feature_values(row))
         for i in _FEATURE_TIME_POSITIONS:
-            values[i] = to_ms(values[i])
-        values += [version, updated_ms]
+            values[i] = to_seconds(values[i])
+        values += [version, updated_ms / 1000]
         self.pending["customer_features"].append(values)
 
     def add_membership_change(self, dimension: str, name: str, customers: int) -> None:
@@ -148,23 +157,41 @@ class ClickHouseSink:
     def add_row(self, table: str, row: dict[str, Any]) -> None:
         """Queue one row of a table written from a pydantic model's fields (times as datetimes)."""
         self.pending[table].append(
-            [to_ms(value) if isinstance(value, datetime) else value for value in (row[c] for c in TABLES[table].column_names)]
+            [to_seconds(value) if isinstance(value, datetime) else value for value in (row[c] for c in TABLES[table].column_names)]
         )
 
     def add_dead_letter(
         self, source: str, topic: str, partition: int, offset: int, reason: str, payload: str, received_ms: int
     ) -> None:
-        self.pending["dead_letters"].append([received_ms, source, topic, partition, offset, reason, payload])
+        self.pending["dead_letters"].append([received_ms / 1000, source, topic, partition, offset, reason, payload])
 
-    def flush(self) -> int:
-        """Insert everything pending; returns the number of rows written."""
+    def take(self) -> dict[str, list[Any]]:
+        """Everything pending, for :meth:`write`; rows added from now on wait for the next."""
+        taken, self.pending = self.pending, self._empty()
+        return taken
+
+    def write(self, batch: dict[str, list[Any]]) -> int:
+        """Insert ``batch`` (from :meth:`take`) table by table, customer features first;
+        returns the number of rows written.
+
+        Each table written is emptied in ``batch``: after a failure, writing the same batch
+        again inserts only the rest. Runs in a thread while rows are being added.
+        """
         started = time.perf_counter()
         written = 0
-        for name, rows in self.pending.items():
-            if rows:
-                self.client.insert(f"{DATABASE}.{name}", rows, column_names=TABLES[name].column_names)
-                written += len(rows)
-                self.pending[name] = []
-        self.last_flush_seconds = time.perf_counter() - started
-        self.rows_written += written
+        try:
+            for name in self.ORDER:
+                rows = batch.get(name)
+                if rows:
+                    columns, body, fmt = encode(name, rows)
+                    self.client.raw_insert(f"{DATABASE}.{name}", columns, body, settings=JSON_SETTINGS, fmt=fmt)
+                    written += len(rows)
+                    batch[name] = []
+        finally:
+            self.last_flush_seconds = time.perf_counter() - started
+            self.rows_written += written
         return written
+
+    def flush(self) -> int:
+        """Insert everything pending now; returns the number of rows written."""
+        return self.write(self.take())

@@ -1,20 +1,22 @@
 """The Faust worker: input topics, the customer table, the agent, the aging timer.
 
 One agent reads all four co-partitioned input topics in batches
-(``stream.take_events``), hands each batch to :class:`~streams.pipeline.CustomerPipeline`,
-publishes dead letters, and flushes the ClickHouse sink before the batch is acknowledged,
-so offsets are only committed for messages whose rows are written. Customer state lives in
-a changelog-backed Table keyed by the customer id (the input message key).
+(``stream.take_events``), hands each batch to :class:`~streams.pipeline.CustomerPipeline`
+and publishes dead letters. Rows are written to ClickHouse every ``flush_interval_s`` (each
+insert has a fixed cost, so batches share them), and always before offsets are committed:
+a commit first writes everything pending, so no committed message's rows are unwritten.
+Customer state lives in a changelog-backed Table keyed by the customer id (the input
+message key).
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 import aiokafka
@@ -30,7 +32,7 @@ from schemas.topics import CHURN_ALERTS, DEAD_LETTERS, INPUT_TOPICS, PURCHASES
 from sinks.clickhouse import ClickHouseSink, connect, migrate
 from sinks.tables import DATABASE
 from streams.modelhub import ModelHub
-from streams.pipeline import CustomerPipeline, DeadLetterRecord, Message
+from streams.pipeline import CustomerPipeline, DeadLetterRecord, Message, rare_garbage_collection
 from streams.settings import Settings
 
 log = logging.getLogger("crm360")
@@ -91,10 +93,19 @@ class RewindingConsumer(faust_kafka.Consumer):
         return committed
 
 
-class Transport(faust_kafka.Transport):
-    """faust's Kafka transport, with :class:`RewindingConsumer` and :class:`FlushingProducer`."""
+class CheckpointingConsumer(RewindingConsumer):
+    """A consumer that commits offsets only inside the app's checkpoint (the worker writes its
+    pending rows there first, and holds processing until the commit is done)."""
 
-    Consumer = RewindingConsumer
+    async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
+        async with self.app.checkpoint():  # type: ignore[attr-defined]
+            return await super().force_commit(topics, start_new_transaction=start_new_transaction)
+
+
+class Transport(faust_kafka.Transport):
+    """faust's Kafka transport, with :class:`CheckpointingConsumer` and :class:`FlushingProducer`."""
+
+    Consumer = CheckpointingConsumer
     Producer = FlushingProducer
 
 
@@ -160,6 +171,9 @@ class ExactTableManager(TableManager):
 
 
 class App(faust.App):
+    #: Entered around every offset commit (the worker sets its own).
+    checkpoint: Callable[[], contextlib.AbstractAsyncContextManager[None]] = contextlib.nullcontext
+
     def _new_transport(self) -> Any:
         return Transport(self.conf.broker_consumer, self)
 
@@ -225,8 +239,11 @@ class Worker:
         self.started_at = time.time()
         self.flush_seconds_total = 0.0
         self.flushes = 0
+        self.flushed_at = time.monotonic()
+        self.app.checkpoint = self._checkpoint
         self.app.agent(self.source, name="customers")(self._process)
         self.app.timer(settings.aging_interval_s)(self._age)
+        self.app.timer(settings.flush_interval_s / 4)(self._flush_when_due)
         self.app.on_partitions_revoked.connect(self._revoked)
         from streams.web import register_views
 
@@ -243,7 +260,7 @@ class Worker:
                     dead = self.pipeline.ingest(messages)
                     await self.publish_dead_letters(dead)
                     await self.publish_model_output()
-                    await self.flush()
+                    await self.flush_when_due()
                 self.last_batch_at = time.time()
         except Exception as error:
             self.agent_error = f"{type(error).__name__}: {error}"[:500]
@@ -259,6 +276,28 @@ class Worker:
         async with self.lock:
             self.pipeline.age(assigned, self.settings.aging_min_advance_s)
             await self.publish_model_output()
+            await self.flush_when_due()
+
+    @contextlib.asynccontextmanager
+    async def _checkpoint(self) -> AsyncIterator[None]:
+        """Around an offset commit: everything pending is written, and no batch runs meanwhile."""
+        async with self.lock:
+            await self.flush()
+            yield
+
+    async def _flush_when_due(self) -> None:
+        async with self.lock:
+            await self.flush_when_due()
+
+    async def flush_when_due(self) -> None:
+        """Write pending rows when ``flush_interval_s`` passed since the last write, or when
+        ``flush_max_rows`` are pending (memory stays bounded under any backlog).
+
+        Processing waits for the write: writing in the background while the next batch is
+        processed measured slower (the two threads contend for the interpreter)."""
+        pending = self.sink.pending_rows
+        if pending and (pending >= self.settings.flush_max_rows
+                        or time.monotonic() - self.flushed_at >= self.settings.flush_interval_s):
             await self.flush()
 
     async def publish_model_output(self) -> None:
@@ -279,11 +318,14 @@ class Worker:
             await self.dead_letter_topic.send(key=record.topic.encode(), value=value)
 
     async def flush(self) -> None:
-        """Write pending rows; retries until ClickHouse accepts them (offsets wait meanwhile)."""
+        """Write every row pending now; retries until ClickHouse accepts them (offsets wait
+        meanwhile)."""
+        self.flushed_at = time.monotonic()
+        batch = self.sink.take()
         delay = 0.5
-        while self.sink.pending_rows:
+        while any(batch.values()):
             try:
-                await asyncio.to_thread(self.sink.flush)
+                await asyncio.to_thread(self.sink.write, batch)
                 self.sink_error = None
                 self.flushes += 1
                 self.flush_seconds_total += self.sink.last_flush_seconds
@@ -307,12 +349,9 @@ class Worker:
 
     def run(self) -> None:
         """Run the worker in the foreground until SIGINT/SIGTERM."""
-        # The worker holds many long-lived objects (customer states, pending rows): collect
-        # young garbage less often so full collections do not dominate the hot path.
-        gc.freeze()
-        gc.set_threshold(100_000, 50, 1_000)
         worker = faust.Worker(self.app, loglevel=self.settings.log_level, quiet=True)
         # Its progress spinner sets the root logger to DEBUG (at any log level), so every
         # debug call of faust and aiokafka on the hot path would build a log record.
         worker.spinner = None
-        worker.execute_from_commandline()
+        with rare_garbage_collection():
+            worker.execute_from_commandline()

@@ -143,5 +143,3 @@ class ModelHub:
         for segment, centroid in models.segmenter.centroids().items():
             sink.add_row("segments", {"segment": segment, "description": models.descriptions.get(segment, ""),
                                       "model_version": models.version, **centroid})
-        async with self.worker.lock:
-            await self.worker.flush()

@@ -9,11 +9,12 @@ Faust Table in the worker): each touched customer is written back once per batch
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, MutableMapping
-from dataclasses import dataclass, field
-
+import gc
 import math
+import time
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from processors.alerts import should_alert
@@ -83,6 +84,24 @@ class TrainingBatch:
 
 
 NET_VALUE = INPUTS.index("monetary_total")  # net of refunds in the model inputs
+
+
+@contextmanager
+def rare_garbage_collection() -> Iterator[None]:
+    """Collect young garbage less often while the pipeline runs.
+
+    The pipeline keeps many long-lived objects (customer states, pending rows) and makes
+    many short-lived ones (events): with the default thresholds, full collections walking
+    the long-lived ones took about 40% of processing time.
+    """
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 1_000)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 def _time(epoch: float | None) -> datetime | None:
@@ -191,7 +210,7 @@ class CustomerPipeline:
                     )
                     continue
                 counters.events_in += 1
-                self.sink.add_event(event, now_ms)
+                self.sink.add_event(event)
                 entry = touched.get(key)
                 state = entry[0] if entry else table.get(key) or CustomerState(customer)
                 ts = event.epoch
@@ -209,6 +228,8 @@ class CustomerPipeline:
                     counters.late_skipped += 1
                 else:
                     counters.duplicates_skipped += 1
+                    # Re-delivered after a crash, its row may be among those never written.
+                    touched[key] = (state, home)
             for reject in rejects:
                 dead.append(
                     DeadLetterRecord(source, message.topic, message.partition, message.offset, reject.reason, reject.payload)

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     # Batching: messages per processing batch, and the longest wait to fill one.
     batch_max_messages: int = 1_000
     batch_within_s: float = 0.1
+    # ClickHouse writes: rows wait at most this long (each insert has a fixed cost, so
+    # several batches share one), or until this many are pending. Offsets are committed
+    # only after the rows of their messages are written.
+    flush_interval_s: float = Field(default=0.5, gt=0)
+    flush_max_rows: int = Field(default=100_000, ge=1)
     # How often (wall clock) idle customers are aged to the partition's watermark.
     aging_interval_s: float = 5.0
     # Idle customers are re-emitted once their partition's watermark moved this much event time.

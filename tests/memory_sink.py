@@ -19,7 +19,7 @@ class MemorySink:
     def add_row(self, table: str, row: dict[str, Any]) -> None:
         self.rows.setdefault(table, []).append(row)
 
-    def add_event(self, event: Any, ingested_ms: int) -> None:
+    def add_event(self, event: Any) -> None:
         self.events.append(event)
 
     def add_features(self, row: dict[str, Any], version: int, updated_ms: int) -> None:

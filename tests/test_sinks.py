@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_migrations_idempotent_writes_and_readonly_queries(tmp_path: Path) -> None:
     client = connect(f"chdb://{tmp_path / 'ch'}")
-    assert migrate(client) == [1, 2, 5]
+    assert migrate(client) == [1, 2, 5, 6]
     assert migrate(client) == []
     sink = ClickHouseSink(client)
     event = parse_event({"type": "purchase", "event_id": "e1", "customer_id": "c1", "ts": 1_700_000_000,
@@ -31,7 +31,7 @@ def test_migrations_idempotent_writes_and_readonly_queries(tmp_path: Path) -> No
     old = profile(state, 1_700_000_000, FeatureConfig())
     new = profile(state, 1_700_086_400, FeatureConfig())
     for _ in range(2):  # the same batch written twice (a redelivery) changes nothing
-        sink.add_event(event, 1)
+        sink.add_event(event)
         sink.add_features(new, row_version(state, new["as_of"]), 2)
         sink.add_features(old, row_version(state, old["as_of"]), 3)
         assert sink.flush() == 3

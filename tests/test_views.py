@@ -120,18 +120,18 @@ def reader(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     """An analyst's client on a chDB database holding the dataset (and its duplicates)."""
     dsn = f"chdb://{tmp_path_factory.mktemp('views') / 'ch'}"
     writer = connect(dsn)
-    assert migrate(writer) == [1, 2, 5]
+    assert migrate(writer) == [1, 2, 5, 6]
     for table in ("purchases", "visits", "social_interactions", "customer_features"):
         writer.command(f"SYSTEM STOP MERGES {DATABASE}.{table}")  # keep the duplicates on disk
     sink = ClickHouseSink(writer)
     for event in EVENTS:
-        sink.add_event(parse_event(event), 1)
+        sink.add_event(parse_event(event))
     for row, version in ((C1, 2), (C2, 1), (C3, 1), (C4, 1), (C5, 1)):
         sink.add_features(row, version, 1)
     sink.flush()
     for event in EVENTS:  # redelivered events and feature rows, in a later batch
         if event["event_id"] in DUPLICATE_EVENTS:
-            sink.add_event(parse_event(event), 2)
+            sink.add_event(parse_event(event))
     sink.add_features(C1_OLDER, 1, 2)
     sink.add_features(C2, 1, 2)
     assert sink.flush() == 5
