@@ -82,7 +82,8 @@ class CustomerState:
     profile_updated_at: float | None = None
     profile: dict[str, Any] = field(default_factory=dict)
     first_seen_at: float | None = None
-    #: Churn snapshots not yet labelled: [at, outcome, *inputs] (see ``processors.snapshots``).
+    #: Churn snapshots not yet labelled, oldest first: [at, outcome, *inputs] (see
+    #: ``processors.snapshots``).
     snapshots: list[list[float]] = field(default_factory=list)
     #: What the models said last: churn probability, segment, RFM segment; alerting state.
     churn_probability: float | None = None

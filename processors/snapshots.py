@@ -141,7 +141,7 @@ def capture(
     customer's newest event (the state still is as it was then), except those whose label
     was already released, and drop released ones."""
     horizon, every = config.churn_horizon_days * DAY, config.snapshot_every_days * DAY
-    if state.snapshots:
+    if state.snapshots and state.snapshots[0][0] + horizon <= released_until:  # oldest first
         state.snapshots = [s for s in state.snapshots if s[0] + horizon > released_until]
     newest = state.newest_event_at
     if newest is None or ts <= newest:

@@ -337,7 +337,7 @@ class CustomerPipeline:
                     frequency.append(state.purchase_count)
                     monetary.append(max(state.monetary_total - state.refund_total, 0.0))
         self.scorer.fit(recency, frequency, monetary)
-        sample = [state for entries in by_partition.values() for _, state in entries[:250]]
+        sample = [state for entries in by_partition.values() for _, state in entries[:50]]
         if sample:
             self.counters.state_bytes_avg = sum(len(state.to_json()) for state in sample) / len(sample)
         now_ms = int(self.clock() * 1000)
