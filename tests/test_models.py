@@ -200,3 +200,19 @@ def test_webhook_forwarding_retries_server_errors_and_gives_up_with_a_clear_erro
             forward_to_webhook(alert, url, retries=1, backoff_s=0.01)
     finally:
         server.shutdown()
+
+
+def test_a_redelivered_event_re_emits_its_customers_row_without_changing_state() -> None:
+    """After a crash, events whose state change reached the changelog but whose rows were never
+    written come again: they are not applied twice, and their customers' rows are written again."""
+    pipeline, sink, table = new_pipeline(ModelConfig())
+    events = [purchase("c1", 1, 0), visit("c1", 1, 1), purchase("c2", 1, 2)]
+    feed(pipeline, events)
+    before = {key: state.to_json() for key, state in table.items()}
+    rows_before = len(sink.features)
+    feed(pipeline, events[:2])  # c1's events again
+    assert {key: state.to_json() for key, state in table.items()} == before
+    assert pipeline.counters.duplicates_skipped == 2 and pipeline.counters.events_applied == 3
+    (again,) = sink.features[rows_before:]
+    (first,) = [row for row in sink.features[:rows_before] if row["customer_id"] == "c1"]
+    assert again == first  # the same row (same version): ClickHouse keeps one

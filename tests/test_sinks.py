@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from processors.config import FeatureConfig
 from processors.features import CustomerState, apply, profile, row_version
-from schemas.events import parse_event
+from schemas.events import Purchase, parse_event
 from sinks.clickhouse import ClickHouseSink, connect, migrate
 from sinks.query import run_readonly
-from sinks.tables import DATABASE
+from sinks.tables import DATABASE, RAW_EVENT_TABLES, TABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,3 +57,84 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "streams.cli", "worker"], cwd=ROOT,
                           env=env | {"CRM360_KAFKA_BOOTSTRAP": "127.0.0.1:1"}, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "no Kafka broker answers" in done.stderr and "Traceback" not in done.stderr
+
+
+EVERY_TYPE = [
+    {"type": "purchase", "event_id": "p1", "customer_id": "c1", "ts": "2024-05-01T12:00:00.123456+02:00",
+     "channel": "pos", "order_id": "o1", "amount": 30.0, "currency": "EUR", "kind": "refund", "store_id": "s9",
+     "region": "north", "discount": 1.5, "items": [{"sku": "a", "category": "books", "quantity": 2, "unit_price": 6.25},
+                                                   {"sku": "b", "quantity": 1, "unit_price": 17.5}]},
+    {"type": "purchase", "event_id": "p2", "customer_id": "c2", "ts": 0, "channel": "web", "order_id": "o2",
+     "amount": 0.0, "currency": "USD"},
+    {"type": "visit", "event_id": "v1", "customer_id": "c1", "ts": 1_700_000_000.5, "channel": "web",
+     "session_id": "s1", "page": "/x?q=\"quoted\"\n", "duration_s": 12.5, "referrer": "https://e.com",
+     "utm_source": "news", "utm_campaign": "spring", "device": "mobile"},
+    {"type": "social_interaction", "event_id": "si1", "customer_id": "c1", "ts": 1_700_000_001, "channel": "social",
+     "platform": "instagram", "action": "review", "content_id": "post-1", "text": "très bien ✓", "rating": 4.5},
+    {"type": "customer_profile", "event_id": "cp1", "customer_id": "c1", "ts": 1_700_000_002, "channel": "app",
+     "city": "Lyon", "signup_at": "2020-02-29T23:59:59Z"},
+]
+
+
+def test_raw_events_land_column_for_column(tmp_path: Path) -> None:
+    """Each event's fields, read back from its raw table: times to the millisecond in UTC,
+    items flattened, absent optional fields as NULL, ingested_at stamped by ClickHouse."""
+    client = connect(f"chdb://{tmp_path / 'ch'}")
+    migrate(client)
+    sink = ClickHouseSink(client)
+    events = [parse_event(raw) for raw in EVERY_TYPE]
+    for event in events:
+        sink.add_event(event)
+    assert sink.flush() == len(events)
+    for event in events:
+        table = RAW_EVENT_TABLES[type(event)]
+        names = [n for n in TABLES[table].column_names if n != "ingested_at"]
+        result = client.query(f"SELECT {', '.join(names)}, toUnixTimestamp64Milli(ts), "
+                              f"dateDiff('second', ingested_at, now64(3)) FROM {DATABASE}.{table} "
+                              f"WHERE event_id = '{event.event_id}'")
+        ((*stored, ts_ms, age_s),) = result.result_rows
+        row = dict(zip(names, stored))
+        assert ts_ms == int(event.ts.timestamp() * 1000) and 0 <= age_s < 60
+        expected = {name: getattr(event, name) for name in names if not name.startswith("item_") and name != "ts"}
+        if isinstance(event, Purchase):
+            expected |= {"item_skus": [i.sku for i in event.items], "item_categories": [i.category or "" for i in event.items],
+                         "item_quantities": [i.quantity for i in event.items],
+                         "item_unit_prices": [i.unit_price for i in event.items]}
+        for name, value in expected.items():
+            got = row[name]
+            if isinstance(value, datetime):
+                value, got = int(value.timestamp() * 1000), int(got.replace(tzinfo=timezone.utc).timestamp() * 1000)
+            assert got == value, (table, name)
+
+
+class FailingOnce:
+    """A client whose first insert into ``table`` fails (ClickHouse away for a moment)."""
+
+    def __init__(self, client: Any, table: str) -> None:
+        self.client, self.table, self.failed = client, table, False
+
+    def raw_insert(self, table: str, *args: Any, **kwargs: Any) -> Any:
+        if table.endswith(f".{self.table}") and not self.failed:
+            self.failed = True
+            raise ConnectionError("ClickHouse went away")
+        return self.client.raw_insert(table, *args, **kwargs)
+
+
+def test_a_failed_write_is_retried_without_losing_or_repeating_rows(tmp_path: Path) -> None:
+    client = connect(f"chdb://{tmp_path / 'ch'}")
+    migrate(client)
+    sink = ClickHouseSink(FailingOnce(client, "visits"))  # type: ignore[arg-type]
+    events = [parse_event(raw) for raw in EVERY_TYPE]
+    for event in events:
+        sink.add_event(event)
+    batch = sink.take()
+    with pytest.raises(ConnectionError):
+        sink.write(batch)
+    sink.add_event(parse_event(EVERY_TYPE[1] | {"event_id": "p3"}))  # arrives meanwhile: waits for the next write
+    assert [name for name, rows in batch.items() if rows] == ["visits", "social_interactions", "customer_profiles"]
+    assert sink.write(batch) == 3 and not any(batch.values())
+    assert sink.pending_rows == 1 and sink.flush() == 1
+    counts = client.query(f"SELECT (SELECT count() FROM {DATABASE}.purchases), (SELECT count() FROM {DATABASE}.visits), "
+                          f"(SELECT count() FROM {DATABASE}.social_interactions), "
+                          f"(SELECT count() FROM {DATABASE}.customer_profiles)").result_rows
+    assert counts == [(3, 1, 1, 1)]
