@@ -240,6 +240,7 @@ class Worker:
         self.flush_seconds_total = 0.0
         self.flushes = 0
         self.flushed_at = time.monotonic()
+        self.next_aging_at = 0.0  # monotonic time before which no aging pass starts
         self.app.checkpoint = self._checkpoint
         self.app.agent(self.source, name="customers")(self._process)
         self.app.timer(settings.aging_interval_s)(self._age)
@@ -273,8 +274,13 @@ class Worker:
         assigned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == PURCHASES}
         if not assigned or not self.models.caught_up.is_set():
             return
+        if time.monotonic() < self.next_aging_at:
+            return
         async with self.lock:
+            started = time.monotonic()
             self.pipeline.age(assigned, self.settings.aging_min_advance_s)
+            took = time.monotonic() - started
+            self.next_aging_at = started + took / self.settings.aging_max_share
             await self.publish_model_output()
             await self.flush_when_due()
 
@@ -321,6 +327,7 @@ class Worker:
         """Write every row pending now; retries until ClickHouse accepts them (offsets wait
         meanwhile)."""
         self.flushed_at = time.monotonic()
+        self.next_aging_at = 0.0  # monotonic time before which no aging pass starts
         batch = self.sink.take()
         delay = 0.5
         while any(batch.values()):

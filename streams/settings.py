@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     flush_max_rows: int = Field(default=100_000, ge=1)
     # How often (wall clock) idle customers are aged to the partition's watermark.
     aging_interval_s: float = 5.0
+    # An aging pass re-emits every customer of a partition: over a large population (a
+    # replay of history moves event time fast) passes are spaced so they take at most this
+    # share of the worker's time.
+    aging_max_share: float = Field(default=0.1, gt=0, le=1)
     # Idle customers are re-emitted once their partition's watermark moved this much event time.
     aging_min_advance_s: float = 3_600.0
 
