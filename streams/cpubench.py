@@ -5,9 +5,14 @@ differ by more than a 10-20% change of the hot path. This measures only what our
 the bench's simulated events, in the bench's envelopes, go through :class:`CustomerPipeline`
 in fixed batches with a trainer publishing models, a table that serializes every write as the
 changelog does, embedded ClickHouse inserts and the worker's garbage collection policy; process
-CPU time per stage is counted. A
-fixed clock makes every output reproducible, and a digest of all of them (dead letters,
-alerts, training records, ClickHouse rows, final states) tells whether a change altered any.
+CPU time per stage is counted. A fixed clock makes every output reproducible, and a digest of
+all of them (dead letters, alerts, training records, ClickHouse rows, final states) tells
+whether a change altered any.
+
+The machine's speed drifts by up to 2x within minutes here, so each batch is also given to the
+``crm360 bench`` baseline's work (JSON decode and a per-customer count, :func:`plain_update`)
+right before the pipeline: ``times_baseline_cpu``, the pipeline's CPU over the baseline's in
+the same moments, is the figure to compare between runs.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from processors.features import CustomerState
 from processors.models import Models, Trainer
 from schemas.envelope import pack
 from sinks.clickhouse import ClickHouseSink, connect, encode, migrate
-from streams.bench import simulated_events
+from streams.bench import plain_update, simulated_events
 from streams.pipeline import CustomerPipeline, Message, rare_garbage_collection
 from streams.settings import Settings
 
@@ -55,9 +60,15 @@ def run_cpu_bench(events: int, batch_messages: int = 50, age_every: int = 3, see
         trainer = Trainer(settings.learning_config())
         digest = hashlib.sha256()
         cpu = {"ingest": 0.0, "train": 0.0, "insert": 0.0}
+        baseline_cpu, plain_state = 0.0, {}
         for number, start in enumerate(range(0, len(messages), batch_messages), start=1):
+            batch = messages[start : start + batch_messages]
             began = time.process_time()
-            dead = pipeline.ingest(messages[start : start + batch_messages])
+            for message in batch:
+                plain_update(plain_state, message.value)
+            baseline_cpu += time.process_time() - began
+            began = time.process_time()
+            dead = pipeline.ingest(batch)
             if number % age_every == 0:
                 pipeline.age(set(range(settings.partitions)), settings.aging_min_advance_s)
             trained = time.process_time()
@@ -91,6 +102,8 @@ def run_cpu_bench(events: int, batch_messages: int = 50, age_every: int = 3, see
         "train_cpu_s": round(cpu["train"], 3),
         "insert_cpu_s": round(cpu["insert"], 3),
         "events_per_cpu_s": round(counters.events_in / total, 1),
+        "baseline_cpu_s": round(baseline_cpu, 3),
+        "times_baseline_cpu": round(total / baseline_cpu, 1),
         "changelog_bytes": table.changelog_bytes,
         "digest": digest.hexdigest(),
     }

@@ -10,6 +10,7 @@ def test_cpu_bench_outputs_are_reproducible_and_the_digest_sees_them() -> None:
     first, again = run_cpu_bench(3_000), run_cpu_bench(3_000)
     assert first["events"] == first["applied"] == 3_000
     assert first["feature_rows"] > 0 and first["changelog_bytes"] > 0 and first["events_per_cpu_s"] > 0
+    assert first["baseline_cpu_s"] > 0 and first["times_baseline_cpu"] > 1  # the pipeline does more than decode
     same = ("events", "applied", "feature_rows", "alerts", "changelog_bytes", "digest")
     assert {k: first[k] for k in same} == {k: again[k] for k in same}
     other = run_cpu_bench(3_000, batch_messages=7)  # other batches: other rows and states
