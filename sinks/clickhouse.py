@@ -4,8 +4,9 @@ One code path serves embedded chDB (``chdb:///abs/dir``) and a ClickHouse server
 (``http://user:pass@host:8123/db``). Rows are collected in memory and inserted per table
 at a checkpoint (:meth:`ClickHouseSink.flush`), which the worker calls before offsets are
 committed. They travel as JSON, which ClickHouse parses natively: encoding them for the
-driver's Native format in Python cost more than all the feature work. Re-inserting a row is harmless: raw events are deduplicated by ``event_id``
-(ReplacingMergeTree) and ``customer_features`` keeps the highest ``version``.
+driver's Native format in Python cost more than all the feature work. Re-inserting a row
+is harmless: raw events are deduplicated by ``event_id`` (ReplacingMergeTree) and
+``customer_features`` keeps the highest ``version``.
 """
 
 from __future__ import annotations

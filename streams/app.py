@@ -327,7 +327,6 @@ class Worker:
         """Write every row pending now; retries until ClickHouse accepts them (offsets wait
         meanwhile)."""
         self.flushed_at = time.monotonic()
-        self.next_aging_at = 0.0  # monotonic time before which no aging pass starts
         batch = self.sink.take()
         delay = 0.5
         while any(batch.values()):
