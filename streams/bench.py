@@ -1,7 +1,8 @@
 """``crm360 bench``: throughput and freshness on a private local stack, against a baseline.
 
 In one run it measures (a) a plain aiokafka consumer reading the same messages (the
-baseline), (b) the pipeline end to end, Kafka to rows visible in ClickHouse, and (c)
+baseline; before and after the pipeline, averaged, as this machine's speed drifts within
+minutes), (b) the pipeline end to end, Kafka to rows visible in ClickHouse, and (c)
 freshness, event produced to its customer's row visible, at a steady rate. It prints a
 table, then one JSON object as its last line.
 """
@@ -156,7 +157,7 @@ def run_bench(events: int, partitions: int = 4) -> dict[str, Any]:
         messages = pack(batch, partitions, 1000)
         click.echo("(a) baseline: plain aiokafka consumer ...")
         _produce(address, messages, RAW_TOPIC)
-        raw_rate = asyncio.run(_raw_consume(address, events))
+        raw_before = asyncio.run(_raw_consume(address, events))
         click.echo("(b) pipeline end to end ...")
         worker.start()
         started = time.perf_counter()
@@ -174,6 +175,9 @@ def run_bench(events: int, partitions: int = 4) -> dict[str, Any]:
         pipeline_seconds = time.perf_counter() - started
         pipeline_rate = events / pipeline_seconds
         click.echo("")
+        click.echo("(a) baseline again, after the pipeline (the machine's speed drifts) ...")
+        raw_after = asyncio.run(_raw_consume(address, events))
+        raw_rate = (raw_before + raw_after) / 2
         click.echo("(c) freshness at a steady rate ...")
         steady = min(5_000.0, pipeline_rate / 4)
         latencies = _freshness(worker, address, partitions, seconds=15.0, rate=steady)
@@ -182,6 +186,7 @@ def run_bench(events: int, partitions: int = 4) -> dict[str, Any]:
             "events": events,
             "events_per_s": round(pipeline_rate, 1),
             "raw_consumer_events_per_s": round(raw_rate, 1),
+            "raw_consumer_before_after": [round(raw_before, 1), round(raw_after, 1)],
             "ratio_to_raw": round(pipeline_rate / raw_rate, 3),
             "freshness_rate_events_per_s": round(steady, 1),
             "freshness_p50_s": round(statistics.median(latencies), 3) if latencies else None,

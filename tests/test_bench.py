@@ -1,0 +1,28 @@
+"""``crm360 bench``: one run of the command on a private stack prints its table and, as its
+last line, the JSON figures the issue asks for, consistent with one another."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_prints_consistent_figures() -> None:
+    done = subprocess.run([sys.executable, "-m", "streams.cli", "bench", "--events", "6000"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    figures = json.loads(lines[-1])
+    assert figures["events"] == 6000 and figures["customers"] > 0
+    assert figures["events_per_s"] > 0 and all(rate > 0 for rate in figures["raw_consumer_before_after"])
+    assert abs(figures["raw_consumer_events_per_s"] - sum(figures["raw_consumer_before_after"]) / 2) <= 0.1
+    assert abs(figures["ratio_to_raw"] - figures["events_per_s"] / figures["raw_consumer_events_per_s"]) < 1e-3
+    assert figures["freshness_samples"] >= 100  # one probe per 0.1 s for 15 s, all seen
+    assert 0 < figures["freshness_p50_s"] <= figures["freshness_p95_s"] < 10
+    assert figures["bytes_per_customer"] > 100
+    table = {line.split()[0] for line in lines if line.strip() and not line.startswith("{")}
+    assert {"events_per_s", "raw_consumer_events_per_s", "freshness_p95_s", "bytes_per_customer"} <= table
