@@ -278,11 +278,16 @@ class Worker:
             return
         async with self.lock:
             started = time.monotonic()
-            self.pipeline.age(assigned, self.settings.aging_min_advance_s)
+            due = self.pipeline.plan_aging(assigned, self.settings.aging_min_advance_s)
             took = time.monotonic() - started
-            self.next_aging_at = started + took / self.settings.aging_max_share
-            await self.publish_model_output()
-            await self.flush_when_due()
+        while due:  # in slices, with batches in between: a long pass never holds them up for long
+            async with self.lock:
+                started = time.monotonic()
+                self.pipeline.emit_aged(due, self.settings.aging_slice)
+                took += time.monotonic() - started
+                await self.publish_model_output()
+                await self.flush_when_due()
+        self.next_aging_at = time.monotonic() + took * (1 / self.settings.aging_max_share - 1)
 
     @contextlib.asynccontextmanager
     async def _checkpoint(self) -> AsyncIterator[None]:

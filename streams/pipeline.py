@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -311,11 +312,17 @@ class CustomerPipeline:
         self.counters.alerts += 1
 
     def age(self, assigned: set[int], min_advance_s: float = 3_600.0) -> int:
-        """Refit RFM quintiles, release matured churn labels, and re-emit the customers of
-        partitions whose watermark moved (or who were scored by an older model version).
+        """An aging pass at once (:meth:`plan_aging`, then :meth:`emit_aged` of every customer
+        due); returns the number of rows emitted."""
+        return self.emit_aged(self.plan_aging(assigned, min_advance_s))
+
+    def plan_aging(self, assigned: set[int], min_advance_s: float = 3_600.0) -> deque[tuple[bytes, int]]:
+        """Refit RFM quintiles, release matured churn labels, and list the customers to re-emit
+        (key, partition): those of partitions whose watermark moved, or who were scored by an
+        older model version.
 
         Runs over every customer of the ``assigned`` partitions (a worker must not speak for
-        partitions it no longer owns). Returns the number of rows emitted.
+        partitions it no longer owns).
         """
         by_partition: dict[int, list[tuple[bytes, CustomerState]]] = {p: [] for p in assigned}
         recency, frequency, monetary = [], [], []
@@ -340,21 +347,36 @@ class CustomerPipeline:
         sample = [state for entries in by_partition.values() for _, state in entries[:50]]
         if sample:
             self.counters.state_bytes_avg = sum(len(state.to_json()) for state in sample) / len(sample)
-        now_ms = int(self.clock() * 1000)
-        emitted = 0
+        due: deque[tuple[bytes, int]] = deque()
         for home, entries in by_partition.items():
             watermark = self.watermarks.get(home)
             if watermark is None or not self._due(home, watermark, min_advance_s):
                 continue
             self._aged_at[home] = watermark
             self._scored[home] = (self.models.version, time.monotonic())
-            for key, state in entries:
-                before = (state.segment, state.rfm_segment, state.alert_armed, state.last_alert_at)
-                self._emit(state, watermark, now_ms)
-                if (state.segment, state.rfm_segment, state.alert_armed, state.last_alert_at) != before:
-                    self.table[key] = state  # what the next run must know: membership, alerting
-            emitted += len(entries)
+            due.extend((key, home) for key, _ in entries)
         self.counters.aging_passes += 1
+        return due
+
+    def emit_aged(self, due: deque[tuple[bytes, int]], limit: int | None = None) -> int:
+        """Re-emit up to ``limit`` customers of ``due`` (all when None) at their partition's
+        watermark, taking them off it; returns the number of rows emitted.
+
+        The worker emits a long pass in slices with batches in between: customers of a
+        partition given up meanwhile are skipped, and each is read from the table afresh.
+        """
+        now_ms = int(self.clock() * 1000)
+        emitted = 0
+        while due and (limit is None or emitted < limit):
+            key, home = due.popleft()
+            state = self.table.get(key)
+            if state is None or home not in self._aged_at:
+                continue
+            before = (state.segment, state.rfm_segment, state.alert_armed, state.last_alert_at)
+            self._emit(state, self.watermarks[home], now_ms)
+            if (state.segment, state.rfm_segment, state.alert_armed, state.last_alert_at) != before:
+                self.table[key] = state  # what the next run must know: membership, alerting
+            emitted += 1
         return emitted
 
     def _due(self, home: int, watermark: float, min_advance_s: float) -> bool:

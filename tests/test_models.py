@@ -216,3 +216,23 @@ def test_a_redelivered_event_re_emits_its_customers_row_without_changing_state()
     (again,) = sink.features[rows_before:]
     (first,) = [row for row in sink.features[:rows_before] if row["customer_id"] == "c1"]
     assert again == first  # the same row (same version): ClickHouse keeps one
+
+
+def test_an_aging_pass_in_slices_emits_each_customer_once_and_skips_partitions_given_up() -> None:
+    """The worker emits a long aging pass a slice at a time, with batches in between."""
+    pipeline, sink, table = new_pipeline(ModelConfig(), partitions=2)
+    feed(pipeline, [purchase(f"c{i}", 1, i) for i in range(12)])
+    due = pipeline.plan_aging({0, 1}, min_advance_s=0.0)
+    assert sorted(key for key, _ in due) == sorted(table)
+    planned = list(due)
+    start = len(sink.features)
+    assert pipeline.emit_aged(due, limit=3) == 3 and len(due) == 9
+    feed(pipeline, [purchase("c0", 2, 20)])  # a batch between two slices
+    assert {home for _, home in due} == {0, 1}
+    pipeline.forget_partitions({1})  # and a rebalance: partition 1 is another worker's now
+    remaining = [key.decode() for key, home in due if home == 0]
+    assert pipeline.emit_aged(due) == len(remaining) and not due
+    emitted = [row["customer_id"] for row in sink.features[start:]]
+    assert emitted == [key.decode() for key, _ in planned[:3]] + ["c0"] + remaining and remaining
+    watermark = pipeline.watermarks[0]
+    assert all(row["as_of"] == watermark for row in sink.features[start + 4:])  # the newest watermark
