@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -109,3 +110,32 @@ def test_worker_killed_mid_stream_restarts_with_exact_state(start_worker: Any, b
     for cid, (count, total) in expected.items():
         assert rows[cid]["purchase_count"] == count, cid
         assert rows[cid]["monetary_total"] == pytest.approx(total)
+
+
+def test_offsets_are_committed_only_after_their_rows_are_written(start_worker: Any, broker: str) -> None:
+    """Rows wait up to CRM360_FLUSH_INTERVAL_S (here a minute) to share inserts, but an offset
+    commit writes them first: ClickHouse never lags behind what the group has committed."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    worker = start_worker(CRM360_FLUSH_INTERVAL_S="60")
+    events = 120
+    producer = KafkaProducer(bootstrap_servers=broker)  # plain single-event messages
+    for i in range(events):
+        customer = f"c{i % 30}"
+        value = json.dumps({"type": "visit", "event_id": f"v{i}", "customer_id": customer, "ts": 1_700_000_000 + i,
+                            "channel": "web", "session_id": f"s{i}"}).encode()
+        producer.send("visits", key=customer.encode(), value=value)
+    producer.flush()
+    producer.close()
+    worker.wait_for_metric("crm360_events_in_total", events)
+    group = KafkaConsumer(bootstrap_servers=broker, group_id=worker.env["CRM360_APP_ID"], enable_auto_commit=False)
+    partitions = [TopicPartition("visits", p) for p in range(4)]  # only reads the group's offsets
+    deadline = time.monotonic() + 60
+    committed = 0
+    while committed < events and time.monotonic() < deadline:
+        committed = sum(group.committed(tp) or 0 for tp in partitions)
+        time.sleep(0.2)
+    group.close()
+    assert committed == events, "the worker did not commit its offsets"
+    assert worker.sql("SELECT count() AS n FROM visits")[0]["n"] == events
+    assert worker.metric("crm360_flushes_total") >= 1
