@@ -4,17 +4,20 @@ In one run it measures (a) a plain aiokafka consumer reading the same messages (
 baseline; before and after the pipeline, averaged, as this machine's speed drifts within
 minutes), (b) the pipeline end to end, Kafka to rows visible in ClickHouse, and (c)
 freshness, event produced to its customer's row visible, at a steady rate. It prints a
-table, then one JSON object as its last line.
+table, then one JSON object as its last line. ``worker_cpu_share`` is the worker's CPU time
+over the pipeline's wall time: near 1 means one core's worth, the worker is CPU-bound.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import click
@@ -69,6 +72,21 @@ async def _raw_consume(bootstrap: str, events: int) -> float:
     finally:
         await consumer.stop()
     return seen / (time.perf_counter() - (started or time.perf_counter()))
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system, all threads) a process has used so far; None where the
+    system has no ``/proc`` to tell.
+
+    >>> import os
+    >>> process_cpu_seconds(os.getpid()) > 0
+    True
+    """
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def plain_update(state: dict[str, list[Any]], value: bytes) -> int:
@@ -160,6 +178,8 @@ def run_bench(events: int, partitions: int = 4) -> dict[str, Any]:
         raw_before = asyncio.run(_raw_consume(address, events))
         click.echo("(b) pipeline end to end ...")
         worker.start()
+        pid = worker.process.pid if worker.process else 0
+        cpu_before = process_cpu_seconds(pid)
         started = time.perf_counter()
         _produce(address, messages)
         counts = {t: sum(1 for e in batch if e.type == t) for t in ("purchase", "visit")}
@@ -174,6 +194,8 @@ def run_bench(events: int, partitions: int = 4) -> dict[str, Any]:
             time.sleep(0.1)
         pipeline_seconds = time.perf_counter() - started
         pipeline_rate = events / pipeline_seconds
+        cpu_after = process_cpu_seconds(pid)
+        worker_cpu = cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
         click.echo("")
         click.echo("(a) baseline again, after the pipeline (the machine's speed drifts) ...")
         raw_after = asyncio.run(_raw_consume(address, events))
@@ -185,6 +207,8 @@ def run_bench(events: int, partitions: int = 4) -> dict[str, Any]:
         result = {
             "events": events,
             "events_per_s": round(pipeline_rate, 1),
+            "worker_cpu_s": round(worker_cpu, 2) if worker_cpu is not None else None,
+            "worker_cpu_share": round(worker_cpu / pipeline_seconds, 2) if worker_cpu is not None else None,
             "raw_consumer_events_per_s": round(raw_rate, 1),
             "raw_consumer_before_after": [round(raw_before, 1), round(raw_after, 1)],
             "ratio_to_raw": round(pipeline_rate / raw_rate, 3),
