@@ -78,7 +78,6 @@ def process_cpu_seconds(pid: int) -> float | None:
     """CPU seconds (user + system, all threads) a process has used so far; None where the
     system has no ``/proc`` to tell.
 
-    >>> import os
     >>> process_cpu_seconds(os.getpid()) > 0
     True
     """
