@@ -175,11 +175,12 @@ class CustomerPipeline:
         released = self.released.get(home)
         if released is None:
             newest = [s.newest_event_at for k, s in self.table.items()
-                      if s.newest_event_at is not None and self._home(k) == home]
+                      if s.newest_event_at is not None and self.home(k) == home]
             released = self.released[home] = max(newest, default=float("-inf"))
         return released
 
-    def _home(self, key: bytes) -> int:
+    def home(self, key: bytes) -> int:
+        """The input partition of a customer key (also its changelog partition)."""
         home = self._partition_of.get(key)
         if home is None:
             home = self._partition_of[key] = partition_for(key, self.partitions)
@@ -200,7 +201,7 @@ class CustomerPipeline:
             for event in events:
                 customer = event.customer_id
                 key = customer.encode()
-                home = self._home(key)
+                home = self.home(key)
                 if home != message.partition:
                     rejects.append(
                         Rejected(
@@ -327,7 +328,7 @@ class CustomerPipeline:
         by_partition: dict[int, list[tuple[bytes, CustomerState]]] = {p: [] for p in assigned}
         recency, frequency, monetary = [], [], []
         for key, state in self.table.items():
-            home = self._home(key)
+            home = self.home(key)
             if home not in by_partition:
                 continue
             by_partition[home].append((key, state))
