@@ -25,6 +25,7 @@ from faust.serializers import codecs
 from faust.tables import TableManager
 from faust.tables.recovery import Recovery
 from faust.transport.drivers import aiokafka as faust_kafka
+from clickhouse_connect.driver.client import Client
 from faust.types import TP, FutureMessage
 
 from processors.features import CustomerState
@@ -33,6 +34,7 @@ from sinks.clickhouse import ClickHouseSink, connect, migrate
 from sinks.tables import DATABASE
 from streams.changelog import BufferedTable, Record
 from streams.modelhub import ModelHub
+from streams.processes import Helpers, RemoteRows
 from streams.pipeline import CustomerPipeline, DeadLetterRecord, Message, rare_garbage_collection
 from streams.settings import Settings
 
@@ -216,7 +218,9 @@ class Worker:
             web_host=settings.web_host,
             web_port=settings.web_port,
             web_bind=settings.web_host,
-            datadir=str(settings.data_path / "faust"),
+            # Helpers' rows (POST /internal/rows) can be large; /events checks its own limit.
+            web_application_options={"client_max_size": 1 << 30},
+            datadir=str(settings.data_path / "faust" / (f"helper-{settings.web_port}" if settings.main_url else "")),
             autodiscover=False,
             TableManager=ExactTableManager,
         )
@@ -241,10 +245,17 @@ class Worker:
         )
         self.dead_letter_topic = self.app.topic(DEAD_LETTERS, key_type=bytes, value_type=bytes,
                                                 key_serializer="raw", value_serializer="raw")
-        self.writer = connect(settings.clickhouse_url)
-        migrate(self.writer)
-        self.reader = connect(settings.clickhouse_url, database=DATABASE)
-        self.sink = ClickHouseSink(self.writer)
+        self.writer: Client | RemoteRows
+        self.reader: Client | None
+        if settings.main_url and settings.embedded_clickhouse:  # a helper: the main process writes
+            self.writer, self.reader = RemoteRows(settings), None
+        else:
+            self.writer = connect(settings.clickhouse_url)
+            migrate(self.writer)
+            self.reader = connect(settings.clickhouse_url, database=DATABASE)
+        self.sink = ClickHouseSink(self.writer)  # type: ignore[arg-type]
+        #: The other processes of this worker (the main process starts them).
+        self.helpers = Helpers(settings, settings.processes - 1) if settings.processes > 1 and not settings.main_url else None
         self.alerts_topic = self.app.topic(CHURN_ALERTS, key_type=bytes, value_type=bytes,
                                            key_serializer="raw", value_serializer="raw")
         self.pipeline = CustomerPipeline(
@@ -266,6 +277,8 @@ class Worker:
         self.app.timer(settings.aging_interval_s)(self._age)
         self.app.timer(settings.flush_interval_s / 4)(self._flush_when_due)
         self.app.on_partitions_revoked.connect(self._revoked)
+        if self.helpers:
+            self.app.timer(2.0)(self._watch_helpers)
         from streams.web import register_views
 
         register_views(self)
@@ -310,6 +323,11 @@ class Worker:
                 await self.publish_model_output()
                 await self.flush_when_due()
         self.next_aging_at = time.monotonic() + took * (1 / self.settings.aging_max_share - 1)
+
+    async def _watch_helpers(self) -> None:
+        assert self.helpers
+        for problem in self.helpers.restart_exited():
+            log.error(problem)
 
     @contextlib.asynccontextmanager
     async def _checkpoint(self) -> AsyncIterator[None]:
@@ -392,5 +410,11 @@ class Worker:
         # Its progress spinner sets the root logger to DEBUG (at any log level), so every
         # debug call of faust and aiokafka on the hot path would build a log record.
         worker.spinner = None
-        with rare_garbage_collection():
-            worker.execute_from_commandline()
+        if self.helpers:
+            self.helpers.start()
+        try:
+            with rare_garbage_collection():
+                worker.execute_from_commandline()
+        finally:
+            if self.helpers:
+                self.helpers.stop()

@@ -9,6 +9,7 @@ Examples
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -33,6 +34,13 @@ class Settings(BaseSettings):
     app_id: str = "crm360"
     api_key: SecretStr | None = None
     log_level: str = "warning"
+
+    # Worker processes per `crm360 worker` (0: one per CPU core, at most one per partition).
+    # One process runs the pipeline on one core; the others join its consumer group.
+    worker_processes: int = Field(default=0, ge=0)
+    # Internal: set by the main worker process for its helpers (its web address; with
+    # embedded ClickHouse, which one process only can open, helpers send it their rows).
+    main_url: str | None = None
 
     # Kafka consumer group timing: short for the local broker (joins take half the session
     # timeout there); docker-compose sets production values.
@@ -96,6 +104,12 @@ class Settings(BaseSettings):
     @property
     def embedded_clickhouse(self) -> bool:
         return self.clickhouse_url.startswith("chdb://")
+
+    @property
+    def processes(self) -> int:
+        """Worker processes to run: the setting, or one per CPU core up to the partitions."""
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return self.worker_processes or max(1, min(cores, self.partitions))
 
     @property
     def web_url(self) -> str:

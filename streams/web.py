@@ -17,9 +17,11 @@ from schemas.events import BaseEvent
 from schemas.rows import FEATURE_TIME_COLUMNS
 from schemas.topics import INPUT_TOPICS, partition_for
 from sinks.query import run_readonly
-from sinks.tables import DATABASE
+from sinks.clickhouse import JSON_SETTINGS
+from sinks.tables import DATABASE, TABLES
 from streams.dashboard import DashboardCache, dashboard_data, dashboard_page, plotly_js
 from streams.pipeline import DeadLetterRecord
+from streams.processes import COLUMNS_HEADER, FORMAT_HEADER, TABLE_HEADER
 
 if TYPE_CHECKING:
     from streams.app import Worker
@@ -122,17 +124,73 @@ def register_views(worker: Worker) -> None:
                 return denied(self)
             key = customer_id.encode()
             state = worker.table.get(key)
+            if state is None and worker.helpers:
+                try:  # another process of the worker may own the customer
+                    return await app.router.route_req(worker.table.name, key, self.web, request)
+                except Exception:  # noqa: BLE001 - this process (SameNode), or not known yet: read ClickHouse
+                    pass
             if state is not None:
                 home = partition_for(key, settings.partitions)
                 watermark = worker.pipeline.watermarks.get(home, state.newest_event_at or 0.0)
                 row = profile(state, watermark, worker.pipeline.config, worker.pipeline.scorer)
                 return self.json({"source": "live", "customer": _plain_row(row)})
+            if worker.reader is None:  # a helper process: the main process reads ClickHouse
+                return self.json({"error": f"no customer {customer_id!r}"}, status=404)
             sql = "SELECT * EXCEPT (version, updated_at) FROM customer_features FINAL WHERE customer_id = {id:String}"
             result = await asyncio.to_thread(worker.reader.query, sql, parameters={"id": customer_id})
             if not result.result_rows:
                 return self.json({"error": f"no customer {customer_id!r}"}, status=404)
             values = dict(zip(result.column_names, result.result_rows[0]))
             return self.json({"source": "clickhouse", "customer": {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in values.items()}})
+
+    @app.page("/health")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            ok, reason = worker.healthy()
+            if ok and worker.helpers:
+                for url, (status, answer) in zip(worker.helpers.urls, await worker.helpers.ask("/health")):
+                    if status != 200:
+                        ok, reason = False, f"worker process at {url}: {answer.get('reason', status)}"
+                        break
+            processes = [settings.web_url, *(worker.helpers.urls if worker.helpers else [])]
+            return self.json({"status": "ok" if ok else "unhealthy", "reason": reason, "processes": processes},
+                             status=200 if ok else 503)
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            parts = [process_figures(worker)]
+            if worker.helpers:
+                parts += [answer for status, answer in await worker.helpers.ask("/internal/figures") if status == 200]
+            return self.text(metrics_text(combine(parts)), content_type="text/plain; version=0.0.4")
+
+    @app.page("/internal/figures")
+    class Figures(View):
+        async def get(self, request: Request) -> Response:
+            if not authorized(request):
+                return denied(self)
+            return self.json(process_figures(worker))
+
+    if settings.main_url:
+        return  # a helper process: what follows reads ClickHouse, which the main process owns
+
+    @app.page("/internal/rows")
+    class Rows(View):
+        """Inserts a helper process's rows (see ``streams.processes``)."""
+
+        async def post(self, request: Request) -> Response:
+            if not authorized(request):
+                return denied(self)
+            table, fmt = request.headers.get(TABLE_HEADER, ""), request.headers.get(FORMAT_HEADER, "")
+            if table.removeprefix(f"{DATABASE}.") not in TABLES or not fmt.startswith("JSON"):
+                return self.json({"error": f"not a crm360 table and JSON format: {table!r} {fmt!r}"}, status=400)
+            columns = request.headers.get(COLUMNS_HEADER, "").split(",")
+            body = await request.read()
+            try:
+                await asyncio.to_thread(worker.writer.raw_insert, table, columns, body, settings=JSON_SETTINGS, fmt=fmt)
+            except Exception as error:  # noqa: BLE001 - the helper retries, as after any failed write
+                return self.json({"error": str(error).strip().splitlines()[0][:2000]}, status=503)
+            return self.json({"rows": body.count(b"\n") + 1 if body else 0})
 
     @app.page("/sql")
     class Sql(View):
@@ -179,51 +237,73 @@ def register_views(worker: Worker) -> None:
             return self.bytes(script, content_type="application/javascript",
                               headers={"Cache-Control": "public, max-age=86400"})
 
-    @app.page("/health")
-    class Health(View):
-        async def get(self, request: Request) -> Response:
-            ok, reason = worker.healthy()
-            return self.json({"status": "ok" if ok else "unhealthy", "reason": reason}, status=200 if ok else 503)
 
-    @app.page("/metrics")
-    class Metrics(View):
-        async def get(self, request: Request) -> Response:
-            return self.text(metrics_text(worker), content_type="text/plain; version=0.0.4")
-
-
-def metrics_text(worker: Worker) -> str:
-    """Prometheus exposition of the worker's counters."""
+def process_figures(worker: Worker) -> dict[str, float]:
+    """The figures of this process, by Prometheus series name."""
     c = worker.pipeline.counters
     trainer = worker.models.trainer
-    lines = [
-        f"crm360_messages_total {c.messages}",
-        f"crm360_events_in_total {c.events_in}",
-        f"crm360_events_applied_total {c.events_applied}",
-        f"crm360_duplicates_skipped_total {c.duplicates_skipped}",
-        f"crm360_late_events_total {c.late_skipped}",
-        f"crm360_dead_letters_total {c.dead_letters}",
-        f"crm360_feature_rows_total {c.feature_rows}",
-        f"crm360_rows_written_total {worker.sink.rows_written}",
-        f"crm360_flushes_total {worker.flushes}",
-        f"crm360_flush_seconds_total {worker.flush_seconds_total:.6f}",
-        f"crm360_flush_seconds_last {worker.sink.last_flush_seconds:.6f}",
-        f"crm360_customers {len(worker.table)}",
-        f"crm360_state_bytes_avg {c.state_bytes_avg:.1f}",
-        f"crm360_labels_released_total {c.labels_released}",
-        f"crm360_churn_alerts_total {c.alerts}",
-        f"crm360_model_version {worker.pipeline.models.version}",
-        f"crm360_model_labels_learned {worker.pipeline.models.churn.labels_learned}",
-        f"crm360_trainer_labels_learned {trainer.models.churn.labels_learned if trainer else 0}",
-        f"crm360_trainer_model_version {trainer.models.version if trainer else 0}",
-        f"crm360_up {1 if worker.healthy()[0] else 0}",
-    ]
+    figures: dict[str, float] = {
+        "crm360_messages_total": c.messages,
+        "crm360_events_in_total": c.events_in,
+        "crm360_events_applied_total": c.events_applied,
+        "crm360_duplicates_skipped_total": c.duplicates_skipped,
+        "crm360_late_events_total": c.late_skipped,
+        "crm360_dead_letters_total": c.dead_letters,
+        "crm360_feature_rows_total": c.feature_rows,
+        "crm360_rows_written_total": worker.sink.rows_written,
+        "crm360_flushes_total": worker.flushes,
+        "crm360_flush_seconds_total": round(worker.flush_seconds_total, 6),
+        "crm360_flush_seconds_last": round(worker.sink.last_flush_seconds, 6),
+        "crm360_customers": len(worker.table),
+        "crm360_state_bytes_avg": round(c.state_bytes_avg, 1),
+        "crm360_labels_released_total": c.labels_released,
+        "crm360_churn_alerts_total": c.alerts,
+        "crm360_model_version": worker.pipeline.models.version,
+        "crm360_model_labels_learned": worker.pipeline.models.churn.labels_learned,
+        "crm360_trainer_labels_learned": trainer.models.churn.labels_learned if trainer else 0,
+        "crm360_trainer_model_version": trainer.models.version if trainer else 0,
+        "crm360_up": 1 if worker.healthy()[0] else 0,
+    }
     for partition, watermark in sorted(c.watermarks.items()):
-        lines.append(f'crm360_watermark_seconds{{partition="{partition}"}} {watermark:.3f}')
+        figures[f'crm360_watermark_seconds{{partition="{partition}"}}'] = round(watermark, 3)
     consumer = worker.app.consumer
     for tp in sorted(tp for tp in worker.app.assignor.assigned_actives() if tp.topic in INPUT_TOPICS):
         highwater = consumer.highwater(tp)
         position = consumer._read_offset.get(tp)
         if highwater is not None:
             lag = max(highwater - ((position or -1) + 1), 0)
-            lines.append(f'crm360_consumer_lag{{topic="{tp.topic}",partition="{tp.partition}"}} {lag}')
-    return "\n".join(lines) + "\n"
+            figures[f'crm360_consumer_lag{{topic="{tp.topic}",partition="{tp.partition}"}}'] = lag
+    return figures
+
+
+def combine(parts: list[dict[str, float]]) -> dict[str, float]:
+    """The worker's figures from those of its processes: counters and customers add up, the
+    state size is the customers' average, up is the lowest, the rest the highest (per-partition
+    series come from the one process that owns the partition).
+
+    >>> combine([{"crm360_events_in_total": 5, "crm360_customers": 1, "crm360_state_bytes_avg": 100.0, "crm360_up": 1},
+    ...          {"crm360_events_in_total": 7, "crm360_customers": 3, "crm360_state_bytes_avg": 200.0, "crm360_up": 0}])
+    {'crm360_events_in_total': 12, 'crm360_customers': 4, 'crm360_state_bytes_avg': 175.0, 'crm360_up': 0, 'crm360_processes': 2}
+    """
+    out: dict[str, float] = {}
+    for part in parts:
+        for name, value in part.items():
+            if name not in out:
+                out[name] = value
+            elif name.endswith("_total") or name == "crm360_customers":
+                out[name] += value
+            elif name == "crm360_up":
+                out[name] = min(out[name], value)
+            elif name != "crm360_state_bytes_avg":
+                out[name] = max(out[name], value)
+    customers = sum(part.get("crm360_customers", 0) for part in parts)
+    if customers and "crm360_state_bytes_avg" in out:
+        weighted = sum(part.get("crm360_state_bytes_avg", 0) * part.get("crm360_customers", 0) for part in parts)
+        out["crm360_state_bytes_avg"] = round(weighted / customers, 1)
+    out["crm360_processes"] = len(parts)
+    return out
+
+
+def metrics_text(figures: dict[str, float]) -> str:
+    """Prometheus exposition of the worker's figures."""
+    return "".join(f"{name} {value}\n" for name, value in figures.items())

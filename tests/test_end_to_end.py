@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import urllib.request
 from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
@@ -104,12 +105,18 @@ def expected_features(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]
     return out
 
 
+def process_figures(url: str) -> dict[str, float]:
+    """The figures of one process of a worker."""
+    with urllib.request.urlopen(f"{url}/internal/figures", timeout=10) as response:
+        return json.loads(response.read())
+
+
 def _epoch(value: str | None) -> float | None:
     return None if value is None else datetime.fromisoformat(value).replace(tzinfo=timezone.utc).timestamp()
 
 
 def test_every_event_type_gives_exact_features(start_worker: Any, broker: str) -> None:
-    worker = start_worker()
+    worker = start_worker(CRM360_WORKER_PROCESSES="2")  # the customers are shared by two processes
     events = make_events()
     half = len(events) // 2
     with EventPublisher(broker, partitions=PARTITIONS, envelope_size=50) as publisher:
@@ -134,6 +141,16 @@ def test_every_event_type_gives_exact_features(start_worker: Any, broker: str) -
                 assert abs(actual - value) < 1e-3, (cid, name, actual, value)
             else:
                 assert actual == value, (cid, name, actual, value)
+    # Both processes did part of the work, and each customer's live profile is served by the
+    # main process, from whichever process owns the customer.
+    processes = worker.get("/health")[1]["processes"]
+    applied = [process_figures(url)["crm360_events_applied_total"] for url in processes]
+    assert len(applied) == 2 and min(applied) > 0 and sum(applied) == len(events)
+    assert worker.metric("crm360_processes") == 2
+    for cid, want in expected.items():
+        status, live = worker.get(f"/customers/{cid}")
+        assert status == 200 and live["source"] == "live", (cid, live)
+        assert live["customer"]["purchase_count"] == want["purchase_count"], cid
 
 
 def test_bad_input_goes_to_dead_letters_and_valid_events_all_land(start_worker: Any, broker: str) -> None:

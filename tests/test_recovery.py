@@ -8,6 +8,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any
@@ -66,8 +68,22 @@ def test_cdnow_replayed_twice_gives_exact_customers(start_worker: Any) -> None:
     assert worker.sql("SELECT count() AS n FROM purchases FINAL")[0]["n"] == 35_304
 
 
+def _stops_answering(url: str, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=1).close()
+        except urllib.error.HTTPError:
+            pass  # answering, if not healthy
+        except OSError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def test_worker_killed_mid_stream_restarts_with_exact_state(start_worker: Any, broker: str) -> None:
-    worker = start_worker()
+    worker = start_worker(CRM360_WORKER_PROCESSES="2")
+    helper = worker.get("/health")[1]["processes"][1]
     customers, rounds, per_round = 500, 40, 1_000
     expected: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
 
@@ -94,6 +110,7 @@ def test_worker_killed_mid_stream_restarts_with_exact_state(start_worker: Any, b
         time.sleep(0.05)
     applied_before_kill = worker.metric("crm360_events_applied_total")
     worker.stop(signal.SIGKILL)
+    assert _stops_answering(helper, within_s=10), "the helper process outlived its killed main process"
     producer.join()
     assert 0 < applied_before_kill < rounds * per_round
     restarted = start_worker()

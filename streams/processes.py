@@ -1,0 +1,129 @@
+"""One worker on several cores: helper processes in the worker's consumer group.
+
+A Python process runs the pipeline on one core. ``crm360 worker`` therefore starts
+``processes - 1`` helpers (``CRM360_WORKER_PROCESSES``; by default one process per core, at
+most one per partition). Each helper is a whole worker in the same Kafka consumer group, so
+Kafka shares the partitions, and with them the customers and their table changelogs, among
+the processes, exactly as among workers on different machines. The main process stays the
+one address users talk to: ``/metrics`` adds up every process's figures, ``/health`` is
+healthy only when every process is, and ``/customers/{id}`` is answered by the process that
+owns the customer.
+
+Embedded ClickHouse can be opened by one process only: helpers send their rows to the main
+process (:class:`RemoteRows`, ``POST /internal/rows``), which inserts them before answering,
+so a helper still commits offsets only after its rows are written. With a ClickHouse server
+every process writes itself. Helpers die with the main process, however it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from typing import Any
+
+import aiohttp
+
+from streams.broker import stop_process
+from streams.settings import Settings
+
+log = logging.getLogger("crm360")
+
+#: Request headers of ``POST /internal/rows``.
+TABLE_HEADER, COLUMNS_HEADER, FORMAT_HEADER = "X-Crm360-Table", "X-Crm360-Columns", "X-Crm360-Format"
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In a helper, before it runs: the kernel kills it when the main process ends (Linux)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # elsewhere helpers outlive a killed main process until they are stopped
+
+
+def auth_headers(settings: Settings) -> dict[str, str]:
+    return {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"} if settings.api_key else {}
+
+
+class RemoteRows:
+    """The part of a ClickHouse client a helper's sink uses: inserts go to the main process."""
+
+    def __init__(self, settings: Settings) -> None:
+        assert settings.main_url
+        self.url = f"{settings.main_url}/internal/rows"
+        self.headers = auth_headers(settings)
+
+    def raw_insert(self, table: str, column_names: list[str], insert_block: bytes, settings: Any = None,
+                   fmt: str = "JSONEachRow") -> None:
+        headers = self.headers | {TABLE_HEADER: table, COLUMNS_HEADER: ",".join(column_names), FORMAT_HEADER: fmt}
+        request = urllib.request.Request(self.url, data=insert_block, headers=headers, method="POST")
+        with urllib.request.urlopen(request, timeout=120) as response:
+            response.read()
+
+
+class Helpers:
+    """The helper processes of a main worker: started, watched, restarted, asked, stopped."""
+
+    def __init__(self, settings: Settings, count: int) -> None:
+        from streams.stack import free_port
+
+        self.settings = settings
+        self.ports = [free_port() for _ in range(count)]
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://{self.settings.web_host}:{port}" for port in self.ports]
+
+    def _start(self, port: int) -> None:
+        env = os.environ | {
+            "CRM360_WEB_PORT": str(port),
+            "CRM360_WORKER_PROCESSES": "1",
+            "CRM360_MAIN_URL": self.settings.web_url,
+            "CRM360_DATA_DIR": str(self.settings.data_path),
+            "CRM360_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
+            "CRM360_APP_ID": self.settings.app_id,
+            "CRM360_PARTITIONS": str(self.settings.partitions),
+        }
+        self.processes[port] = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
+                                                preexec_fn=_die_with_parent)
+
+    def start(self) -> None:
+        for port in self.ports:
+            self._start(port)
+
+    def restart_exited(self) -> list[str]:
+        """Start again every helper that exited; returns what happened, for the log."""
+        restarted = []
+        for port, process in self.processes.items():
+            if process.poll() is not None:
+                restarted.append(f"worker process on port {port} exited with code {process.returncode}; restarted")
+                self._start(port)
+        return restarted
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            stop_process(process, signal.SIGTERM, grace_s=30.0)
+
+    async def ask(self, path: str) -> list[tuple[int, Any]]:
+        """GET ``path`` from every helper: (status, JSON answer); status 0 when it did not answer."""
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(timeout=timeout, headers=auth_headers(self.settings)) as session:
+            return list(await asyncio.gather(*(self._get(session, url + path) for url in self.urls)))
+
+    @staticmethod
+    async def _get(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
+        try:
+            async with session.get(url) as response:
+                return response.status, await response.json(content_type=None)
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
+            return 0, {"reason": f"no answer from {url}: {type(error).__name__}"}
