@@ -263,7 +263,9 @@ class Worker:
             rescore_interval_s=settings.rescore_interval_s,
         )
         self.models = ModelHub(self)
-        self.lock = asyncio.Lock()
+        self.lock = asyncio.Lock()  # held while processing, and around offset commits
+        self.write_lock = asyncio.Lock()  # ClickHouse writes, one at a time and in order
+        self.writing: asyncio.Task[None] | None = None  # a write in the background
         self.sink_error: str | None = None
         self.agent_error: str | None = None
         self.last_batch_at: float | None = None
@@ -341,15 +343,16 @@ class Worker:
             await self.flush_when_due()
 
     async def flush_when_due(self) -> None:
-        """Write pending rows when ``flush_interval_s`` passed since the last write, or when
-        ``flush_max_rows`` are pending (memory stays bounded under any backlog).
-
-        Processing waits for the write: writing in the background while the next batch is
-        processed measured slower (the two threads contend for the interpreter)."""
+        """Write pending rows when ``flush_interval_s`` passed since the last write, in the
+        background while processing goes on (a helper process waits for the main process to
+        insert them); when ``flush_max_rows`` are pending, processing waits for the write
+        (memory stays bounded under any backlog)."""
         pending = self.sink.pending_rows
-        if pending and (pending >= self.settings.flush_max_rows
-                        or time.monotonic() - self.flushed_at >= self.settings.flush_interval_s):
+        if pending >= self.settings.flush_max_rows:
             await self.flush()
+        elif pending and time.monotonic() - self.flushed_at >= self.settings.flush_interval_s:
+            if self.writing is None or self.writing.done():
+                self.writing = asyncio.create_task(self.flush())
 
     async def publish_state(self) -> None:
         """The states of customers changed since the last call to the table's changelog."""
@@ -375,22 +378,23 @@ class Worker:
             await self.dead_letter_topic.send(key=record.topic.encode(), value=value)
 
     async def flush(self) -> None:
-        """Write every row pending now; retries until ClickHouse accepts them (offsets wait
-        meanwhile)."""
-        self.flushed_at = time.monotonic()
-        batch = self.sink.take()
-        delay = 0.5
-        while any(batch.values()):
-            try:
-                await asyncio.to_thread(self.sink.write, batch)
-                self.sink_error = None
-                self.flushes += 1
-                self.flush_seconds_total += self.sink.last_flush_seconds
-            except Exception as error:  # noqa: BLE001 - any sink failure is retried, never fatal
-                self.sink_error = f"{type(error).__name__}: {error}"[:500]
-                log.error("ClickHouse write failed, retrying in %.1fs: %s", delay, self.sink_error)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        """Write every row pending now, after the write in flight; retries until ClickHouse
+        accepts them (offsets wait meanwhile)."""
+        async with self.write_lock:
+            self.flushed_at = time.monotonic()
+            batch = self.sink.take()
+            delay = 0.5
+            while any(batch.values()):
+                try:
+                    await asyncio.to_thread(self.sink.write, batch)
+                    self.sink_error = None
+                    self.flushes += 1
+                    self.flush_seconds_total += self.sink.last_flush_seconds
+                except Exception as error:  # noqa: BLE001 - any sink failure is retried, never fatal
+                    self.sink_error = f"{type(error).__name__}: {error}"[:500]
+                    log.error("ClickHouse write failed, retrying in %.1fs: %s", delay, self.sink_error)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
 
     def healthy(self) -> tuple[bool, str]:
         """Consuming (partitions assigned) and writing (last ClickHouse write succeeded)."""
