@@ -7,11 +7,13 @@ import signal
 import subprocess
 import sys
 import threading
+import os
 import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -134,7 +136,7 @@ def test_offsets_are_committed_only_after_their_rows_are_written(start_worker: A
     commit writes them first: ClickHouse never lags behind what the group has committed."""
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-    worker = start_worker(CRM360_FLUSH_INTERVAL_S="60")
+    worker = start_worker(CRM360_FLUSH_INTERVAL_S="60", CRM360_WORKER_PROCESSES="2")  # the helper's rows too
     events = 120
     producer = KafkaProducer(bootstrap_servers=broker)  # plain single-event messages
     for i in range(events):
@@ -156,3 +158,31 @@ def test_offsets_are_committed_only_after_their_rows_are_written(start_worker: A
     assert committed == events, "the worker did not commit its offsets"
     assert worker.sql("SELECT count() AS n FROM visits")[0]["n"] == events
     assert worker.metric("crm360_flushes_total") >= 1
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+
+
+def test_a_killed_helper_process_is_restarted_and_no_event_is_lost(start_worker: Any, broker: str) -> None:
+    worker = start_worker(CRM360_WORKER_PROCESSES="2")
+    assert worker.process is not None
+    (helper,) = _children(worker.process.pid)
+    customers, events = 200, 4_000
+    with EventPublisher(broker, partitions=4, envelope_size=50) as publisher:
+        for n in range(events):
+            if n == events // 2:
+                publisher.flush()
+                worker.wait_for_metric("crm360_events_applied_total", n)
+                os.kill(helper, signal.SIGKILL)  # its partitions move to the main process, then back
+            publisher.publish({"type": "purchase", "event_id": f"e{n}", "customer_id": f"k{n % customers}",
+                               "ts": 1_700_000_000 + n, "channel": "web", "order_id": f"o{n}",
+                               "amount": 1.0, "currency": "EUR"})
+    deadline = time.monotonic() + 60
+    while (worker.get("/health")[0] != 200 or _children(worker.process.pid) == [helper]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    (restarted,) = _children(worker.process.pid)
+    assert restarted != helper and worker.get("/health")[0] == 200
+    rows = worker.wait_for("SELECT sum(purchase_count) AS n, count() AS customers, max(purchase_count) AS most "
+                           "FROM customer_features FINAL", events, timeout=90)
+    assert rows[0]["customers"] == customers and rows[0]["most"] == events // customers  # none counted twice
