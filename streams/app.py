@@ -21,11 +21,11 @@ from typing import Any
 
 import aiokafka
 import faust
+from clickhouse_connect.driver.client import Client
 from faust.serializers import codecs
 from faust.tables import TableManager
 from faust.tables.recovery import Recovery
 from faust.transport.drivers import aiokafka as faust_kafka
-from clickhouse_connect.driver.client import Client
 from faust.types import TP, FutureMessage
 
 from processors.features import CustomerState
@@ -34,7 +34,7 @@ from sinks.clickhouse import ClickHouseSink, connect, migrate
 from sinks.tables import DATABASE
 from streams.changelog import BufferedTable, Record
 from streams.modelhub import ModelHub
-from streams.processes import Helpers, RemoteRows
+from streams.processes import Helpers, RemoteRows, die_with_main_process
 from streams.pipeline import CustomerPipeline, DeadLetterRecord, Message, rare_garbage_collection
 from streams.settings import Settings
 
@@ -279,6 +279,7 @@ class Worker:
         self.app.timer(settings.aging_interval_s)(self._age)
         self.app.timer(settings.flush_interval_s / 4)(self._flush_when_due)
         self.app.on_partitions_revoked.connect(self._revoked)
+        self.app.on_partitions_assigned.connect(self._assigned)
         if self.helpers:
             self.app.timer(2.0)(self._watch_helpers)
         from streams.web import register_views
@@ -305,6 +306,14 @@ class Worker:
 
     async def _revoked(self, sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         self.pipeline.forget_partitions({tp.partition for tp in revoked if tp.topic == PURCHASES})
+
+    async def _assigned(self, sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+        """Customers of partitions now owned by another process (or worker) leave this one:
+        their owner serves and counts them. Should their partition come back, faust's recovery
+        reads its changelog from the start. Their changes were all sent already: a batch's
+        changes go out before anything else can run."""
+        mine = {tp.partition for tp in assigned if tp.topic == PURCHASES}
+        self.customers.drop(lambda key: self.pipeline.home(key) not in mine)
 
     async def _age(self) -> None:
         assigned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == PURCHASES}
@@ -414,6 +423,8 @@ class Worker:
         # Its progress spinner sets the root logger to DEBUG (at any log level), so every
         # debug call of faust and aiokafka on the hot path would build a log record.
         worker.spinner = None
+        if self.settings.main_url:
+            die_with_main_process()
         if self.helpers:
             self.helpers.start()
         try:

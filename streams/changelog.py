@@ -57,6 +57,19 @@ class BufferedTable(MutableMapping[bytes, CustomerState]):
     def __len__(self) -> int:
         return len(self.store)
 
+    def drop(self, unwanted: Callable[[bytes], bool]) -> int:
+        """Remove the customers whose key is ``unwanted`` from the store, sending no changelog
+        records (their partitions belong to another process now); returns how many.
+
+        >>> table = BufferedTable({b"a": CustomerState("a"), b"b": CustomerState("b")})
+        >>> table.drop(lambda key: key == b"a"), list(table)
+        (1, [b'b'])
+        """
+        keys = [key for key in self.store if unwanted(key)]
+        for key in keys:
+            del self.store[key]
+        return len(keys)
+
     def take_changes(self, partition_of: Callable[[bytes], int]) -> dict[int, list[Record]]:
         """The changelog records of every key written since the last call, by partition: the
         state as it is now, serialized once however often it was written."""

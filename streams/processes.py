@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import logging
 import os
 import signal
 import subprocess
@@ -29,22 +28,27 @@ from typing import Any
 
 import aiohttp
 
-from streams.broker import stop_process
 from streams.settings import Settings
 
-log = logging.getLogger("crm360")
 
 #: Request headers of ``POST /internal/rows``.
 TABLE_HEADER, COLUMNS_HEADER, FORMAT_HEADER = "X-Crm360-Table", "X-Crm360-Columns", "X-Crm360-Format"
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """In a helper, before it runs: the kernel kills it when the main process ends (Linux)."""
+#: Set for helpers: the process id of their main process.
+MAIN_PID_VARIABLE = "CRM360_MAIN_PID"
+
+
+def die_with_main_process() -> None:
+    """In a helper: have the kernel kill it when its main process ends, however it ends
+    (Linux; elsewhere a killed main process leaves its helpers to be stopped by hand)."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
-        pass  # elsewhere helpers outlive a killed main process until they are stopped
+        return
+    if str(os.getppid()) != os.environ.get(MAIN_PID_VARIABLE):
+        os._exit(1)  # the main process ended before the line above took effect
 
 
 def auth_headers(settings: Settings) -> dict[str, str]:
@@ -90,9 +94,9 @@ class Helpers:
             "CRM360_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
             "CRM360_APP_ID": self.settings.app_id,
             "CRM360_PARTITIONS": str(self.settings.partitions),
+            MAIN_PID_VARIABLE: str(os.getpid()),
         }
-        self.processes[port] = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
-                                                preexec_fn=_die_with_parent)
+        self.processes[port] = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env)
 
     def start(self) -> None:
         for port in self.ports:
@@ -107,12 +111,17 @@ class Helpers:
                 self._start(port)
         return restarted
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 30.0) -> None:
+        """Stop every helper cleanly (all at once), killing one that takes over ``grace_s``."""
         for process in self.processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         for process in self.processes.values():
-            stop_process(process, signal.SIGTERM, grace_s=30.0)
+            try:
+                process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
     async def ask(self, path: str) -> list[tuple[int, Any]]:
         """GET ``path`` from every helper: (status, JSON answer); status 0 when it did not answer."""

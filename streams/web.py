@@ -190,7 +190,7 @@ def register_views(worker: Worker) -> None:
                 await asyncio.to_thread(worker.writer.raw_insert, table, columns, body, settings=JSON_SETTINGS, fmt=fmt)
             except Exception as error:  # noqa: BLE001 - the helper retries, as after any failed write
                 return self.json({"error": str(error).strip().splitlines()[0][:2000]}, status=503)
-            return self.json({"rows": body.count(b"\n") + 1 if body else 0})
+            return self.json({"inserted_bytes": len(body)})
 
     @app.page("/sql")
     class Sql(View):

@@ -11,14 +11,15 @@ import os
 import time
 import urllib.error
 import urllib.request
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import CDNOW, ROOT
+from schemas.topics import partition_for
+from tests.conftest import CDNOW, ROOT, free_port
 from streams.publisher import EventPublisher
 
 
@@ -169,13 +170,16 @@ def test_a_killed_helper_process_is_restarted_and_no_event_is_lost(start_worker:
     assert worker.process is not None
     (helper,) = _children(worker.process.pid)
     customers, events = 200, 4_000
+    expected: Counter[str] = Counter()
     with EventPublisher(broker, partitions=4, envelope_size=50) as publisher:
         for n in range(events):
             if n == events // 2:
                 publisher.flush()
                 worker.wait_for_metric("crm360_events_applied_total", n)
                 os.kill(helper, signal.SIGKILL)  # its partitions move to the main process, then back
-            publisher.publish({"type": "purchase", "event_id": f"e{n}", "customer_id": f"k{n % customers}",
+            customer = f"k{n % (customers // 2 if n < events // 2 else customers)}"  # half are new after the kill
+            expected[customer] += 1
+            publisher.publish({"type": "purchase", "event_id": f"e{n}", "customer_id": customer,
                                "ts": 1_700_000_000 + n, "channel": "web", "order_id": f"o{n}",
                                "amount": 1.0, "currency": "EUR"})
     deadline = time.monotonic() + 60
@@ -183,6 +187,32 @@ def test_a_killed_helper_process_is_restarted_and_no_event_is_lost(start_worker:
         time.sleep(0.5)
     (restarted,) = _children(worker.process.pid)
     assert restarted != helper and worker.get("/health")[0] == 200
-    rows = worker.wait_for("SELECT sum(purchase_count) AS n, count() AS customers, max(purchase_count) AS most "
-                           "FROM customer_features FINAL", events, timeout=90)
-    assert rows[0]["customers"] == customers and rows[0]["most"] == events // customers  # none counted twice
+    worker.wait_for("SELECT sum(purchase_count) AS n FROM customer_features FINAL", events, timeout=90)
+    rows = {r["customer_id"]: r["purchase_count"]
+            for r in worker.sql("SELECT customer_id, purchase_count FROM customer_features FINAL")}
+    assert rows == dict(expected)  # none lost, none counted twice
+    # The main process gave the partitions back: it keeps no stale copy of their customers,
+    # and each customer's live profile comes from its owner.
+    assert worker.metric("crm360_customers") == customers
+    for customer, count in expected.items():
+        status, live = worker.get(f"/customers/{customer}")
+        assert status == 200 and live["source"] == "live" and live["customer"]["purchase_count"] == count, customer
+
+
+def test_a_worker_that_gives_partitions_away_keeps_no_copy_of_their_customers(
+    start_worker: Any, broker: str, tmp_path: Path
+) -> None:
+    first = start_worker(CRM360_WORKER_PROCESSES="1")
+    customers = [f"c{n}" for n in range(200)]
+    with EventPublisher(broker, partitions=4, envelope_size=50) as publisher:
+        for n, customer in enumerate(customers):
+            publisher.publish({"type": "visit", "event_id": f"v{n}", "customer_id": customer, "ts": 1_700_000_000 + n,
+                               "channel": "web", "session_id": f"s{n}"})
+    first.wait_for_metric("crm360_customers", len(customers))
+    # A second worker joins the group (its own ClickHouse: only the first one's figures matter).
+    start_worker(CRM360_WORKER_PROCESSES="1", CRM360_DATA_DIR=str(tmp_path / "second"), CRM360_WEB_PORT=str(free_port()))
+    _, text = first.get("/metrics")
+    kept = {int(line.split('partition="')[1].split('"')[0]) for line in text.splitlines()
+            if line.startswith('crm360_consumer_lag{topic="purchases"')}
+    assert 0 < len(kept) < 4
+    first.wait_for_metric("crm360_customers", sum(partition_for(c.encode(), 4) in kept for c in customers))
