@@ -76,6 +76,7 @@ def up(data_dir: Path | None) -> None:
     broker = prepare_kafka(settings, start_local=True)
     click.echo(f"crm360 up: Kafka {settings.kafka_bootstrap}{' (local broker)' if broker else ''}")
     click.echo(f"  ClickHouse {settings.clickhouse_url}")
+    click.echo(f"  worker processes {settings.processes} (CRM360_WORKER_PROCESSES)")
     click.echo(f"  live dashboard {settings.web_url}/dashboard")
     click.echo(f"  web {settings.web_url}  (POST /events, GET /customers/<id>, POST /sql, /health, /metrics)")
     click.echo("  Ctrl-C stops everything.")
