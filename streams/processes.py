@@ -30,12 +30,9 @@ import aiohttp
 
 from streams.settings import Settings
 
-
 #: Request headers of ``POST /internal/rows``.
 TABLE_HEADER, COLUMNS_HEADER, FORMAT_HEADER = "X-Crm360-Table", "X-Crm360-Columns", "X-Crm360-Format"
 _PR_SET_PDEATHSIG = 1
-
-
 #: Set for helpers: the process id of their main process.
 MAIN_PID_VARIABLE = "CRM360_MAIN_PID"
 
