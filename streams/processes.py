@@ -120,16 +120,15 @@ class Helpers:
                 process.kill()
                 process.wait()
 
-    async def ask(self, path: str) -> list[tuple[int, Any]]:
-        """GET ``path`` from every helper: (status, JSON answer); status 0 when it did not answer."""
-        timeout = aiohttp.ClientTimeout(total=10)
-        async with aiohttp.ClientSession(timeout=timeout, headers=auth_headers(self.settings)) as session:
-            return list(await asyncio.gather(*(self._get(session, url + path) for url in self.urls)))
+    async def ask(self, session: aiohttp.ClientSession, path: str) -> list[tuple[int, Any]]:
+        """GET ``path`` from every helper through ``session`` (the app's HTTP client): (status,
+        JSON answer); status 0 when it did not answer."""
+        return list(await asyncio.gather(*(self._get(session, url + path) for url in self.urls)))
 
-    @staticmethod
-    async def _get(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
+    async def _get(self, session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
         try:
-            async with session.get(url) as response:
+            timeout = aiohttp.ClientTimeout(total=10)
+            async with session.get(url, headers=auth_headers(self.settings), timeout=timeout) as response:
                 return response.status, await response.json(content_type=None)
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
             return 0, {"reason": f"no answer from {url}: {type(error).__name__}"}

@@ -148,7 +148,8 @@ def register_views(worker: Worker) -> None:
         async def get(self, request: Request) -> Response:
             ok, reason = worker.healthy()
             if ok and worker.helpers:
-                for url, (status, answer) in zip(worker.helpers.urls, await worker.helpers.ask("/health")):
+                answers = await worker.helpers.ask(app.http_client, "/health")
+                for url, (status, answer) in zip(worker.helpers.urls, answers):
                     if status != 200:
                         ok, reason = False, f"worker process at {url}: {answer.get('reason', status)}"
                         break
@@ -161,7 +162,8 @@ def register_views(worker: Worker) -> None:
         async def get(self, request: Request) -> Response:
             parts = [process_figures(worker)]
             if worker.helpers:
-                parts += [answer for status, answer in await worker.helpers.ask("/internal/figures") if status == 200]
+                answers = await worker.helpers.ask(app.http_client, "/internal/figures")
+                parts += [answer for status, answer in answers if status == 200]
             return self.text(metrics_text(combine(parts)), content_type="text/plain; version=0.0.4")
 
     @app.page("/internal/figures")
