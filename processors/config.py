@@ -64,6 +64,8 @@ class ModelConfig:
     snapshot_max_recency_days: float = 365.0
     #: Step size of the churn model's SGD optimizer.
     learning_rate: float = 0.01
+    #: Scores use the learned weights averaged over about this many of the latest labels.
+    averaging_labels: int = 10_000
     #: Number of customer segments found by online clustering.
     segments: int = 4
     #: Step size of the clustering (how far a centroid moves toward each customer).

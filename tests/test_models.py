@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
+
+import pytest
 
 from processors.alerts import should_alert
 from processors.config import DAY, FeatureConfig, ModelConfig
-from processors.features import CustomerState, apply
+from processors.churn import ChurnModel, churn_features
+from processors.features import CustomerState, apply, profile
 from processors.models import Models, Trainer
+from processors.quality import roc_auc
 from processors.segments import Segmenter
-from processors.snapshots import INPUTS, inputs_at
+from processors.snapshots import INPUTS, inputs_at, profile_inputs
 from schemas.envelope import pack
 from schemas.events import parse_event
+from streams.evaluate import CALIBRATION_END
 from streams.pipeline import CustomerPipeline, Message
+from streams.replay import read_events
+from tests.conftest import CDNOW
 from tests.memory_sink import MemorySink
 
 FEATURES = FeatureConfig()
@@ -236,3 +244,48 @@ def test_an_aging_pass_in_slices_emits_each_customer_once_and_skips_partitions_g
     assert emitted == [key.decode() for key, _ in planned[:3]] + ["c0"] + remaining and remaining
     watermark = pipeline.watermarks[0]
     assert all(row["as_of"] == watermark for row in sink.features[start + 4:])  # the newest watermark
+
+
+@pytest.mark.skipif(not CDNOW.exists(), reason="the CDNOW development file is not next to the checkout")
+def test_cdnow_churn_ranking_holds_whatever_order_the_partitions_release_labels_in() -> None:
+    """The live trainer gets each partition's labels when its worker releases them; which
+    partition comes first changes from run to run. The ranking must not depend on it."""
+    events = list(read_events(CDNOW, "cdnow"))
+    end = CALIBRATION_END.timestamp() + DAY
+    holdout_buyers = {e.customer_id for e in events if e.epoch >= end}
+    calibration = sorted((e for e in events if e.epoch < end), key=lambda e: e.epoch)
+    pipeline, _, table = new_pipeline(ModelConfig(), partitions=4)
+    by_partition: dict[int, list[Any]] = {p: [] for p in range(4)}
+    for start in range(0, len(calibration), 2_000):
+        feed(pipeline, calibration[start : start + 2_000])
+        pipeline.age({0, 1, 2, 3}, min_advance_s=0)
+        for label in pipeline.take_training().labels:
+            by_partition[pipeline.home(label.customer_id.encode())].append(label)
+    customers = [(key.decode(), profile_inputs(state, profile(state, pipeline.watermarks[pipeline.home(key)], FEATURES)))
+                 for key, state in table.items()]
+    churned = [customer not in holdout_buyers for customer, _ in customers]
+    aucs = []
+    for order in ([0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2]):  # one partition's labels after another
+        trainer = Trainer(ModelConfig())
+        for partition in order:
+            trainer.learn(by_partition[partition])
+        aucs.append(roc_auc(churned, [trainer.models.churn.probability(inputs) for _, inputs in customers]))
+    recency = roc_auc(churned, [inputs[0] for _, inputs in customers])
+    assert sum(map(len, by_partition.values())) == 118_333 and len(customers) == 11_785
+    assert min(aucs) >= 0.772 and min(aucs) > recency + 0.01, (aucs, recency)
+    assert max(aucs) - min(aucs) < 0.001, aucs
+
+
+def test_a_model_version_published_before_weight_averaging_still_scores() -> None:
+    model = ChurnModel()
+    lapsed, loyal = [200.0, 1.0, 15.0, 200.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0], [2.0, 9.0, 500.0, 300.0, 30.0, 3.0, 150.0, 2.0, 4.0, 40.0, 298.0]
+    for _ in range(50):
+        model.learn(lapsed, churned=True)
+        model.learn(loyal, churned=False)
+    for name in ("weights", "intercept", "averaging_labels"):
+        delattr(model, name)
+    old = pickle.loads(pickle.dumps(model))
+    learned = old.pipeline.predict_proba_one(churn_features(lapsed))[True]
+    assert old.probability(lapsed) == pytest.approx(learned) and learned > 0.9
+    old.learn(loyal, churned=False)  # and goes on learning
+    assert old.labels_learned == 101
