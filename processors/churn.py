@@ -90,6 +90,9 @@ def churn_features(inputs: list[float]) -> dict[str, float]:
 class ChurnModel:
     """Probability that a customer makes no purchase within the churn horizon."""
 
+    _folded: tuple[float, dict[str, float]] = (0.0, {})
+    _folded_at = -1  # labels_learned when _folded was made (class default: also for older snapshots)
+
     def __init__(self, learning_rate: float = 0.01, averaging_labels: int = AVERAGING_LABELS) -> None:
         self.pipeline = compose.Pipeline(
             preprocessing.StandardScaler(),
@@ -111,8 +114,22 @@ class ChurnModel:
 
     def probability(self, inputs: list[float]) -> float:
         """Churn probability of one customer (0.5 before any label was learned)."""
-        log_odds = self.intercept + sum(self.contributions(inputs, digits=None).values())
+        if self._folded_at != self.labels_learned:
+            self._folded, self._folded_at = self._fold_scaler(), self.labels_learned
+        intercept, coefficients = self._folded
+        log_odds = intercept + sum(coefficients[name] * value for name, value in churn_features(inputs).items())
         return 1.0 / (1.0 + math.exp(-min(max(log_odds, -50.0), 50.0)))
+
+    def _fold_scaler(self) -> tuple[float, dict[str, float]]:
+        """The scoring weights on unscaled features: log-odds = intercept + sum of coefficient
+        × feature, the scaler's means and deviations folded in (one pass instead of two)."""
+        scaler: preprocessing.StandardScaler = self.pipeline["StandardScaler"]
+        intercept, coefficients = self.intercept, {}
+        for name in FEATURES:
+            variance = scaler.vars.get(name, 0.0)
+            coefficient = coefficients[name] = self.weights.get(name, 0.0) / variance**0.5 if variance else 0.0
+            intercept -= coefficient * scaler.means.get(name, 0.0)
+        return intercept, coefficients
 
     def learn(self, inputs: list[float], churned: bool) -> None:
         """Learn from one matured label and fold the new weights into the average."""
@@ -126,10 +143,8 @@ class ChurnModel:
             averaged[name] = old + (weight - old) * rate
         self.intercept += (learned.intercept - self.intercept) * rate
 
-    def contributions(self, inputs: list[float], digits: int | None = 4) -> dict[str, float]:
+    def contributions(self, inputs: list[float]) -> dict[str, float]:
         """Each feature's share of the log-odds (weight times standardized value)."""
         scaler: preprocessing.StandardScaler = self.pipeline["StandardScaler"]
         scaled = scaler.transform_one(churn_features(inputs))
-        weights = self.weights
-        shares = {name: weights.get(name, 0.0) * value for name, value in scaled.items()}
-        return shares if digits is None else {name: round(share, digits) for name, share in shares.items()}
+        return {name: round(self.weights.get(name, 0.0) * value, 4) for name, value in scaled.items()}

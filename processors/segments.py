@@ -56,6 +56,9 @@ def segment_features(inputs: list[float]) -> dict[str, float]:
 class Segmenter:
     """Online k-means over standardized :func:`segment_features`."""
 
+    _frozen: tuple[list[tuple[float, float]], list[tuple[int, list[float]]]] = ([], [])
+    _frozen_at = -1  # customers_learned when _frozen was made (class default: also for older snapshots)
+
     def __init__(self, segments: int = 4, step: float = 0.02, warmup: int = 1_000, seed: int = 42) -> None:
         self.pipeline = compose.Pipeline(
             preprocessing.StandardScaler(),
@@ -97,10 +100,29 @@ class Segmenter:
         self.seeded, self._warmup = True, []
 
     def segment(self, inputs: list[float]) -> int | None:
-        """The segment id of one customer, or ``None`` until the warm-up customers were seen."""
+        """The segment id of one customer (the nearest centroid in standard units), or
+        ``None`` until the warm-up customers were seen."""
         if not self.seeded:
             return None
-        return int(self.pipeline.predict_one(segment_features(inputs)))
+        if self._frozen_at != self.customers_learned:
+            self._frozen, self._frozen_at = self._freeze(), self.customers_learned
+        scales, centers = self._frozen
+        x = [(value - mean) * inverse for value, (mean, inverse) in zip(segment_features(inputs).values(), scales)]
+        best, nearest = math.inf, 0
+        for segment, center in centers:
+            distance = sum((c - v) ** 2 for c, v in zip(center, x))
+            if distance < best:
+                best, nearest = distance, segment
+        return nearest
+
+    def _freeze(self) -> tuple[list[tuple[float, float]], list[tuple[int, list[float]]]]:
+        """The scaler's (mean, 1 / deviation) per feature and the centroids as lists, for
+        :meth:`segment` (River's ``predict_one``, without its per-call overhead)."""
+        scaler: preprocessing.StandardScaler = self.pipeline["StandardScaler"]
+        scales = [(scaler.means.get(n, 0.0), scaler.vars.get(n, 0.0) ** -0.5 if scaler.vars.get(n, 0.0) else 0.0)
+                  for n in FEATURES]
+        kmeans: cluster.KMeans = self.pipeline["KMeans"]
+        return scales, [(int(i), [c.get(n, 0.0) for n in FEATURES]) for i, c in kmeans.centers.items()]
 
     def centroids(self) -> dict[int, dict[str, float]]:
         """Each segment's centroid in standard units (0 is the population mean)."""
