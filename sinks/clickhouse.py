@@ -132,6 +132,7 @@ class ClickHouseSink:
     def __init__(self, client: Client) -> None:
         self.client = client
         self.pending: dict[str, list[list[Any]]] = self._empty()
+        self._feature_row_of: dict[str, int] = {}  # customer -> index of their pending feature row
         self.last_flush_seconds = 0.0
         self.rows_written = 0
 
@@ -146,11 +147,19 @@ class ClickHouseSink:
         self.pending[RAW_EVENT_TABLES[type(event)]].append(event)
 
     def add_features(self, row: dict[str, Any], version: int, updated_ms: int) -> None:
+        """Queue a customer's feature row; it replaces the customer's row pending since the
+        last :meth:`take` (``customer_features`` keeps only the highest version anyway)."""
         values = list(_feature_values(row))
         for i in _FEATURE_TIME_POSITIONS:
             values[i] = to_seconds(values[i])
         values += [version, updated_ms / 1000]
-        self.pending["customer_features"].append(values)
+        rows = self.pending["customer_features"]
+        at = self._feature_row_of.get(row["customer_id"])
+        if at is None:
+            self._feature_row_of[row["customer_id"]] = len(rows)
+            rows.append(values)
+        elif version >= rows[at][-2]:
+            rows[at] = values
 
     def add_membership_change(self, dimension: str, name: str, customers: int) -> None:
         self.pending["segment_membership"].append([dimension, name, customers])
@@ -169,6 +178,7 @@ class ClickHouseSink:
     def take(self) -> dict[str, list[Any]]:
         """Everything pending, for :meth:`write`; rows added from now on wait for the next."""
         taken, self.pending = self.pending, self._empty()
+        self._feature_row_of = {}
         return taken
 
     def write(self, batch: dict[str, list[Any]]) -> int:
