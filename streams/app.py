@@ -210,6 +210,7 @@ class Worker:
             broker_session_timeout=settings.session_timeout_s,
             broker_heartbeat_interval=settings.heartbeat_interval_s,
             producer_linger_ms=20,
+            broker_commit_interval=settings.commit_interval_s,
             producer_max_batch_size=512 * 1024,  # table changes go out as one record batch per partition
             consumer_max_fetch_size=16 * 1024 * 1024,  # envelopes are large messages
             stream_buffer_maxsize=65_536,

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     # only after the rows of their messages are written.
     flush_interval_s: float = Field(default=0.5, gt=0)
     flush_max_rows: int = Field(default=100_000, ge=1)
+    # Offsets are committed this often. Each commit holds processing while every pending row
+    # is written; a longer interval means fewer such pauses, and more input read again after
+    # a crash (which changes nothing: applying is idempotent).
+    commit_interval_s: float = Field(default=10.0, gt=0)
     # How often (wall clock) idle customers are aged to the partition's watermark.
     aging_interval_s: float = 5.0
     # An aging pass re-emits every customer of a partition: over a large population (a
