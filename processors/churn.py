@@ -29,6 +29,7 @@ True
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from river import compose, linear_model, optim, preprocessing
 
@@ -104,7 +105,7 @@ class ChurnModel:
         self.weights: dict[str, float] = {}
         self.intercept = 0.0
 
-    def __setstate__(self, state: dict) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         """Snapshots published before the weights were averaged start from their learned weights."""
         learned = state["pipeline"]["LogisticRegression"]
         state.setdefault("averaging_labels", AVERAGING_LABELS)
