@@ -261,7 +261,8 @@ def test_cdnow_churn_ranking_holds_whatever_order_the_partitions_release_labels_
         pipeline.age({0, 1, 2, 3}, min_advance_s=0)
         for label in pipeline.take_training().labels:
             by_partition[pipeline.home(label.customer_id.encode())].append(label)
-    customers = [(key.decode(), profile_inputs(state, profile(state, pipeline.watermarks[pipeline.home(key)], FEATURES)))
+    watermarks = pipeline.watermarks
+    customers = [(key.decode(), profile_inputs(state, profile(state, watermarks[pipeline.home(key)], FEATURES)))
                  for key, state in table.items()]
     churned = [customer not in holdout_buyers for customer, _ in customers]
     aucs = []
@@ -278,7 +279,8 @@ def test_cdnow_churn_ranking_holds_whatever_order_the_partitions_release_labels_
 
 def test_a_model_version_published_before_weight_averaging_still_scores() -> None:
     model = ChurnModel()
-    lapsed, loyal = [200.0, 1.0, 15.0, 200.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0], [2.0, 9.0, 500.0, 300.0, 30.0, 3.0, 150.0, 2.0, 4.0, 40.0, 298.0]
+    lapsed = [200.0, 1.0, 15.0, 200.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    loyal = [2.0, 9.0, 500.0, 300.0, 30.0, 3.0, 150.0, 2.0, 4.0, 40.0, 298.0]
     for _ in range(50):
         model.learn(lapsed, churned=True)
         model.learn(loyal, churned=False)
