@@ -34,6 +34,7 @@ from typing import Any
 from river import compose, linear_model, optim, preprocessing
 
 from processors.snapshots import INPUTS
+from processors.standardize import standard_scaling
 
 #: Feature names, in the user's words where possible.
 FEATURES = (
@@ -126,12 +127,10 @@ class ChurnModel:
     def _fold_scaler(self) -> tuple[float, dict[str, float]]:
         """The scoring weights on unscaled features: log-odds = intercept + sum of coefficient
         × feature, the scaler's means and deviations folded in (one pass instead of two)."""
-        scaler: preprocessing.StandardScaler = self.pipeline["StandardScaler"]
         intercept, coefficients = self.intercept, {}
-        for name in FEATURES:
-            variance = scaler.vars.get(name, 0.0)
-            coefficient = coefficients[name] = self.weights.get(name, 0.0) / variance**0.5 if variance else 0.0
-            intercept -= coefficient * scaler.means.get(name, 0.0)
+        for name, (mean, deviation) in zip(FEATURES, standard_scaling(self.pipeline["StandardScaler"], FEATURES)):
+            coefficient = coefficients[name] = self.weights.get(name, 0.0) / deviation if deviation else 0.0
+            intercept -= coefficient * mean
         return intercept, coefficients
 
     def learn(self, inputs: list[float], churned: bool) -> None:

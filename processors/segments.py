@@ -30,6 +30,7 @@ import numpy as np
 from river import cluster, compose, preprocessing
 
 from processors.snapshots import INPUTS
+from processors.standardize import standard_scaling
 
 FEATURES = ("spend_per_order", "purchases_per_month", "visits_per_month")
 #: Words for a centroid coordinate above / below the mean of all centroids by half a standard deviation.
@@ -118,11 +119,10 @@ class Segmenter:
     def _freeze(self) -> tuple[list[tuple[float, float]], list[tuple[int, list[float]]]]:
         """The scaler's (mean, 1 / deviation) per feature and the centroids as lists, for
         :meth:`segment` (River's ``predict_one``, without its per-call overhead)."""
-        scaler: preprocessing.StandardScaler = self.pipeline["StandardScaler"]
-        scales = [(scaler.means.get(n, 0.0), scaler.vars.get(n, 0.0) ** -0.5 if scaler.vars.get(n, 0.0) else 0.0)
-                  for n in FEATURES]
         kmeans: cluster.KMeans = self.pipeline["KMeans"]
-        return scales, [(int(i), [c.get(n, 0.0) for n in FEATURES]) for i, c in kmeans.centers.items()]
+        centers = [(int(i), [c.get(n, 0.0) for n in FEATURES]) for i, c in kmeans.centers.items()]
+        scaling = standard_scaling(self.pipeline["StandardScaler"], FEATURES)
+        return [(mean, 1.0 / deviation if deviation else 0.0) for mean, deviation in scaling], centers
 
     def centroids(self) -> dict[int, dict[str, float]]:
         """Each segment's centroid in standard units (0 is the population mean)."""
