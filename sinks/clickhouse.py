@@ -15,7 +15,8 @@ import operator
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import clickhouse_connect
 import orjson
@@ -107,6 +108,10 @@ _EVENT_COLUMNS = {
     + (["items"] if model is Purchase else [])
     for model, table in RAW_EVENT_TABLES.items()
 }
+#: The tables the sink writes, in the order of a write: feature rows first, so that once an
+#: event's raw row is visible, its customer's row is too.
+ORDER = ("customer_features", "segment_membership", "churn_alerts", "dead_letters",
+         *RAW_EVENT_TABLES.values(), "model_metrics", "segments")
 #: How ClickHouse reads our JSON: ISO-8601 event times, and fields without a column
 #: (an event's ``type``) skipped.
 JSON_SETTINGS = {"date_time_input_format": "best_effort", "input_format_skip_unknown_fields": 1}
@@ -114,30 +119,50 @@ _feature_values = operator.itemgetter(*FEATURE_COLUMNS)
 _FEATURE_TIME_POSITIONS = [i for i, name in enumerate(FEATURE_COLUMNS) if name in FEATURE_TIME_COLUMNS]
 
 
-def encode(table: str, rows: list[Any]) -> tuple[list[str], bytes, str]:
-    """One insert's columns, body and format: raw events as a JSON array of events, other
-    tables as one JSON array of values per row."""
+@dataclass(frozen=True, slots=True)
+class Insert:
+    """One insert: a table's rows encoded as JSON ClickHouse parses itself."""
+
+    table: str
+    columns: list[str]
+    body: bytes
+    fmt: str
+    rows: int
+
+
+def encode(table: str, rows: list[Any]) -> Insert:
+    """One insert of ``rows``: raw events as a JSON array of events, other tables as one JSON
+    array of values per row."""
     if table in _EVENTS_JSON:
-        return _EVENT_COLUMNS[table], _EVENTS_JSON[table].dump_json(rows), "JSONEachRow"
-    return TABLES[table].column_names, b"\n".join(map(orjson.dumps, rows)), "JSONCompactEachRow"
+        return Insert(table, _EVENT_COLUMNS[table], _EVENTS_JSON[table].dump_json(rows), "JSONEachRow", len(rows))
+    return Insert(table, TABLES[table].column_names, b"\n".join(map(orjson.dumps, rows)), "JSONCompactEachRow", len(rows))
+
+
+@runtime_checkable
+class Forwarder(Protocol):
+    """Where a process that does not own the ClickHouse connection sends its inserts, all of
+    one write in one call (a worker's helper process, see ``streams.processes``)."""
+
+    def forward(self, inserts: list[Insert]) -> None: ...
 
 
 class ClickHouseSink:
-    """Collects rows per table; :meth:`flush` inserts each table's batch in one call."""
+    """Collects rows per table; :meth:`flush` inserts each table's batch in one call.
 
-    #: Feature rows go first: once an event's raw row is visible, its customer's row is too.
-    ORDER = ("customer_features", "segment_membership", "churn_alerts", "dead_letters",
-             *RAW_EVENT_TABLES.values(), "model_metrics", "segments")
+    ``client`` is a ClickHouse client, or a :class:`Forwarder` in a process that sends its
+    rows to the process owning the connection, which inserts them with :meth:`insert`.
+    """
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client | Forwarder) -> None:
         self.client = client
-        self.pending: dict[str, list[list[Any]]] = self._empty()
+        self.pending: dict[str, list[Any]] = self._empty()
         self._feature_row_of: dict[str, int] = {}  # customer -> index of their pending feature row
         self.last_flush_seconds = 0.0
         self.rows_written = 0
 
-    def _empty(self) -> dict[str, list[list[Any]]]:
-        return {name: [] for name in self.ORDER}
+    @staticmethod
+    def _empty() -> dict[str, list[Any]]:
+        return {name: [] for name in ORDER}
 
     @property
     def pending_rows(self) -> int:
@@ -182,26 +207,48 @@ class ClickHouseSink:
         return taken
 
     def write(self, batch: dict[str, list[Any]]) -> int:
-        """Insert ``batch`` (from :meth:`take`) table by table, customer features first;
-        returns the number of rows written.
+        """Insert ``batch`` (from :meth:`take`), one insert per table, customer features
+        first; returns the number of rows written.
 
-        Each table written is emptied in ``batch``: after a failure, writing the same batch
-        again inserts only the rest. Runs in a thread while rows are being added.
+        What is written leaves ``batch``: after a failure, writing the same batch again
+        inserts only the rest. Runs in a thread while rows are being added.
         """
         started = time.perf_counter()
         written = 0
         try:
-            for name in self.ORDER:
-                rows = batch.get(name)
-                if rows:
-                    columns, body, fmt = encode(name, rows)
-                    self.client.raw_insert(f"{DATABASE}.{name}", columns, body, settings=JSON_SETTINGS, fmt=fmt)
-                    written += len(rows)
-                    batch[name] = []
+            inserts = [encode(name, rows) for name, rows in batch.items() if rows]
+            if isinstance(self.client, Forwarder):
+                self.client.forward(inserts)  # in one request: all of them are written, or none
+                written = sum(insert.rows for insert in inserts)
+                batch.update((insert.table, []) for insert in inserts)
+            else:
+                for insert in inserts:
+                    self._insert(insert)
+                    written += insert.rows
+                    batch[insert.table] = []
         finally:
             self.last_flush_seconds = time.perf_counter() - started
             self.rows_written += written
         return written
+
+    def insert(self, inserts: list[Insert]) -> None:
+        """Insert another process's write (see :class:`Forwarder`) now, in order.
+
+        Raises ValueError, inserting none, when one's table, columns or format are not those
+        of this sink's own inserts.
+        """
+        for insert in inserts:
+            own = encode(insert.table, []) if insert.table in ORDER else None
+            if own is None or (insert.columns, insert.fmt) != (own.columns, own.fmt):
+                raise ValueError(f"not the table, columns and format of a crm360 insert: {insert.table!r} "
+                                 f"{insert.columns!r} {insert.fmt!r}")
+        for insert in inserts:
+            self._insert(insert)
+
+    def _insert(self, insert: Insert) -> None:
+        assert not isinstance(self.client, Forwarder)
+        self.client.raw_insert(f"{DATABASE}.{insert.table}", insert.columns, insert.body, settings=JSON_SETTINGS,
+                               fmt=insert.fmt)
 
     def flush(self) -> int:
         """Insert everything pending now; returns the number of rows written."""

@@ -82,7 +82,7 @@ def run_cpu_bench(events: int, batch_messages: int = 50, age_every: int = 3, see
             digest.update(repr((training.observations, training.labels)).encode())
             for name, rows in sink.pending.items():
                 if rows:
-                    digest.update(encode(name, rows)[1])
+                    digest.update(encode(name, rows).body)
             resumed = time.process_time()
             sink.flush()
             done = time.process_time()

@@ -9,10 +9,9 @@ one address users talk to: ``/metrics`` adds up every process's figures, ``/heal
 healthy only when every process is, and ``/customers/{id}`` is answered by the process that
 owns the customer.
 
-Embedded ClickHouse can be opened by one process only: helpers send their rows to the main
-process (:class:`RemoteRows`, ``POST /internal/rows``), which inserts them before answering,
-so a helper still commits offsets only after its rows are written. With a ClickHouse server
-every process writes itself. Helpers die with the main process, however it ends.
+Embedded ClickHouse can be opened by one process only: helpers send each write's rows to the
+main process in one request (:class:`RemoteRows`, ``POST /internal/rows``), which inserts
+them before answering, so a helper still commits offsets only after its rows are written. With a ClickHouse server every process writes itself. Helpers die with the main process, however it ends.
 """
 
 from __future__ import annotations
@@ -27,11 +26,11 @@ import urllib.request
 from typing import Any
 
 import aiohttp
+import orjson
 
+from sinks.clickhouse import Insert
 from streams.settings import Settings
 
-#: Request headers of ``POST /internal/rows``.
-TABLE_HEADER, COLUMNS_HEADER, FORMAT_HEADER = "X-Crm360-Table", "X-Crm360-Columns", "X-Crm360-Format"
 _PR_SET_PDEATHSIG = 1
 #: Set for helpers: the process id of their main process.
 MAIN_PID_VARIABLE = "CRM360_MAIN_PID"
@@ -52,18 +51,45 @@ def auth_headers(settings: Settings) -> dict[str, str]:
     return {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"} if settings.api_key else {}
 
 
+def pack(inserts: list[Insert]) -> bytes:
+    """The body of ``POST /internal/rows``: a JSON line describing the inserts, then their bodies.
+
+    >>> unpack(pack([Insert("segments", ["segment"], b"[1]", "JSONCompactEachRow", 1)]))
+    [Insert(table='segments', columns=['segment'], body=b'[1]', fmt='JSONCompactEachRow', rows=1)]
+    """
+    head = [{"table": i.table, "columns": i.columns, "format": i.fmt, "rows": i.rows, "bytes": len(i.body)}
+            for i in inserts]
+    return orjson.dumps(head) + b"\n" + b"".join(i.body for i in inserts)
+
+
+def unpack(body: bytes) -> list[Insert]:
+    """The inserts in a body made by :func:`pack`; ValueError when it is not one."""
+    line, _, rest = body.partition(b"\n")
+    try:
+        inserts, at = [], 0
+        for part in orjson.loads(line):
+            end = at + int(part["bytes"])
+            inserts.append(Insert(str(part["table"]), [str(c) for c in part["columns"]], rest[at:end],
+                                  str(part["format"]), int(part["rows"])))
+            at = end
+    except (orjson.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"not a body of inserts: {error}") from error
+    if at != len(rest):
+        raise ValueError("not a body of inserts: its lengths do not add up")
+    return inserts
+
+
 class RemoteRows:
-    """The part of a ClickHouse client a helper's sink uses: inserts go to the main process."""
+    """A helper's :class:`~sinks.clickhouse.Forwarder`: each write's inserts go to the main
+    process in one request, answered once they are in ClickHouse."""
 
     def __init__(self, settings: Settings) -> None:
         assert settings.main_url
         self.url = f"{settings.main_url}/internal/rows"
         self.headers = auth_headers(settings)
 
-    def raw_insert(self, table: str, column_names: list[str], insert_block: bytes, settings: Any = None,
-                   fmt: str = "JSONEachRow") -> None:
-        headers = self.headers | {TABLE_HEADER: table, COLUMNS_HEADER: ",".join(column_names), FORMAT_HEADER: fmt}
-        request = urllib.request.Request(self.url, data=insert_block, headers=headers, method="POST")
+    def forward(self, inserts: list[Insert]) -> None:
+        request = urllib.request.Request(self.url, data=pack(inserts), headers=self.headers, method="POST")
         with urllib.request.urlopen(request, timeout=120) as response:
             response.read()
 

@@ -17,11 +17,9 @@ from schemas.events import BaseEvent
 from schemas.rows import FEATURE_TIME_COLUMNS
 from schemas.topics import INPUT_TOPICS, partition_for
 from sinks.query import run_readonly
-from sinks.clickhouse import JSON_SETTINGS
-from sinks.tables import DATABASE, TABLES
 from streams.dashboard import DashboardCache, dashboard_data, dashboard_page, plotly_js
 from streams.pipeline import DeadLetterRecord
-from streams.processes import COLUMNS_HEADER, FORMAT_HEADER, TABLE_HEADER
+from streams.processes import unpack
 
 if TYPE_CHECKING:
     from streams.app import Worker
@@ -178,21 +176,19 @@ def register_views(worker: Worker) -> None:
 
     @app.page("/internal/rows")
     class Rows(View):
-        """Inserts a helper process's rows (see ``streams.processes``)."""
+        """Inserts a helper process's write (see ``streams.processes``)."""
 
         async def post(self, request: Request) -> Response:
             if not authorized(request):
                 return denied(self)
-            table, fmt = request.headers.get(TABLE_HEADER, ""), request.headers.get(FORMAT_HEADER, "")
-            if table.removeprefix(f"{DATABASE}.") not in TABLES or not fmt.startswith("JSON"):
-                return self.json({"error": f"not a crm360 table and JSON format: {table!r} {fmt!r}"}, status=400)
-            columns = request.headers.get(COLUMNS_HEADER, "").split(",")
-            body = await request.read()
             try:
-                await asyncio.to_thread(worker.writer.raw_insert, table, columns, body, settings=JSON_SETTINGS, fmt=fmt)
+                inserts = unpack(await request.read())
+                await asyncio.to_thread(worker.sink.insert, inserts)
+            except ValueError as error:
+                return self.json({"error": str(error)}, status=400)
             except Exception as error:  # noqa: BLE001 - the helper retries, as after any failed write
                 return self.json({"error": str(error).strip().splitlines()[0][:2000]}, status=503)
-            return self.json({"inserted_bytes": len(body)})
+            return self.json({"inserted_rows": sum(insert.rows for insert in inserts)})
 
     @app.page("/sql")
     class Sql(View):

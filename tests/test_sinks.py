@@ -13,9 +13,10 @@ import pytest
 from processors.config import FeatureConfig
 from processors.features import CustomerState, apply, profile, row_version
 from schemas.events import Purchase, parse_event
-from sinks.clickhouse import ClickHouseSink, connect, migrate
+from sinks.clickhouse import ClickHouseSink, Insert, connect, encode, migrate
 from sinks.query import run_readonly
 from sinks.tables import DATABASE, RAW_EVENT_TABLES, TABLES
+from streams.processes import pack, unpack
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -140,3 +141,42 @@ def test_a_failed_write_is_retried_without_losing_or_repeating_rows(tmp_path: Pa
                           f"(SELECT count() FROM {DATABASE}.social_interactions), "
                           f"(SELECT count() FROM {DATABASE}.customer_profiles)").result_rows
     assert counts == [(3, 1, 1, 1)]
+
+
+class ToMainProcess:
+    """A helper process's link to the main one, without the HTTP: what ``POST /internal/rows``
+    carries, handed to the main process's sink."""
+
+    def __init__(self, main: ClickHouseSink) -> None:
+        self.main, self.requests = main, 0
+
+    def forward(self, inserts: list[Insert]) -> None:
+        self.requests += 1
+        self.main.insert(unpack(pack(inserts)))
+
+
+def test_a_helper_process_write_reaches_clickhouse_in_one_request(tmp_path: Path) -> None:
+    client = connect(f"chdb://{tmp_path / 'ch'}")
+    migrate(client)
+    main = ClickHouseSink(client)
+    link = ToMainProcess(main)
+    helper = ClickHouseSink(link)
+    for raw in EVERY_TYPE:
+        helper.add_event(parse_event(raw))
+    helper.add_membership_change("rfm_segment", "Lost", 2)
+    assert helper.flush() == len(EVERY_TYPE) + 1 and link.requests == 1 and helper.pending_rows == 0
+    for model, table in RAW_EVENT_TABLES.items():
+        sent = sorted(raw["event_id"] for raw in EVERY_TYPE if isinstance(parse_event(raw), model))
+        assert [i for (i,) in client.query(f"SELECT event_id FROM {DATABASE}.{table} ORDER BY event_id").result_rows] == sent
+    assert client.query(f"SELECT name, customers FROM {DATABASE}.segment_membership").result_rows == [("Lost", 2)]
+
+    # What the main process refuses, it refuses whole: an insert it would not make itself.
+    good, bad = encode("segment_membership", [["rfm_segment", "Lost", 1]]), encode("visits", [])
+    for wrong in (Insert("schema_migrations", bad.columns, b"", bad.fmt, 0),
+                  Insert("visits", bad.columns[:-1], b"", bad.fmt, 0),
+                  Insert("visits", bad.columns, b"", "CSV", 0)):
+        with pytest.raises(ValueError, match="not the table, columns and format"):
+            main.insert([good, wrong])
+    with pytest.raises(ValueError, match="not a body of inserts"):
+        unpack(pack([good])[:-1])
+    assert client.query(f"SELECT sum(customers) FROM {DATABASE}.segment_membership").result_rows == [(2,)]
