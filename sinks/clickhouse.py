@@ -135,7 +135,8 @@ def encode(table: str, rows: list[Any]) -> Insert:
     array of values per row."""
     if table in _EVENTS_JSON:
         return Insert(table, _EVENT_COLUMNS[table], _EVENTS_JSON[table].dump_json(rows), "JSONEachRow", len(rows))
-    return Insert(table, TABLES[table].column_names, b"\n".join(map(orjson.dumps, rows)), "JSONCompactEachRow", len(rows))
+    body = b"\n".join(map(orjson.dumps, rows))
+    return Insert(table, TABLES[table].column_names, body, "JSONCompactEachRow", len(rows))
 
 
 @runtime_checkable

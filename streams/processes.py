@@ -11,7 +11,9 @@ owns the customer.
 
 Embedded ClickHouse can be opened by one process only: helpers send each write's rows to the
 main process in one request (:class:`RemoteRows`, ``POST /internal/rows``), which inserts
-them before answering, so a helper still commits offsets only after its rows are written. With a ClickHouse server every process writes itself. Helpers die with the main process, however it ends.
+them before answering, so a helper still commits offsets only after its rows are written.
+With a ClickHouse server every process writes itself. Helpers die with the main process,
+however it ends.
 """
 
 from __future__ import annotations

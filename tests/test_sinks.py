@@ -167,7 +167,8 @@ def test_a_helper_process_write_reaches_clickhouse_in_one_request(tmp_path: Path
     assert helper.flush() == len(EVERY_TYPE) + 1 and link.requests == 1 and helper.pending_rows == 0
     for model, table in RAW_EVENT_TABLES.items():
         sent = sorted(raw["event_id"] for raw in EVERY_TYPE if isinstance(parse_event(raw), model))
-        assert [i for (i,) in client.query(f"SELECT event_id FROM {DATABASE}.{table} ORDER BY event_id").result_rows] == sent
+        written = client.query(f"SELECT event_id FROM {DATABASE}.{table} ORDER BY event_id").result_rows
+        assert [event_id for (event_id,) in written] == sent
     assert client.query(f"SELECT name, customers FROM {DATABASE}.segment_membership").result_rows == [("Lost", 2)]
 
     # What the main process refuses, it refuses whole: an insert it would not make itself.
