@@ -6,7 +6,9 @@ partition's labels. After each batch the trainer publishes a new :class:`Models`
 to the compacted ``churn-models`` topic (the batch's offset recorded in it) and only then
 acknowledges the batch. Every worker follows ``churn-models`` and scores with the newest
 version; a trainer that starts (after a restart or a rebalance) continues from the newest
-published version and skips training records it already learned.
+published version and skips training records it already learned. In a worker of several
+processes (``streams.processes``) the helpers train: the main process already writes every
+process's rows to embedded ClickHouse and serves the web.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("crm360")
 #: Records per training message (keeps messages well under Kafka's 1 MB default).
 RECORDS_PER_MESSAGE = 2_000
+#: How often the trainer's model quality is recorded in ``model_metrics`` (when it learned).
+METRICS_INTERVAL_S = 5.0
 
 
 def encode_training(batch: TrainingBatch) -> list[bytes]:
@@ -67,8 +71,10 @@ class ModelHub:
         self.latest_version = 0
         self.caught_up = asyncio.Event()
         self.trainer: Trainer | None = None
-        self.last_metrics_at = 0.0
-        worker.app.agent(self.training_topic, name="trainer")(self._train)
+        self.recorded_version = 0  # the trainer's model version whose quality is in model_metrics
+        if not worker.helpers:  # only processes subscribed to the topic are assigned its partition
+            worker.app.agent(self.training_topic, name="trainer")(self._train)
+            worker.app.timer(METRICS_INTERVAL_S)(self._record_quality)
         worker.app.task(self._follow)
 
     async def send_training(self, batch: TrainingBatch) -> None:
@@ -127,16 +133,16 @@ class ModelHub:
             raw = trainer.publish(training_offset=max(e.message.offset for e in fresh))
             await (await self.models_topic.send(key=b"churn", value=raw))  # durable before the batch is acked
             self._receive(raw)
-            await self._record_quality(trainer)
 
-    async def _record_quality(self, trainer: Trainer) -> None:
-        """Model metrics every few seconds, and what each segment stands for."""
-        now = time.time()
-        if now - self.last_metrics_at < 5.0:
+    async def _record_quality(self) -> None:
+        """The quality of the trainer's newest model version, and what each segment stands for,
+        when it learned since the last record."""
+        trainer = self.trainer
+        if trainer is None or trainer.models.version == self.recorded_version:
             return
-        self.last_metrics_at = now
+        self.recorded_version = trainer.models.version
         models, sink = trainer.models, self.worker.sink
-        at = datetime.fromtimestamp(now, tz=timezone.utc)
+        at = datetime.fromtimestamp(time.time(), tz=timezone.utc)
         report: dict[str, Any] = trainer.quality.report()
         sink.add_row("model_metrics", {"measured_at": at, "model_version": models.version,
                                        "labels_learned": models.churn.labels_learned, **report})
