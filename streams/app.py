@@ -6,7 +6,10 @@ and publishes dead letters. Rows are written to ClickHouse every ``flush_interva
 insert has a fixed cost, so batches share them), and always before offsets are committed:
 a commit first writes everything pending, so no committed message's rows are unwritten.
 Customer state lives in a changelog-backed Table keyed by the customer id (the input
-message key).
+message key). Its changes go to the changelog at each commit too, each changed customer's
+state once however often it changed since the last (serializing states after every batch
+was a tenth of the processing): a restart restores the states as of the last commit and
+re-reads from there.
 """
 
 from __future__ import annotations
@@ -296,7 +299,6 @@ class Worker:
                 await self.models.caught_up.wait()  # never score with less than the newest model
                 async with self.lock:
                     dead = self.pipeline.ingest(messages)
-                    await self.publish_state()
                     await self.publish_dead_letters(dead)
                     await self.publish_model_output()
                     await self.flush_when_due()
@@ -306,13 +308,17 @@ class Worker:
             raise
 
     async def _revoked(self, sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+        """Before the partitions move: every state change is in the changelog (the commit on
+        revocation sent them; whatever changed since goes now), for their next owner."""
+        async with self.lock:
+            await self.publish_state()
+            await self.app.producer.flush()
         self.pipeline.forget_partitions({tp.partition for tp in revoked if tp.topic == PURCHASES})
 
     async def _assigned(self, sender: Any, assigned: set[TP], **kwargs: Any) -> None:
         """Customers of partitions now owned by another process (or worker) leave this one:
         their owner serves and counts them. Should their partition come back, faust's recovery
-        reads its changelog from the start. Their changes were all sent already: a batch's
-        changes go out before anything else can run."""
+        reads its changelog from the start. Their changes were all sent on revocation."""
         mine = {tp.partition for tp in assigned if tp.topic == PURCHASES}
         self.customers.drop(lambda key: self.pipeline.home(key) not in mine)
 
@@ -331,7 +337,6 @@ class Worker:
                 started = time.monotonic()
                 self.pipeline.emit_aged(due, self.settings.aging_slice)
                 took += time.monotonic() - started
-                await self.publish_state()
                 await self.publish_model_output()
                 await self.flush_when_due()
         self.next_aging_at = time.monotonic() + took * (1 / self.settings.aging_max_share - 1)
@@ -343,8 +348,10 @@ class Worker:
 
     @contextlib.asynccontextmanager
     async def _checkpoint(self) -> AsyncIterator[None]:
-        """Around an offset commit: everything pending is written, and no batch runs meanwhile."""
+        """Around an offset commit: state changes are sent (the commit waits for them) and
+        pending rows written, and no batch runs meanwhile."""
         async with self.lock:
+            await self.publish_state()
             await self.flush()
             yield
 
@@ -365,7 +372,8 @@ class Worker:
                 self.writing = asyncio.create_task(self.flush())
 
     async def publish_state(self) -> None:
-        """The states of customers changed since the last call to the table's changelog."""
+        """The states of customers changed since the last call to the table's changelog (the
+        producer's next flush waits for them)."""
         topic = self.table.changelog_topic.get_topic_name()
         for partition, records in self.customers.take_changes(self.pipeline.home).items():
             await self.app.producer.send_records(topic, partition, records)

@@ -59,15 +59,18 @@ class BufferedTable(MutableMapping[bytes, CustomerState]):
 
     def drop(self, unwanted: Callable[[bytes], bool]) -> int:
         """Remove the customers whose key is ``unwanted`` from the store, sending no changelog
-        records (their partitions belong to another process now); returns how many.
+        records, not even of changes not yet taken (their partitions belong to another process
+        now); returns how many.
 
         >>> table = BufferedTable({b"a": CustomerState("a"), b"b": CustomerState("b")})
-        >>> table.drop(lambda key: key == b"a"), list(table)
-        (1, [b'b'])
+        >>> table[b"a"] = CustomerState("a")
+        >>> table.drop(lambda key: key == b"a"), list(table), table.take_changes(len)
+        (1, [b'b'], {})
         """
         keys = [key for key in self.store if unwanted(key)]
         for key in keys:
             del self.store[key]
+            self._changed.pop(key, None)
         return len(keys)
 
     def take_changes(self, partition_of: Callable[[bytes], int]) -> dict[int, list[Record]]:
