@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import operator
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import clickhouse_connect
