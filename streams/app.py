@@ -286,6 +286,7 @@ class Worker:
         self.app.on_partitions_assigned.connect(self._assigned)
         if self.helpers:
             self.app.timer(2.0)(self._watch_helpers)
+            self.app.on_before_shutdown.connect(self._stop_helpers)
         from streams.web import register_views
 
         register_views(self)
@@ -344,6 +345,12 @@ class Worker:
     async def _watch_helpers(self) -> None:
         assert self.helpers
         for problem in self.helpers.restart_exited():
+            log.error(problem)
+
+    async def _stop_helpers(self, sender: Any, **kwargs: Any) -> None:
+        """At shutdown, while this process's web server still takes their last rows."""
+        assert self.helpers
+        for problem in await asyncio.to_thread(self.helpers.stop):
             log.error(problem)
 
     @contextlib.asynccontextmanager
@@ -440,5 +447,6 @@ class Worker:
             with rare_garbage_collection():
                 worker.execute_from_commandline()
         finally:
-            if self.helpers:
-                self.helpers.stop()
+            if self.helpers:  # when the app did not get to stop them
+                for problem in self.helpers.stop():
+                    log.error(problem)

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -31,16 +32,21 @@ def answers(address: str, timeout: float = 0.3) -> bool:
         return False
 
 
-def stop_process(process: subprocess.Popen[bytes] | None, sig: int, grace_s: float) -> None:
-    """Send ``sig`` to a running child; kill it if it has not exited after ``grace_s``."""
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(sig)
-    try:
-        process.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def stop_processes(processes: Iterable[subprocess.Popen[bytes] | None], sig: int, grace_s: float) -> list[int]:
+    """Send ``sig`` to every running child at once; kill those that have not exited after
+    ``grace_s``. Returns the process ids it had to kill."""
+    running = [p for p in processes if p is not None and p.poll() is None]
+    for process in running:
+        process.send_signal(sig)
+    killed, deadline = [], time.monotonic() + grace_s
+    for process in running:
+        try:
+            process.wait(max(deadline - time.monotonic(), 0.0))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            killed.append(process.pid)
+    return killed
 
 
 def broker_binary() -> Path:
@@ -82,7 +88,7 @@ class LocalBroker:
         raise BrokerError(f"the local broker did not answer on {self.address} within {timeout:.0f}s")
 
     def stop(self) -> None:
-        stop_process(self.process, signal.SIGTERM, grace_s=5.0)
+        stop_processes([self.process], signal.SIGTERM, grace_s=5.0)
         self.process = None
 
     def __enter__(self) -> LocalBroker:

@@ -31,6 +31,7 @@ import aiohttp
 import orjson
 
 from sinks.clickhouse import Insert
+from streams.broker import stop_processes
 from streams.settings import Settings
 
 _PR_SET_PDEATHSIG = 1
@@ -105,6 +106,7 @@ class Helpers:
         self.settings = settings
         self.ports = [free_port() for _ in range(count)]
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
+        self.stopping = False
 
     @property
     def urls(self) -> list[str]:
@@ -128,25 +130,23 @@ class Helpers:
             self._start(port)
 
     def restart_exited(self) -> list[str]:
-        """Start again every helper that exited; returns what happened, for the log."""
-        restarted = []
+        """Start again every helper that exited (none once :meth:`stop` began); returns what
+        happened, for the log."""
+        restarted: list[str] = []
+        if self.stopping:
+            return restarted
         for port, process in self.processes.items():
             if process.poll() is not None:
                 restarted.append(f"worker process on port {port} exited with code {process.returncode}; restarted")
                 self._start(port)
         return restarted
 
-    def stop(self, grace_s: float = 30.0) -> None:
-        """Stop every helper cleanly (all at once), killing one that takes over ``grace_s``."""
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    def stop(self, grace_s: float = 30.0) -> list[str]:
+        """Stop every helper cleanly (all at once), killing one that takes over ``grace_s``;
+        returns what went wrong, for the log."""
+        self.stopping = True
+        killed = stop_processes(self.processes.values(), signal.SIGTERM, grace_s)
+        return [f"worker process {pid} did not stop within {grace_s:.0f} s; killed" for pid in killed]
 
     async def ask(self, session: aiohttp.ClientSession, path: str) -> list[tuple[int, Any]]:
         """GET ``path`` from every helper through ``session`` (the app's HTTP client): (status,

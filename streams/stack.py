@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from streams.broker import LocalBroker, stop_process
+from streams.broker import LocalBroker, stop_processes
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
@@ -70,7 +70,7 @@ class WorkerProcess:
         raise RuntimeError(f"the worker was not healthy within {timeout:.0f}s; see {self.log_path}")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        stop_process(self.process, sig, grace_s=30.0)
+        stop_processes([self.process], sig, grace_s=30.0)
         self.process = None
 
     def metrics(self) -> dict[str, float]:

@@ -84,7 +84,9 @@ def _stops_answering(url: str, within_s: float) -> bool:
     return False
 
 
-def test_worker_killed_mid_stream_restarts_with_exact_state(start_worker: Any, broker: str) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
+def test_worker_stopped_mid_stream_restarts_with_exact_state(start_worker: Any, broker: str, stop_signal: int) -> None:
+    """Killed, it loses nothing; stopped, its helper also writes its last rows and exits cleanly."""
     worker = start_worker(CRM360_WORKER_PROCESSES="2")
     helper = worker.get("/health")[1]["processes"][1]
     customers, rounds, per_round = 500, 40, 1_000
@@ -111,11 +113,16 @@ def test_worker_killed_mid_stream_restarts_with_exact_state(start_worker: Any, b
     deadline = time.monotonic() + 60
     while worker.metric("crm360_events_applied_total") < 8_000 and time.monotonic() < deadline:
         time.sleep(0.05)
-    applied_before_kill = worker.metric("crm360_events_applied_total")
-    worker.stop(signal.SIGKILL)
-    assert _stops_answering(helper, within_s=10), "the helper process outlived its killed main process"
+    applied_before_stop = worker.metric("crm360_events_applied_total")
+    main_process = worker.process
+    worker.stop(stop_signal)
+    assert _stops_answering(helper, within_s=10), "the helper process outlived its main process"
     producer.join()
-    assert 0 < applied_before_kill < rounds * per_round
+    assert 0 < applied_before_stop < rounds * per_round
+    if stop_signal == signal.SIGTERM:
+        log = worker.log_path.read_text()
+        assert main_process.returncode == 0, log[-3000:]
+        assert "did not stop within" not in log and "ClickHouse write failed" not in log, log[-3000:]
     restarted = start_worker()
     restarted.wait_for("SELECT count() FROM purchases FINAL", rounds * per_round, timeout=120)
     rows: dict[str, Any] = {}
