@@ -6,7 +6,9 @@ partition's labels. After each batch the trainer publishes a new :class:`Models`
 to the compacted ``churn-models`` topic (the batch's offset recorded in it) and only then
 acknowledges the batch. Every worker follows ``churn-models`` and scores with the newest
 version; a trainer that starts (after a restart or a rebalance) continues from the newest
-published version and skips training records it already learned.
+published version and skips training records it already learned. In a worker of several
+processes (``streams.processes``) the helpers train: the main process already writes every
+process's rows to embedded ClickHouse and serves the web.
 """
 
 from __future__ import annotations
@@ -70,8 +72,9 @@ class ModelHub:
         self.caught_up = asyncio.Event()
         self.trainer: Trainer | None = None
         self.recorded_version = 0  # the trainer's model version whose quality is in model_metrics
-        worker.app.agent(self.training_topic, name="trainer")(self._train)
-        worker.app.timer(METRICS_INTERVAL_S)(self._record_quality)
+        if not worker.helpers:  # only processes subscribed to the topic are assigned its partition
+            worker.app.agent(self.training_topic, name="trainer")(self._train)
+            worker.app.timer(METRICS_INTERVAL_S)(self._record_quality)
         worker.app.task(self._follow)
 
     async def send_training(self, batch: TrainingBatch) -> None:
