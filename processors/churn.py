@@ -16,9 +16,11 @@ Examples
 >>> model = ChurnModel(learning_rate=0.05)
 >>> loyal = [2.0, 12.0, 600.0, 300.0, 25.0, 4.0, 200.0, 3.0, 5.0, 60.0, 298.0]
 >>> lapsed = [200.0, 1.0, 15.0, 200.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
->>> for _ in range(200):
-...     model.learn(loyal, churned=False)
-...     model.learn(lapsed, churned=True)
+>>> for _ in range(200):  # learn returns what the model expected of the label before
+...     expected_loyal = model.learn(loyal, churned=False)
+...     expected_lapsed = model.learn(lapsed, churned=True)
+>>> expected_lapsed > 0.9 > 0.1 > expected_loyal
+True
 >>> model.probability(lapsed) > 0.9 > 0.1 > model.probability(loyal)
 True
 >>> top = max(model.contributions(lapsed).items(), key=lambda kv: kv[1])[0]
@@ -91,6 +93,10 @@ def churn_features(inputs: list[float]) -> dict[str, float]:
     }
 
 
+def _logistic(log_odds: float) -> float:
+    return 1.0 / (1.0 + math.exp(-min(max(log_odds, -50.0), 50.0)))
+
+
 class ChurnModel:
     """Probability that a customer makes no purchase within the churn horizon."""
 
@@ -121,8 +127,7 @@ class ChurnModel:
         if self._folded_at != self.labels_learned:
             self._folded, self._folded_at = self._fold_scaler(), self.labels_learned
         intercept, coefficients = self._folded
-        log_odds = intercept + sum(coefficients[name] * value for name, value in churn_features(inputs).items())
-        return 1.0 / (1.0 + math.exp(-min(max(log_odds, -50.0), 50.0)))
+        return _logistic(intercept + sum(coefficients[name] * value for name, value in churn_features(inputs).items()))
 
     def _fold_scaler(self) -> tuple[float, dict[str, float]]:
         """The scoring weights on unscaled features: log-odds = intercept + sum of coefficient
@@ -133,9 +138,15 @@ class ChurnModel:
             intercept -= coefficient * mean
         return intercept, coefficients
 
-    def learn(self, inputs: list[float], churned: bool) -> None:
-        """Learn from one matured label and fold the new weights into the average."""
-        self.pipeline.learn_one(churn_features(inputs), churned)
+    def learn(self, inputs: list[float], churned: bool) -> float:
+        """Learn from one matured label and fold the new weights into the average; returns
+        the probability the model gave the label before (what prequential quality measures:
+        the same as :meth:`probability` then, without folding the scaler for every label)."""
+        features = churn_features(inputs)
+        scaled = self.pipeline["StandardScaler"].transform_one(features)
+        weights = self.weights
+        before = _logistic(self.intercept + sum(weights.get(name, 0.0) * value for name, value in scaled.items()))
+        self.pipeline.learn_one(features, churned)
         self.labels_learned += 1
         rate = max(1.0 / self.labels_learned, 1.0 / self.averaging_labels)
         learned: linear_model.LogisticRegression = self.pipeline["LogisticRegression"]
@@ -144,6 +155,7 @@ class ChurnModel:
             old = averaged.get(name, 0.0)
             averaged[name] = old + (weight - old) * rate
         self.intercept += (learned.intercept - self.intercept) * rate
+        return before
 
     def contributions(self, inputs: list[float]) -> dict[str, float]:
         """Each feature's share of the log-odds (weight times standardized value)."""

@@ -87,8 +87,7 @@ class Trainer:
         event-time order of the snapshots (partitions release labels in bulk)."""
         churn = self.models.churn
         for label in sorted(labels, key=lambda label: label.at):
-            self.quality.record(churn.probability(label.inputs), label.churned)
-            churn.learn(label.inputs, label.churned)
+            self.quality.record(churn.learn(label.inputs, label.churned), label.churned)
 
     def publish(self, training_offset: int) -> bytes:
         """A new version of the models, having learned through ``training_offset``."""

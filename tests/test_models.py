@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import random
 from typing import Any
 
 import pytest
@@ -291,3 +292,16 @@ def test_a_model_version_published_before_weight_averaging_still_scores() -> Non
     assert old.probability(lapsed) == pytest.approx(learned) and learned > 0.9
     old.learn(loyal, churned=False)  # and goes on learning
     assert old.labels_learned == 101
+
+
+def test_learning_a_label_returns_the_probability_the_model_gave_it_before() -> None:
+    """Prequential quality reads it from ``learn``: it must be what scoring said just before."""
+    model = ChurnModel(learning_rate=0.05)
+    rng = random.Random(3)
+    for n in range(300):
+        inputs = [rng.uniform(0, 300), float(rng.randint(1, 9)), rng.uniform(5, 900), rng.uniform(300, 600),
+                  rng.uniform(5, 60), float(rng.randint(0, 4)), rng.uniform(0, 200), rng.uniform(0, 5),
+                  float(rng.randint(0, 9)), float(rng.randint(0, 60)), rng.uniform(0, 300)]
+        expected = model.probability(inputs)
+        assert model.learn(inputs, churned=inputs[0] > 150) == pytest.approx(expected, abs=1e-9), n
+    assert model.probability(inputs) != expected  # it did learn
