@@ -87,6 +87,7 @@ def test_raw_events_land_column_for_column(tmp_path: Path) -> None:
     sink = ClickHouseSink(client)
     events = [parse_event(raw) for raw in EVERY_TYPE]
     for event in events:
+        assert event.epoch >= 0  # cached among its fields, as the pipeline leaves it
         sink.add_event(event)
     assert sink.flush() == len(events)
     for event in events:
