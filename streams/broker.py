@@ -38,7 +38,8 @@ def stop_processes(processes: Iterable[subprocess.Popen[bytes] | None], sig: int
     running = [p for p in processes if p is not None and p.poll() is None]
     for process in running:
         process.send_signal(sig)
-    killed, deadline = [], time.monotonic() + grace_s
+    killed: list[int] = []
+    deadline = time.monotonic() + grace_s
     for process in running:
         try:
             process.wait(max(deadline - time.monotonic(), 0.0))
