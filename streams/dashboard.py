@@ -103,7 +103,7 @@ def dashboard_page(refresh_s: float) -> str:
     )
 
 
-PAGE = """<!doctype html>
+PAGE = r"""<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
