@@ -18,8 +18,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import aiokafka
@@ -251,13 +253,17 @@ class Worker:
                                                 key_serializer="raw", value_serializer="raw")
         self.writer: Client | RemoteRows
         self.reader: Client | None
+        staging: Path | None = None
         if settings.main_url and settings.embedded_clickhouse:  # a helper: the main process writes
-            self.writer, self.reader = RemoteRows(settings), None
+            self.writer, self.reader = RemoteRows(settings, settings.staging_path / str(settings.web_port)), None
         else:
             self.writer = connect(settings.clickhouse_url)
             migrate(self.writer)
             self.reader = connect(settings.clickhouse_url, database=DATABASE)
-        self.sink = ClickHouseSink(self.writer)  # type: ignore[arg-type]
+            if settings.embedded_clickhouse:
+                shutil.rmtree(settings.staging_path, ignore_errors=True)  # left by earlier runs' helpers
+                staging = settings.staging_path / "main"
+        self.sink = ClickHouseSink(self.writer, staging)  # type: ignore[arg-type]
         #: The other processes of this worker (the main process starts them).
         self.helpers = Helpers(settings, settings.processes - 1) if settings.processes > 1 and not settings.main_url else None
         self.alerts_topic = self.app.topic(CHURN_ALERTS, key_type=bytes, value_type=bytes,

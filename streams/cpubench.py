@@ -4,8 +4,8 @@
 differ by more than a 10-20% change of the hot path. This measures only what our code costs:
 the bench's simulated events, in the bench's envelopes, go through :class:`CustomerPipeline`
 in fixed batches with a trainer publishing models, a table that serializes every write as the
-changelog does, embedded ClickHouse inserts and the worker's garbage collection policy; process
-CPU time per stage is counted. A fixed clock makes every output reproducible, and a digest of
+changelog does, embedded ClickHouse inserts (staged in files, as the worker's are) and the
+worker's garbage collection policy; process CPU time per stage is counted. A fixed clock makes every output reproducible, and a digest of
 all of them (dead letters, alerts, training records, ClickHouse rows, final states) tells
 whether a change altered any.
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from processors.features import CustomerState
@@ -53,7 +54,7 @@ def run_cpu_bench(events: int, batch_messages: int = 50, age_every: int = 3, see
     with tempfile.TemporaryDirectory(prefix="crm360-cpubench-") as workdir, rare_garbage_collection():
         client = connect(f"chdb://{workdir}/clickhouse")
         migrate(client)
-        sink, table = ClickHouseSink(client), ChangelogTable()
+        sink, table = ClickHouseSink(client, Path(workdir) / "staging"), ChangelogTable()
         pipeline = CustomerPipeline(settings.feature_config(), sink, table, settings.partitions,
                                     settings.learning_config(), rescore_interval_s=float("inf"),
                                     clock=lambda: FIXED_CLOCK)

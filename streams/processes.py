@@ -9,9 +9,10 @@ one address users talk to: ``/metrics`` adds up every process's figures, ``/heal
 healthy only when every process is, and ``/customers/{id}`` is answered by the process that
 owns the customer.
 
-Embedded ClickHouse can be opened by one process only: helpers send each write's rows to the
-main process in one request (:class:`RemoteRows`, ``POST /internal/rows``), which inserts
-them before answering, so a helper still commits offsets only after its rows are written.
+Embedded ClickHouse can be opened by one process only: a helper stages each write's inserts
+in files and names them to the main process in one request (:class:`RemoteRows`, ``POST
+/internal/rows``), which has ClickHouse read them before answering, so a helper still commits
+offsets only after its rows are written, and the rows never pass through the main process.
 With a ClickHouse server every process writes itself. Helpers die with the main process,
 however it ends.
 """
@@ -25,12 +26,13 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 
-from sinks.clickhouse import Insert
+from sinks.clickhouse import Insert, StagedInsert, stage
 from streams.broker import stop_processes
 from streams.settings import Settings
 
@@ -54,47 +56,65 @@ def auth_headers(settings: Settings) -> dict[str, str]:
     return {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"} if settings.api_key else {}
 
 
-def pack(inserts: list[Insert]) -> bytes:
-    """The body of ``POST /internal/rows``: a JSON line describing the inserts, then their bodies.
-
-    >>> unpack(pack([Insert("segments", ["segment"], b"[1]", "JSONCompactEachRow", 1)]))
-    [Insert(table='segments', columns=['segment'], body=b'[1]', fmt='JSONCompactEachRow', rows=1)]
-    """
-    head = [{"table": i.table, "columns": i.columns, "format": i.fmt, "rows": i.rows, "bytes": len(i.body)}
-            for i in inserts]
-    return orjson.dumps(head) + b"\n" + b"".join(i.body for i in inserts)
+def describe(directory: Path, staged: list[StagedInsert]) -> bytes:
+    """The body of ``POST /internal/rows``: a helper's staged inserts, by the name of its
+    staging directory."""
+    return orjson.dumps({"directory": directory.name, "inserts": [
+        {"table": i.table, "columns": i.columns, "format": i.fmt, "rows": i.rows, "bytes": i.size} for i in staged
+    ]})
 
 
-def unpack(body: bytes) -> list[Insert]:
-    """The inserts in a body made by :func:`pack`; ValueError when it is not one."""
-    line, _, rest = body.partition(b"\n")
+def staged_inserts(body: bytes, staging: Path) -> list[StagedInsert]:
+    """The staged inserts a body made by :func:`describe` names, in a helper's directory under
+    ``staging``; ValueError when it is not such a body, or a file is not as described."""
     try:
-        inserts, at = [], 0
-        for part in orjson.loads(line):
-            end = at + int(part["bytes"])
-            inserts.append(Insert(str(part["table"]), [str(c) for c in part["columns"]], rest[at:end],
-                                  str(part["format"]), int(part["rows"])))
-            at = end
+        request = orjson.loads(body)
+        name = str(request["directory"])
+        if not name.isdigit():  # a helper's web port
+            raise ValueError(f"not a helper's staging directory: {name!r}")
+        directory = staging / name
+        staged = []
+        for part in request["inserts"]:
+            table = str(part["table"])
+            if not table.isidentifier():
+                raise ValueError(f"not a table name: {table!r}")
+            staged.append(StagedInsert(table, [str(c) for c in part["columns"]], str(part["format"]),
+                                       int(part["rows"]), directory / table, int(part["bytes"])))
     except (orjson.JSONDecodeError, KeyError, TypeError) as error:
-        raise ValueError(f"not a body of inserts: {error}") from error
-    if at != len(rest):
-        raise ValueError("not a body of inserts: its lengths do not add up")
-    return inserts
+        raise ValueError(f"not a body of staged inserts: {error}") from error
+    for insert in staged:
+        if not insert.path.is_file():
+            raise ValueError(f"no staged insert at {insert.path}")
+        if insert.path.stat().st_size != insert.size:
+            raise ValueError(f"staged insert {insert.path} holds {insert.path.stat().st_size} bytes, not {insert.size}")
+    return staged
 
 
 class RemoteRows:
-    """A helper's :class:`~sinks.clickhouse.Forwarder`: each write's inserts go to the main
-    process in one request, answered once they are in ClickHouse."""
+    """A helper's :class:`~sinks.clickhouse.Forwarder`: each write's inserts are staged in
+    ``directory`` and named to the main process in one request, answered once they are in
+    ClickHouse."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, directory: Path) -> None:
         assert settings.main_url
         self.url = f"{settings.main_url}/internal/rows"
         self.headers = auth_headers(settings)
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
 
     def forward(self, inserts: list[Insert]) -> None:
-        request = urllib.request.Request(self.url, data=pack(inserts), headers=self.headers, method="POST")
-        with urllib.request.urlopen(request, timeout=120) as response:
-            response.read()
+        staged = [stage(insert, self.directory) for insert in inserts]
+        request = urllib.request.Request(self.url, data=describe(self.directory, staged), headers=self.headers,
+                                         method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                response.read()
+        except Exception:
+            # The main process may still be reading them (a timeout): the retry stages new files
+            # rather than rewrite these.
+            for insert in staged:
+                insert.path.unlink(missing_ok=True)
+            raise
 
 
 class Helpers:

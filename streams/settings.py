@@ -100,6 +100,11 @@ class Settings(BaseSettings):
         return self.data_dir.expanduser().resolve()
 
     @property
+    def staging_path(self) -> Path:
+        """Where a worker's processes stage inserts for embedded ClickHouse to read."""
+        return self.data_path / "staging"
+
+    @property
     def clickhouse_url(self) -> str:
         if self.clickhouse_dsn:
             return self.clickhouse_dsn

@@ -19,7 +19,7 @@ from schemas.topics import INPUT_TOPICS, partition_for
 from sinks.query import run_readonly
 from streams.dashboard import DashboardCache, dashboard_data, dashboard_page, plotly_js
 from streams.pipeline import DeadLetterRecord
-from streams.processes import unpack
+from streams.processes import staged_inserts
 
 if TYPE_CHECKING:
     from streams.app import Worker
@@ -182,7 +182,7 @@ def register_views(worker: Worker) -> None:
             if not authorized(request):
                 return denied(self)
             try:
-                inserts = unpack(await request.read())
+                inserts = staged_inserts(await request.read(), settings.staging_path)
                 await asyncio.to_thread(worker.sink.insert, inserts)
             except ValueError as error:
                 return self.json({"error": str(error)}, status=400)

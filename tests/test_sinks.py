@@ -13,10 +13,10 @@ import pytest
 from processors.config import FeatureConfig
 from processors.features import CustomerState, apply, profile, row_version
 from schemas.events import Purchase, parse_event
-from sinks.clickhouse import ClickHouseSink, Insert, connect, encode, migrate
+from sinks.clickhouse import ClickHouseSink, Insert, StagedInsert, connect, encode, migrate, stage
 from sinks.query import run_readonly
 from sinks.tables import DATABASE, RAW_EVENT_TABLES, TABLES
-from streams.processes import pack, unpack
+from streams.processes import describe, staged_inserts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,12 +79,14 @@ EVERY_TYPE = [
 ]
 
 
-def test_raw_events_land_column_for_column(tmp_path: Path) -> None:
+@pytest.mark.parametrize("staged", [False, True], ids=["sent", "staged"])
+def test_raw_events_land_column_for_column(tmp_path: Path, staged: bool) -> None:
     """Each event's fields, read back from its raw table: times to the millisecond in UTC,
-    items flattened, absent optional fields as NULL, ingested_at stamped by ClickHouse."""
+    items flattened, absent optional fields as NULL, ingested_at stamped by ClickHouse; the
+    same whether the driver sends the rows or ClickHouse reads them from a staged file."""
     client = connect(f"chdb://{tmp_path / 'ch'}")
     migrate(client)
-    sink = ClickHouseSink(client)
+    sink = ClickHouseSink(client, tmp_path / "staging" if staged else None)
     events = [parse_event(raw) for raw in EVERY_TYPE]
     for event in events:
         assert event.epoch >= 0  # cached among its fields, as the pipeline leaves it
@@ -145,40 +147,59 @@ def test_a_failed_write_is_retried_without_losing_or_repeating_rows(tmp_path: Pa
 
 
 class ToMainProcess:
-    """A helper process's link to the main one, without the HTTP: what ``POST /internal/rows``
-    carries, handed to the main process's sink."""
+    """A helper process's link to the main one, without the HTTP: its inserts staged in its
+    directory, named in what ``POST /internal/rows`` carries, inserted by the main process's sink."""
 
-    def __init__(self, main: ClickHouseSink) -> None:
-        self.main, self.requests = main, 0
+    def __init__(self, main: ClickHouseSink, staging: Path) -> None:
+        self.main, self.staging, self.requests = main, staging, 0
+        self.directory = staging / "40123"
+        self.directory.mkdir(parents=True)
 
     def forward(self, inserts: list[Insert]) -> None:
         self.requests += 1
-        self.main.insert(unpack(pack(inserts)))
+        staged = [stage(insert, self.directory) for insert in inserts]
+        self.main.insert(staged_inserts(describe(self.directory, staged), self.staging))
 
 
 def test_a_helper_process_write_reaches_clickhouse_in_one_request(tmp_path: Path) -> None:
     client = connect(f"chdb://{tmp_path / 'ch'}")
     migrate(client)
-    main = ClickHouseSink(client)
-    link = ToMainProcess(main)
+    staging = tmp_path / "staging"
+    main = ClickHouseSink(client, staging / "main")
+    link = ToMainProcess(main, staging)
     helper = ClickHouseSink(link)
     for raw in EVERY_TYPE:
         helper.add_event(parse_event(raw))
+        main.add_event(parse_event(raw | {"event_id": "main-" + raw["event_id"]}))
     helper.add_membership_change("rfm_segment", "Lost", 2)
     assert helper.flush() == len(EVERY_TYPE) + 1 and link.requests == 1 and helper.pending_rows == 0
+    assert main.flush() == len(EVERY_TYPE)
     for model, table in RAW_EVENT_TABLES.items():
         sent = sorted(raw["event_id"] for raw in EVERY_TYPE if isinstance(parse_event(raw), model))
         written = client.query(f"SELECT event_id FROM {DATABASE}.{table} ORDER BY event_id").result_rows
-        assert [event_id for (event_id,) in written] == sent
+        assert [event_id for (event_id,) in written] == sorted(sent + ["main-" + event_id for event_id in sent])
     assert client.query(f"SELECT name, customers FROM {DATABASE}.segment_membership").result_rows == [("Lost", 2)]
+    # Each table's file is rewritten in place, write after write.
+    assert sorted(path.name for path in (staging / "40123").iterdir()) == sorted(
+        [*RAW_EVENT_TABLES.values(), "segment_membership"])
 
-    # What the main process refuses, it refuses whole: an insert it would not make itself.
-    good, bad = encode("segment_membership", [["rfm_segment", "Lost", 1]]), encode("visits", [])
-    for wrong in (Insert("schema_migrations", bad.columns, b"", bad.fmt, 0),
-                  Insert("visits", bad.columns[:-1], b"", bad.fmt, 0),
-                  Insert("visits", bad.columns, b"", "CSV", 0)):
+    # What the main process refuses, it refuses whole: an insert it would not make itself, or a
+    # file that is not as the request says.
+    good = stage(encode("segment_membership", [["rfm_segment", "Lost", 1]]), link.directory)
+    bad = encode("visits", [])
+    for wrong in (StagedInsert("schema_migrations", bad.columns, bad.fmt, 0, good.path, good.size),
+                  StagedInsert("visits", bad.columns[:-1], bad.fmt, 0, good.path, good.size),
+                  StagedInsert("visits", bad.columns, "CSV", 0, good.path, good.size)):
         with pytest.raises(ValueError, match="not the table, columns and format"):
             main.insert([good, wrong])
-    with pytest.raises(ValueError, match="not a body of inserts"):
-        unpack(pack([good])[:-1])
+    body = describe(link.directory, [good])
+    with pytest.raises(ValueError, match="not a body of staged inserts"):
+        staged_inserts(body[:-1], staging)
+    for wrong_body, reason in ((body.replace(b'"40123"', b'"main"'), "not a helper's staging directory"),
+                               (body.replace(b'"table":"segment_membership"', b'"table":"../main/visits"'),
+                                "not a table name"),
+                               (body.replace(b'"bytes":', b'"bytes":1'), "holds"),
+                               (body.replace(b'"40123"', b'"40124"'), "no staged insert")):
+        with pytest.raises(ValueError, match=reason):
+            staged_inserts(wrong_body, staging)
     assert client.query(f"SELECT sum(customers) FROM {DATABASE}.segment_membership").result_rows == [(2,)]
