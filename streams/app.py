@@ -42,6 +42,7 @@ from streams.modelhub import ModelHub
 from streams.processes import Helpers, RemoteRows, die_with_main_process
 from streams.pipeline import CustomerPipeline, DeadLetterRecord, Message, rare_garbage_collection
 from streams.settings import Settings
+from streams.web import MAX_BODY_BYTES
 
 log = logging.getLogger("crm360")
 
@@ -224,8 +225,7 @@ class Worker:
             web_host=settings.web_host,
             web_port=settings.web_port,
             web_bind=settings.web_host,
-            # Helpers' rows (POST /internal/rows) can be large; /events checks its own limit.
-            web_application_options={"client_max_size": 1 << 30},
+            web_application_options={"client_max_size": MAX_BODY_BYTES + 1},  # a body may be that long
             datadir=str(settings.data_path / "faust" / (f"helper-{settings.web_port}" if settings.main_url else "")),
             autodiscover=False,
             TableManager=ExactTableManager,

@@ -9,6 +9,7 @@ import json
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from aiohttp.web_exceptions import HTTPRequestEntityTooLarge
 from faust.web import Request, Response, View
 
 from processors.features import profile
@@ -85,8 +86,9 @@ def register_views(worker: Worker) -> None:
         async def post(self, request: Request) -> Response:
             if not authorized(request):
                 return denied(self)
-            body = await request.read()
-            if len(body) > MAX_BODY_BYTES:
+            try:
+                body = await request.read()
+            except HTTPRequestEntityTooLarge:
                 return self.json({"error": f"body over {MAX_BODY_BYTES} bytes: split it"}, status=413)
             try:
                 items = parse_body(body)

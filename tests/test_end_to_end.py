@@ -15,6 +15,7 @@ from kafka import KafkaProducer
 
 from schemas.topics import PURCHASES, VISITS, partition_for
 from streams.publisher import EventPublisher
+from streams.web import MAX_BODY_BYTES
 
 DAY = 86_400.0
 START = datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp()
@@ -198,6 +199,8 @@ def test_http_ingest_and_api_key(start_worker: Any) -> None:
     auth = {"Authorization": "Bearer s3cret"}
     status, answer = worker.request("POST", "/events", b"{oops", auth)
     assert status == 400 and "malformed" in answer["error"]
+    status, answer = worker.request("POST", "/events", b" " * MAX_BODY_BYTES + b"\n" + body, auth)
+    assert status == 413 and answer["error"] == f"body over {MAX_BODY_BYTES} bytes: split it"
     ndjson = (json.dumps(event) + "\n" + json.dumps(event | {"event_id": "h2", "amount": -1}) + "\n").encode()
     status, answer = worker.request("POST", "/events", ndjson, auth)
     assert status == 200 and answer["accepted"] == 1 and answer["rejected"] == 1
