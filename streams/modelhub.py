@@ -7,8 +7,8 @@ to the compacted ``churn-models`` topic (the batch's offset recorded in it) and 
 acknowledges the batch. Every worker follows ``churn-models`` and scores with the newest
 version; a trainer that starts (after a restart or a rebalance) continues from the newest
 published version and skips training records it already learned. In a worker of several
-processes (``streams.processes``) the helpers train: the main process already writes every
-process's rows to embedded ClickHouse and serves the web.
+processes (``streams.processes``) the main process trains: the helpers' rows reach embedded
+ClickHouse without passing through it, and a helper's event loop was the busiest thread.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class ModelHub:
         self.caught_up = asyncio.Event()
         self.trainer: Trainer | None = None
         self.recorded_version = 0  # the trainer's model version whose quality is in model_metrics
-        if not worker.helpers:  # only processes subscribed to the topic are assigned its partition
+        if not worker.settings.main_url:  # only processes subscribed to the topic are assigned its partition
             worker.app.agent(self.training_topic, name="trainer")(self._train)
             worker.app.timer(METRICS_INTERVAL_S)(self._record_quality)
         worker.app.task(self._follow)
