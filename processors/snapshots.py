@@ -76,7 +76,7 @@ def inputs_at(state: CustomerState, at: float, features: FeatureConfig) -> list[
     Prospects (no purchase yet) count recency and tenure from their first event.
     """
     half_life = features.engagement_half_life_days * DAY
-    last_30d, last_90d = window_sums(state, at, 30), window_sums(state, at, 90)
+    last_30d, last_90d = window_sums(state, at)
     return _inputs(
         state,
         at,
