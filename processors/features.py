@@ -124,14 +124,16 @@ def _bucket(state: CustomerState, ts: float) -> list[float]:
 Outcome = Literal["applied", "duplicate", "late"]
 
 
-def apply(state: CustomerState, event: BaseEvent, config: FeatureConfig) -> Outcome:
-    """Apply one event to ``state``, unless already applied or later than the allowed lateness.
+def apply(state: CustomerState, event: BaseEvent, config: FeatureConfig, ts: float | None = None) -> Outcome:
+    """Apply one event to ``state``, unless already applied or later than the allowed lateness;
+    ``ts`` is the event's :attr:`~schemas.events.BaseEvent.epoch`, when the caller has it.
 
     Late means older than the customer's newest applied event of the same type by more than
     the allowed lateness (types arrive on different topics, so they interleave freely); such
     events are kept as raw rows but do not change features.
     """
-    ts = event.epoch
+    if ts is None:
+        ts = event.epoch
     kind = event.type  # type: ignore[attr-defined]
     key = event_key(event.event_id)
     lateness = config.allowed_lateness_days * DAY

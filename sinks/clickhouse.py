@@ -110,8 +110,8 @@ _EVENT_COLUMNS = {
 #: event's raw row is visible, its customer's row is too.
 ORDER = ("customer_features", "segment_membership", "churn_alerts", "dead_letters",
          *RAW_EVENT_TABLES.values(), "model_metrics", "segments")
-#: How ClickHouse reads our JSON: ISO-8601 event times, and fields without a column
-#: (an event's ``type``, its cached ``epoch``) skipped.
+#: How ClickHouse reads our JSON: ISO-8601 event times, and fields without a column (an
+#: event's ``type``) skipped.
 JSON_SETTINGS = {"date_time_input_format": "best_effort", "input_format_skip_unknown_fields": 1}
 _JSON_SETTINGS_CLAUSE = ", ".join(f"{name} = {value!r}" for name, value in JSON_SETTINGS.items())
 _feature_values = operator.itemgetter(*FEATURE_COLUMNS)

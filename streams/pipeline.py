@@ -220,7 +220,7 @@ class CustomerPipeline:
                     self.watermarks[home] = ts
                 if state.newest_event_at is not None and ts > state.newest_event_at:
                     capture(state, ts, self._released_until(home), self.model_config, self.config)
-                outcome = apply(state, event, self.config)
+                outcome = apply(state, event, self.config, ts)
                 if outcome == "applied":
                     counters.events_applied += 1
                     touched[key] = (state, home)
