@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any, Protocol, runtime_checkable
 
 import clickhouse_connect
@@ -119,6 +120,14 @@ _FEATURE_TIME_POSITIONS = [i for i, name in enumerate(FEATURE_COLUMNS) if name i
 
 
 @dataclass(frozen=True, slots=True)
+class EventRows:
+    """Raw events of one table, encoded as they were queued: ``{...},{...}`` (JSONEachRow)."""
+
+    body: bytes
+    rows: int
+
+
+@dataclass(frozen=True, slots=True)
 class Insert:
     """One insert: a table's rows encoded as JSON ClickHouse parses itself."""
 
@@ -130,11 +139,11 @@ class Insert:
 
 
 def encode(table: str, rows: list[Any]) -> Insert:
-    """One insert of ``rows``: raw events as a JSON array of events, other tables as one JSON
-    array of values per row."""
+    """One insert of ``rows``: raw events as their :class:`EventRows`, one line each, other
+    tables as one JSON array of values per row."""
     if table in _EVENT_COLUMNS:
-        return Insert(table, _EVENT_COLUMNS[table], orjson.dumps(list(map(vars, rows)), default=vars),
-                      "JSONEachRow", len(rows))
+        return Insert(table, _EVENT_COLUMNS[table], b"\n".join(chunk.body for chunk in rows), "JSONEachRow",
+                      sum(chunk.rows for chunk in rows))
     body = b"\n".join(map(orjson.dumps, rows))
     return Insert(table, TABLES[table].column_names, body, "JSONCompactEachRow", len(rows))
 
@@ -197,10 +206,18 @@ class ClickHouseSink:
 
     @property
     def pending_rows(self) -> int:
-        return sum(len(rows) for rows in self.pending.values())
+        return sum(sum(chunk.rows for chunk in rows) if name in _EVENT_COLUMNS else len(rows)
+                   for name, rows in self.pending.items())
 
-    def add_event(self, event: BaseEvent) -> None:
-        self.pending[RAW_EVENT_TABLES[type(event)]].append(event)
+    def add_events(self, events: Iterable[BaseEvent]) -> None:
+        """Queue raw events (an input message's), encoded now: keeping the event objects until
+        the write made decoding them a third dearer (fresh memory for every write's events)."""
+        by_table: dict[str, list[BaseEvent]] = {}
+        for event in events:
+            by_table.setdefault(RAW_EVENT_TABLES[type(event)], []).append(event)
+        for table, group in by_table.items():
+            body = orjson.dumps(list(map(vars, group)), default=vars)[1:-1]  # the objects of the array
+            self.pending[table].append(EventRows(body, len(group)))
 
     def add_features(self, row: dict[str, Any], version: int, updated_ms: int) -> None:
         """Queue a customer's feature row; it replaces the customer's row pending since the

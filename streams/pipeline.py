@@ -27,7 +27,7 @@ from processors.rfm import RFMScorer
 from processors.snapshots import INPUTS, LabelledSnapshot, capture, mature, profile_inputs, record_purchase
 from schemas.alerts import ChurnAlert
 from schemas.envelope import Rejected, decode_message
-from schemas.events import Purchase
+from schemas.events import BaseEvent, Purchase
 from schemas.topics import partition_for
 from sinks.clickhouse import ClickHouseSink
 
@@ -198,6 +198,7 @@ class CustomerPipeline:
             if message.partition not in self.released:
                 self._released_until(message.partition)
             events, rejects = decode_message(message.value)
+            accepted: list[BaseEvent] = []
             for event in events:
                 customer = event.customer_id
                 key = customer.encode()
@@ -212,7 +213,7 @@ class CustomerPipeline:
                     )
                     continue
                 counters.events_in += 1
-                self.sink.add_event(event)
+                accepted.append(event)
                 entry = touched.get(key)
                 state = entry[0] if entry else table.get(key) or CustomerState(customer)
                 ts = event.epoch
@@ -232,6 +233,7 @@ class CustomerPipeline:
                     counters.duplicates_skipped += 1
                     # Re-delivered after a crash, its row may be among those never written.
                     touched[key] = (state, home)
+            self.sink.add_events(accepted)
             for reject in rejects:
                 dead.append(
                     DeadLetterRecord(source, message.topic, message.partition, message.offset, reject.reason, reject.payload)

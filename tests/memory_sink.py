@@ -19,8 +19,8 @@ class MemorySink:
     def add_row(self, table: str, row: dict[str, Any]) -> None:
         self.rows.setdefault(table, []).append(row)
 
-    def add_event(self, event: Any) -> None:
-        self.events.append(event)
+    def add_events(self, events: Any) -> None:
+        self.events.extend(events)
 
     def add_features(self, row: dict[str, Any], version: int, updated_ms: int) -> None:
         self.features.append(row)

@@ -34,7 +34,7 @@ def test_migrations_idempotent_writes_and_readonly_queries(tmp_path: Path) -> No
     old = profile(state, 1_700_000_000, FeatureConfig())
     new = profile(state, 1_700_086_400, FeatureConfig())
     for first, second in ((new, old), (old, new)):  # the same batch written twice (a redelivery) changes nothing
-        sink.add_event(event)
+        sink.add_events([event])
         sink.add_features(first, row_version(state, first["as_of"]), 2)
         sink.add_features(second, row_version(state, second["as_of"]), 3)
         (pending,) = sink.pending["customer_features"]  # one row per customer until written: the newest
@@ -88,9 +88,9 @@ def test_raw_events_land_column_for_column(tmp_path: Path, staged: bool) -> None
     migrate(client)
     sink = ClickHouseSink(client, tmp_path / "staging" if staged else None)
     events = [parse_event(raw) for raw in EVERY_TYPE]
-    for event in events:
-        sink.add_event(event)
-    assert sink.flush() == len(events)
+    sink.add_events(events[:3])  # a message of several types
+    sink.add_events(events[3:])
+    assert sink.pending_rows == len(events) and sink.flush() == len(events)
     for event in events:
         table = RAW_EVENT_TABLES[type(event)]
         names = [n for n in TABLES[table].column_names if n != "ingested_at"]
@@ -131,11 +131,11 @@ def test_a_failed_write_is_retried_without_losing_or_repeating_rows(tmp_path: Pa
     sink = ClickHouseSink(FailingOnce(client, "visits"))  # type: ignore[arg-type]
     events = [parse_event(raw) for raw in EVERY_TYPE]
     for event in events:
-        sink.add_event(event)
+        sink.add_events([event])
     batch = sink.take()
     with pytest.raises(ConnectionError):
         sink.write(batch)
-    sink.add_event(parse_event(EVERY_TYPE[1] | {"event_id": "p3"}))  # arrives meanwhile: waits for the next write
+    sink.add_events([parse_event(EVERY_TYPE[1] | {"event_id": "p3"})])  # arrives meanwhile: waits for the next write
     assert [name for name, rows in batch.items() if rows] == ["visits", "social_interactions", "customer_profiles"]
     assert sink.write(batch) == 3 and not any(batch.values())
     assert sink.pending_rows == 1 and sink.flush() == 1
@@ -168,8 +168,8 @@ def test_a_helper_process_write_reaches_clickhouse_in_one_request(tmp_path: Path
     link = ToMainProcess(main, staging)
     helper = ClickHouseSink(link)
     for raw in EVERY_TYPE:
-        helper.add_event(parse_event(raw))
-        main.add_event(parse_event(raw | {"event_id": "main-" + raw["event_id"]}))
+        helper.add_events([parse_event(raw)])
+        main.add_events([parse_event(raw | {"event_id": "main-" + raw["event_id"]})])
     helper.add_membership_change("rfm_segment", "Lost", 2)
     assert helper.flush() == len(EVERY_TYPE) + 1 and link.requests == 1 and helper.pending_rows == 0
     assert main.flush() == len(EVERY_TYPE)

@@ -125,13 +125,13 @@ def reader(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
         writer.command(f"SYSTEM STOP MERGES {DATABASE}.{table}")  # keep the duplicates on disk
     sink = ClickHouseSink(writer)
     for event in EVENTS:
-        sink.add_event(parse_event(event))
+        sink.add_events([parse_event(event)])
     for row, version in ((C1, 2), (C2, 1), (C3, 1), (C4, 1), (C5, 1)):
         sink.add_features(row, version, 1)
     sink.flush()
     for event in EVENTS:  # redelivered events and feature rows, in a later batch
         if event["event_id"] in DUPLICATE_EVENTS:
-            sink.add_event(parse_event(event))
+            sink.add_events([parse_event(event)])
     sink.add_features(C1_OLDER, 1, 2)
     sink.add_features(C2, 1, 2)
     assert sink.flush() == 5
