@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import operator
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from collections.abc import Iterable
 from typing import Any, Protocol, runtime_checkable
 
 import clickhouse_connect

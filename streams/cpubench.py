@@ -5,9 +5,9 @@ differ by more than a 10-20% change of the hot path. This measures only what our
 the bench's simulated events, in the bench's envelopes, go through :class:`CustomerPipeline`
 in fixed batches with a trainer publishing models, a table that serializes every write as the
 changelog does, embedded ClickHouse inserts (staged in files, as the worker's are) and the
-worker's garbage collection policy; process CPU time per stage is counted. A fixed clock makes every output reproducible, and a digest of
-all of them (dead letters, alerts, training records, ClickHouse rows, final states) tells
-whether a change altered any.
+worker's garbage collection policy; process CPU time per stage is counted. A fixed clock makes
+every output reproducible, and a digest of all of them (dead letters, alerts, training
+records, ClickHouse rows, final states) tells whether a change altered any.
 
 The machine's speed drifts by up to 2x within minutes here, so each batch is also given to the
 ``crm360 bench`` baseline's work (JSON decode and a per-customer count, :func:`plain_update`)
