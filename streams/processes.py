@@ -83,10 +83,12 @@ def staged_inserts(body: bytes, staging: Path) -> list[StagedInsert]:
     except (orjson.JSONDecodeError, KeyError, TypeError) as error:
         raise ValueError(f"not a body of staged inserts: {error}") from error
     for insert in staged:
-        if not insert.path.is_file():
-            raise ValueError(f"no staged insert at {insert.path}")
-        if insert.path.stat().st_size != insert.size:
-            raise ValueError(f"staged insert {insert.path} holds {insert.path.stat().st_size} bytes, not {insert.size}")
+        try:
+            size = insert.path.stat().st_size
+        except FileNotFoundError:
+            raise ValueError(f"no staged insert at {insert.path}") from None
+        if size != insert.size:
+            raise ValueError(f"staged insert {insert.path} holds {size} bytes, not {insert.size}")
     return staged
 
 
