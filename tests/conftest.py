@@ -15,25 +15,40 @@ from typing import Any
 import pytest
 
 from streams import stack
-from streams.broker import LocalBroker
+from streams.broker import LocalKafka
+from streams.ports import free_port
 from streams.publisher import EventPublisher
+from streams.storage import LocalStorage
 
 ROOT = Path(__file__).resolve().parents[1]
 CDNOW = ROOT.parent / "shared" / "data" / "cdnow_dev.txt"
 
 
-free_port = stack.free_port
+@pytest.fixture(scope="session")
+def storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStorage]:
+    """One local storage (SeaweedFS) for the session: it takes seconds to start, and each
+    test's broker keeps its log in a bucket of its own."""
+    directory = tmp_path_factory.mktemp("storage")
+    local = LocalStorage(directory / "data", log_path=directory / "storage.log")
+    local.start()
+    yield local
+    local.stop()
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[str]:
-    """A fresh local Tansu broker on a free loopback port (topic names are fixed, so each
-    test gets its own cluster; the broker starts in milliseconds)."""
-    address = f"127.0.0.1:{free_port()}"
-    local = LocalBroker(address, log_path=tmp_path / "broker.log")
+def kafka(storage: LocalStorage, tmp_path: Path) -> Iterator[LocalKafka]:
+    """A fresh local Tansu broker on a free loopback port, durable in its own bucket (topic
+    names are fixed, so each test gets its own cluster)."""
+    local = LocalKafka(f"127.0.0.1:{free_port()}", tmp_path, cluster=f"test-{uuid.uuid4().hex[:12]}", storage=storage)
     local.start()
-    yield address
+    yield local
     local.stop()
+
+
+@pytest.fixture
+def broker(kafka: LocalKafka) -> str:
+    """The address of the test's own broker."""
+    return kafka.address
 
 
 class WorkerProcess(stack.WorkerProcess):

@@ -1,0 +1,284 @@
+"""``crm360 up`` keeps everything it acknowledged, whatever stops it: a stop, a SIGKILL of its
+whole process group, a crash of the broker or of its storage, a paused broker. Real
+processes throughout: the supervisor, Tansu, SeaweedFS, the worker and embedded ClickHouse."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.ports import free_port
+from streams.publisher import EventPublisher
+from tests.conftest import MODEL_ENV, ROOT, WorkerProcess, publish, settle
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every living process under ``pid``: process id -> command name."""
+    found: dict[int, str] = {}
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        try:
+            children = [int(c) for task in Path(f"/proc/{parent}/task").iterdir()
+                        for c in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue
+        for child in children:
+            try:
+                found[child] = Path(f"/proc/{child}/comm").read_text().strip()
+            except FileNotFoundError:
+                continue
+            pending.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+class UpStack:
+    """``crm360 up`` in a process group of its own, on free ports, with a data dir that
+    outlives it."""
+
+    def __init__(self, data_dir: Path, **env: str) -> None:
+        self.log_path = data_dir.parent / f"up-{uuid.uuid4().hex[:6]}.log"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CRM360_")} | {
+            "CRM360_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
+            "CRM360_WEB_PORT": str(free_port()),
+            "CRM360_DATA_DIR": str(data_dir),
+            "CRM360_AGING_INTERVAL_S": "1.0",
+            "CRM360_AGING_MIN_ADVANCE_S": "0",
+            "PYTHONPATH": str(ROOT),
+        } | env
+        self.process: subprocess.Popen[bytes] | None = None
+        self.worker = WorkerProcess(self.env, None)
+        self.seen: dict[int, str] = {}
+
+    @property
+    def bootstrap(self) -> str:
+        return self.env["CRM360_KAFKA_BOOTSTRAP"]
+
+    def start(self, timeout: float = 120.0) -> float:
+        """Start it; returns the seconds until the worker was healthy."""
+        started = time.monotonic()
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "streams.cli", "up"], env=self.env, cwd=ROOT,
+                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.wait_healthy(timeout)
+        self.watch()
+        return time.monotonic() - started
+
+    def wait_healthy(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.worker.health()[0] != 200:
+            assert self.process and self.process.poll() is None, self.log()
+            assert time.monotonic() < deadline, f"not healthy within {timeout:.0f}s: {self.log()}"
+            time.sleep(0.2)
+
+    def watch(self) -> dict[int, str]:
+        """Remember every process under it (for the check that none is left behind)."""
+        assert self.process
+        self.seen |= descendants(self.process.pid)
+        return self.seen
+
+    def child(self, name: str) -> int:
+        (pid,) = [p for p, comm in self.watch().items() if comm == name and alive(p)]
+        return pid
+
+    def log(self) -> str:
+        return self.log_path.read_text()[-4000:]
+
+    def stop(self, sig: int = signal.SIGTERM, whole_group: bool = False, timeout: float = 60.0) -> float:
+        """Stop it; returns the seconds it took. Nothing it started may be left."""
+        assert self.process
+        self.watch()
+        started = time.monotonic()
+        if whole_group:
+            os.killpg(self.process.pid, sig)
+        else:
+            self.process.send_signal(sig)
+        self.process.wait(timeout)
+        took = time.monotonic() - started
+        deadline = time.monotonic() + 10  # the kernel's kill of orphans takes a moment
+        while any(alive(pid) for pid in self.seen) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = {pid: name for pid, name in self.seen.items() if alive(pid)}
+        assert not left, f"left behind: {left}"
+        return took
+
+    def kill_leftovers(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        for pid in self.seen:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Any:
+    started: list[UpStack] = []
+
+    def start(data_dir: Path | None = None, **env: str) -> UpStack:
+        stack = UpStack(data_dir or tmp_path / "data", **env)
+        started.append(stack)
+        return stack
+
+    yield start
+    for stack in started:
+        stack.kill_leftovers()
+
+
+def purchases(count: int, customers: int, first: int = 0) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
+    """``count`` purchases spread over ``customers``, and per customer [count, total]."""
+    events, expected = [], defaultdict(lambda: [0, 0.0])
+    for n in range(first, first + count):
+        customer, amount = f"k{n % customers}", float(n % 97) + 0.5
+        events.append({"type": "purchase", "event_id": f"e{n}", "customer_id": customer, "ts": 1_700_000_000 + n * 60,
+                       "channel": "pos", "order_id": f"o{n}", "amount": amount, "currency": "EUR"})
+        expected[customer][0] += 1
+        expected[customer][1] += amount
+    return events, dict(expected)
+
+
+def assert_exact(stack: UpStack, expected: dict[str, list[float]], timeout: float = 120.0) -> None:
+    """Every customer's count and total, in ClickHouse and in the live profile."""
+    total = sum(n for n, _ in expected.values())
+    deadline = time.monotonic() + timeout
+    rows: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        rows = {r["customer_id"]: r for r in stack.worker.sql(
+            "SELECT customer_id, purchase_count, monetary_total FROM customer_features FINAL")}
+        if sum(r["purchase_count"] for r in rows.values()) == total:
+            break
+        time.sleep(0.5)
+    assert {c: (r["purchase_count"], pytest.approx(r["monetary_total"])) for c, r in rows.items()} == {
+        c: (n, pytest.approx(t)) for c, (n, t) in expected.items()}
+    assert stack.worker.sql("SELECT count() AS n FROM purchases FINAL")[0]["n"] == total
+    for customer in list(expected)[:5]:
+        status, answer = stack.worker.get(f"/customers/{customer}")
+        assert status == 200 and answer["customer"]["purchase_count"] == expected[customer][0], answer
+
+
+def applied(stack: UpStack) -> float:
+    return stack.worker.metric("crm360_events_applied_total")
+
+
+def wait_applied(stack: UpStack, at_least: float, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while applied(stack) < at_least:
+        assert time.monotonic() < deadline, f"{applied(stack)} applied, waited for {at_least}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("whole_group", [False, True], ids=["sigterm", "sigkill-group"])
+def test_a_restarted_stack_ends_exact_after_any_stop(up: Any, whole_group: bool) -> None:
+    stack = up(CRM360_WORKER_PROCESSES="2")
+    empty_start = stack.start()
+    events, expected = purchases(20_000, 300)
+    publish(stack.bootstrap, events)  # acknowledged by the broker before the stop
+    wait_applied(stack, 3_000)
+    took = stack.stop(signal.SIGKILL if whole_group else signal.SIGTERM, whole_group=whole_group)
+    assert whole_group or (stack.process and stack.process.returncode == 0 and took < 40), stack.log()
+    restarted = up(Path(stack.env["CRM360_DATA_DIR"]), CRM360_WORKER_PROCESSES="2",
+                   CRM360_WEB_PORT=stack.env["CRM360_WEB_PORT"], CRM360_KAFKA_BOOTSTRAP=stack.bootstrap)
+    filled_start = restarted.start()
+    more, expected_more = purchases(2_000, 300, first=20_000)
+    publish(restarted.bootstrap, more)
+    for customer, (n, total) in expected_more.items():
+        expected[customer][0] += n
+        expected[customer][1] += total
+    assert_exact(restarted, expected)
+    restarted.stop()
+    print(f"start-up: empty {empty_start:.1f} s, filled {filled_start:.1f} s")
+
+
+def test_the_model_and_its_labels_continue_across_a_restart(up: Any) -> None:
+    from streams.simulate import Simulation
+
+    events = list(Simulation(customers=200, days=240, seed=5).events())
+    cut = events[0]["ts"] + 160 * 86_400
+    stack = up(**MODEL_ENV)
+    stack.start()
+    publish(stack.bootstrap, [e for e in events if e["ts"] < cut])
+    before = settle(stack.worker)
+    assert before["learned"] > 100
+    stack.stop()
+    restarted = up(Path(stack.env["CRM360_DATA_DIR"]), **MODEL_ENV, CRM360_WEB_PORT=stack.env["CRM360_WEB_PORT"],
+                   CRM360_KAFKA_BOOTSTRAP=stack.bootstrap)
+    restarted.start()
+    assert restarted.worker.metric("crm360_model_version") == before["version"]
+    assert restarted.worker.metric("crm360_model_labels_learned") == before["learned"]
+    publish(restarted.bootstrap, [e for e in events if e["ts"] >= cut])
+    after = settle(restarted.worker)
+    assert after["version"] > before["version"]
+    assert after["learned"] == before["learned"] + after["released"]  # each label learned once
+    restarted.stop()
+
+
+@pytest.mark.parametrize("child", ["tansu", "weed"], ids=["broker", "storage"])
+def test_a_crashed_broker_or_storage_is_restarted_and_nothing_is_lost(up: Any, child: str) -> None:
+    stack = up(CRM360_WORKER_PROCESSES="2")
+    stack.start()
+    events, expected = purchases(12_000, 200)
+    publish(stack.bootstrap, events[:6_000])
+    wait_applied(stack, 1_000)
+    victim = stack.child(child)
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while not replaced(stack, child, victim):
+        assert time.monotonic() < deadline, stack.log()
+        time.sleep(0.2)
+    with EventPublisher(stack.bootstrap, partitions=4) as publisher:  # waits for the broker to be back
+        for event in events[6_000:]:
+            publisher.publish(event)
+    stack.wait_healthy()
+    assert_exact(stack, expected)
+    assert f"the local {'broker' if child == 'tansu' else 'storage'} exited" in stack.log()
+    stack.stop()
+
+
+def replaced(stack: UpStack, name: str, old: int) -> bool:
+    try:
+        return stack.child(name) != old
+    except ValueError:  # none running (or the old one not reaped yet)
+        return False
+
+
+def test_health_reports_a_paused_broker_while_it_lasts(up: Any) -> None:
+    stack = up(CRM360_WORKER_PROCESSES="1")
+    stack.start()
+    broker = stack.child("tansu")
+    os.kill(broker, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 20
+        status, answer = stack.worker.health()
+        while status == 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            status, answer = stack.worker.health()
+        assert status == 503 and "Kafka" in answer["reason"], answer
+        time.sleep(2)
+        assert stack.worker.health()[0] == 503
+    finally:
+        os.kill(broker, signal.SIGCONT)
+    stack.wait_healthy(timeout=30)
+    said = [line for line in stack.log().splitlines() if line.startswith("crm360 up: ")]
+    assert any(line.startswith("crm360 up: unhealthy: Kafka") for line in said), said
+    assert said[-1] == "crm360 up: healthy", said
+    events, expected = purchases(500, 50)
+    publish(stack.bootstrap, events)
+    assert_exact(stack, expected)
+    stack.stop()
