@@ -445,6 +445,14 @@ class Worker:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 10.0)
 
+    def intake_problem(self) -> str | None:
+        """Why events cannot be taken in now (the broker or ClickHouse is away), or None."""
+        if self.broker_error:
+            return self.broker_error
+        if self.sink_error:
+            return f"ClickHouse writes failing ({self.sink_error})"
+        return None
+
     def healthy(self) -> tuple[bool, str]:
         """Consuming (partitions assigned) and writing (last ClickHouse write succeeded)."""
         if self.broker_error:

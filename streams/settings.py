@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     session_timeout_s: float = 2.0
     heartbeat_interval_s: float = 0.5
 
+    # POST /events answers 503 when Kafka has not acknowledged its events within this time.
+    publish_timeout_s: float = Field(default=5.0, gt=0)
+
     # Batching: messages per processing batch, and the longest wait to fill one.
     batch_max_messages: int = 1_000
     batch_within_s: float = 0.1

@@ -81,6 +81,12 @@ def register_views(worker: Worker) -> None:
     def denied(view: View) -> Response:
         return view.json({"error": "missing or wrong API key: send 'Authorization: Bearer <CRM360_API_KEY>'"}, status=401)
 
+    async def send_all(events: list[BaseEvent]) -> None:
+        """Publish ``events`` and wait until Kafka has acknowledged every one."""
+        sends = [await app.producer.send(m.topic, m.key, m.value, m.partition, None, None)
+                 for m in pack(events, settings.partitions)]
+        await asyncio.gather(*sends)
+
     @app.page("/events")
     class Events(View):
         async def post(self, request: Request) -> Response:
@@ -90,6 +96,9 @@ def register_views(worker: Worker) -> None:
                 body = await request.read()
             except HTTPRequestEntityTooLarge:
                 return self.json({"error": f"body over {MAX_BODY_BYTES} bytes: split it"}, status=413)
+            problem = worker.intake_problem()
+            if problem:
+                return self.json({"error": f"{problem}: no event was accepted; send them again later"}, status=503)
             try:
                 items = parse_body(body)
             except (BadRequest, UnicodeDecodeError) as error:
@@ -102,11 +111,12 @@ def register_views(worker: Worker) -> None:
                     dead.append(DeadLetterRecord("http", "http:/events", -1, -1, result.reason, result.payload))
                 else:
                     accepted.append(result)
-            sends = [
-                await app.producer.send(m.topic, m.key, m.value, m.partition, None, None)
-                for m in pack(accepted, settings.partitions)
-            ]
-            await asyncio.gather(*sends)
+            try:
+                await asyncio.wait_for(send_all(accepted), settings.publish_timeout_s)
+            except asyncio.TimeoutError:
+                return self.json({"error": f"Kafka did not acknowledge the events within {settings.publish_timeout_s:g} s: "
+                                           "none is accepted for sure; send them again (their event ids make that "
+                                           "safe)"}, status=503)
             if dead:
                 async with worker.lock:
                     worker.pipeline.record_dead_letters(dead)

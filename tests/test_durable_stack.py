@@ -4,6 +4,7 @@ processes throughout: the supervisor, Tansu, SeaweedFS, the worker and embedded 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -97,6 +98,10 @@ class UpStack:
     def child(self, name: str) -> int:
         (pid,) = [p for p, comm in self.watch().items() if comm == name and alive(p)]
         return pid
+
+    def said(self) -> list[str]:
+        """What the supervisor printed."""
+        return [line for line in self.log_path.read_text().splitlines() if line.startswith("crm360 up: ")]
 
     def log(self) -> str:
         return self.log_path.read_text()[-4000:]
@@ -258,27 +263,42 @@ def replaced(stack: UpStack, name: str, old: int) -> bool:
         return False
 
 
-def test_health_reports_a_paused_broker_while_it_lasts(up: Any) -> None:
-    stack = up(CRM360_WORKER_PROCESSES="1")
+def post_events(stack: UpStack, events: list[dict[str, Any]]) -> tuple[int, Any, float]:
+    """POST ``events`` as NDJSON: status, answer, seconds taken."""
+    started = time.monotonic()
+    body = "\n".join(json.dumps(e) for e in events).encode()
+    status, answer = stack.worker.request("POST", "/events", body)
+    return status, answer, time.monotonic() - started
+
+
+def test_a_paused_broker_is_reported_and_events_get_503_until_it_is_back(up: Any) -> None:
+    stack = up(CRM360_WORKER_PROCESSES="1", CRM360_PUBLISH_TIMEOUT_S="3")
     stack.start()
+    events, expected = purchases(600, 50)
+    assert post_events(stack, events[:200])[0] == 200
     broker = stack.child("tansu")
     os.kill(broker, signal.SIGSTOP)
     try:
+        status, answer, took = post_events(stack, events[200:400])  # before the worker noticed, or after
+        assert status == 503 and "send them again" in answer["error"] and took < 10, (status, answer, took)
         deadline = time.monotonic() + 20
         status, answer = stack.worker.health()
         while status == 200 and time.monotonic() < deadline:
             time.sleep(0.2)
             status, answer = stack.worker.health()
         assert status == 503 and "Kafka" in answer["reason"], answer
+        status, answer, took = post_events(stack, events[200:400])
+        assert status == 503 and "Kafka" in answer["error"] and took < 1, (status, answer, took)
         time.sleep(2)
         assert stack.worker.health()[0] == 503
     finally:
         os.kill(broker, signal.SIGCONT)
     stack.wait_healthy(timeout=30)
-    said = [line for line in stack.log().splitlines() if line.startswith("crm360 up: ")]
+    deadline = time.monotonic() + 10  # the supervisor looks twice a second
+    while (said := stack.said())[-1] != "crm360 up: healthy" and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert any(line.startswith("crm360 up: unhealthy: Kafka") for line in said), said
     assert said[-1] == "crm360 up: healthy", said
-    events, expected = purchases(500, 50)
-    publish(stack.bootstrap, events)
+    assert post_events(stack, events[200:])[0] == 200  # what was refused, sent again, lands once
     assert_exact(stack, expected)
     stack.stop()
