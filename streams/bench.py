@@ -167,6 +167,17 @@ def _freshness(worker: WorkerProcess, bootstrap: str, partitions: int, seconds: 
     return sorted(seen_at[c] - sent_at[c] for c in sent_at if c in seen_at)
 
 
+def disk_bytes(directory: Path) -> int:
+    """Bytes of disk the files under ``directory`` take (allocated blocks, not apparent sizes)."""
+    total = 0
+    for entry in directory.rglob("*"):
+        try:
+            total += entry.stat().st_blocks * 512 if entry.is_file() else 0
+        except FileNotFoundError:  # merged away meanwhile
+            continue
+    return total
+
+
 def run_bench(events: int, partitions: int = 4) -> dict[str, Any]:
     with private_stack("bench", partitions) as (settings, worker):
         address = settings.kafka_bootstrap
@@ -181,6 +192,7 @@ def run_bench(events: int, partitions: int = 4) -> dict[str, Any]:
         raw_before = asyncio.run(_raw_consume(address, events))
         click.echo("(b) pipeline end to end ...")
         worker.start()
+        disk_before = {part: disk_bytes(settings.data_path / part) for part in ("kafka", "clickhouse")}
         pid = worker.process.pid if worker.process else 0
         cpu_before = process_cpu_seconds(pid)
         started = time.perf_counter()
@@ -207,6 +219,10 @@ def run_bench(events: int, partitions: int = 4) -> dict[str, Any]:
         steady = min(5_000.0, pipeline_rate / 4)
         latencies = _freshness(worker, address, partitions, seconds=15.0, rate=steady)
         m = worker.metrics()
+        # Everything the pipeline's events made the broker and ClickHouse store (the freshness
+        # probes' few events included), per million events.
+        disk = {part: (disk_bytes(settings.data_path / part) - before) / events * 1e6 / 2**20
+                for part, before in disk_before.items()}
         result = {
             "events": events,
             "events_per_s": round(pipeline_rate, 1),
@@ -222,6 +238,8 @@ def run_bench(events: int, partitions: int = 4) -> dict[str, Any]:
             "freshness_samples": len(latencies),
             "bytes_per_customer": round(m.get("crm360_state_bytes_avg", 0.0), 1),
             "customers": int(m.get("crm360_customers", 0)),
+            "kafka_mib_per_million_events": round(disk["kafka"], 1),
+            "clickhouse_mib_per_million_events": round(disk["clickhouse"], 1),
         }
         return result
 

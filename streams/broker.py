@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from pathlib import Path
 
-from streams.children import spawn, stop_processes
+from streams.children import spawn, stop_processes, wait_ready
 from streams.ports import answers
 from streams.storage import LocalStorage, StorageError
 
@@ -53,22 +52,18 @@ class LocalBroker:
              "--storage-engine", f"s3://{self.cluster}/"],
             env=self.storage.broker_environment(), log_path=self.log_path,
         )
-        deadline = time.monotonic() + timeout
-        while not answers(self.address):
-            if self.process.poll() is not None:
-                raise BrokerError(f"the local broker exited at start (code {self.process.returncode}); "
-                                  f"is {self.address} free?")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise BrokerError(f"the local broker did not answer on {self.address} within {timeout:.0f}s")
-            time.sleep(0.02)
+        try:
+            wait_ready(self.process, lambda: answers(self.address), timeout, "the local broker")
+        except RuntimeError as error:
+            raise BrokerError(f"{error}; is {self.address} free? see {self.log_path}") from None
 
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
-        stop_processes([self.process], signal.SIGTERM, grace_s=5.0)
+        """SIGINT: Tansu exits at once on it (and ignores SIGTERM)."""
+        stop_processes([self.process], signal.SIGINT, grace_s=5.0)
         self.process = None
 
 

@@ -14,12 +14,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from streams.children import spawn, stop_processes
+from streams.children import spawn, stop_processes, wait_ready
 from streams.ports import free_port
 
 
@@ -63,15 +62,10 @@ class LocalStorage:
             "-filer", f"-filer.port={filer}", f"-filer.port.grpc={grpc['filer']}",
             "-s3", f"-s3.port={s3}", f"-s3.port.grpc={grpc['s3']}", "-s3.port.iceberg=0", "-s3.port.lance=0",
         ], log_path=self.log_path)
-        deadline = time.monotonic() + timeout
-        while not self.ready():
-            if self.process.poll() is not None:
-                raise StorageError(f"the local storage exited at start (code {self.process.returncode}); "
-                                   f"see {self.log_path}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise StorageError(f"the local storage did not answer within {timeout:.0f}s; see {self.log_path}")
-            time.sleep(0.1)
+        try:
+            wait_ready(self.process, self.ready, timeout, "the local storage")
+        except RuntimeError as error:
+            raise StorageError(f"{error}; see {self.log_path}") from None
 
     def ready(self) -> bool:
         """Whether the storage stores: a bucket's creation is answered (the S3 port opens
@@ -99,6 +93,8 @@ class LocalStorage:
         return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
-        stop_processes([self.process], signal.SIGTERM, grace_s=10.0)
+        """SIGTERM, and SIGKILL after 3 s: SeaweedFS takes 15 s to exit on SIGTERM, and once the
+        broker is stopped nothing is in flight (a killed storage loses nothing it stored)."""
+        stop_processes([self.process], signal.SIGTERM, grace_s=3.0)
         self.process = None
 
