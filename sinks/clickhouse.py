@@ -50,13 +50,14 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
 ]
 
 
-def connect(dsn: str, database: str | None = None) -> Client:
-    """Open a client; ``chdb://`` DSNs get their data directory created first."""
+def connect(dsn: str, database: str | None = None, settings: dict[str, Any] | None = None) -> Client:
+    """Open a client; ``chdb://`` DSNs get their data directory created first. ``settings``
+    are the session's, set once in order."""
     if dsn.startswith("chdb://") and dsn != "chdb://memory":
         Path(dsn.removeprefix("chdb://")).mkdir(parents=True, exist_ok=True)
     if database is None:
-        return clickhouse_connect.get_client(dsn=dsn)
-    return clickhouse_connect.get_client(dsn=dsn, database=database)
+        return clickhouse_connect.get_client(dsn=dsn, settings=settings)
+    return clickhouse_connect.get_client(dsn=dsn, database=database, settings=settings)
 
 
 def migrate(client: Client) -> list[int]:

@@ -23,6 +23,8 @@ from schemas.alerts import ChurnAlert
 from schemas.rows import CustomerFeatures, DeadLetter, MembershipChange, ModelMetrics, SegmentInfo
 
 DATABASE = "crm360"
+#: The read-only user of a ClickHouse server: analysts' queries and the dashboard (see sinks.query).
+READER = "crm360_reader"
 TIME = "DateTime64(3, 'UTC')"
 
 

@@ -36,7 +36,7 @@ from faust.types import TP, FutureMessage
 from processors.features import CustomerState
 from schemas.topics import CHURN_ALERTS, DEAD_LETTERS, INPUT_TOPICS, PURCHASES
 from sinks.clickhouse import ClickHouseSink, connect, migrate
-from sinks.tables import DATABASE
+from sinks.query import ReadOnlyPool, reader_statements
 from streams.changelog import BufferedTable, Record
 from streams.modelhub import ModelHub
 from streams.processes import Helpers, RemoteRows
@@ -256,14 +256,21 @@ class Worker:
         self.dead_letter_topic = self.app.topic(DEAD_LETTERS, key_type=bytes, value_type=bytes,
                                                 key_serializer="raw", value_serializer="raw")
         self.writer: Client | RemoteRows
-        self.reader: Client | None
+        #: Read-only queries: the dashboard's and live profiles' on one connection, analysts'
+        #: (/sql) on others, so that a long analyst query holds neither. None in a helper process.
+        self.dashboard_reads: ReadOnlyPool | None = None
+        self.sql_reads: ReadOnlyPool | None = None
         staging: Path | None = None
         if settings.main_url and settings.embedded_clickhouse:  # a helper: the main process writes
-            self.writer, self.reader = RemoteRows(settings, settings.staging_path / str(settings.web_port)), None
+            self.writer = RemoteRows(settings, settings.staging_path / str(settings.web_port))
         else:
             self.writer = connect(settings.clickhouse_url)
             migrate(self.writer)
-            self.reader = connect(settings.clickhouse_url, database=DATABASE)
+            if not settings.embedded_clickhouse:
+                for statement in reader_statements(settings.reader_password):
+                    self.writer.command(statement)
+            self.dashboard_reads = ReadOnlyPool(settings.clickhouse_reader_url, 1, "dashboard")
+            self.sql_reads = ReadOnlyPool(settings.clickhouse_reader_url, settings.sql_connections, "sql")
             if settings.embedded_clickhouse:
                 shutil.rmtree(settings.staging_path, ignore_errors=True)  # left by earlier runs' helpers
                 staging = settings.staging_path / "main"

@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from sinks.query import QueryResult, run_readonly
+from sinks.query import QueryResult, connect_readonly, run_readonly
 from streams.settings import Settings
 
 
@@ -56,18 +56,15 @@ class QueryClient:
             return self._query_direct(sql)
 
     def _query_direct(self, sql: str) -> QueryResult:
-        from sinks.clickhouse import connect
-        from sinks.tables import DATABASE
-
         if self._direct is None:
             url = self.settings.clickhouse_url
             if self.settings.embedded_clickhouse and not Path(url.removeprefix("chdb://")).exists():
                 raise QueryError(f"no crm360 data at {url}: run 'crm360 up' first (or pass --data-dir)")
             try:
-                self._direct = connect(self.settings.clickhouse_url, database=DATABASE)
+                self._direct = connect_readonly(self.settings.clickhouse_reader_url)
             except Exception as error:  # noqa: BLE001 - e.g. locked by a worker on another port
                 first = str(error).strip().splitlines()[0]
-                raise QueryError(f"cannot open ClickHouse at {self.settings.clickhouse_url}: {first}") from None
+                raise QueryError(f"cannot open ClickHouse at {url}: {first}") from None
         try:
             return run_readonly(self._direct, sql)
         except Exception as error:  # noqa: BLE001

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from processors.config import FeatureConfig, ModelConfig
+from sinks.tables import READER
 
 
 class Settings(BaseSettings):
@@ -28,6 +30,11 @@ class Settings(BaseSettings):
     clickhouse_dsn: str | None = Field(
         default=None, description="Default chdb://<data_dir>/clickhouse; http://user:pass@host:8123/db for a server."
     )
+    # On a server, /sql, the dashboard and `crm360 sql` read as the read-only user crm360_reader,
+    # created at worker start with this password (default: the DSN's).
+    clickhouse_reader_password: SecretStr | None = None
+    # Analysts' queries (/sql) run on this many connections of their own; more wait for one.
+    sql_connections: int = Field(default=2, ge=1)
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     partitions: int = Field(default=4, ge=1)
@@ -112,6 +119,27 @@ class Settings(BaseSettings):
         if self.clickhouse_dsn:
             return self.clickhouse_dsn
         return f"chdb://{self.data_path / 'clickhouse'}"
+
+    @property
+    def reader_password(self) -> str:
+        """The read-only user's password on a server."""
+        if self.clickhouse_reader_password:
+            return self.clickhouse_reader_password.get_secret_value()
+        return unquote(urlsplit(self.clickhouse_url).password or "")
+
+    @property
+    def clickhouse_reader_url(self) -> str:
+        """Where analysts' queries connect: the data itself (chDB), or the read-only user (server).
+
+        >>> Settings(clickhouse_dsn="http://crm360:s%40cret@ch:8123/crm360").clickhouse_reader_url
+        'http://crm360_reader:s%40cret@ch:8123/crm360'
+        """
+        if self.embedded_clickhouse:
+            return self.clickhouse_url
+        url = urlsplit(self.clickhouse_url)
+        port = f":{url.port}" if url.port else ""
+        netloc = f"{READER}:{quote(self.reader_password, safe='')}@{url.hostname}{port}"
+        return urlunsplit(url._replace(netloc=netloc))
 
     @property
     def embedded_clickhouse(self) -> bool:

@@ -7,6 +7,7 @@ import asyncio
 import hmac
 import json
 from datetime import datetime, timezone
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from aiohttp.web_exceptions import HTTPRequestEntityTooLarge
@@ -144,14 +145,13 @@ def register_views(worker: Worker) -> None:
                 watermark = worker.pipeline.watermarks.get(home, state.newest_event_at or 0.0)
                 row = profile(state, watermark, worker.pipeline.config, worker.pipeline.scorer)
                 return self.json({"source": "live", "customer": _plain_row(row)})
-            if worker.reader is None:  # a helper process: the main process reads ClickHouse
+            if worker.dashboard_reads is None:  # a helper process: the main process reads ClickHouse
                 return self.json({"error": f"no customer {customer_id!r}"}, status=404)
             sql = "SELECT * EXCEPT (version, updated_at) FROM customer_features FINAL WHERE customer_id = {id:String}"
-            result = await asyncio.to_thread(worker.reader.query, sql, parameters={"id": customer_id})
-            if not result.result_rows:
+            result = await worker.dashboard_reads.run(lambda client: run_readonly(client, sql, {"id": customer_id}))
+            if not result.rows:
                 return self.json({"error": f"no customer {customer_id!r}"}, status=404)
-            values = dict(zip(result.column_names, result.result_rows[0]))
-            return self.json({"source": "clickhouse", "customer": {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in values.items()}})
+            return self.json({"source": "clickhouse", "customer": dict(zip(result.columns, result.rows[0]))})
 
     @app.page("/health")
     class Health(View):
@@ -186,6 +186,9 @@ def register_views(worker: Worker) -> None:
     if settings.main_url:
         return  # a helper process: what follows reads ClickHouse, which the main process owns
 
+    assert worker.dashboard_reads and worker.sql_reads
+    dashboard_reads, sql_reads = worker.dashboard_reads, worker.sql_reads
+
     @app.page("/internal/rows")
     class Rows(View):
         """Inserts a helper process's write (see ``streams.processes``)."""
@@ -213,7 +216,7 @@ def register_views(worker: Worker) -> None:
             except (ValueError, KeyError, TypeError):
                 return self.json({"error": 'send the query as text or as {"sql": "..."}'}, status=400)
             try:
-                result = await asyncio.to_thread(run_readonly, worker.reader, sql)
+                result = await sql_reads.run(lambda client: run_readonly(client, sql))
             except Exception as error:  # noqa: BLE001 - ClickHouse's own message goes back to the analyst
                 return self.json({"error": str(error).strip().splitlines()[0][:2000]}, status=400)
             return self.json(result.to_dict())
@@ -236,7 +239,7 @@ def register_views(worker: Worker) -> None:
                 return denied(self)
             async with dashboard_lock:
                 data = cache.fresh() or cache.keep(
-                    await asyncio.to_thread(dashboard_data, lambda sql: run_readonly(worker.reader, sql))
+                    await dashboard_reads.run(lambda client: dashboard_data(partial(run_readonly, client)))
                 )
             return self.json(data)
 

@@ -19,7 +19,7 @@ from sinks.query import run_readonly
 from streams import grafana
 from streams.panels import HEADLINES, PANELS
 from tests.test_deployment import compose
-from tests.test_views import reader  # noqa: F401 - the chDB fixture with the hand-built dataset
+from tests.test_views import reader, writer  # noqa: F401 - the chDB fixtures with the hand-built dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "grafana" / "dashboards" / "crm360.json"
@@ -46,10 +46,10 @@ def utc(iso: str) -> datetime:
 
 
 @pytest.fixture(scope="module")
-def dataset(reader: Client) -> Iterator[Client]:  # noqa: F811
+def dataset(writer: Client, reader: Client) -> Iterator[Client]:  # noqa: F811
     """The views' dataset, plus what the model writes: a segment's description, an alert on the
     data's last day and two quality measurements, so that every panel has rows."""
-    sink = ClickHouseSink(reader)
+    sink = ClickHouseSink(writer)
     sink.add_row("segments", {"segment": 1, "description": "big spenders", "spend_per_order": 1.0,
                               "purchases_per_month": 1.0, "visits_per_month": 1.0, "model_version": 1})
     alert = ChurnAlert(alert_id="a1", customer_id="c1", churn_probability=0.8, previous_probability=0.6, threshold=0.7,

@@ -32,7 +32,7 @@ from processors.config import FeatureConfig
 from processors.features import CustomerState, profile
 from schemas.events import parse_event
 from sinks.clickhouse import ClickHouseSink, connect, migrate
-from sinks.query import run_readonly
+from sinks.query import connect_readonly, run_readonly
 from sinks.tables import DATABASE
 from sinks.views import VIEWS
 
@@ -116,10 +116,9 @@ C5 = features("c5", engagement_score=0.25)
 
 
 @pytest.fixture(scope="module")
-def reader(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
-    """An analyst's client on a chDB database holding the dataset (and its duplicates)."""
-    dsn = f"chdb://{tmp_path_factory.mktemp('views') / 'ch'}"
-    writer = connect(dsn)
+def writer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+    """A chDB database holding the dataset (and its duplicates), and its writing client."""
+    writer = connect(f"chdb://{tmp_path_factory.mktemp('views') / 'ch'}")
     assert migrate(writer) == [1, 2, 5, 6]
     for table in ("purchases", "visits", "social_interactions", "customer_features"):
         writer.command(f"SYSTEM STOP MERGES {DATABASE}.{table}")  # keep the duplicates on disk
@@ -135,10 +134,16 @@ def reader(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     sink.add_features(C1_OLDER, 1, 2)
     sink.add_features(C2, 1, 2)
     assert sink.flush() == 5
-    client = connect(dsn, database=DATABASE)
+    yield writer
+    writer.close()  # chDB opens one data directory per process: let other tests open theirs
+
+
+@pytest.fixture(scope="module")
+def reader(writer: Client) -> Iterator[Client]:
+    """An analyst's client on the dataset: the read-only query path."""
+    client = connect_readonly(writer.uri)
     yield client
-    client.close()  # chDB opens one data directory per process: let other tests open theirs
-    writer.close()
+    client.close()
 
 
 def view(reader: Client, name: str) -> tuple[list[str], list[list[Any]]]:
@@ -146,15 +151,15 @@ def view(reader: Client, name: str) -> tuple[list[str], list[list[Any]]]:
     return result.columns, result.rows
 
 
-def test_duplicates_are_stored_and_views_are_migrated_once(reader: Client) -> None:
+def test_duplicates_are_stored_and_views_are_migrated_once(writer: Client, reader: Client) -> None:
     stored = "SELECT (SELECT count() FROM {0}), (SELECT count() FROM {0} FINAL)"
     assert run_readonly(reader, stored.format("purchases")).rows == [[11, 10]]
     assert run_readonly(reader, stored.format("visits")).rows == [[8, 7]]
     assert run_readonly(reader, stored.format("social_interactions")).rows == [[8, 7]]
     assert run_readonly(reader, stored.format("customer_features")).rows == [[7, 5]]
-    assert run_readonly(reader, "SELECT name FROM system.tables WHERE database = 'crm360' AND engine = 'View' "
-                                "ORDER BY name").rows == [[name] for name in sorted(VIEWS)]
-    assert migrate(reader) == []
+    assert writer.query("SELECT name FROM system.tables WHERE database = 'crm360' AND engine = 'View' "
+                        "ORDER BY name").result_rows == [(name,) for name in sorted(VIEWS)]
+    assert migrate(writer) == []
 
 
 def test_segment_summary(reader: Client) -> None:
