@@ -51,6 +51,10 @@ BROKER_PROBE_INTERVAL_S = 1.0
 BROKER_PROBE_TIMEOUT_S = 3.0
 
 
+class WriteAbandoned(RuntimeError):
+    """A stopping worker gave up a ClickHouse write: its rows' offsets stay uncommitted."""
+
+
 class StateCodec(codecs.Codec):
     """Serializes :class:`CustomerState` for the table's changelog."""
 
@@ -202,6 +206,12 @@ class ExactTableManager(TableManager):
 class App(faust.App):
     #: Entered around every offset commit (the worker sets its own).
     checkpoint: Callable[[], contextlib.AbstractAsyncContextManager[None]] = contextlib.nullcontext
+    #: Set as the app begins to stop, before its consumer's last offset commit (the worker sets it).
+    stopping: asyncio.Event
+
+    async def on_stop(self) -> None:
+        self.stopping.set()
+        await super().on_stop()
 
     def _new_transport(self) -> Any:
         return Transport(self.conf.broker_consumer, self)
@@ -290,6 +300,8 @@ class Worker:
         self.sink_error: str | None = None
         self.agent_error: str | None = None
         self.broker_error: str | None = None
+        #: Set when the worker begins to stop: a failing write is then given up, not retried.
+        self.stopping = self.app.stopping = asyncio.Event()
         self.last_batch_at: float | None = None
         self.started_at = time.time()
         self.flush_seconds_total = 0.0
@@ -435,7 +447,9 @@ class Worker:
 
     async def flush(self) -> None:
         """Write every row pending now, after the write in flight; retries until ClickHouse
-        accepts them (offsets wait meanwhile)."""
+        accepts them (offsets wait meanwhile), or, once the worker is stopping, gives up with
+        :class:`WriteAbandoned`: the offsets of those rows are then not committed, so the next
+        start reads their messages again and writes them (a stop never waits on a write)."""
         async with self.write_lock:
             self.flushed_at = time.monotonic()
             batch = self.sink.take()
@@ -448,8 +462,12 @@ class Worker:
                     self.flush_seconds_total += self.sink.last_flush_seconds
                 except Exception as error:  # noqa: BLE001 - any sink failure is retried, never fatal
                     self.sink_error = f"{type(error).__name__}: {error}"[:500]
+                    if self.stopping.is_set():
+                        raise WriteAbandoned(f"stopping with {sum(map(len, batch.values()))} rows unwritten "
+                                             f"({self.sink_error}); the next start writes them") from None
                     log.error("ClickHouse write failed, retrying in %.1fs: %s", delay, self.sink_error)
-                    await asyncio.sleep(delay)
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self.stopping.wait(), delay)
                     delay = min(delay * 2, 10.0)
 
     def intake_problem(self) -> str | None:

@@ -8,6 +8,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -176,3 +177,34 @@ def publish(broker: str, events: list[dict[str, Any]]) -> None:
     with EventPublisher(broker, partitions=4) as publisher:
         for event in events:
             publisher.publish(event)
+
+
+def purchases(count: int, customers: int, first: int = 0) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
+    """``count`` purchases spread over ``customers``, and per customer [count, total]."""
+    events, expected = [], defaultdict(lambda: [0, 0.0])
+    for n in range(first, first + count):
+        customer, amount = f"k{n % customers}", float(n % 97) + 0.5
+        events.append({"type": "purchase", "event_id": f"e{n}", "customer_id": customer, "ts": 1_700_000_000 + n * 60,
+                       "channel": "pos", "order_id": f"o{n}", "amount": amount, "currency": "EUR"})
+        expected[customer][0] += 1
+        expected[customer][1] += amount
+    return events, dict(expected)
+
+
+def assert_exact_purchases(worker: WorkerProcess, expected: dict[str, list[float]], timeout: float = 120.0) -> None:
+    """Every customer's count and total, in ClickHouse and in the live profile."""
+    total = sum(n for n, _ in expected.values())
+    deadline = time.monotonic() + timeout
+    rows: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        rows = {r["customer_id"]: r for r in worker.sql(
+            "SELECT customer_id, purchase_count, monetary_total FROM customer_features FINAL")}
+        if sum(r["purchase_count"] for r in rows.values()) == total:
+            break
+        time.sleep(0.5)
+    assert {c: (r["purchase_count"], pytest.approx(r["monetary_total"])) for c, r in rows.items()} == {
+        c: (n, pytest.approx(t)) for c, (n, t) in expected.items()}
+    assert worker.sql("SELECT count() AS n FROM purchases FINAL")[0]["n"] == total
+    for customer in list(expected)[:5]:
+        status, answer = worker.get(f"/customers/{customer}")
+        assert status == 200 and answer["customer"]["purchase_count"] == expected[customer][0], answer

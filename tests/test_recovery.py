@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from schemas.topics import partition_for
-from tests.conftest import CDNOW, ROOT, free_port
+from tests.conftest import CDNOW, ROOT, assert_exact_purchases, free_port, publish, purchases
 from streams.publisher import EventPublisher
 
 
@@ -227,3 +227,32 @@ def test_a_worker_that_gives_partitions_away_keeps_no_copy_of_their_customers(
         time.sleep(0.2)
     assert 0 < len(kept) < 4, kept
     first.wait_for_metric("crm360_customers", sum(partition_for(c.encode(), 4) in kept for c in customers))
+
+
+def test_a_worker_whose_writes_keep_failing_stops_in_seconds_and_loses_nothing(start_worker: Any, broker: str) -> None:
+    """ClickHouse refuses every write (its staging directory made unusable): a SIGTERM gives the
+    write up instead of retrying it for ever, commits no offset past it, and the next start
+    writes every row."""
+    worker = start_worker(CRM360_WORKER_PROCESSES="1")
+    events, expected = purchases(2_000, 100)
+    publish(broker, events[:1_000])
+    worker.wait_for("SELECT count() FROM purchases", 1_000)
+    staging = Path(worker.env["CRM360_DATA_DIR"]) / "staging" / "main"
+    staging.rename(staging.with_name("main.away"))
+    staging.write_text("not a directory: every staged insert fails")
+    try:
+        publish(broker, events[1_000:])
+        deadline = time.monotonic() + 60
+        while "ClickHouse writes failing" not in str(worker.get("/health")[1]):
+            assert time.monotonic() < deadline, worker.get("/health")
+            time.sleep(0.2)
+        process = worker.process
+        started = time.monotonic()
+        worker.stop(signal.SIGTERM, grace_s=60)
+        took = time.monotonic() - started
+        assert process is not None and process.returncode != -signal.SIGKILL
+        assert took < 15, f"the stop took {took:.1f} s"
+    finally:
+        staging.unlink()
+        staging.with_name("main.away").rename(staging)
+    assert_exact_purchases(start_worker(CRM360_WORKER_PROCESSES="1"), expected)
