@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from processors.config import FeatureConfig, ModelConfig
+from schemas.events import MAX_FUTURE_LIMIT_S
 
 
 class Settings(BaseSettings):
@@ -74,6 +75,9 @@ class Settings(BaseSettings):
     # The live dashboard redraws itself this often (seconds).
     dashboard_refresh_s: float = Field(default=5.0, gt=0)
 
+    # Events more than this far ahead of the wall clock (seconds) are dead-lettered: one
+    # event would drag its partition's event time (watermark) with it.
+    max_future_s: float = Field(default=86_400.0, ge=0, le=MAX_FUTURE_LIMIT_S)
     allowed_lateness_days: float = 3.0
     engagement_half_life_days: float = 14.0
     new_customer_days: float = 30.0

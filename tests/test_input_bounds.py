@@ -1,0 +1,64 @@
+"""Input outside the documented domains is dead-lettered with its reason, through the real
+broker, a real worker and chDB; nothing else changes and the worker stays healthy."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from kafka import KafkaProducer
+
+from schemas.topics import PURCHASES, partition_for
+
+DAY = 86_400.0
+START = datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp()
+PARTITIONS = 4
+
+
+def purchase(event_id: str, customer: str, ts: Any, amount: float = 20.0) -> dict[str, Any]:
+    return {"type": "purchase", "event_id": event_id, "customer_id": customer, "ts": ts, "channel": "pos",
+            "order_id": event_id, "amount": amount, "currency": "EUR"}
+
+
+def test_out_of_domain_times_and_amounts_are_dead_lettered_and_change_nothing(start_worker: Any, broker: str) -> None:
+    worker = start_worker()
+    normal = [purchase(f"{c}-{n}", c, START + n * 10 * DAY) for c in ("ann", "ben", "cat", "dan") for n in range(3)]
+    outliers = [
+        purchase("far", "zed", "9999-01-01T00:00:00Z"),  # stopped every write of its process (version overflow)
+        purchase("2200", "ann", "2200-01-01T00:00:00Z"),  # dragged its partition's watermark: everyone churned
+        purchase("old", "ben", "1969-12-31T00:00:00Z"),  # before 1970: a negative version
+        purchase("millis", "cat", (START + 25 * DAY) * 1000),  # read as milliseconds, silently
+        purchase("huge-1", "dan", START + 25 * DAY, 1e308),  # two of them: an infinite total
+        purchase("huge-2", "dan", START + 26 * DAY, 1e308),
+        purchase("big", "dan", START + 27 * DAY, 2e9),
+    ]
+    status, answer = worker.request("POST", "/events", json.dumps(normal + outliers).encode())
+    assert status == 200 and answer["accepted"] == len(normal) and answer["rejected"] == len(outliers), answer
+    producer = KafkaProducer(bootstrap_servers=broker)  # the same through Kafka
+    producer.send(PURCHASES, key=b"zed", value=json.dumps(purchase("far-kafka", "zed", "9999-01-01T00:00:00Z")).encode(),
+                  partition=partition_for("zed", PARTITIONS))
+    producer.flush()
+    worker.wait_for("SELECT count() FROM dead_letters", len(outliers) + 1)
+    reasons = " | ".join(r["reason"] for r in worker.sql("SELECT reason FROM dead_letters"))
+    assert reasons.count("ahead of the wall clock") == 3 and "before 1970-01-01" in reasons, reasons
+    assert "dates after 9999" in reasons and reasons.count("amount: Input should be less than or equal to") == 3
+    worker.wait_for("SELECT count() FROM customer_features FINAL", 4)
+    # Writes go on: a later event lands, and every partition's event time is the data's.
+    status, answer = worker.request("POST", "/events", json.dumps(purchase("late", "ann", START + 30 * DAY)).encode())
+    assert status == 200 and answer["accepted"] == 1
+    worker.wait_for("SELECT purchase_count FROM customer_features FINAL WHERE customer_id = 'ann'", 4)
+    rows = worker.sql("SELECT customer_id, monetary_total, lifecycle_stage, toUnixTimestamp(as_of) AS as_of, version "
+                      "FROM customer_features FINAL ORDER BY customer_id")
+    newest: dict[int, float] = {}
+    for event in normal + [purchase("late", "ann", START + 30 * DAY)]:
+        home = partition_for(event["customer_id"], PARTITIONS)
+        newest[home] = max(newest.get(home, 0.0), event["ts"])
+    for row in rows:
+        assert row["as_of"] <= newest[partition_for(row["customer_id"], PARTITIONS)], row
+        assert row["lifecycle_stage"] != "churned" and 0 < int(row["version"]) < 1 << 64, row
+    assert {r["customer_id"]: r["monetary_total"] for r in rows} == {"ann": 80.0, "ben": 60.0, "cat": 60.0, "dan": 60.0}
+    for p, ts in newest.items():
+        assert worker.metric(f'crm360_watermark_seconds{{partition="{p}"}}') == ts
+    assert worker.get("/health")[0] == 200
+    assert worker.sql("SELECT count() AS n FROM purchases")[0]["n"] == len(normal) + 1
