@@ -28,14 +28,32 @@ from schemas.events import BaseEvent, Event, parse_event, parse_event_json
 from schemas.topics import CUSTOMER_PROFILES, TOPIC_FOR_TYPE, partition_for
 
 MAX_REASON_CHARS = 1000
+#: Dead letters keep this much of a rejected payload, then a marker saying how long it was:
+#: a dead letter of any record fits a Kafka message (1 MB, even with every character
+#: escaped as 6 bytes of JSON) and a reasonable ClickHouse row.
+MAX_PAYLOAD_CHARS = 65_536
+
+
+def clip(text: str, limit: int) -> str:
+    """``text``, or its first ``limit`` characters and a marker of how long it was.
+
+    >>> clip("abc", 5), clip("abcdefgh", 5)
+    ('abc', 'abcde...[truncated: 8 characters in all]')
+    """
+    return text if len(text) <= limit else f"{text[:limit]}...[truncated: {len(text)} characters in all]"
 
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """A record that failed validation, with the reason and the raw payload."""
+    """A record that failed validation, with the reason and the raw payload, both clipped
+    (:func:`clip`) so that a dead letter of any record can be kept."""
 
     reason: str
     payload: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", clip(self.reason, MAX_REASON_CHARS))
+        object.__setattr__(self, "payload", clip(self.payload, MAX_PAYLOAD_CHARS))
 
 
 def encode_event(event: BaseEvent | dict[str, Any]) -> bytes:
@@ -57,7 +75,7 @@ def describe(error: ValidationError) -> str:
     for err in error.errors(include_url=False, include_input=False):
         where = ".".join(str(p) for p in err["loc"]) or "event"
         parts.append(f"{where}: {err['msg']}")
-    return ("invalid event: " + "; ".join(parts))[:MAX_REASON_CHARS]
+    return "invalid event: " + "; ".join(parts)
 
 
 def validate(raw: Any) -> BaseEvent | Rejected:

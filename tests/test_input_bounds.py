@@ -1,5 +1,6 @@
-"""Input outside the documented domains is dead-lettered with its reason, through the real
-broker, a real worker and chDB; nothing else changes and the worker stays healthy."""
+"""Bad input is dead-lettered with its reason, through the real broker, a real worker and chDB:
+input outside the documented domains, payloads of any size; nothing else changes and the
+worker stays healthy."""
 
 from __future__ import annotations
 
@@ -62,3 +63,32 @@ def test_out_of_domain_times_and_amounts_are_dead_lettered_and_change_nothing(st
         assert worker.metric(f'crm360_watermark_seconds{{partition="{p}"}}') == ts
     assert worker.get("/health")[0] == 200
     assert worker.sql("SELECT count() AS n FROM purchases")[0]["n"] == len(normal) + 1
+
+
+def visit(event_id: str, customer: str, ts: float) -> dict[str, Any]:
+    return {"type": "visit", "event_id": event_id, "customer_id": customer, "ts": ts, "channel": "web",
+            "session_id": "s"}
+
+
+def test_dead_letters_of_big_payloads_are_kept_clipped(start_worker: Any, broker: str) -> None:
+    worker = start_worker()
+    mega = "x" * (1 << 20)
+    social = {"type": "social_interaction", "event_id": "s1", "customer_id": "ann", "ts": START, "channel": "social",
+              "platform": "instagram", "action": "comment", "text": mega}
+    body = [visit(mega, "ann", START), visit("v1", mega, START), social, visit("v2", "ann", START)]
+    status, answer = worker.request("POST", "/events", json.dumps(body).encode())  # was a 500
+    assert status == 200 and answer["accepted"] == 1 and answer["rejected"] == 3, answer
+    # 5 MB through Kafka between valid events of its partition: processing crashed and restarted.
+    producer = KafkaProducer(bootstrap_servers=broker, max_request_size=8 << 20)
+    home = partition_for("ann", PARTITIONS)
+    for value in (visit("v3", "ann", START + 1), visit("x" * (5 << 20), "ann", START + 2), visit("v4", "ann", START + 3)):
+        producer.send("visits", key=b"ann", value=json.dumps(value).encode(), partition=home)
+    producer.flush()
+    worker.wait_for("SELECT count() FROM dead_letters", 4)
+    worker.wait_for("SELECT visit_count FROM customer_features FINAL WHERE customer_id = 'ann'", 3)
+    rows = worker.sql("SELECT source, length(payload) AS size, payload LIKE '%...[truncated: % characters in all]' "
+                      "AS marked, reason FROM dead_letters ORDER BY source, size")
+    assert [(r["source"], r["marked"]) for r in rows] == [("http", 1)] * 3 + [("kafka", 1)], rows
+    assert all(65_536 < r["size"] < 65_536 + 100 for r in rows), rows
+    assert "event_id" in rows[-1]["reason"] and worker.metric("crm360_dead_letters_total") == 4
+    assert worker.get("/health")[0] == 200
