@@ -9,6 +9,7 @@ import json
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from aiohttp.web_exceptions import HTTPRequestEntityTooLarge
 from faust.web import Request, Response, View
 
@@ -42,13 +43,13 @@ def parse_body(body: bytes) -> list[Any]:
     if not text:
         raise BadRequest("empty body: send one event, a JSON array of events, or NDJSON")
     try:
-        data = json.loads(text)
+        data = orjson.loads(text)  # nesting beyond 1024 levels is an error (the stdlib's recursion crashed)
     except ValueError:
         items = []
         for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 try:
-                    items.append(json.loads(line))
+                    items.append(orjson.loads(line))
                 except ValueError as error:
                     raise BadRequest(f"line {number} is not JSON: {error}") from None
         return items
@@ -96,8 +97,8 @@ def register_views(worker: Worker) -> None:
                 return self.json({"error": f"malformed body: {error}"}, status=400)
             accepted: list[BaseEvent] = []
             dead: list[DeadLetterRecord] = []
-            for raw in items:
-                result = validate(raw)
+            for index, raw in enumerate(items):
+                result = validate(raw, f"body[{index}]")
                 if isinstance(result, Rejected):
                     dead.append(DeadLetterRecord("http", "http:/events", -1, -1, result.reason, result.payload))
                 else:

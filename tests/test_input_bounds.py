@@ -92,3 +92,39 @@ def test_dead_letters_of_big_payloads_are_kept_clipped(start_worker: Any, broker
     assert all(65_536 < r["size"] < 65_536 + 100 for r in rows), rows
     assert "event_id" in rows[-1]["reason"] and worker.metric("crm360_dead_letters_total") == 4
     assert worker.get("/health")[0] == 200
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def test_a_deeply_nested_record_is_isolated_and_its_neighbours_apply_once(start_worker: Any, broker: str) -> None:
+    worker = start_worker()
+    producer = KafkaProducer(bootstrap_servers=broker)
+    home = partition_for("ann", PARTITIONS)
+    values = [json.dumps(visit(f"v{n}", "ann", START + n)).encode() for n in range(3)]
+    values += [nested(100_000).encode()]  # crashed processing (RecursionError): no dead letter, neighbours lost
+    values += [json.dumps(visit(f"v{n}", "ann", START + n)).encode() for n in range(3, 6)]
+    for value in values:
+        producer.send("visits", key=b"ann", value=value, partition=home)
+    producer.flush()
+    worker.wait_for("SELECT visit_count FROM customer_features FINAL WHERE customer_id = 'ann'", 6)
+    rows = worker.sql("SELECT source, offset, reason, length(payload) AS size FROM dead_letters")
+    assert [(r["source"], r["offset"]) for r in rows] == [("kafka", 3)] and "invalid JSON" in rows[0]["reason"], rows
+    assert worker.metric("crm360_events_applied_total") == 6 and worker.get("/health")[0] == 200
+    # Over HTTP (was a 500): too deep to parse is a malformed body; deep in a field, a dead letter.
+    for body in (nested(100_000), json.dumps(visit("h0", "ann", START)) + "\n" + nested(100_000)):
+        status, answer = worker.request("POST", "/events", body.encode())
+        assert status == 400 and "malformed body" in answer["error"], answer
+    deep_items = json.dumps(purchase("h1", "ann", START)).replace('"currency"', f'"items": {nested(900)}, "currency"')
+    deep_field = json.dumps(visit("h2", "ann", START)).replace('"session_id"', f'"page": {nested(900)}, "session_id"')
+    good = json.dumps(visit("h3", "ann", START + 10))
+    status, answer = worker.request("POST", "/events", f'{{"events": [{deep_items}, {good}, {deep_field}]}}'.encode())
+    assert status == 200 and answer["accepted"] == 1 and answer["rejected"] == 2, answer
+    assert answer["errors"][0].startswith("body[0]: invalid event: purchase.items") and answer["errors"][1].startswith(
+        "body[2]: invalid event: visit.page"), answer
+    worker.wait_for("SELECT visit_count FROM customer_features FINAL WHERE customer_id = 'ann'", 7)
+    worker.wait_for("SELECT count() FROM dead_letters", 3)
+    payloads = [r["payload"] for r in worker.sql("SELECT payload FROM dead_letters WHERE source = 'http'")]
+    assert all('"..."' in p and len(p) < 5_000 for p in payloads), payloads
+    assert worker.get("/health")[0] == 200
