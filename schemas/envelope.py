@@ -99,18 +99,18 @@ PAYLOAD_DEPTH = 32
 def payload_text(raw: Any) -> str:
     """``raw`` (a decoded JSON value) as JSON text for a dead letter; nested deeper than
     JSON serializers go (orjson: 255 levels; the stdlib's recursion crashed on a deeply
-    nested ``items``), what lies below :data:`PAYLOAD_DEPTH` levels is written as ``"..."``.
+    nested ``items``) or holding integers orjson does not write, what lies below :data:`PAYLOAD_DEPTH` levels is written as ``"..."``.
 
     >>> deep = [1]
     >>> for _ in range(1_000):
     ...     deep = [deep]
-    >>> payload_text({"a": [1, None]}), payload_text(deep)[28:40]
-    ('{"a":[1,null]}', '[[[["..."]]]')
+    >>> payload_text({"a": [1, None]}), payload_text(deep)[28:40], payload_text([2**64])
+    ('{"a":[1,null]}', '[[[["..."]]]', '[18446744073709551616]')
     """
     try:
         return orjson.dumps(raw, default=str).decode()
-    except TypeError:  # orjson.JSONEncodeError: nested too deep
-        return orjson.dumps(_down_to(raw, PAYLOAD_DEPTH), default=str).decode()
+    except TypeError:  # orjson.JSONEncodeError: nested too deep, or an integer beyond 64 bits
+        return json.dumps(_down_to(raw, PAYLOAD_DEPTH), default=str)
 
 
 def _down_to(value: Any, depth: int) -> Any:
