@@ -97,9 +97,10 @@ PAYLOAD_DEPTH = 32
 
 
 def payload_text(raw: Any) -> str:
-    """``raw`` (a decoded JSON value) as JSON text for a dead letter; nested deeper than
-    JSON serializers go (orjson: 255 levels; the stdlib's recursion crashed on a deeply
-    nested ``items``) or holding integers orjson does not write, what lies below :data:`PAYLOAD_DEPTH` levels is written as ``"..."``.
+    """``raw`` (a decoded JSON value) as JSON text for a dead letter. Nested deeper than
+    orjson writes (255 levels; the stdlib's recursion crashed on a deeply nested ``items``),
+    or holding an integer beyond 64 bits, it is written by the stdlib down to
+    :data:`PAYLOAD_DEPTH` levels, what lies below as ``"..."``.
 
     >>> deep = [1]
     >>> for _ in range(1_000):

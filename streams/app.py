@@ -34,7 +34,6 @@ from faust.transport.drivers import aiokafka as faust_kafka
 from faust.types import TP, FutureMessage
 
 from processors.features import CustomerState
-from schemas.events import set_max_future_s
 from schemas.topics import CHURN_ALERTS, DEAD_LETTERS, INPUT_TOPICS, PURCHASES
 from sinks.clickhouse import ClickHouseSink, connect, migrate
 from sinks.tables import DATABASE
@@ -209,7 +208,6 @@ class Worker:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        set_max_future_s(settings.max_future_s)
         self.app = App(
             settings.app_id,
             broker=f"kafka://{settings.kafka_bootstrap}",

@@ -16,7 +16,6 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from processors.config import FeatureConfig, ModelConfig
-from schemas.events import MAX_FUTURE_LIMIT_S
 
 
 class Settings(BaseSettings):
@@ -77,7 +76,7 @@ class Settings(BaseSettings):
 
     # Events more than this far ahead of the wall clock (seconds) are dead-lettered: one
     # event would drag its partition's event time (watermark) with it.
-    max_future_s: float = Field(default=86_400.0, ge=0, le=MAX_FUTURE_LIMIT_S)
+    max_future_s: float = Field(default=86_400.0, ge=0)
     allowed_lateness_days: float = 3.0
     engagement_half_life_days: float = 14.0
     new_customer_days: float = 30.0
@@ -135,6 +134,7 @@ class Settings(BaseSettings):
             new_customer_days=self.new_customer_days,
             at_risk_days=self.at_risk_days,
             churn_days=self.churn_days,
+            max_future_s=self.max_future_s,
         )
 
     def learning_config(self) -> ModelConfig:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,7 @@ from faust.web import Request, Response, View
 
 from processors.features import profile
 from schemas.envelope import Rejected, pack, validate
-from schemas.events import BaseEvent
+from schemas.events import BaseEvent, ahead_of_wall_clock
 from schemas.rows import FEATURE_TIME_COLUMNS
 from schemas.topics import INPUT_TOPICS, partition_for
 from sinks.query import run_readonly
@@ -97,8 +98,13 @@ def register_views(worker: Worker) -> None:
                 return self.json({"error": f"malformed body: {error}"}, status=400)
             accepted: list[BaseEvent] = []
             dead: list[DeadLetterRecord] = []
+            max_future_s = worker.pipeline.config.max_future_s
+            horizon = time.time() + max_future_s
             for index, raw in enumerate(items):
                 result = validate(raw, f"body[{index}]")
+                if not isinstance(result, Rejected) and result.epoch > horizon:  # as the pipeline would
+                    result = Rejected(f"body[{index}]: {ahead_of_wall_clock(result.epoch, max_future_s)}",
+                                      result.model_dump_json())
                 if isinstance(result, Rejected):
                     dead.append(DeadLetterRecord("http", "http:/events", -1, -1, result.reason, result.payload))
                 else:

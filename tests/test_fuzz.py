@@ -22,7 +22,6 @@ from clickhouse_connect.driver.client import Client
 
 from processors.features import CustomerState
 from processors.models import Trainer
-from schemas import events as event_schema
 from schemas.envelope import MAX_PAYLOAD_CHARS, MAX_REASON_CHARS, Rejected, decode_message, validate
 from schemas.topics import TOPIC_FOR_TYPE, partition_for
 from sinks.clickhouse import ClickHouseSink, connect, migrate
@@ -139,7 +138,7 @@ def test_accepted_events_are_written_and_change_only_their_customer(
     sink.flush()  # raises if one accepted event's rows cannot be written (ClickHouse takes all of an insert or none)
     assert sink.rows_written - written >= accepted
     assert {c: event_derived(table[c.encode()]) for c in BYSTANDERS} == before
-    assert all(w <= time.time() + event_schema.max_future_s for w in pipeline.watermarks.values())
+    assert all(w <= time.time() + config.max_future_s for w in pipeline.watermarks.values())
     training = pipeline.take_training()
     trainer = Trainer(config.learning_config())
     trainer.observe(training.observations)

@@ -5,6 +5,7 @@ worker stays healthy."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -28,6 +29,7 @@ def test_out_of_domain_times_and_amounts_are_dead_lettered_and_change_nothing(st
     outliers = [
         purchase("far", "zed", "9999-01-01T00:00:00Z"),  # stopped every write of its process (version overflow)
         purchase("2200", "ann", "2200-01-01T00:00:00Z"),  # dragged its partition's watermark: everyone churned
+        purchase("2100", "ann", "2100-01-01T00:00:00Z"),  # within what is stored, but ahead of the wall clock
         purchase("old", "ben", "1969-12-31T00:00:00Z"),  # before 1970: a negative version
         purchase("millis", "cat", (START + 25 * DAY) * 1000),  # read as milliseconds, silently
         purchase("huge-1", "dan", START + 25 * DAY, 1e308),  # two of them: an infinite total
@@ -37,13 +39,15 @@ def test_out_of_domain_times_and_amounts_are_dead_lettered_and_change_nothing(st
     status, answer = worker.request("POST", "/events", json.dumps(normal + outliers).encode())
     assert status == 200 and answer["accepted"] == len(normal) and answer["rejected"] == len(outliers), answer
     producer = KafkaProducer(bootstrap_servers=broker)  # the same through Kafka
-    producer.send(PURCHASES, key=b"zed", value=json.dumps(purchase("far-kafka", "zed", "9999-01-01T00:00:00Z")).encode(),
-                  partition=partition_for("zed", PARTITIONS))
+    for event in (purchase("far-kafka", "zed", "9999-01-01T00:00:00Z"), purchase("soon", "zed", time.time() + 2 * DAY)):
+        producer.send(PURCHASES, key=b"zed", value=json.dumps(event).encode(),
+                      partition=partition_for("zed", PARTITIONS))
     producer.flush()
-    worker.wait_for("SELECT count() FROM dead_letters", len(outliers) + 1)
+    worker.wait_for("SELECT count() FROM dead_letters", len(outliers) + 2)
     reasons = " | ".join(r["reason"] for r in worker.sql("SELECT reason FROM dead_letters"))
-    assert reasons.count("ahead of the wall clock") == 3 and "before 1970-01-01" in reasons, reasons
-    assert "dates after 9999" in reasons and reasons.count("amount: Input should be less than or equal to") == 3
+    assert reasons.count("ahead of the wall clock") == 2 and reasons.count("less than 2200-01-01") == 3, reasons
+    assert "greater than or equal to 1970-01-01" in reasons and "dates after 9999" in reasons
+    assert reasons.count("amount: Input should be less than or equal to") == 3
     worker.wait_for("SELECT count() FROM customer_features FINAL", 4)
     # Writes go on: a later event lands, and every partition's event time is the data's.
     status, answer = worker.request("POST", "/events", json.dumps(purchase("late", "ann", START + 30 * DAY)).encode())
@@ -81,7 +85,8 @@ def test_dead_letters_of_big_payloads_are_kept_clipped(start_worker: Any, broker
     # 5 MB through Kafka between valid events of its partition: processing crashed and restarted.
     producer = KafkaProducer(bootstrap_servers=broker, max_request_size=8 << 20)
     home = partition_for("ann", PARTITIONS)
-    for value in (visit("v3", "ann", START + 1), visit("x" * (5 << 20), "ann", START + 2), visit("v4", "ann", START + 3)):
+    for value in (visit("v3", "ann", START + 1), visit("x" * (5 << 20), "ann", START + 2),
+                  visit("v4", "ann", START + 3)):
         producer.send("visits", key=b"ann", value=json.dumps(value).encode(), partition=home)
     producer.flush()
     worker.wait_for("SELECT count() FROM dead_letters", 4)
