@@ -19,6 +19,9 @@ class FeatureConfig:
 
     #: Events older than a customer's newest event by more than this are not applied.
     allowed_lateness_days: float = 3.0
+    #: Events further ahead of the wall clock (seconds) are rejected: one would drag its
+    #: partition's event time with it.
+    max_future_s: float = 86_400.0
     #: Half-life of the exponentially time-decayed engagement score.
     engagement_half_life_days: float = 14.0
     #: Weight of each kind of interaction in the engagement score.

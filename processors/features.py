@@ -224,11 +224,22 @@ def row_version(state: CustomerState, as_of: float) -> int:
     """A version that grows with event time and with every applied event, and is the same
     when the same events are replayed: ``customer_features`` keeps the highest.
 
+    It fits ClickHouse's UInt64 for any event time: accepted events lie within 1970 and a
+    little past the wall clock (``schemas.events``), far inside the 44 bits of milliseconds
+    (up to 2527); the clamp makes that hold by construction, so no row can fail every write.
+
     >>> s = CustomerState("c1", events_applied=3)
     >>> row_version(s, 2.0) < row_version(s, 2.001) and row_version(s, 2.0) == (2000 << 20) + 3
     True
+    >>> 0 <= row_version(s, -1e12) < row_version(s, 1e12) < 1 << 64
+    True
     """
-    return (int(round(as_of * 1000)) << 20) + min(state.events_applied, (1 << 20) - 1)
+    millis = min(max(int(round(as_of * 1000)), 0), _MAX_VERSION_MILLIS)
+    return (millis << 20) + min(state.events_applied, (1 << 20) - 1)
+
+
+#: Milliseconds of event time a row version holds (44 bits: 64 less 20 for the event count).
+_MAX_VERSION_MILLIS = (1 << 44) - 1
 
 
 def window_sums(state: CustomerState, at: float) -> tuple[list[float], list[float]]:

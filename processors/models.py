@@ -24,6 +24,7 @@ True
 
 from __future__ import annotations
 
+import math
 import pickle
 from dataclasses import dataclass, field
 
@@ -32,6 +33,17 @@ from processors.config import ModelConfig
 from processors.quality import Prequential
 from processors.segments import Segmenter
 from processors.snapshots import LabelledSnapshot
+
+
+def finite(inputs: list[float]) -> bool:
+    """Whether every input is a finite number. Bounded amounts keep them so (``schemas.events``);
+    the trainer checks anyway, as one infinite input crashed it (NaN centroids) and would
+    poison every later version of the model.
+
+    >>> finite([1.0, 0.0]), finite([1.0, float("inf")]), finite([float("nan")])
+    (True, False, False)
+    """
+    return all(map(math.isfinite, inputs))
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,16 +90,18 @@ class Trainer:
         self.quality = Prequential(window)
 
     def observe(self, inputs: list[list[float]]) -> None:
-        """Let the segmenter learn from live customers' inputs."""
-        for one in inputs:
+        """Let the segmenter learn from live customers' inputs (finite ones: see :func:`finite`)."""
+        for one in filter(finite, inputs):
             self.models.segmenter.learn(one)
 
     def learn(self, labels: list[LabelledSnapshot]) -> None:
         """Score each label with the current model (prequential), then learn it, in the
-        event-time order of the snapshots (partitions release labels in bulk)."""
+        event-time order of the snapshots (partitions release labels in bulk); labels whose
+        inputs are not all finite are skipped (see :func:`finite`)."""
         churn = self.models.churn
         for label in sorted(labels, key=lambda label: label.at):
-            self.quality.record(churn.learn(label.inputs, label.churned), label.churned)
+            if finite(label.inputs):
+                self.quality.record(churn.learn(label.inputs, label.churned), label.churned)
 
     def publish(self, training_offset: int) -> bytes:
         """A new version of the models, having learned through ``training_offset``."""

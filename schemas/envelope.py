@@ -9,8 +9,8 @@ Examples
 >>> good = {"type": "visit", "event_id": "v1", "customer_id": "c1", "ts": 0,
 ...         "channel": "web", "session_id": "s1"}
 >>> events, rejects = decode_message(encode_envelope([good, {"type": "nope"}]))
->>> [e.event_id for e in events], [r.reason[:30] for r in rejects]
-(['v1'], ['invalid event: event: Input ta'])
+>>> [e.event_id for e in events], [r.reason[:40] for r in rejects]
+(['v1'], ['events[1]: invalid event: event: Input t'])
 >>> decode_message(b"{not json")[1][0].reason[:12]
 'invalid JSON'
 """
@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+import orjson
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
@@ -28,14 +29,32 @@ from schemas.events import BaseEvent, Event, parse_event, parse_event_json
 from schemas.topics import CUSTOMER_PROFILES, TOPIC_FOR_TYPE, partition_for
 
 MAX_REASON_CHARS = 1000
+#: Dead letters keep this much of a rejected payload, then a marker saying how long it was:
+#: a dead letter of any record fits a Kafka message (1 MB, even with every character
+#: escaped as 6 bytes of JSON) and a reasonable ClickHouse row.
+MAX_PAYLOAD_CHARS = 65_536
+
+
+def clip(text: str, limit: int) -> str:
+    """``text``, or its first ``limit`` characters and a marker of how long it was.
+
+    >>> clip("abc", 5), clip("abcdefgh", 5)
+    ('abc', 'abcde...[truncated: 8 characters in all]')
+    """
+    return text if len(text) <= limit else f"{text[:limit]}...[truncated: {len(text)} characters in all]"
 
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """A record that failed validation, with the reason and the raw payload."""
+    """A record that failed validation, with the reason and the raw payload, both clipped
+    (:func:`clip`) so that a dead letter of any record can be kept."""
 
     reason: str
     payload: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", clip(self.reason, MAX_REASON_CHARS))
+        object.__setattr__(self, "payload", clip(self.payload, MAX_PAYLOAD_CHARS))
 
 
 def encode_event(event: BaseEvent | dict[str, Any]) -> bytes:
@@ -57,15 +76,52 @@ def describe(error: ValidationError) -> str:
     for err in error.errors(include_url=False, include_input=False):
         where = ".".join(str(p) for p in err["loc"]) or "event"
         parts.append(f"{where}: {err['msg']}")
-    return ("invalid event: " + "; ".join(parts))[:MAX_REASON_CHARS]
+    return "invalid event: " + "; ".join(parts)
 
 
-def validate(raw: Any) -> BaseEvent | Rejected:
-    """Validate one decoded object, returning the event or why it was rejected."""
+def validate(raw: Any, position: str = "") -> BaseEvent | Rejected:
+    """Validate one decoded object, returning the event or why it was rejected (the reason
+    starts with ``position``, where the object was in its message or body, if given).
+
+    >>> validate([[[[1]]]], "events[2]").reason
+    'events[2]: invalid event: event: Input should be a valid dictionary or object to extract fields from'
+    """
     try:
         return parse_event(raw)
     except ValidationError as error:
-        return Rejected(describe(error), json.dumps(raw, default=str))
+        return Rejected(f"{position}: {describe(error)}" if position else describe(error), payload_text(raw))
+
+
+#: How deep a rejected object's payload is written out when it is too deep to write whole.
+PAYLOAD_DEPTH = 32
+
+
+def payload_text(raw: Any) -> str:
+    """``raw`` (a decoded JSON value) as JSON text for a dead letter. Nested deeper than
+    orjson writes (255 levels; the stdlib's recursion crashed on a deeply nested ``items``),
+    or holding an integer beyond 64 bits, it is written by the stdlib down to
+    :data:`PAYLOAD_DEPTH` levels, what lies below as ``"..."``.
+
+    >>> deep = [1]
+    >>> for _ in range(1_000):
+    ...     deep = [deep]
+    >>> payload_text({"a": [1, None]}), payload_text(deep)[28:40], payload_text([2**64])
+    ('{"a":[1,null]}', '[[[["..."]]]', '[18446744073709551616]')
+    """
+    try:
+        return orjson.dumps(raw, default=str).decode()
+    except TypeError:  # orjson.JSONEncodeError: nested too deep, or an integer beyond 64 bits
+        return json.dumps(_down_to(raw, PAYLOAD_DEPTH), default=str)
+
+
+def _down_to(value: Any, depth: int) -> Any:
+    if isinstance(value, (dict, list)) and depth == 0:
+        return "..."
+    if isinstance(value, dict):
+        return {key: _down_to(item, depth - 1) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_down_to(item, depth - 1) for item in value]
+    return value
 
 
 class _Envelope(TypedDict):
@@ -96,16 +152,19 @@ def _decode_each(value: bytes | str | None) -> tuple[list[BaseEvent], list[Rejec
         return [], [Rejected("empty message value", "")]
     text = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
     try:
-        data = json.loads(text)
+        data = orjson.loads(text)  # no recursion: nesting beyond 1024 levels is an error, not a crash
     except ValueError as error:
         return [], [Rejected(f"invalid JSON: {error}", text)]
-    items = data["events"] if isinstance(data, dict) and "events" in data else [data]
+    if not (isinstance(data, dict) and "events" in data):
+        result = validate(data)
+        return ([], [Rejected(result.reason, text)]) if isinstance(result, Rejected) else ([result], [])
+    items = data["events"]
     if not isinstance(items, list):
         return [], [Rejected("envelope 'events' must be a JSON array", text)]
     events: list[BaseEvent] = []
     rejects: list[Rejected] = []
-    for raw in items:
-        result = validate(raw)
+    for index, raw in enumerate(items):
+        result = validate(raw, f"events[{index}]")
         (rejects if isinstance(result, Rejected) else events).append(result)
     return events, rejects
 

@@ -335,6 +335,7 @@ class Worker:
                     await self.publish_model_output()
                     await self.flush_when_due()
                 self.last_batch_at = time.time()
+                self.agent_error = None  # faust restarts a failed agent: healthy again once a batch went through
         except Exception as error:
             self.agent_error = f"{type(error).__name__}: {error}"[:500]
             raise

@@ -27,7 +27,7 @@ from processors.rfm import RFMScorer
 from processors.snapshots import INPUTS, LabelledSnapshot, capture, mature, profile_inputs, record_purchase
 from schemas.alerts import ChurnAlert
 from schemas.envelope import Rejected, decode_message
-from schemas.events import BaseEvent, Purchase
+from schemas.events import BaseEvent, Purchase, ahead_of_wall_clock
 from schemas.topics import partition_for
 from sinks.clickhouse import ClickHouseSink
 
@@ -189,6 +189,7 @@ class CustomerPipeline:
     def ingest(self, messages: Iterable[Message], source: str = "kafka") -> list[DeadLetterRecord]:
         """Process one batch; returns the dead letters (already queued in the sink)."""
         now_ms = int(self.clock() * 1000)
+        horizon = now_ms / 1000 + self.config.max_future_s
         counters = self.counters
         touched: dict[bytes, tuple[CustomerState, int]] = {}
         dead: list[DeadLetterRecord] = []
@@ -212,11 +213,14 @@ class CustomerPipeline:
                         )
                     )
                     continue
+                ts = event.epoch
+                if ts > horizon:
+                    rejects.append(Rejected(ahead_of_wall_clock(ts, self.config.max_future_s), event.model_dump_json()))
+                    continue
                 counters.events_in += 1
                 accepted.append(event)
                 entry = touched.get(key)
                 state = entry[0] if entry else table.get(key) or CustomerState(customer)
-                ts = event.epoch
                 if ts > self.watermarks.get(home, float("-inf")):
                     self.watermarks[home] = ts
                 if state.newest_event_at is not None and ts > state.newest_event_at:

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     # The live dashboard redraws itself this often (seconds).
     dashboard_refresh_s: float = Field(default=5.0, gt=0)
 
+    # Events more than this far ahead of the wall clock (seconds) are dead-lettered: one
+    # event would drag its partition's event time (watermark) with it.
+    max_future_s: float = Field(default=86_400.0, ge=0)
     allowed_lateness_days: float = 3.0
     engagement_half_life_days: float = 14.0
     new_customer_days: float = 30.0
@@ -162,6 +165,7 @@ class Settings(BaseSettings):
             new_customer_days=self.new_customer_days,
             at_risk_days=self.at_risk_days,
             churn_days=self.churn_days,
+            max_future_s=self.max_future_s,
         )
 
     def learning_config(self) -> ModelConfig:

@@ -6,16 +6,18 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import time
 from datetime import datetime, timezone
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from aiohttp.web_exceptions import HTTPRequestEntityTooLarge
 from faust.web import Request, Response, View
 
 from processors.features import profile
 from schemas.envelope import Rejected, pack, validate
-from schemas.events import BaseEvent
+from schemas.events import BaseEvent, ahead_of_wall_clock
 from schemas.rows import FEATURE_TIME_COLUMNS
 from schemas.topics import INPUT_TOPICS, partition_for
 from sinks.query import run_readonly
@@ -43,13 +45,13 @@ def parse_body(body: bytes) -> list[Any]:
     if not text:
         raise BadRequest("empty body: send one event, a JSON array of events, or NDJSON")
     try:
-        data = json.loads(text)
+        data = orjson.loads(text)  # nesting beyond 1024 levels is an error (the stdlib's recursion crashed)
     except ValueError:
         items = []
         for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 try:
-                    items.append(json.loads(line))
+                    items.append(orjson.loads(line))
                 except ValueError as error:
                     raise BadRequest(f"line {number} is not JSON: {error}") from None
         return items
@@ -106,8 +108,13 @@ def register_views(worker: Worker) -> None:
                 return self.json({"error": f"malformed body: {error}"}, status=400)
             accepted: list[BaseEvent] = []
             dead: list[DeadLetterRecord] = []
-            for raw in items:
-                result = validate(raw)
+            max_future_s = worker.pipeline.config.max_future_s
+            horizon = time.time() + max_future_s
+            for index, raw in enumerate(items):
+                result = validate(raw, f"body[{index}]")
+                if not isinstance(result, Rejected) and result.epoch > horizon:  # as the pipeline would
+                    result = Rejected(f"body[{index}]: {ahead_of_wall_clock(result.epoch, max_future_s)}",
+                                      result.model_dump_json())
                 if isinstance(result, Rejected):
                     dead.append(DeadLetterRecord("http", "http:/events", -1, -1, result.reason, result.payload))
                 else:

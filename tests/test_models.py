@@ -15,7 +15,7 @@ from processors.features import CustomerState, apply, profile
 from processors.models import Models, Trainer
 from processors.quality import roc_auc
 from processors.segments import Segmenter
-from processors.snapshots import INPUTS, inputs_at, profile_inputs
+from processors.snapshots import INPUTS, LabelledSnapshot, inputs_at, profile_inputs
 from schemas.envelope import pack
 from schemas.events import parse_event
 from streams.evaluate import CALIBRATION_END
@@ -305,3 +305,16 @@ def test_learning_a_label_returns_the_probability_the_model_gave_it_before() -> 
         expected = model.probability(inputs)
         assert model.learn(inputs, churned=inputs[0] > 150) == pytest.approx(expected, abs=1e-9), n
     assert model.probability(inputs) != expected  # it did learn
+
+
+def test_the_trainer_skips_non_finite_inputs_and_keeps_learning() -> None:
+    trainer = Trainer(ModelConfig(segment_warmup=2))
+    lapsed = [200.0, 1.0, 15.0, 200.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    loyal = [2.0, 9.0, 500.0, 300.0, 30.0, 3.0, 150.0, 2.0, 4.0, 40.0, 298.0]
+    infinite = lapsed[:2] + [float("inf")] + lapsed[3:]  # two purchases of 1e308: an infinite total
+    trainer.observe([lapsed, infinite, loyal])  # seeding centroids on it crashed (NaN probabilities)
+    trainer.learn([LabelledSnapshot("c1", 0.0, True, lapsed), LabelledSnapshot("c2", 1.0, False, infinite),
+                   LabelledSnapshot("c3", 2.0, False, loyal)])
+    models = Models.from_bytes(trainer.publish(training_offset=1))
+    assert models.churn.labels_learned == 2
+    assert 0.0 < models.score(lapsed).churn_probability < 1.0 and models.score(loyal).segment is not None
