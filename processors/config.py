@@ -17,7 +17,8 @@ class FeatureConfig:
     14.0
     """
 
-    #: Events older than a customer's newest event by more than this are not applied.
+    #: Events older than a customer's newest event of their type by more than this are late:
+    #: applied all the same, and counted (``crm360_late_events_total``).
     allowed_lateness_days: float = 3.0
     #: Events further ahead of the wall clock (seconds) are rejected: one would drag its
     #: partition's event time with it.

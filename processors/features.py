@@ -2,9 +2,12 @@
 
 A :class:`CustomerState` holds only what cannot be derived (counts, sums, timestamps, daily
 buckets of the last windows, the decayed engagement score, profile fields) plus what makes
-applying idempotent: the ids of recently applied events and the newest event time. Derived
-features (recency, windows, lifecycle, RFM) are computed by :func:`profile` at the
-partition's event-time watermark, so customers age even when they send nothing.
+applying idempotent: a digest of every applied event (8 bytes each). Derived features
+(recency, windows, lifecycle, RFM) are computed by :func:`profile` at the partition's
+event-time watermark, so customers age even when they send nothing.
+
+An event is applied once whatever its lateness: a purchase a till uploads a week late counts
+in the lifetime figures and in every window it falls in (see :func:`apply`).
 
 Examples
 --------
@@ -17,15 +20,21 @@ Examples
 'applied'
 >>> apply(state, parse_event(buy), cfg)   # the same event again changes nothing
 'duplicate'
+>>> apply(state, parse_event(buy | {"event_id": "o0", "ts": -7 * DAY}), cfg)   # a week late: counted
+'late'
 >>> row = profile(state, watermark=10 * DAY, config=cfg)
 >>> row["purchase_count"], row["monetary_total"], row["recency_days"], row["lifecycle_stage"]
-(1, 30.0, 10.0, 'new')
+(2, 60.0, 10.0, 'new')
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+from array import array
+from bisect import bisect_left
 from dataclasses import dataclass, field, fields
+from functools import cache
 from typing import Any, Literal
 
 import orjson
@@ -44,9 +53,24 @@ _SOCIAL_BUCKET = {"like": B_LIKES, "comment": B_COMMENTS, "share": B_SHARES}
 PROFILE_FIELDS = ("region", "city", "age_band", "gender", "signup_at", "acquisition_channel")
 
 
-def event_key(event_id: str) -> str:
-    """A short stable digest of an event id, as kept for de-duplication."""
-    return hashlib.blake2b(event_id.encode(), digest_size=8).hexdigest()
+def _digest(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+@cache
+def _type_digest(kind: str) -> int:
+    return _digest(kind)
+
+
+def event_key(kind: str, event_id: str) -> int:
+    """A stable 64-bit digest of an event of type ``kind``, as kept for de-duplication: ids
+    are producer-unique per type. The id's digest is XORed with the type's, not hashed with
+    it, so the per-type id digests that earlier states kept convert (see ``from_json``).
+
+    >>> event_key("purchase", "o1") == event_key("purchase", "o1") != event_key("visit", "o1")
+    True
+    """
+    return _digest(event_id) ^ _type_digest(kind)
 
 
 @dataclass(slots=True)
@@ -57,14 +81,20 @@ class CustomerState:
     newest_event_at: float | None = None
     events_applied: int = 0
     #: Per event type (each type has its own topic, ordered per partition): the newest
-    #: applied event time, and event_key -> event time of events within the allowed lateness.
+    #: applied event time, what lateness is measured from.
     newest_by_type: dict[str, float] = field(default_factory=dict)
-    recent_events: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: :func:`event_key` of every applied event, sorted: 8 bytes an event, exact at any lateness.
+    applied_ids: array[int] = field(default_factory=lambda: array("Q"))
+    #: Only in states written before every id was kept: per type, the event time from which
+    #: they remember every applied id (older events may have been applied unremembered).
+    ids_known_from: dict[str, float] | None = None
     purchase_count: int = 0
     monetary_total: float = 0.0
     first_purchase_at: float | None = None
     last_purchase_at: float | None = None
     reactivated_at: float | None = None
+    #: The purchase before the gap that ``reactivated_at`` ended (a late purchase may fall in it).
+    reactivated_after: float | None = None
     refund_count: int = 0
     refund_total: float = 0.0
     category_quantities: dict[str, float] = field(default_factory=dict)
@@ -96,13 +126,47 @@ class CustomerState:
         """Compact JSON (orjson: a quarter of the stdlib's time, the same bytes; this runs for
         every touched customer of every batch)."""
         data = {name: getattr(self, name) for name in _STATE_FIELDS}
+        # Machine byte order: little-endian on every platform crm360 runs on.
+        data["applied_ids"] = base64.b64encode(self.applied_ids.tobytes()).decode("ascii")
         return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
 
     @classmethod
     def from_json(cls, raw: bytes) -> CustomerState:
+        """The state :meth:`to_json` wrote; also one written before every applied id was kept.
+
+        >>> state = CustomerState("c1", applied_ids=array("Q", [3, 7]), daily={5: [1.0, 2.0, 0, 0, 0, 0]})
+        >>> CustomerState.from_json(state.to_json()) == state
+        True
+        """
         data = orjson.loads(raw)
         data["daily"] = {int(day): bucket for day, bucket in data["daily"].items()}
+        recent = data.pop("recent_events", None)
+        if recent is None:
+            data["applied_ids"] = array("Q", base64.b64decode(data["applied_ids"]))
+        else:
+            data["applied_ids"], data["ids_known_from"] = _convert_recent(recent, data["events_applied"])
         return cls(**data)
+
+
+def _convert_recent(
+    recent: dict[str, dict[str, float]], events_applied: int
+) -> tuple[array[int], dict[str, float] | None]:
+    """The ids a state of an earlier version kept (per type, the hex id digests of the events
+    within the allowed lateness, older ones pruned), and per type the event time from which
+    they are complete: unless none was ever pruned, the oldest one kept.
+
+    >>> recent = {"visit": {hashlib.blake2b(b"v1", digest_size=8).hexdigest(): 5.0}}   # as kept then
+    >>> ids, known_from = _convert_recent(recent, events_applied=1)
+    >>> list(ids) == [event_key("visit", "v1")], known_from
+    (True, None)
+    >>> _convert_recent(recent, events_applied=40)[1]
+    {'visit': 5.0}
+    """
+    keys = sorted(int.from_bytes(bytes.fromhex(h), "little") ^ _type_digest(kind)
+                  for kind, seen in recent.items() for h in seen)
+    if len(keys) == events_applied:
+        return array("Q", keys), None  # none pruned
+    return array("Q", keys), {kind: min(seen.values()) for kind, seen in recent.items() if seen}
 
 
 _STATE_FIELDS = tuple(f.name for f in fields(CustomerState))
@@ -113,48 +177,57 @@ def _bump(counts: dict[str, Any], key: str, amount: float, limit: int) -> None:
         counts[key] = counts.get(key, 0) + amount
 
 
-def _bucket(state: CustomerState, ts: float) -> list[float]:
+def _oldest_day(newest_event_at: float, lateness: float) -> int:
+    """The oldest day whose bucket is kept: windows end at or after the newest event."""
+    return int((newest_event_at - lateness) // DAY) - WINDOW_DAYS
+
+
+def _bucket(state: CustomerState, ts: float, lateness: float) -> list[float]:
     day = int(ts // DAY)
     bucket = state.daily.get(day)
     if bucket is None:
-        bucket = state.daily[day] = [0.0] * 6
+        bucket = [0.0] * 6
+        if state.newest_event_at is None or day >= _oldest_day(state.newest_event_at, lateness):
+            state.daily[day] = bucket  # else a day no window reaches any more: counted nowhere
     return bucket
 
 
+#: "late": applied, and older than the customer's newest event of its type by more than the
+#: allowed lateness (``crm360_late_events_total``).
 Outcome = Literal["applied", "duplicate", "late"]
 
 
 def apply(state: CustomerState, event: BaseEvent, config: FeatureConfig, ts: float | None = None) -> Outcome:
-    """Apply one event to ``state``, unless already applied or later than the allowed lateness;
+    """Apply one event to ``state`` unless it was applied before, whatever its lateness;
     ``ts`` is the event's :attr:`~schemas.events.BaseEvent.epoch`, when the caller has it.
 
-    Late means older than the customer's newest applied event of the same type by more than
-    the allowed lateness (types arrive on different topics, so they interleave freely); such
-    events are kept as raw rows but do not change features.
+    A late event counts in the lifetime figures as if it had come in order, and in the daily
+    buckets of the windows it falls in. The engagement score adds it decayed to the score's
+    time, which is exactly the in-order sum. Visit conversion is judged against the last visit
+    only, and an update of profile fields older than the newest applied one is ignored.
     """
     if ts is None:
         ts = event.epoch
     kind = event.type  # type: ignore[attr-defined]
-    key = event_key(event.event_id)
-    lateness = config.allowed_lateness_days * DAY
-    seen = state.recent_events.setdefault(kind, {})
-    newest = state.newest_by_type.get(kind)
-    if key in seen:
+    key = event_key(kind, event.event_id)
+    ids = state.applied_ids
+    at = bisect_left(ids, key)
+    if at < len(ids) and ids[at] == key:
         return "duplicate"
-    if newest is not None and ts < newest - lateness:
-        return "late"
-    seen[key] = ts
+    if state.ids_known_from and ts < state.ids_known_from.get(kind, ts):
+        return "duplicate"  # older than a former version's ids reach: it may have been applied then
+    ids.insert(at, key)
     state.events_applied += 1
+    lateness = config.allowed_lateness_days * DAY
+    newest = state.newest_by_type.get(kind)
+    late = newest is not None and ts < newest - lateness
     if newest is None or ts > newest:
         state.newest_by_type[kind] = ts
-        if len(seen) > 16 and int(ts // DAY) != int(newest // DAY):  # prune at most daily
-            horizon = ts - lateness
-            state.recent_events[kind] = {k: t for k, t in seen.items() if t >= horizon}
     if state.first_seen_at is None or ts < state.first_seen_at:
         state.first_seen_at = ts
     if state.newest_event_at is None or ts > state.newest_event_at:
         state.newest_event_at = ts
-        oldest_day = int((ts - lateness) // DAY) - WINDOW_DAYS
+        oldest_day = _oldest_day(ts, lateness)
         if state.daily and min(state.daily) < oldest_day:
             state.daily = {d: b for d, b in state.daily.items() if d >= oldest_day}
     _bump(state.channel_counts, event.channel, 1, config.max_tracked_values)
@@ -168,11 +241,11 @@ def apply(state: CustomerState, event: BaseEvent, config: FeatureConfig, ts: flo
             state.engagement_score, state.engagement_as_of, weight, ts, half_life
         )
     if isinstance(event, Purchase):
-        _apply_purchase(state, event, ts, config)
+        _apply_purchase(state, event, ts, config, lateness)
     elif isinstance(event, Visit):
         state.visit_count += 1
         state.visit_seconds_total += event.duration_s
-        _bucket(state, ts)[B_VISITS] += 1
+        _bucket(state, ts, lateness)[B_VISITS] += 1
         if state.last_visit_at is None or ts >= state.last_visit_at:
             state.last_visit_at = ts
             state.last_visit_converted = False
@@ -180,7 +253,7 @@ def apply(state: CustomerState, event: BaseEvent, config: FeatureConfig, ts: flo
         state.last_interaction_at = max(ts, state.last_interaction_at or ts)
         column = _SOCIAL_BUCKET.get(event.action)
         if column is not None:
-            _bucket(state, ts)[column] += 1
+            _bucket(state, ts, lateness)[column] += 1
     elif isinstance(event, CustomerProfile):
         if state.profile_updated_at is None or ts >= state.profile_updated_at:
             state.profile_updated_at = ts
@@ -188,23 +261,21 @@ def apply(state: CustomerState, event: BaseEvent, config: FeatureConfig, ts: flo
                 value = getattr(event, name)
                 if value is not None:
                     state.profile[name] = value.timestamp() if name == "signup_at" else value
-    return "applied"
+    return "late" if late else "applied"
 
 
-def _apply_purchase(state: CustomerState, event: Purchase, ts: float, config: FeatureConfig) -> None:
+def _apply_purchase(state: CustomerState, event: Purchase, ts: float, config: FeatureConfig, lateness: float) -> None:
     if event.kind == "refund":
         state.refund_count += 1
         state.refund_total += event.amount
-        _bucket(state, ts)[B_REVENUE] -= event.amount
+        _bucket(state, ts, lateness)[B_REVENUE] -= event.amount
         return
-    previous_last = state.last_purchase_at
-    if previous_last is not None and ts - previous_last >= config.churn_days * DAY:
-        state.reactivated_at = ts
+    _track_reactivation(state, ts, config.churn_days * DAY)
     state.purchase_count += 1
     state.monetary_total += event.amount
     state.first_purchase_at = ts if state.first_purchase_at is None else min(ts, state.first_purchase_at)
-    state.last_purchase_at = ts if previous_last is None else max(ts, previous_last)
-    bucket = _bucket(state, ts)
+    state.last_purchase_at = ts if state.last_purchase_at is None else max(ts, state.last_purchase_at)
+    bucket = _bucket(state, ts, lateness)
     bucket[B_PURCHASES] += 1
     bucket[B_REVENUE] += event.amount
     for item in event.items:
@@ -218,6 +289,40 @@ def _apply_purchase(state: CustomerState, event: Purchase, ts: float, config: Fe
     ):
         state.last_visit_converted = True
         state.converted_visits += 1
+
+
+def _track_reactivation(state: CustomerState, ts: float, churn: float) -> None:
+    """The latest return after a churn-length gap without purchases, as if purchases came in
+    order, before the purchase at ``ts`` is counted. A late purchase only shortens the gap it
+    falls in, or opens one before the first purchase.
+
+    >>> state = CustomerState("c1", purchase_count=1, first_purchase_at=200 * DAY, last_purchase_at=200 * DAY)
+    >>> _track_reactivation(state, 0.0, 90 * DAY)   # long before the first purchase: day 200 was a return
+    >>> state.reactivated_at / DAY, state.reactivated_after / DAY
+    (200.0, 0.0)
+    >>> state.first_purchase_at = 0.0
+    >>> _track_reactivation(state, 150 * DAY, 90 * DAY)   # the return was at day 150, not 200
+    >>> state.reactivated_at / DAY, state.reactivated_after / DAY
+    (150.0, 0.0)
+    >>> _track_reactivation(state, 70 * DAY, 90 * DAY)   # no gap is churn-length any more
+    >>> state.reactivated_at, state.reactivated_after
+    (None, None)
+    """
+    first, last = state.first_purchase_at, state.last_purchase_at
+    returned, lapsed = state.reactivated_at, state.reactivated_after
+    if last is not None and ts - last >= churn:
+        state.reactivated_at, state.reactivated_after = ts, last
+    elif returned is None and first is not None and first - ts >= churn:
+        state.reactivated_at, state.reactivated_after = first, ts
+    elif returned is not None and lapsed is not None and lapsed < ts < returned:  # no lapse in earlier versions' states
+        if returned - ts >= churn:
+            state.reactivated_after = ts  # still a return, after a shorter gap
+        elif ts - lapsed >= churn:
+            state.reactivated_at = ts  # the return came earlier
+        else:
+            # No return since the lapse; an earlier one is a churn length before the latest
+            # purchase, too old to show in the lifecycle stage.
+            state.reactivated_at = state.reactivated_after = None
 
 
 def row_version(state: CustomerState, as_of: float) -> int:

@@ -62,7 +62,7 @@ class Counters:
     events_in: int = 0
     events_applied: int = 0
     duplicates_skipped: int = 0
-    late_skipped: int = 0
+    late_applied: int = 0
     dead_letters: int = 0
     batches: int = 0
     feature_rows: int = 0
@@ -226,13 +226,13 @@ class CustomerPipeline:
                 if state.newest_event_at is not None and ts > state.newest_event_at:
                     capture(state, ts, self._released_until(home), self.model_config, self.config)
                 outcome = apply(state, event, self.config, ts)
-                if outcome == "applied":
+                if outcome != "duplicate":  # applied, late or not
                     counters.events_applied += 1
+                    if outcome == "late":
+                        counters.late_applied += 1
                     touched[key] = (state, home)
                     if isinstance(event, Purchase) and event.kind == "purchase":
                         record_purchase(state, ts, self.model_config)
-                elif outcome == "late":
-                    counters.late_skipped += 1
                 else:
                     counters.duplicates_skipped += 1
                     # Re-delivered after a crash, its row may be among those never written.

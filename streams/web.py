@@ -267,7 +267,7 @@ def process_figures(worker: Worker) -> dict[str, float]:
         "crm360_events_in_total": c.events_in,
         "crm360_events_applied_total": c.events_applied,
         "crm360_duplicates_skipped_total": c.duplicates_skipped,
-        "crm360_late_events_total": c.late_skipped,
+        "crm360_late_events_total": c.late_applied,
         "crm360_dead_letters_total": c.dead_letters,
         "crm360_feature_rows_total": c.feature_rows,
         "crm360_rows_written_total": worker.sink.rows_written,

@@ -83,6 +83,24 @@ def test_labels_come_only_after_the_horizon_and_snapshots_see_only_the_past() ->
     assert pipeline.take_training().labels == []
 
 
+def test_a_late_purchase_labels_what_is_still_unreleased_and_leaves_released_labels_alone() -> None:
+    config = ModelConfig(churn_horizon_days=30, snapshot_every_days=14)
+    pipeline, sink, _ = new_pipeline(config)
+    feed(pipeline, [purchase("a", 1, 0.0), visit("a", 1, 40.0)])  # snapshots of days 0, 14, 28 taken
+    pipeline.age({0})
+    released = {round((lb.at - T0) / DAY): lb.churned for lb in pipeline.take_training().labels}
+    assert released == {0: True}
+    feed(pipeline, [purchase("a", 2, 50.0)])
+    feed(pipeline, [purchase("a", 3, 20.0, amount=7.0)])  # a till's upload, 30 days late
+    assert sink.features[-1]["purchase_count"] == 3 and pipeline.counters.late_applied == 1
+    feed(pipeline, [visit("a", 2, 80.0)])
+    pipeline.age({0})
+    later = {round((lb.at - T0) / DAY): lb for lb in pipeline.take_training().labels}
+    # Day 14 stayed (the day-20 purchase is in its horizon); day 0, released as churned, is not released again.
+    assert {day: lb.churned for day, lb in later.items()} == {14: False, 28: False, 42: False}
+    assert dict(zip(INPUTS, later[14].inputs))["purchase_count"] == 1  # a snapshot taken is not rewritten
+
+
 def test_a_new_owner_of_a_partition_does_not_release_labels_again() -> None:
     config = ModelConfig(churn_horizon_days=30, snapshot_every_days=14)
     pipeline, _, table = new_pipeline(config)
