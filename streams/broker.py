@@ -7,9 +7,12 @@ acknowledged survives a restart of the broker, of its storage or of the whole st
 
 from __future__ import annotations
 
+import fcntl
+import os
 import signal
 import subprocess
 from pathlib import Path
+from typing import TextIO
 
 from streams.children import spawn, stop_processes, wait_ready
 from streams.ports import answers
@@ -78,8 +81,10 @@ class LocalKafka:
     def __init__(self, address: str, directory: Path, cluster: str = "crm360",
                  storage: LocalStorage | None = None) -> None:
         self.owns_storage = storage is None
+        self.directory = directory
         self.storage = storage or LocalStorage(directory / "kafka", log_path=directory / "storage.log")
         self.broker = LocalBroker(address, self.storage, cluster, log_path=directory / "broker.log")
+        self.lock: TextIO | None = None
 
     @property
     def address(self) -> str:
@@ -88,11 +93,30 @@ class LocalKafka:
     def start(self) -> None:
         try:
             if self.owns_storage:
+                self.take_data_dir()
                 self.storage.start()
             self.broker.start()
         except (StorageError, BrokerError):
             self.stop()
             raise
+
+    def take_data_dir(self) -> None:
+        """Hold the data dir's lock while the storage runs: two storages on one directory would
+        corrupt it. The kernel releases it when this process ends, however it ends."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        lock = (self.directory / "kafka.lock").open("a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            lock.close()
+            raise BrokerError(f"the data dir {self.directory} is in use by {holder}: stop it, or give another "
+                              "--data-dir") from None
+        lock.truncate(0)
+        lock.write(f"crm360 (process {os.getpid()}, broker {self.address})")
+        lock.flush()
+        self.lock = lock
 
     def restart_exited(self) -> list[str]:
         """Start again whatever exited (the broker with the storage: the storage's ports
@@ -114,6 +138,9 @@ class LocalKafka:
         self.broker.stop()
         if self.owns_storage:
             self.storage.stop()
+        if self.lock:
+            self.lock.close()
+            self.lock = None
 
     def __enter__(self) -> LocalKafka:
         self.start()

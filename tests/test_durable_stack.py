@@ -274,3 +274,20 @@ def test_a_paused_broker_is_reported_and_events_get_503_until_it_is_back(up: Any
     assert post_events(stack, events[200:])[0] == 200  # what was refused, sent again, lands once
     assert_exact(stack, expected)
     stack.stop()
+
+
+def test_a_data_dir_in_use_is_refused_in_one_line(tmp_path: Path) -> None:
+    """Two storages on one directory would corrupt it: the second stack says who holds it."""
+    from streams.broker import LocalKafka
+
+    first = LocalKafka(f"127.0.0.1:{free_port()}", tmp_path / "data")
+    first.start()
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CRM360_")} | {
+            "CRM360_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}", "PYTHONPATH": str(ROOT)}
+        done = subprocess.run([sys.executable, "-m", "streams.cli", "up", "--data-dir", str(tmp_path / "data")],
+                              env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    finally:
+        first.stop()
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "is in use by crm360 (process" in done.stderr and "--data-dir" in done.stderr
