@@ -131,7 +131,9 @@ class CheckpointingConsumer(RewindingConsumer):
     pending rows there first, and holds processing until the commit is done)."""
 
     async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
-        async with self.app.checkpoint():  # type: ignore[attr-defined]
+        async with self.app.checkpoint() as written:  # type: ignore[attr-defined]
+            if not written:
+                return False  # rows of these offsets are unwritten: the next start reads them again
             return await super().force_commit(topics, start_new_transaction=start_new_transaction)
 
 
@@ -204,8 +206,9 @@ class ExactTableManager(TableManager):
 
 
 class App(faust.App):
-    #: Entered around every offset commit (the worker sets its own).
-    checkpoint: Callable[[], contextlib.AbstractAsyncContextManager[None]] = contextlib.nullcontext
+    #: Entered around every offset commit, telling whether the commit may go ahead (the worker
+    #: sets its own).
+    checkpoint: Callable[[], contextlib.AbstractAsyncContextManager[bool]]
     #: Set as the app begins to stop, before its consumer's last offset commit (the worker sets it).
     stopping: asyncio.Event
 
@@ -302,6 +305,7 @@ class Worker:
         self.broker_error: str | None = None
         #: Set when the worker begins to stop: a failing write is then given up, not retried.
         self.stopping = self.app.stopping = asyncio.Event()
+        self.rows_abandoned = False  # a stopping worker gave rows up: it commits no offset any more
         self.last_batch_at: float | None = None
         self.started_at = time.time()
         self.flush_seconds_total = 0.0
@@ -398,13 +402,22 @@ class Worker:
             log.error(problem)
 
     @contextlib.asynccontextmanager
-    async def _checkpoint(self) -> AsyncIterator[None]:
-        """Around an offset commit: state changes are sent (the commit waits for them) and
-        pending rows written, and no batch runs meanwhile."""
+    async def _checkpoint(self) -> AsyncIterator[bool]:
+        """Around an offset commit, with no batch running: pending rows are written, then the
+        state changes are sent (the commit waits for them). Yields False, for no commit, when a
+        stopping worker gave the write up; then no state change is sent either, so the next start
+        applies those messages again and writes their rows (a state sent ahead of its rows would
+        make the re-read messages duplicates, and their raw rows were lost)."""
         async with self.lock:
-            await self.publish_state()
-            await self.flush()
-            yield
+            try:
+                await self.flush()
+            except WriteAbandoned as error:
+                log.error("%s; no offset committed", error)
+            if self.rows_abandoned:  # by this flush or a background one: no commit may pass them
+                yield False
+            else:
+                await self.publish_state()
+                yield True
 
     async def _flush_when_due(self) -> None:
         async with self.lock:
@@ -464,6 +477,7 @@ class Worker:
                 except Exception as error:  # noqa: BLE001 - any sink failure is retried, never fatal
                     self.sink_error = f"{type(error).__name__}: {error}"[:500]
                     if self.stopping.is_set():
+                        self.rows_abandoned = True
                         raise WriteAbandoned(f"stopping with {sum(map(len, batch.values()))} rows unwritten "
                                              f"({self.sink_error}); the next start writes them") from None
                     log.error("ClickHouse write failed, retrying in %.1fs: %s", delay, self.sink_error)
