@@ -7,22 +7,30 @@ committed. They travel as JSON, which ClickHouse parses natively: encoding them 
 driver's Native format in Python cost more than all the feature work. Re-inserting a row
 is harmless: raw events are deduplicated by ``event_id`` (ReplacingMergeTree) and
 ``customer_features`` keeps the highest ``version``.
+
+One row never fails its write: an insert ClickHouse refuses is split in halves, down to single
+rows, so the good rows go in and each row ClickHouse refuses alone is set aside with its
+error (:class:`Refused`) and dead-lettered. A failure to reach ClickHouse, or an insert of
+which nothing goes in, is an outage instead: the write raises and is retried whole.
 """
 
 from __future__ import annotations
 
 import operator
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import clickhouse_connect
 import orjson
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import Error as DriverError
 
+from schemas.envelope import Rejected
 from schemas.events import BaseEvent, Purchase
 from schemas.rows import FEATURE_COLUMNS, FEATURE_TIME_COLUMNS
 from sinks.tables import DATABASE, RAW_EVENT_TABLES, TABLES, TIME
@@ -120,12 +128,52 @@ _feature_values = operator.itemgetter(*FEATURE_COLUMNS)
 _FEATURE_TIME_POSITIONS = [i for i, name in enumerate(FEATURE_COLUMNS) if name in FEATURE_TIME_COLUMNS]
 
 
+#: ClickHouse errors that blame the data of an insert (it cannot be parsed, converted or held,
+#: or breaks a constraint): a row refused alone with one of them is refused even when nothing
+#: else of its insert goes in. CANNOT_PARSE_TEXT, CANNOT_PARSE_QUOTED_STRING,
+#: CANNOT_PARSE_INPUT_ASSERTION_FAILED, ATTEMPT_TO_READ_AFTER_EOF, CANNOT_READ_ALL_DATA,
+#: CANNOT_PARSE_DATE, CANNOT_PARSE_DATETIME, ILLEGAL_TYPE_OF_ARGUMENT, TYPE_MISMATCH,
+#: ARGUMENT_OUT_OF_BOUND, CANNOT_CONVERT_TYPE, CANNOT_PARSE_NUMBER, INCORRECT_DATA,
+#: TOO_LARGE_ARRAY_SIZE, TOO_LARGE_STRING_SIZE, SIZES_OF_ARRAYS_DONT_MATCH,
+#: VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE, CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN,
+#: FUNCTION_THROW_IF_VALUE_IS_NON_ZERO, DECIMAL_OVERFLOW, VIOLATED_CONSTRAINT, UNKNOWN_ELEMENT_OF_ENUM.
+DATA_ERRORS = frozenset({6, 26, 27, 32, 33, 38, 41, 43, 53, 69, 70, 72, 117, 128, 131, 190, 321, 349, 395, 407,
+                         469, 691})
+#: The ``source`` of the dead letter of a row ClickHouse refused.
+REFUSED_SOURCE = "clickhouse"
+
+
+def refused_by_clickhouse(error: Exception) -> bool:
+    """Whether ClickHouse answered ``error`` (it has an error code), rather than could not be reached."""
+    return isinstance(error, DriverError) and error.code is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A row ClickHouse refused alone: its table, and ClickHouse's error with the row as JSON,
+    clipped as every dead letter is (:class:`~schemas.envelope.Rejected`)."""
+
+    table: str
+    rejected: Rejected
+
+    @property
+    def topic(self) -> str:
+        """Where the dead letter says the row came from."""
+        return f"clickhouse:{self.table}"
+
+
 @dataclass(frozen=True, slots=True)
 class EventRows:
     """Raw events of one table, encoded as they were queued: ``{...},{...}`` (JSONEachRow)."""
 
     body: bytes
     rows: int
+
+
+def dead_letter_row(source: str, topic: str, partition: int, offset: int, reason: str, payload: str,
+                    received_ms: int) -> list[Any]:
+    """A row of ``dead_letters``."""
+    return [received_ms / 1000, source, topic, partition, offset, reason, payload]
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +195,26 @@ def encode(table: str, rows: list[Any]) -> Insert:
                       sum(chunk.rows for chunk in rows))
     body = b"\n".join(map(orjson.dumps, rows))
     return Insert(table, TABLES[table].column_names, body, "JSONCompactEachRow", len(rows))
+
+
+def split_rows(body: bytes) -> list[bytes]:
+    """Each row of an insert's body, as JSON.
+
+    Rows are JSON objects or arrays, separated by commas or newlines (orjson never writes a
+    raw newline inside a string), so the body is the inside of one JSON array:
+
+    >>> split_rows(b'{"a":1},{"a":"x,y"}\\n{"a":3}'), split_rows(b'[1,"b"]\\n[2,null]')
+    ([b'{"a":1}', b'{"a":"x,y"}', b'{"a":3}'], [b'[1,"b"]', b'[2,null]'])
+    """
+    return [orjson.dumps(row) for row in orjson.loads(b"[" + body.replace(b"\n", b",") + b"]")]
+
+
+def rows_of(table: str, bodies: list[bytes]) -> list[Any]:
+    """A batch's rows of ``table`` (as :meth:`ClickHouseSink.take` gives them) holding the rows
+    ``bodies`` (from :func:`split_rows`): :func:`encode` makes them into the same insert."""
+    if table in _EVENT_COLUMNS:
+        return [EventRows(b"\n".join(bodies), len(bodies))] if bodies else []
+    return [orjson.loads(body) for body in bodies]
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +268,8 @@ class ClickHouseSink:
         self._feature_row_of: dict[str, int] = {}  # customer -> index of their pending feature row
         self.last_flush_seconds = 0.0
         self.rows_written = 0
+        #: Rows ClickHouse refused, for the dead-letters topic (see :meth:`take_refused`).
+        self.refused: list[Refused] = []
 
     @staticmethod
     def _empty() -> dict[str, list[Any]]:
@@ -247,7 +317,8 @@ class ClickHouseSink:
     def add_dead_letter(
         self, source: str, topic: str, partition: int, offset: int, reason: str, payload: str, received_ms: int
     ) -> None:
-        self.pending["dead_letters"].append([received_ms / 1000, source, topic, partition, offset, reason, payload])
+        self.pending["dead_letters"].append(dead_letter_row(source, topic, partition, offset, reason, payload,
+                                                            received_ms))
 
     def take(self) -> dict[str, list[Any]]:
         """Everything pending, for :meth:`write`; rows added from now on wait for the next."""
@@ -255,33 +326,123 @@ class ClickHouseSink:
         self._feature_row_of = {}
         return taken
 
+    def take_refused(self) -> list[Refused]:
+        """The rows ClickHouse refused since the last call (their dead-letter rows are written)."""
+        refused, self.refused = self.refused, []
+        return refused
+
     def write(self, batch: dict[str, list[Any]]) -> int:
         """Insert ``batch`` (from :meth:`take`), one insert per table, customer features
         first; returns the number of rows written.
 
-        What is written leaves ``batch``: after a failure, writing the same batch again
-        inserts only the rest. Runs in a thread while rows are being added.
+        A row ClickHouse refuses goes to :attr:`refused` and its dead letter joins the batch,
+        written last. What is written or refused leaves ``batch``: after a failure, writing
+        the same batch again inserts only the rest. Runs in a thread while rows are being added.
         """
         started = time.perf_counter()
         written = 0
         try:
-            inserts = [encode(name, rows) for name, rows in batch.items() if rows]
             if isinstance(self.client, Forwarder):
-                self.client.forward(inserts)  # in one request: all of them are written, or none
+                inserts = [encode(name, rows) for name, rows in batch.items() if rows]
+                self.client.forward(inserts)  # in one request; the other process deals with refused rows
                 written = sum(insert.rows for insert in inserts)
                 batch.update((insert.table, []) for insert in inserts)
             else:
-                for insert in inserts:
-                    self._insert(insert)
-                    written += insert.rows
-                    batch[insert.table] = []
+                # dead_letters again at the end: the dead letters of rows refused after its turn
+                for table in (*ORDER, "dead_letters"):
+                    if batch[table]:
+                        written += self._write_table(batch, table)
         finally:
             self.last_flush_seconds = time.perf_counter() - started
             self.rows_written += written
         return written
 
+    def _write_table(self, batch: dict[str, list[Any]], table: str) -> int:
+        insert = encode(table, batch[table])
+        refused: list[Refused] = []
+        unwritten: list[bytes] = []
+        try:
+            self._insert_or_isolate(insert, partial(self._insert, insert), refused, unwritten)
+        except Exception:
+            if unwritten:  # an outage stopped the isolation: what went in or was refused leaves the batch
+                batch[table] = rows_of(table, unwritten)
+            raise
+        finally:
+            if table != "dead_letters":  # a refused dead letter is still on the dead-letters topic
+                batch["dead_letters"] += [self._dead_letter_row(row) for row in refused]
+        batch[table] = []
+        return insert.rows - len(refused)
+
+    def _insert_or_isolate(self, insert: Insert | StagedInsert, attempt: Callable[[], None], refused: list[Refused],
+                           unwritten: list[bytes] | None = None) -> None:
+        """Run ``attempt``, the insert of ``insert``; when ClickHouse refuses it, insert its rows in
+        halves down to single rows, adding each row refused alone to ``refused`` (and to
+        :attr:`refused`) as it is found.
+
+        A row is refused when ClickHouse refuses it alone, and either blames its data
+        (:data:`DATA_ERRORS`) or took other rows of the insert; else nothing of the insert goes
+        in, even a single row: an outage, raised, with the rows neither written nor refused in
+        ``unwritten``. Both halves are tried before either is split again, so the rows that go
+        in show it early, and an outage costs about two inserts per halving. Costs
+        O(refused rows × log n) inserts, and nothing unless the insert fails.
+        """
+        try:
+            attempt()
+            return
+        except Exception as error:
+            if not refused_by_clickhouse(error):
+                raise
+            first = error.with_traceback(None)  # errors kept here must not hold this frame (a cycle)
+        bodies = split_rows(insert.body if isinstance(insert, Insert) else insert.path.read_bytes())
+        done = [False] * len(bodies)
+        went_in = False
+        failed = [(0, len(bodies), first)]  # parts refused whole, the next to split last
+        try:
+            while failed:
+                start, end, error = failed.pop()
+                if end - start == 1:
+                    if not went_in and getattr(error, "code", None) not in DATA_ERRORS:
+                        raise error
+                    reason = f"ClickHouse refused this row of {insert.table}: " + " ".join(str(error).split())
+                    row = Refused(insert.table, Rejected(reason, self._row_json(insert, bodies[start])))
+                    refused.append(row)
+                    self.refused.append(row)
+                    done[start] = True
+                    continue
+                middle = (start + end) // 2
+                halves = []
+                for low, high in ((start, middle), (middle, end)):
+                    try:
+                        self._send(Insert(insert.table, insert.columns, b"\n".join(bodies[low:high]), insert.fmt,
+                                          high - low))
+                    except Exception as half_error:
+                        if not refused_by_clickhouse(half_error):
+                            raise
+                        halves.append((low, high, half_error.with_traceback(None)))
+                    else:
+                        went_in = True
+                        done[low:high] = [True] * (high - low)
+                failed.extend(reversed(halves))
+        except Exception:
+            if unwritten is not None:
+                unwritten += [body for body, gone in zip(bodies, done) if not gone]
+            raise
+
+    @staticmethod
+    def _row_json(insert: Insert | StagedInsert, body: bytes) -> str:
+        """A row as a JSON object (rows of arrays get their column names)."""
+        if insert.fmt == "JSONEachRow":
+            return body.decode()
+        return orjson.dumps(dict(zip(insert.columns, orjson.loads(body)))).decode()
+
+    @staticmethod
+    def _dead_letter_row(row: Refused) -> list[Any]:
+        return dead_letter_row(REFUSED_SOURCE, row.topic, -1, -1, row.rejected.reason, row.rejected.payload,
+                               int(time.time() * 1000))
+
     def insert(self, staged: list[StagedInsert]) -> None:
-        """Insert another process's write (see :class:`Forwarder`) now, in order.
+        """Insert another process's write (see :class:`Forwarder`) now, in order, and the dead
+        letters of the rows ClickHouse refuses (also added to :attr:`refused`).
 
         Raises ValueError, inserting none, when one's table, columns or format are not those
         of this sink's own inserts.
@@ -291,16 +452,27 @@ class ClickHouseSink:
             if own is None or (insert.columns, insert.fmt) != (own.columns, own.fmt):
                 raise ValueError(f"not the table, columns and format of a crm360 insert: {insert.table!r} "
                                  f"{insert.columns!r} {insert.fmt!r}")
+        refused: list[Refused] = []
         for insert in staged:
-            self._insert_staged(insert)
+            self._insert_or_isolate(insert, partial(self._insert_staged, insert),
+                                    refused if insert.table != "dead_letters" else [])
+        if refused:  # not staged: this process's own write may be staging its dead letters now
+            letters = encode("dead_letters", [self._dead_letter_row(row) for row in refused])
+            self._insert_or_isolate(letters, partial(self._send, letters), [])
 
     def _insert(self, insert: Insert) -> None:
         assert not isinstance(self.client, Forwarder)
         if self.staging:
             self._insert_staged(stage(insert, self.staging))
         else:
-            self.client.raw_insert(f"{DATABASE}.{insert.table}", insert.columns, insert.body, settings=JSON_SETTINGS,
-                                   fmt=insert.fmt)
+            self._send(insert)
+
+    def _send(self, insert: Insert) -> None:
+        """Insert through the driver (never staged: the parts of a refused insert, whose
+        files could be another process's)."""
+        assert not isinstance(self.client, Forwarder)
+        self.client.raw_insert(f"{DATABASE}.{insert.table}", insert.columns, insert.body, settings=JSON_SETTINGS,
+                               fmt=insert.fmt)
 
     def _insert_staged(self, insert: StagedInsert) -> None:
         assert not isinstance(self.client, Forwarder)

@@ -35,7 +35,7 @@ from faust.types import TP, FutureMessage
 
 from processors.features import CustomerState
 from schemas.topics import CHURN_ALERTS, DEAD_LETTERS, INPUT_TOPICS, PURCHASES
-from sinks.clickhouse import ClickHouseSink, connect, migrate
+from sinks.clickhouse import REFUSED_SOURCE, ClickHouseSink, connect, migrate
 from sinks.query import ReadOnlyPool, reader_statements
 from streams.changelog import BufferedTable, Record
 from streams.modelhub import ModelHub
@@ -459,11 +459,21 @@ class Worker:
             ).encode()
             await self.dead_letter_topic.send(key=record.topic.encode(), value=value)
 
+    async def publish_refused(self) -> None:
+        """Rows ClickHouse refused (the sink wrote their dead letters) to the dead-letters topic."""
+        dead = [DeadLetterRecord(REFUSED_SOURCE, row.topic, -1, -1, row.rejected.reason, row.rejected.payload)
+                for row in self.sink.take_refused()]
+        for record in dead:
+            log.warning("dead-lettered a row ClickHouse refused: %s", record.reason)
+        self.pipeline.counters.dead_letters += len(dead)
+        await self.publish_dead_letters(dead)
+
     async def flush(self) -> None:
         """Write every row pending now, after the write in flight; retries until ClickHouse
         accepts them (offsets wait meanwhile), or, once the worker is stopping, gives up with
         :class:`WriteAbandoned`: the offsets of those rows are then not committed, so the next
-        start reads their messages again and writes them (a stop never waits on a write)."""
+        start reads their messages again and writes them (a stop never waits on a write). Rows
+        ClickHouse refuses are dead-lettered, the others written (see ``sinks.clickhouse``)."""
         async with self.write_lock:
             self.flushed_at = time.monotonic()
             batch = self.sink.take()
@@ -476,6 +486,7 @@ class Worker:
                     self.flush_seconds_total += self.sink.last_flush_seconds
                 except Exception as error:  # noqa: BLE001 - any sink failure is retried, never fatal
                     self.sink_error = f"{type(error).__name__}: {error}"[:500]
+                    await self.publish_refused()  # found before the failure: their dead letters wait in the batch
                     if self.stopping.is_set():
                         self.rows_abandoned = True
                         raise WriteAbandoned(f"stopping with {sum(map(len, batch.values()))} rows unwritten "
@@ -484,6 +495,7 @@ class Worker:
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self.stopping.wait(), delay)
                     delay = min(delay * 2, 10.0)
+            await self.publish_refused()
 
     def intake_problem(self) -> str | None:
         """Why events cannot be taken in now (the broker or ClickHouse is away), or None."""

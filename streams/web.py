@@ -210,6 +210,8 @@ def register_views(worker: Worker) -> None:
                 return self.json({"error": str(error)}, status=400)
             except Exception as error:  # noqa: BLE001 - the helper retries, as after any failed write
                 return self.json({"error": str(error).strip().splitlines()[0][:2000]}, status=503)
+            finally:
+                await worker.publish_refused()  # rows ClickHouse refused: dead-lettered, the rest written
             return self.json({"inserted_rows": sum(insert.rows for insert in inserts)})
 
     @app.page("/sql")

@@ -5,13 +5,17 @@ worker stays healthy."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from datetime import datetime, timezone
 from typing import Any
 
+import pytest
 from kafka import KafkaProducer
 
 from schemas.topics import PURCHASES, partition_for
+from tests.conftest import publish, purchases
 
 DAY = 86_400.0
 START = datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp()
@@ -133,3 +137,35 @@ def test_a_deeply_nested_record_is_isolated_and_its_neighbours_apply_once(start_
     payloads = [r["payload"] for r in worker.sql("SELECT payload FROM dead_letters WHERE source = 'http'")]
     assert all('"..."' in p and len(p) < 5_000 for p in payloads), payloads
     assert worker.get("/health")[0] == 200
+
+
+def test_rows_clickhouse_refuses_are_dead_lettered_and_the_rest_written_once(
+    start_worker: Any, broker: str, worker_env: dict[str, str]
+) -> None:
+    """A purchase the event bounds allow but its table refuses (an operator's constraint on
+    ``purchases``): its raw row is dead-lettered with ClickHouse's reason, the rows written
+    with it go in once each, and the worker stays healthy, in the main process and in a
+    helper, whose rows the main one inserts (every write of the process failed for good)."""
+    subprocess.run([sys.executable, "-c", (
+        "from sinks.clickhouse import connect, migrate; import sys; client = connect(sys.argv[1]); migrate(client); "
+        "client.command('ALTER TABLE crm360.purchases ADD CONSTRAINT amount_cap CHECK amount < 1000')"),
+        f"chdb://{worker_env['CRM360_DATA_DIR']}/clickhouse"], check=True, env=worker_env, timeout=120)
+    worker = start_worker(CRM360_WORKER_PROCESSES="2")
+    events, expected = purchases(400, 40)
+    refused = [f"big-{p}" for p in range(PARTITIONS)]
+    customers = {partition_for(f"k{n}", PARTITIONS): f"k{n}" for n in range(40)}
+    events[100:100] = [purchase(event_id, customers[p], 1_700_000_000 + 6_000 + p, 5_000.0)
+                       for p, event_id in enumerate(refused)]
+    publish(broker, events)
+    worker.wait_for("SELECT sum(purchase_count) FROM customer_features FINAL", len(events))  # features count them all
+    worker.wait_for("SELECT count() FROM dead_letters", len(refused))
+    letters = worker.sql("SELECT source, topic, partition, offset, reason, payload FROM dead_letters")
+    assert sorted(json.loads(row["payload"])["event_id"] for row in letters) == refused
+    for row in letters:
+        assert (row["source"], row["topic"], row["partition"], row["offset"]) == ("clickhouse", "clickhouse:purchases",
+                                                                                  -1, -1)
+        assert row["reason"].startswith("ClickHouse refused this row of purchases: Code: 469.") and (
+            "amount_cap" in row["reason"]), row
+    written = worker.sql("SELECT count() AS n, uniqExact(event_id) AS ids, sum(amount) AS total FROM purchases")
+    assert written == [{"n": 400, "ids": 400, "total": pytest.approx(sum(t for _, t in expected.values()))}]
+    assert worker.get("/health")[0] == 200 and worker.metric("crm360_dead_letters_total") == len(refused)

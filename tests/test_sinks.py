@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from processors.config import FeatureConfig
@@ -19,6 +22,15 @@ from sinks.tables import DATABASE, RAW_EVENT_TABLES, TABLES
 from streams.processes import describe, staged_inserts
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def release_clickhouse() -> Iterator[None]:
+    """chDB opens one data directory per process, until its last client is gone: the driver's
+    error of a failed insert holds its client in a reference cycle, which the next test's
+    directory must not wait on."""
+    yield
+    gc.collect()
 
 
 def test_migrations_idempotent_writes_and_reads(tmp_path: Path) -> None:
@@ -198,3 +210,68 @@ def test_a_helper_process_write_reaches_clickhouse_in_one_request(tmp_path: Path
         with pytest.raises(ValueError, match=reason):
             staged_inserts(wrong_body, staging)
     assert client.query(f"SELECT sum(customers) FROM {DATABASE}.segment_membership").result_rows == [(2,)]
+
+
+def purchase(n: int, amount: float) -> Purchase:
+    event = parse_event({"type": "purchase", "event_id": f"p{n}", "customer_id": f"c{n % 3}", "ts": 1_700_000_000 + n,
+                         "channel": "pos", "order_id": f"o{n}", "amount": amount, "currency": "EUR"})
+    assert isinstance(event, Purchase)
+    return event
+
+
+@pytest.mark.parametrize("path", ["sent", "staged", "helper"])
+def test_rows_clickhouse_refuses_are_dead_lettered_and_the_rest_written_once(tmp_path: Path, path: str) -> None:
+    """Rows the events' bounds allow but a table refuses (here an operator's constraints):
+    each is dead-lettered with the table, ClickHouse's error and the row; every other row of
+    the write goes in exactly once, whether this process or the main one inserts it."""
+    client = connect(f"chdb://{tmp_path / 'ch'}")
+    migrate(client)
+    client.command(f"ALTER TABLE {DATABASE}.purchases ADD CONSTRAINT amount_cap CHECK amount < 1000")
+    client.command(f"ALTER TABLE {DATABASE}.segment_membership ADD CONSTRAINT known CHECK name != 'poison'")
+    main = ClickHouseSink(client, None if path == "sent" else tmp_path / "staging" / "main")
+    sink = ClickHouseSink(ToMainProcess(main, tmp_path / "staging")) if path == "helper" else main
+    for n in range(40):
+        sink.add_events([purchase(n, 5000.0 if n in (3, 17, 18) else 10.0)])
+    for name in ("Lost", "poison", "Champions", "Lost"):
+        sink.add_membership_change("rfm_segment", name, 1)
+    written = sink.flush()
+    assert path == "helper" or written == 37 + 3 + 4  # purchases, memberships, dead letters
+    refused = main.take_refused()
+    assert sorted((row.topic, orjson.loads(row.rejected.payload)["event_id" if "purchases" in row.topic else "name"])
+                  for row in refused) == [("clickhouse:purchases", "p17"), ("clickhouse:purchases", "p18"),
+                                          ("clickhouse:purchases", "p3"), ("clickhouse:segment_membership", "poison")]
+    assert all("VIOLATED_CONSTRAINT" in row.rejected.reason for row in refused)
+    counts = client.query(f"SELECT count(), uniqExact(event_id), sum(amount) FROM {DATABASE}.purchases").result_rows
+    assert counts == [(37, 37, 370.0)]  # no FINAL: each written once
+    assert client.query(f"SELECT name, sum(customers) FROM {DATABASE}.segment_membership GROUP BY name "
+                        "ORDER BY name").result_rows == [("Champions", 1), ("Lost", 2)]
+    letters = client.query(f"SELECT source, topic, partition, offset, reason, payload FROM {DATABASE}.dead_letters "
+                           "ORDER BY topic, payload").result_rows
+    assert [(source, topic, partition, offset) for source, topic, partition, offset, _, _ in letters] == [
+        ("clickhouse", "clickhouse:purchases", -1, -1)] * 3 + [("clickhouse", "clickhouse:segment_membership", -1, -1)]
+    assert letters[0][4].startswith("ClickHouse refused this row of purchases: Code: 469.")
+    assert orjson.loads(letters[0][5])["amount"] == 5000.0
+    assert orjson.loads(letters[3][5]) == {"dimension": "rfm_segment", "name": "poison", "customers": 1}
+    assert main.pending_rows == sink.pending_rows == 0
+
+
+def test_an_insert_clickhouse_refuses_whole_is_an_outage_not_bad_rows(tmp_path: Path) -> None:
+    """A table ClickHouse cannot take rows into now (detached) refuses every insert, even of
+    one row, with an error that does not blame the data: the write fails, nothing is refused,
+    and once the table is back the same batch is written."""
+    client = connect(f"chdb://{tmp_path / 'ch'}")
+    migrate(client)
+    sink = ClickHouseSink(client, tmp_path / "staging")
+    for n in range(10):
+        sink.add_events([purchase(n, 10.0)])
+    sink.add_membership_change("rfm_segment", "Lost", 1)
+    client.command(f"DETACH TABLE {DATABASE}.purchases")
+    batch = sink.take()
+    with pytest.raises(Exception, match="UNKNOWN_TABLE"):
+        sink.write(batch)
+    assert sink.take_refused() == [] and sum(chunk.rows for chunk in batch["purchases"]) == 10
+    assert not batch["segment_membership"]  # written before the failure: not again
+    client.command(f"ATTACH TABLE {DATABASE}.purchases")
+    assert sink.write(batch) == 10 and sink.take_refused() == []
+    assert client.query(f"SELECT count() FROM {DATABASE}.purchases").result_rows == [(10,)]
+    assert client.query(f"SELECT count() FROM {DATABASE}.dead_letters").result_rows == [(0,)]
