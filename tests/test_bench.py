@@ -26,5 +26,6 @@ def test_bench_prints_consistent_figures() -> None:
     assert figures["freshness_samples"] >= 100  # one probe per 0.1 s for 15 s, all seen
     assert 0 < figures["freshness_p50_s"] <= figures["freshness_p95_s"] < 10
     assert figures["bytes_per_customer"] > 100
+    assert figures["kafka_mib_per_million_events"] > 0 and figures["clickhouse_mib_per_million_events"] > 0
     table = {line.split()[0] for line in lines if line.strip() and not line.startswith("{")}
     assert {"events_per_s", "raw_consumer_events_per_s", "freshness_p95_s", "bytes_per_customer"} <= table
