@@ -348,8 +348,8 @@ class Worker:
         """Before the partitions move: every state change is in the changelog (the commit on
         revocation sent them; whatever changed since goes now), for their next owner."""
         async with self.lock:
-            await self.publish_state()
-            await self.app.producer.flush()
+            if await self.write_then_send_state():
+                await self.app.producer.flush()
         self.pipeline.forget_partitions({tp.partition for tp in revoked if tp.topic == PURCHASES})
 
     async def _assigned(self, sender: Any, assigned: set[TP], **kwargs: Any) -> None:
@@ -403,21 +403,25 @@ class Worker:
 
     @contextlib.asynccontextmanager
     async def _checkpoint(self) -> AsyncIterator[bool]:
-        """Around an offset commit, with no batch running: pending rows are written, then the
-        state changes are sent (the commit waits for them). Yields False, for no commit, when a
-        stopping worker gave the write up; then no state change is sent either, so the next start
-        applies those messages again and writes their rows (a state sent ahead of its rows would
-        make the re-read messages duplicates, and their raw rows were lost)."""
+        """Around an offset commit, with no batch running (:meth:`write_then_send_state`; the
+        commit waits for the state changes). Yields False, for no commit, when a stopping worker
+        gave rows up."""
         async with self.lock:
-            try:
-                await self.flush()
-            except WriteAbandoned as error:
-                log.error("%s; no offset committed", error)
-            if self.rows_abandoned:  # by this flush or a background one: no commit may pass them
-                yield False
-            else:
-                await self.publish_state()
-                yield True
+            yield await self.write_then_send_state()
+
+    async def write_then_send_state(self) -> bool:
+        """Write the pending rows, then send the state changes; whether it did. A stopping worker
+        that gave rows up (here, or in a background write) sends no state any more: the next
+        start applies those messages again and writes their rows. A state sent ahead of its rows
+        would make the re-read messages duplicates, whose raw rows were then lost."""
+        try:
+            await self.flush()
+        except WriteAbandoned as error:
+            log.error("%s; no offset committed", error)
+        if self.rows_abandoned:
+            return False
+        await self.publish_state()
+        return True
 
     async def _flush_when_due(self) -> None:
         async with self.lock:
@@ -477,25 +481,33 @@ class Worker:
         async with self.write_lock:
             self.flushed_at = time.monotonic()
             batch = self.sink.take()
-            delay = 0.5
-            while any(batch.values()):
-                try:
-                    await asyncio.to_thread(self.sink.write, batch)
-                    self.sink_error = None
-                    self.flushes += 1
-                    self.flush_seconds_total += self.sink.last_flush_seconds
-                except Exception as error:  # noqa: BLE001 - any sink failure is retried, never fatal
-                    self.sink_error = f"{type(error).__name__}: {error}"[:500]
-                    await self.publish_refused()  # found before the failure: their dead letters wait in the batch
-                    if self.stopping.is_set():
-                        self.rows_abandoned = True
-                        raise WriteAbandoned(f"stopping with {sum(map(len, batch.values()))} rows unwritten "
-                                             f"({self.sink_error}); the next start writes them") from None
-                    log.error("ClickHouse write failed, retrying in %.1fs: %s", delay, self.sink_error)
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self.stopping.wait(), delay)
-                    delay = min(delay * 2, 10.0)
-            await self.publish_refused()
+            try:
+                await self._write(batch)
+            except BaseException:  # given up, or cancelled as the worker stops
+                if any(batch.values()):
+                    self.rows_abandoned = True  # taken and unwritten: no offset commit may pass them
+                raise
+
+    async def _write(self, batch: dict[str, list[Any]]) -> None:
+        """Write ``batch``, retrying (see :meth:`flush`); what is written leaves it."""
+        delay = 0.5
+        while any(batch.values()):
+            try:
+                await asyncio.to_thread(self.sink.write, batch)
+                self.sink_error = None
+                self.flushes += 1
+                self.flush_seconds_total += self.sink.last_flush_seconds
+            except Exception as error:  # noqa: BLE001 - any sink failure is retried, never fatal
+                self.sink_error = f"{type(error).__name__}: {error}"[:500]
+                await self.publish_refused()  # found before the failure: their dead letters wait in the batch
+                if self.stopping.is_set():
+                    raise WriteAbandoned(f"stopping with {sum(map(len, batch.values()))} rows unwritten "
+                                         f"({self.sink_error}); the next start writes them") from None
+                log.error("ClickHouse write failed, retrying in %.1fs: %s", delay, self.sink_error)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), delay)
+                delay = min(delay * 2, 10.0)
+        await self.publish_refused()
 
     def intake_problem(self) -> str | None:
         """Why events cannot be taken in now (the broker or ClickHouse is away), or None."""
