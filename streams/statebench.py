@@ -45,7 +45,7 @@ def template_states(events: int = 300_000) -> list[bytes]:
 def run(store: str, customers: int, cache: int, operations: int = 100_000, partitions: int = 4) -> dict[str, Any]:
     templates = [CustomerState.from_json(raw) for raw in template_states()]
     keys = [f"customer-{i:08d}".encode() for i in range(customers)]
-    homes = [partition_for(key, partitions) for key in keys]
+    partition_of = dict(zip(keys, (partition_for(key, partitions) for key in keys))).__getitem__
     gc.collect()
     before = resident_bytes()
     started = time.perf_counter()
@@ -63,7 +63,6 @@ def run(store: str, customers: int, cache: int, operations: int = 100_000, parti
 
             options = RocksDBOptions(**Settings().rocksdb_options())
             databases = {p: options.open(Path(folder) / str(p)) for p in range(partitions)}
-            partition_of = dict(zip(keys, homes)).__getitem__
             table = DiskTable(databases.__getitem__, lambda: range(partitions), partition_of, cache)
             for start in range(0, customers, 10_000):
                 for i in range(start, min(start + 10_000, customers)):
