@@ -86,10 +86,10 @@ class TrainingBatch:
         return bool(self.labels or self.observations)
 
 
-NET_VALUE = INPUTS.index("monetary_total")
+NET_VALUE = INPUTS.index("monetary_total")  # net of refunds in the model inputs
 #: Customers whose partition :meth:`CustomerPipeline.home` remembers (about 100 bytes each;
 #: computing one costs about 3 µs).
-KNOWN_PARTITIONS = 1_000_000  # net of refunds in the model inputs
+KNOWN_PARTITIONS = 1_000_000
 
 
 @contextmanager
