@@ -70,7 +70,9 @@ class DiskTable(BufferedTable):
     def get(self, key: bytes, default: CustomerState | None = None) -> CustomerState | None:  # type: ignore[override]
         state = self.cache.get(key)
         if state is None:
-            raw = self.database(self.partition_of(key)).get(key)
+            partition = self.partition_of(key)
+            # Not another process's partition: this one's database of it may be from long ago.
+            raw = self.database(partition).get(key) if partition in self.owned() else None
             if raw is None:
                 return default
             state = self.cache[key] = CustomerState.from_json(raw)
