@@ -42,6 +42,7 @@ from streams.modelhub import ModelHub
 from streams.processes import Helpers, RemoteRows
 from streams.pipeline import CustomerPipeline, DeadLetterRecord, Message, rare_garbage_collection
 from streams.settings import Settings
+from streams.statestore import DiskTable
 from streams.web import MAX_BODY_BYTES
 
 log = logging.getLogger("crm360")
@@ -88,9 +89,10 @@ class FlushingProducer(faust_kafka.Producer):
         self._track(fut)
         super().send_soon(fut)
 
-    async def send_records(self, topic: str, partition: int, records: Iterable[Record]) -> None:
-        """Queue ``records`` for ``partition`` in as few record batches as they fit in (the
-        per-message path costs about 70 µs a record); :meth:`flush` waits for them."""
+    async def send_records(self, topic: str, partition: int, records: Iterable[Record]) -> tuple[asyncio.Future[Any], int]:
+        """Queue ``records`` (at least one) for ``partition`` in as few record batches as they
+        fit in (the per-message path costs about 70 µs a record); :meth:`flush` waits for them.
+        Returns the last batch's future (its offset is its first record's) and its records."""
         producer = self._ensure_producer()
         batch = producer.create_batch()
         for key, value in records:
@@ -98,8 +100,10 @@ class FlushingProducer(faust_kafka.Producer):
                 self._track(await producer.send_batch(batch, topic, partition=partition))
                 batch = producer.create_batch()
                 batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any record
-        if batch.record_count():
-            self._track(await producer.send_batch(batch, topic, partition=partition))
+        count = batch.record_count()
+        sent = await producer.send_batch(batch, topic, partition=partition)
+        self._track(sent)
+        return sent, count
 
     async def flush(self) -> None:
         await super().flush()
@@ -228,7 +232,7 @@ class Worker:
         self.app = App(
             settings.app_id,
             broker=f"kafka://{settings.kafka_bootstrap}",
-            store="memory://",
+            store="rocksdb://" if settings.state_store == "rocksdb" else "memory://",
             topic_partitions=settings.partitions,
             broker_session_timeout=settings.session_timeout_s,
             broker_heartbeat_interval=settings.heartbeat_interval_s,
@@ -243,7 +247,8 @@ class Worker:
             web_port=settings.web_port,
             web_bind=settings.web_host,
             web_application_options={"client_max_size": MAX_BODY_BYTES + 1},  # a body may be that long
-            datadir=str(settings.data_path / "faust" / (f"helper-{settings.web_port}" if settings.main_url else "")),
+            # Each process its own (RocksDB locks its files), the same on every start.
+            datadir=str(settings.data_path / "faust" / (f"helper-{settings.helper_number}" if settings.main_url else "")),
             autodiscover=False,
             TableManager=ExactTableManager,
         )
@@ -255,6 +260,7 @@ class Worker:
             partitions=settings.partitions,
             use_partitioner=True,
             # Declared here so its serializers are ours (raw customer-id keys, state values).
+            options={"driver": "rocksdict", **settings.rocksdb_options()} if settings.state_store == "rocksdb" else None,
             changelog_topic=self.app.topic(
                 f"{settings.app_id}-customers-changelog", schema=state_schema, partitions=settings.partitions,
                 compacting=True, deleting=False, acks=False, internal=True, maxsize=131_072, allow_empty=True,
@@ -262,7 +268,10 @@ class Worker:
         )
         self.table.key_serializer, self.table.value_serializer = "raw", "crm360_state"
         #: What the pipeline writes: the table's store, changes sent by :meth:`publish_state`.
-        self.customers = BufferedTable(self.table.data)
+        self.customers = BufferedTable(self.table.data) if settings.state_store == "memory" else DiskTable(
+            self.table.data._db_for_partition, self._owned_partitions, lambda key: self.pipeline.home(key),
+            settings.state_cache_customers,
+        )
         self.source = self.app.topic(
             *INPUT_TOPICS, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
         )
@@ -439,12 +448,20 @@ class Worker:
             if self.writing is None or self.writing.done():
                 self.writing = asyncio.create_task(self.flush())
 
+    def _owned_partitions(self) -> set[int]:
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == PURCHASES}
+
     async def publish_state(self) -> None:
         """The states of customers changed since the last call to the table's changelog (the
-        producer's next flush waits for them)."""
+        producer's next flush waits for them); on disk, once the broker acknowledged them,
+        with the changelog offsets they reach (a restart reads the changelog from there)."""
         topic = self.table.changelog_topic.get_topic_name()
-        for partition, records in self.customers.take_changes(self.pipeline.home).items():
-            await self.app.producer.send_records(topic, partition, records)
+        changes = self.customers.take_changes(self.pipeline.home)
+        last = {partition: await self.app.producer.send_records(topic, partition, records)
+                for partition, records in changes.items()}
+        if isinstance(self.customers, DiskTable):
+            offsets = {partition: (await sent).offset + count - 1 for partition, (sent, count) in last.items()}
+            self.customers.persist(changes, offsets)
 
     async def publish_model_output(self) -> None:
         """Training records to the trainer, churn alerts to marketing tools."""

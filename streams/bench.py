@@ -27,6 +27,7 @@ from kafka import KafkaProducer
 
 from schemas.envelope import OutgoingMessage, pack
 from schemas.events import parse_event
+from streams.settings import Settings
 from streams.simulate import Simulation
 from streams.stack import WorkerProcess, private_stack
 
@@ -179,7 +180,9 @@ def disk_bytes(directory: Path) -> int:
 
 
 def run_bench(events: int, partitions: int = 4) -> dict[str, Any]:
-    with private_stack("bench", partitions) as (settings, worker):
+    own = Settings()  # the store settings of the shell running the bench
+    with private_stack("bench", partitions, state_store=own.state_store,
+                       state_cache_customers=str(own.state_cache_customers)) as (settings, worker):
         address = settings.kafka_bootstrap
         from kafka.admin import KafkaAdminClient, NewTopic
 

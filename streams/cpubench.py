@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from faust.stores.rocksdb import RocksDBOptions
+
 from processors.features import CustomerState
 from processors.models import Models, Trainer
 from schemas.envelope import pack
@@ -30,6 +32,7 @@ from sinks.clickhouse import ClickHouseSink, connect, encode, migrate
 from streams.bench import plain_update, simulated_events
 from streams.pipeline import CustomerPipeline, Message, rare_garbage_collection
 from streams.settings import Settings
+from streams.statestore import DiskTable
 
 #: The wall clock the pipeline sees (rows' ingestion times, alerts' creation times).
 FIXED_CLOCK = 1_750_000_000.0
@@ -54,7 +57,14 @@ def run_cpu_bench(events: int, batch_messages: int = 50, age_every: int = 3, see
     with tempfile.TemporaryDirectory(prefix="crm360-cpubench-") as workdir, rare_garbage_collection():
         client = connect(f"chdb://{workdir}/clickhouse")
         migrate(client)
-        sink, table = ClickHouseSink(client, Path(workdir) / "staging"), ChangelogTable()
+        sink = ClickHouseSink(client, Path(workdir) / "staging")
+        table: ChangelogTable | DiskTable = ChangelogTable()
+        if settings.state_store == "rocksdb":  # CRM360_STATE_STORE: states on disk, written every age_every batches
+            options = RocksDBOptions(**settings.rocksdb_options())
+            databases = {p: options.open(Path(workdir) / f"customers-{p}.db") for p in range(settings.partitions)}
+            table = DiskTable(databases.__getitem__, databases.keys, lambda key: pipeline.home(key),
+                              settings.state_cache_customers)
+        changelog_bytes = 0
         pipeline = CustomerPipeline(settings.feature_config(), sink, table, settings.partitions,
                                     settings.learning_config(), rescore_interval_s=float("inf"),
                                     clock=lambda: FIXED_CLOCK)
@@ -72,6 +82,10 @@ def run_cpu_bench(events: int, batch_messages: int = 50, age_every: int = 3, see
             dead = pipeline.ingest(batch)
             if number % age_every == 0:
                 pipeline.age(set(range(settings.partitions)), settings.aging_min_advance_s)
+                if isinstance(table, DiskTable):  # a checkpoint
+                    changes = table.take_changes(pipeline.home)
+                    changelog_bytes += sum(len(value or b"") for records in changes.values() for _, value in records)
+                    table.persist(changes, dict.fromkeys(changes, number))
             trained = time.process_time()
             training = pipeline.take_training()
             trainer.observe(training.observations)
@@ -105,6 +119,7 @@ def run_cpu_bench(events: int, batch_messages: int = 50, age_every: int = 3, see
         "events_per_cpu_s": round(counters.events_in / total, 1),
         "baseline_cpu_s": round(baseline_cpu, 3),
         "times_baseline_cpu": round(total / baseline_cpu, 1),
-        "changelog_bytes": table.changelog_bytes,
+        "changelog_bytes": table.changelog_bytes if isinstance(table, ChangelogTable) else changelog_bytes,
+        "state_store": settings.state_store,
         "digest": digest.hexdigest(),
     }

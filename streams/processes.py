@@ -120,6 +120,7 @@ class Helpers:
     def _start(self, port: int) -> None:
         env = os.environ | {
             "CRM360_WEB_PORT": str(port),
+            "CRM360_HELPER_NUMBER": str(self.ports.index(port) + 1),
             "CRM360_WORKER_PROCESSES": "1",
             "CRM360_MAIN_URL": self.settings.web_url,
             "CRM360_DATA_DIR": str(self.settings.data_path),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr
@@ -48,6 +49,15 @@ class Settings(BaseSettings):
     # Internal: set by the main worker process for its helpers (its web address; with
     # embedded ClickHouse, which one process only can open, helpers send it their rows).
     main_url: str | None = None
+
+    # Where customer states live: "memory" (every state decoded in RAM, rebuilt from the
+    # changelog at each start) or "rocksdb" (on disk under <data dir>/faust, the last
+    # state_cache_customers written kept decoded; a restart reads only the changelog written
+    # since the last checkpoint).
+    state_store: Literal["memory", "rocksdb"] = "memory"
+    state_cache_customers: int = Field(default=100_000, ge=1)
+    # Internal: which helper process this is (1, 2, ...), naming its table files.
+    helper_number: int = 0
 
     # Kafka consumer group timing: short for the local broker (joins take half the session
     # timeout there); docker-compose sets production values.
@@ -107,6 +117,14 @@ class Settings(BaseSettings):
     rescore_interval_s: float = 30.0
     # The trainer publishes a new model version at most this often.
     trainer_publish_interval_s: float = 1.0
+
+    def rocksdb_options(self) -> dict[str, int]:
+        """faust's RocksDB options per partition database: small write buffers and block cache,
+        since the decoded states in front of it are the cache that matters (faust's defaults
+        let each of a worker's databases take up to 2 GiB of block cache and 192 MB of
+        write buffers)."""
+        return {"write_buffer_size": 16 * 2**20, "max_write_buffer_number": 2,
+                "block_cache_size": 32 * 2**20, "target_file_size_base": 64 * 2**20}
 
     @property
     def data_path(self) -> Path:

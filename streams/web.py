@@ -141,7 +141,7 @@ def register_views(worker: Worker) -> None:
             if not authorized(request):
                 return denied(self)
             key = customer_id.encode()
-            state = worker.table.get(key)
+            state = worker.customers.get(key)
             if state is None and worker.helpers:
                 try:  # another process of the worker may own the customer
                     return await app.router.route_req(worker.table.name, key, self.web, request)
@@ -276,7 +276,7 @@ def process_figures(worker: Worker) -> dict[str, float]:
         "crm360_flushes_total": worker.flushes,
         "crm360_flush_seconds_total": round(worker.flush_seconds_total, 6),
         "crm360_flush_seconds_last": round(worker.sink.last_flush_seconds, 6),
-        "crm360_customers": len(worker.table),
+        "crm360_customers": len(worker.customers),
         "crm360_state_bytes_avg": round(c.state_bytes_avg, 1),
         "crm360_labels_released_total": c.labels_released,
         "crm360_churn_alerts_total": c.alerts,

@@ -1,0 +1,158 @@
+"""Customer states on disk, with the most recently written ones kept decoded in memory.
+
+In memory a customer's state takes 5-10 KB of resident memory, so the population a worker can
+hold is bounded by RAM, and a restart reads the whole changelog before serving. A
+:class:`DiskTable` keeps every state in RocksDB (faust's ``rocksdb://`` store, one database
+per partition, through ``rocksdict``) as the same JSON the changelog holds, and at most
+``cache_size`` decoded :class:`CustomerState` objects in front of it, plus those changed since
+the last checkpoint: the pipeline mutates states as objects and never decodes one per event.
+
+At each checkpoint the worker sends the changed states to the changelog
+(:meth:`~streams.changelog.BufferedTable.take_changes`) and, once the broker acknowledged them,
+writes the same bytes to each partition's database in one write batch with the changelog
+offset they reach (:meth:`DiskTable.persist`), the offset faust's recovery starts from: a
+restart reads only the changelog records written after the last checkpoint. Then the cache
+drops the least recently written states beyond ``cache_size``.
+
+>>> from rocksdict import Options, Rdict
+>>> import tempfile
+>>> folder = tempfile.mkdtemp()
+>>> databases = {p: Rdict(f"{folder}/{p}", Options(raw_mode=True)) for p in (0, 1)}
+>>> table = DiskTable(databases.__getitem__, lambda: {0, 1}, partition_of=lambda key: key[-1] % 2, cache_size=1)
+>>> table[b"c1"], table[b"c2"] = CustomerState("c1"), CustomerState("c2")
+>>> changes = table.take_changes(table.partition_of)
+>>> table.persist(changes, {0: 10, 1: 11})          # the changelog offsets the records reached
+>>> len(table.cache), table.get(b"c1").customer_id, databases[1][OFFSET_KEY]
+(1, 'c1', b'11')
+>>> sorted(key for _, key, _ in table.customers({0, 1}))
+[b'c1', b'c2']
+
+The offset is where faust's store keeps it:
+
+>>> from faust.stores.rocksdb import Store
+>>> Store.offset_key == OFFSET_KEY
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
+
+from rocksdict import Rdict, WriteBatch
+
+from processors.features import CustomerState
+from streams.changelog import BufferedTable, Record
+
+#: Where faust's RocksDB store keeps a partition's changelog offset (inside its database).
+#: Spelled out: the pipeline imports this module and stays free of faust.
+OFFSET_KEY = b"__faust\0offset__"
+
+
+class DiskTable(BufferedTable):
+    """Customer states in per-partition RocksDB databases (``database(partition)``) of which
+    ``owned()`` are this process's, the last ``cache_size`` written kept decoded."""
+
+    def __init__(
+        self,
+        database: Callable[[int], Rdict],
+        owned: Callable[[], Iterable[int]],
+        partition_of: Callable[[bytes], int],
+        cache_size: int,
+    ) -> None:
+        super().__init__({})
+        #: Decoded states, least recently written first; holds every changed one until persisted.
+        self.cache = self.store
+        self.database, self.owned, self.partition_of, self.cache_size = database, owned, partition_of, cache_size
+        #: Evict when the cache outgrows its size by this much (a walk per eviction, not per read).
+        self._slack = max(64, cache_size // 8)
+
+    def get(self, key: bytes, default: CustomerState | None = None) -> CustomerState | None:  # type: ignore[override]
+        state = self.cache.get(key)
+        if state is None:
+            partition = self.partition_of(key)
+            # Not another process's partition: this one's database of it may be from long ago.
+            raw = self.database(partition).get(key) if partition in self.owned() else None
+            if raw is None:
+                return default
+            state = self.cache[key] = CustomerState.from_json(raw)
+            if len(self.cache) > self.cache_size + self._slack:
+                self._evict()
+        return state
+
+    def __getitem__(self, key: bytes) -> CustomerState:
+        state = self.get(key)
+        if state is None:
+            raise KeyError(key)
+        return state
+
+    def __setitem__(self, key: bytes, state: CustomerState) -> None:
+        self.cache.pop(key, None)  # to the end: least recently written first
+        super().__setitem__(key, state)
+
+    def __delitem__(self, key: bytes) -> None:
+        raise TypeError("customers are never deleted from the disk store")
+
+    def __iter__(self) -> Iterator[bytes]:
+        return (key for _, key, _ in self.customers(set(self.owned()), decode=False))
+
+    def __len__(self) -> int:
+        """RocksDB's estimate of the keys of the owned partitions (exact after a compaction;
+        counting them exactly reads every key)."""
+        return sum(self.database(p).property_int_value("rocksdb.estimate-num-keys") or 0 for p in self.owned())
+
+    def customers(
+        self, partitions: set[int], decode: bool = True
+    ) -> Iterator[tuple[int, bytes, CustomerState | None]]:
+        """Every customer of ``partitions`` (partition, key, state), partition by partition: the
+        cached states first, then the others from disk, decoded one at a time and not cached
+        (a pass over every customer holds one state at a time; it must not change them)."""
+        cached: dict[int, list[tuple[bytes, CustomerState]]] = {p: [] for p in partitions}
+        for key, state in self.cache.items():
+            cached.get(self.partition_of(key), []).append((key, state))
+        for partition in sorted(partitions):
+            for key, state in cached[partition]:
+                yield partition, key, state
+            for key, raw in self.database(partition).items():
+                if key != OFFSET_KEY and key not in self.cache:
+                    yield partition, key, CustomerState.from_json(raw) if decode else None
+
+    def take_changes(self, partition_of: Callable[[bytes], int]) -> dict[int, list[Record]]:
+        """The changed states' records (see :class:`BufferedTable`); they stay marked changed
+        (not evictable, and sent again by the next call) until :meth:`persist` wrote them."""
+        changed = dict(self._changed)
+        records = super().take_changes(partition_of)
+        self._changed = changed
+        return records
+
+    def persist(self, records: dict[int, list[Record]], offsets: dict[int, int]) -> None:
+        """Write the ``records`` :meth:`take_changes` gave, acknowledged by the changelog up to
+        ``offsets`` (per partition, the offset of its last record), one write batch per
+        partition; then evict what the cache holds beyond its size."""
+        for partition, partition_records in records.items():
+            batch = WriteBatch(raw_mode=True)
+            for key, value in partition_records:
+                batch.put(key, value)  # states are never deleted (see __delitem__)
+                self._changed.pop(key, None)
+            batch.put(OFFSET_KEY, str(offsets[partition]).encode())
+            self.database(partition).write(batch)
+        self._evict()
+
+    def drop(self, unwanted: Callable[[bytes], bool]) -> int:
+        """Forget the cached states whose key is ``unwanted`` (their partitions belong to another
+        process now; their changes were sent to the changelog on revocation). Their databases
+        stay as they are: should a partition come back, recovery reads its changelog from the
+        offset its database reached."""
+        keys = [key for key in self.cache if unwanted(key)]
+        for key in keys:
+            del self.cache[key]
+            self._changed.pop(key, None)
+        return len(keys)
+
+    def _evict(self) -> None:
+        """Drop the least recently written unchanged states beyond ``cache_size``."""
+        excess = len(self.cache) - self.cache_size
+        if excess <= 0:
+            return
+        for key in list(islice((key for key in self.cache if key not in self._changed), excess)):
+            del self.cache[key]
