@@ -14,15 +14,15 @@ Examples
 >>> from schemas.events import parse_event
 >>> cfg = FeatureConfig()
 >>> state = CustomerState("c1")
->>> buy = {"type": "purchase", "event_id": "o1", "customer_id": "c1", "ts": 0,
+>>> buy = {"type": "purchase", "event_id": "o1", "customer_id": "c1", "ts": 10 * DAY,
 ...        "channel": "web", "order_id": "o1", "amount": 30.0, "currency": "EUR"}
 >>> apply(state, parse_event(buy), cfg)
 'applied'
 >>> apply(state, parse_event(buy), cfg)   # the same event again changes nothing
 'duplicate'
->>> apply(state, parse_event(buy | {"event_id": "o0", "ts": -7 * DAY}), cfg)   # a week late: counted
+>>> apply(state, parse_event(buy | {"event_id": "o0", "ts": 3 * DAY}), cfg)   # a week late: counted
 'late'
->>> row = profile(state, watermark=10 * DAY, config=cfg)
+>>> row = profile(state, watermark=20 * DAY, config=cfg)
 >>> row["purchase_count"], row["monetary_total"], row["recency_days"], row["lifecycle_stage"]
 (2, 60.0, 10.0, 'new')
 """
