@@ -128,11 +128,16 @@ class RewindingConsumer(faust_kafka.Consumer):
 
 class CheckpointingConsumer(RewindingConsumer):
     """A consumer that commits offsets only inside the app's checkpoint (the worker writes its
-    pending rows there first, and holds processing until the commit is done)."""
+    pending rows there first, and holds processing until the commit is done), and none once a
+    stopping worker gave a write up (raised into faust's stop, that error held it to its kill)."""
 
     async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
-        async with self.app.checkpoint():  # type: ignore[attr-defined]
-            return await super().force_commit(topics, start_new_transaction=start_new_transaction)
+        try:
+            async with self.app.checkpoint():  # type: ignore[attr-defined]
+                return await super().force_commit(topics, start_new_transaction=start_new_transaction)
+        except WriteAbandoned as error:
+            log.warning("offsets not committed: %s", error)
+            return False
 
 
 class Transport(faust_kafka.Transport):
@@ -302,6 +307,9 @@ class Worker:
         self.broker_error: str | None = None
         #: Set when the worker begins to stop: a failing write is then given up, not retried.
         self.stopping = self.app.stopping = asyncio.Event()
+        #: Why a write was given up: from then on every write is, so no later offset commit
+        #: passes the rows given up (the next write would find them gone and succeed).
+        self.abandoned: str | None = None
         self.last_batch_at: float | None = None
         self.started_at = time.time()
         self.flush_seconds_total = 0.0
@@ -452,6 +460,8 @@ class Worker:
         :class:`WriteAbandoned`: the offsets of those rows are then not committed, so the next
         start reads their messages again and writes them (a stop never waits on a write)."""
         async with self.write_lock:
+            if self.abandoned:
+                raise WriteAbandoned(self.abandoned)
             self.flushed_at = time.monotonic()
             batch = self.sink.take()
             delay = 0.5
@@ -464,8 +474,9 @@ class Worker:
                 except Exception as error:  # noqa: BLE001 - any sink failure is retried, never fatal
                     self.sink_error = f"{type(error).__name__}: {error}"[:500]
                     if self.stopping.is_set():
-                        raise WriteAbandoned(f"stopping with {sum(map(len, batch.values()))} rows unwritten "
-                                             f"({self.sink_error}); the next start writes them") from None
+                        self.abandoned = (f"stopping with {sum(map(len, batch.values()))} rows unwritten "
+                                          f"({self.sink_error}); the next start writes them")
+                        raise WriteAbandoned(self.abandoned) from None
                     log.error("ClickHouse write failed, retrying in %.1fs: %s", delay, self.sink_error)
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self.stopping.wait(), delay)
