@@ -2,8 +2,9 @@
 
 This is the worker's hot path, kept free of Faust so it can be driven by the agent, the
 benchmark and tests alike. It decodes messages (single events or envelopes), rejects what
-is invalid, applies each valid event once to its customer's state, and queues raw event
-rows and one feature row per touched customer in the sink. State lives in ``table`` (a
+is invalid, applies each valid event once to its customer's state (an event id sent again
+with other content is rejected: the first content stands), and queues raw event rows and one
+feature row per touched customer in the sink. State lives in ``table`` (a
 Faust Table in the worker): each touched customer is written back once per batch.
 """
 
@@ -22,7 +23,7 @@ from datetime import datetime, timezone
 from processors.alerts import should_alert
 from processors.clv import clv_estimate
 from processors.config import DAY, FeatureConfig, ModelConfig
-from processors.features import CustomerState, apply, profile, row_version
+from processors.features import CustomerState, count_event, profile, remember, row_version
 from processors.models import Models
 from processors.rfm import RFMScorer
 from processors.snapshots import INPUTS, LabelledSnapshot, capture, mature, profile_inputs, record_purchase
@@ -108,6 +109,20 @@ def rare_garbage_collection() -> Iterator[None]:
     finally:
         gc.set_threshold(*thresholds)
         gc.unfreeze()
+
+
+def conflict(event: BaseEvent) -> str:
+    """Why an event whose id was applied with other content is dead-lettered.
+
+    >>> from schemas.events import parse_event
+    >>> conflict(parse_event({"type": "visit", "event_id": "v1", "customer_id": "c1", "ts": 0, "channel": "web",
+    ...                       "session_id": "s1"}))[:89]
+    "conflict: visit event_id 'v1' of customer 'c1' was applied before with other content; the"
+    """
+    kind = event.type  # type: ignore[attr-defined]
+    return (f"conflict: {kind} event_id {event.event_id!r} of customer {event.customer_id!r} "
+            "was applied before with other content; the first stands (an event id names one event: "
+            "send a new or corrected event with a new id)")
 
 
 def _time(epoch: float | None) -> datetime | None:
@@ -237,26 +252,29 @@ class CustomerPipeline:
                 if ts > horizon:
                     rejects.append(Rejected(ahead_of_wall_clock(ts, self.config.max_future_s), event.model_dump_json()))
                     continue
-                counters.events_in += 1
-                accepted.append(event)
                 entry = touched.get(key)
                 state = entry[0] if entry else table.get(key) or CustomerState(customer)
+                seen = remember(state, event, ts)
+                if seen == "conflict":  # neither applied nor written: features and raw tables keep the first
+                    rejects.append(Rejected(conflict(event), event.model_dump_json()))
+                    continue
+                counters.events_in += 1
+                # A duplicate's raw row too: re-delivered after a crash, it may be among those never
+                # written. It is the first content again, so re-writing it changes nothing.
+                accepted.append(event)
+                touched[key] = (state, home)  # a duplicate's feature row too, for the same reason
                 if ts > self.watermarks.get(home, float("-inf")):
                     self.watermarks[home] = ts
+                if seen == "duplicate":
+                    counters.duplicates_skipped += 1
+                    continue
                 if state.newest_event_at is not None and ts > state.newest_event_at:
                     capture(state, ts, self._released_until(home), self.model_config, self.config)
-                outcome = apply(state, event, self.config, ts)
-                if outcome != "duplicate":  # applied, late or not
-                    counters.events_applied += 1
-                    if outcome == "late":
-                        counters.late_applied += 1
-                    touched[key] = (state, home)
-                    if isinstance(event, Purchase) and event.kind == "purchase":
-                        record_purchase(state, ts, self.model_config)
-                else:
-                    counters.duplicates_skipped += 1
-                    # Re-delivered after a crash, its row may be among those never written.
-                    touched[key] = (state, home)
+                if count_event(state, event, self.config, ts) == "late":
+                    counters.late_applied += 1
+                counters.events_applied += 1
+                if isinstance(event, Purchase) and event.kind == "purchase":
+                    record_purchase(state, ts, self.model_config)
             self.sink.add_events(accepted)
             for reject in rejects:
                 dead.append(

@@ -28,6 +28,9 @@ from streams.settings import Settings
 
 #: How long the worker gets to write and commit what it processed before it is killed.
 WORKER_GRACE_S = 30.0
+#: How long the worker gets to answer /health (its event loop may be busy with a long batch or
+#: an aging pass under a heavy load: a shorter wait made the health flap).
+HEALTH_TIMEOUT_S = 5.0
 #: The least time between two starts of the worker.
 RESTART_PAUSE_S = 5.0
 
@@ -75,7 +78,7 @@ class Supervisor:
                 self.say(f"crm360 up: the worker exited (code {self.worker.process.returncode}); restarting it")
                 self.launch_worker()
             return
-        status, answer = self.worker.health()
+        status, answer = self.worker.health(timeout=HEALTH_TIMEOUT_S)
         if status == 0 and not self.health:
             return  # starting
         health = "healthy" if status == 200 else f"unhealthy: {answer.get('reason', status)}"

@@ -142,7 +142,7 @@ def test_old_states_load_and_keep_de_duplicating() -> None:
     for n in range(20):
         apply(state, purchase(n, n, 10), CFG)
     written = json.loads(state.to_json())
-    for name in ("applied_ids", "ids_known_from", "reactivated_after"):
+    for name in ("applied_ids", "applied_contents", "ids_known_from", "reactivated_after"):
         del written[name]
     written["recent_events"] = {"purchase": {hashlib.blake2b(f"p{n}".encode(), digest_size=8).hexdigest(): T0 + n * DAY
                                              for n in range(16, 20)}}
@@ -152,6 +152,43 @@ def test_old_states_load_and_keep_de_duplicating() -> None:
     assert apply(old, purchase(30, 17, 10), CFG) == "applied"  # new, where it remembers every id
     assert apply(old, visit(1, 2), CFG) == "applied"  # visits: it never applied one
     assert old.purchase_count == 21 and CustomerState.from_json(old.to_json()) == old
+
+
+def test_an_event_id_again_with_other_content_is_a_conflict_that_changes_nothing() -> None:
+    state = CustomerState("c")
+    assert apply(state, purchase(1, 0, 10), CFG) == "applied"
+    before = profile(state, T0 + DAY, CFG)
+    assert apply(state, purchase(1, 0, 99), CFG) == "conflict"
+    assert apply(state, purchase(1, 40, 10), CFG) == "conflict"  # another time is other content too
+    same_instant = parse_event(purchase(1, 0, 10).model_dump() | {"ts": "2023-11-15T02:00:00+02:00"})
+    assert same_instant.epoch == T0 and apply(state, same_instant, CFG) == "duplicate"  # another notation of it
+    restored = CustomerState.from_json(state.to_json())
+    assert apply(restored, purchase(1, 0, 99), CFG) == "conflict"
+    assert apply(restored, purchase(1, 0, 10), CFG) == "duplicate"
+    assert profile(restored, T0 + DAY, CFG) == before and restored.events_applied == 1
+    written = json.loads(state.to_json())  # as the version before kept them: ids without contents
+    del written["applied_contents"]
+    old = CustomerState.from_json(json.dumps(written).encode())
+    assert apply(old, purchase(1, 0, 99), CFG) == "duplicate"  # what it applied then is unknown: skipped
+    assert apply(old, purchase(2, 0, 99), CFG) == "applied" and apply(old, purchase(2, 0, 98), CFG) == "conflict"
+
+
+def test_the_pipeline_dead_letters_a_conflict_and_writes_the_first_content_only() -> None:
+    """A redelivery's raw row is written again (its first write may have been lost in a crash),
+    a conflict's never: the raw tables keep the first content, as the features do."""
+    sink = MemorySink()
+    table: dict[bytes, CustomerState] = {}
+    pipeline = CustomerPipeline(CFG, sink, table, partitions=4)  # type: ignore[arg-type]
+    home = partition_for("c", 4)
+    dead = pipeline.ingest([Message("purchases", home, offset, encode_envelope([event])) for offset, event in
+                            enumerate((purchase(1, 0, 10), purchase(1, 40, 99), purchase(1, 0, 10)))])
+    assert [(e.event_id, e.amount) for e in sink.events] == [("p1", 10.0), ("p1", 10.0)]
+    assert [(d.offset, d.reason[:52]) for d in dead] == [(1, "conflict: purchase event_id 'p1' of customer 'c' was")]
+    assert '"amount":99.0' in dead[0].payload and len(sink.dead) == 1
+    assert pipeline.watermarks[home] == T0 and table[b"c"].snapshots == []  # its later time moved nothing
+    counters = pipeline.counters
+    assert (counters.events_in, counters.events_applied, counters.duplicates_skipped) == (2, 1, 1)
+    assert sink.features[-1]["monetary_total"] == 10.0
 
 
 def test_replaying_the_same_events_after_a_round_trip_changes_nothing() -> None:
