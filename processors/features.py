@@ -258,18 +258,39 @@ def remember(state: CustomerState, event: BaseEvent, ts: float) -> Seen:
     :func:`count_event`), unless its id was applied before: a "duplicate" with the same content
     (or an unknown one: an earlier version applied it), a "conflict" with other content. A state
     of an earlier version that may have applied it unremembered says "duplicate"."""
+    seen, at, key, content = _recall(state, event, ts)
+    if seen is None:
+        state.applied_ids.insert(at, key)
+        state.applied_contents.insert(at, content)
+        return "new"
+    return seen
+
+
+def conflicts(state: CustomerState, event: BaseEvent, ts: float) -> bool:
+    """Whether :func:`remember` would find ``event`` in conflict with an applied one; changes nothing.
+
+    >>> from schemas.events import parse_event
+    >>> def visit(seconds): return parse_event({"type": "visit", "event_id": "v1", "customer_id": "c1", "ts": 5,
+    ...                                         "channel": "web", "session_id": "s1", "duration_s": seconds})
+    >>> state = CustomerState("c1")
+    >>> remember(state, visit(30), 5.0), conflicts(state, visit(30), 5.0), conflicts(state, visit(31), 5.0)
+    ('new', False, True)
+    """
+    return _recall(state, event, ts)[0] == "conflict"
+
+
+def _recall(state: CustomerState, event: BaseEvent, ts: float) -> tuple[Seen | None, int, int, int]:
+    """What the state knows of ``event``'s id (None: nothing), where its key goes, its key and content."""
     kind = event.type  # type: ignore[attr-defined]
     key = event_key(kind, event.event_id)
     content = content_digest(event, ts)
     ids = state.applied_ids
     at = bisect_left(ids, key)
     if at < len(ids) and ids[at] == key:
-        return "duplicate" if state.applied_contents[at] in (content, 0) else "conflict"
+        return ("duplicate" if state.applied_contents[at] in (content, 0) else "conflict"), at, key, content
     if state.ids_known_from and ts < state.ids_known_from.get(kind, ts):
-        return "duplicate"  # older than a former version's ids reach: it may have been applied then
-    ids.insert(at, key)
-    state.applied_contents.insert(at, content)
-    return "new"
+        return "duplicate", at, key, content  # older than a former version's ids reach: it may have been applied then
+    return None, at, key, content
 
 
 def count_event(state: CustomerState, event: BaseEvent, config: FeatureConfig, ts: float) -> Literal["applied", "late"]:

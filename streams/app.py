@@ -462,6 +462,7 @@ class Worker:
         if isinstance(self.customers, DiskTable):
             offsets = {partition: (await sent).offset + count - 1 for partition, (sent, count) in last.items()}
             self.customers.persist(changes, offsets)
+        self.pipeline.checkpointed()
 
     async def publish_model_output(self) -> None:
         """Training records to the trainer, churn alerts to marketing tools."""

@@ -86,6 +86,7 @@ def run_cpu_bench(events: int, batch_messages: int = 50, age_every: int = 3, see
                     changes = table.take_changes(pipeline.home)
                     changelog_bytes += sum(len(value or b"") for records in changes.values() for _, value in records)
                     table.persist(changes, dict.fromkeys(changes, number))
+                pipeline.checkpointed()
             trained = time.process_time()
             training = pipeline.take_training()
             trainer.observe(training.observations)

@@ -11,7 +11,9 @@ Faust Table in the worker): each touched customer is written back once per batch
 from __future__ import annotations
 
 import gc
+import logging
 import math
+import sys
 import time
 from array import array
 from collections import deque
@@ -32,7 +34,10 @@ from schemas.envelope import Rejected, decode_message
 from schemas.events import BaseEvent, Purchase, ahead_of_wall_clock
 from schemas.topics import partition_for
 from sinks.clickhouse import ClickHouseSink
+from streams.journal import Journal, Position
 from streams.statestore import DiskTable
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +77,8 @@ class Counters:
     aging_passes: int = 0
     labels_released: int = 0
     alerts: int = 0
+    #: Customers whose feature row could not be computed (a bug): their state is kept, unscored.
+    rows_failed: int = 0
     state_bytes_avg: float = 0.0
     watermarks: dict[int, float] = field(default_factory=dict)
 
@@ -91,6 +98,29 @@ NET_VALUE = INPUTS.index("monetary_total")  # net of refunds in the model inputs
 #: Customers whose partition :meth:`CustomerPipeline.home` remembers (about 100 bytes each;
 #: computing one costs about 3 µs).
 KNOWN_PARTITIONS = 1_000_000
+#: A position after every event of the journal.
+END: Position = (sys.maxsize, 0)
+#: What the models said last about a customer (a rebuild keeps it: it was published).
+MODEL_VIEW = ("churn_probability", "segment", "rfm_segment", "alert_armed", "last_alert_at")
+
+
+def model_view(state: CustomerState) -> tuple[object, ...]:
+    return tuple(getattr(state, name) for name in MODEL_VIEW)
+
+
+def restore_view(state: CustomerState, view: tuple[object, ...]) -> None:
+    for name, value in zip(MODEL_VIEW, view):
+        setattr(state, name, value)
+
+
+def processing_failed(error: Exception, index: int) -> str:
+    """Why an event that met a bug is dead-lettered.
+
+    >>> processing_failed(ZeroDivisionError("division by zero"), 2)
+    'processing failed on valid event 3 of the message: ZeroDivisionError: division by zero (a bug: please report it)'
+    """
+    return (f"processing failed on valid event {index + 1} of the message: {type(error).__name__}: "
+            f"{str(error)[:300]} (a bug: please report it)")
 
 
 @contextmanager
@@ -169,6 +199,13 @@ class CustomerPipeline:
         self._aged_at: dict[int, float] = {}
         self._scored: dict[int, tuple[int, float]] = {}  # partition -> (model version, wall time)
         self._partition_of: dict[bytes, int] = {}
+        #: The messages applied since the last checkpoint, to rebuild a customer without an event.
+        self.journal = Journal()
+        #: Per partition, the events left out since the last checkpoint.
+        self._failed: dict[int, set[Position]] = {}
+        #: The JSON of customers' states as of the last checkpoint, taken when first touched since;
+        #: a table on disk holds them already.
+        self._images: dict[bytes, bytes | None] | None = None if isinstance(table, DiskTable) else {}
 
     def use_models(self, models: Models) -> None:
         """Score from now on with ``models`` (a newer version from the trainer)."""
@@ -188,6 +225,15 @@ class CustomerPipeline:
             self.released.pop(p, None)
             self._aged_at.pop(p, None)
             self._scored.pop(p, None)
+            self._failed.pop(p, None)
+        self.journal.clear(partitions)
+
+    def checkpointed(self) -> None:
+        """Every state change is in the changelog and the table: a rebuild starts from here."""
+        self.journal.clear()
+        self._failed.clear()
+        if self._images is not None:
+            self._images.clear()
 
     def _released_until(self, home: int) -> float:
         """Labels released so far; for a partition new to this worker, up to the newest event
@@ -222,20 +268,31 @@ class CustomerPipeline:
         return home
 
     def ingest(self, messages: Iterable[Message], source: str = "kafka") -> list[DeadLetterRecord]:
-        """Process one batch; returns the dead letters (already queued in the sink)."""
+        """Process one batch; returns the dead letters (already queued in the sink).
+
+        An event whose processing fails (a bug it meets) is dead-lettered with the error and
+        its position, and its customer is rebuilt without it (:meth:`_rebuilt`); so is one that
+        makes its customer's feature row fail. Every other event of the batch is applied once.
+        """
         now_ms = int(self.clock() * 1000)
         horizon = now_ms / 1000 + self.config.max_future_s
         counters = self.counters
         touched: dict[bytes, tuple[CustomerState, int]] = {}
         dead: list[DeadLetterRecord] = []
-        table = self.table
+        table, images, journal = self.table, self._images, self.journal
+        #: Per message with accepted events: its partition, journal entry, the events and their indices.
+        raw: list[tuple[int, int, list[BaseEvent], list[int]]] = []
+        batch_start: dict[int, int] = {}
         for message in messages:
             counters.messages += 1
             if message.partition not in self.released:
                 self._released_until(message.partition)
+            entry = journal.add(message.partition, message.topic, message.offset, message.value, horizon)
+            batch_start.setdefault(message.partition, entry)
             events, rejects = decode_message(message.value)
             accepted: list[BaseEvent] = []
-            for event in events:
+            accepted_at: list[int] = []
+            for index, event in enumerate(events):
                 customer = event.customer_id
                 key = customer.encode()
                 home = self.home(key)
@@ -252,9 +309,22 @@ class CustomerPipeline:
                 if ts > horizon:
                     rejects.append(Rejected(ahead_of_wall_clock(ts, self.config.max_future_s), event.model_dump_json()))
                     continue
-                entry = touched.get(key)
-                state = entry[0] if entry else table.get(key) or CustomerState(customer)
-                seen = remember(state, event, ts)
+                held = touched.get(key)
+                if held is None:
+                    state = table.get(key)
+                    if images is not None and key not in images:  # its state as of the checkpoint
+                        images[key] = None if state is None else state.to_json()
+                    if state is None:
+                        state = CustomerState(customer)
+                else:
+                    state = held[0]
+                try:
+                    seen = self._apply(state, event, ts, home)
+                except Exception as error:  # noqa: BLE001 - a bug one event meets must not fail the others
+                    rejects.append(Rejected(processing_failed(error, index), event.model_dump_json()))
+                    self._held(touched, key, self._rebuilt(key, home, model_view(state), until=(entry, index),
+                                                           failed=(entry, index), dead=dead, source=source), home)
+                    continue
                 if seen == "conflict":  # neither applied nor written: features and raw tables keep the first
                     rejects.append(Rejected(conflict(event), event.model_dump_json()))
                     continue
@@ -262,33 +332,133 @@ class CustomerPipeline:
                 # A duplicate's raw row too: re-delivered after a crash, it may be among those never
                 # written. It is the first content again, so re-writing it changes nothing.
                 accepted.append(event)
+                accepted_at.append(index)
                 touched[key] = (state, home)  # a duplicate's feature row too, for the same reason
                 if ts > self.watermarks.get(home, float("-inf")):
                     self.watermarks[home] = ts
                 if seen == "duplicate":
                     counters.duplicates_skipped += 1
                     continue
-                if state.newest_event_at is not None and ts > state.newest_event_at:
-                    capture(state, ts, self._released_until(home), self.model_config, self.config)
-                if count_event(state, event, self.config, ts) == "late":
+                if seen == "late":
                     counters.late_applied += 1
                 counters.events_applied += 1
-                if isinstance(event, Purchase) and event.kind == "purchase":
-                    record_purchase(state, ts, self.model_config)
-            self.sink.add_events(accepted)
+            if accepted:
+                raw.append((message.partition, entry, accepted, accepted_at))
             for reject in rejects:
                 dead.append(
                     DeadLetterRecord(source, message.topic, message.partition, message.offset, reject.reason, reject.payload)
                 )
         observations = self.training.observations
         for key, (state, home) in touched.items():
-            inputs = self._emit(state, self.watermarks[home], now_ms)
+            view = model_view(state)
+            try:
+                inputs = self._emit(state, self.watermarks[home], now_ms)
+            except Exception:  # noqa: BLE001 - find the event that makes the row fail, and go on without it
+                state = self._rebuilt(key, home, view, until=END, failed=None, dead=dead, source=source,
+                                      trial_from=(batch_start[home], 0))
+                try:
+                    inputs = self._emit(state, self.watermarks[home], now_ms)
+                except Exception as error:  # noqa: BLE001 - none of this batch's events is to blame
+                    log.exception("customer %r: no feature row (%s); its state is kept", state.customer_id, error)
+                    restore_view(state, view)
+                    counters.rows_failed += 1
+                    table[key] = state
+                    continue
             table[key] = state
             if len(observations) < self.observations_per_batch:
                 observations.append(inputs)
+        for partition, entry, accepted, accepted_at in raw:
+            failed = self._failed.get(partition)
+            if failed:
+                accepted = [event for event, index in zip(accepted, accepted_at) if (entry, index) not in failed]
+            self.sink.add_events(accepted)
         self.record_dead_letters(dead)
         counters.batches += 1
         return dead
+
+    def _apply(self, state: CustomerState, event: BaseEvent, ts: float, home: int) -> str:
+        """Apply one event to its customer's state: "conflict", "duplicate", "late" or "applied"."""
+        seen = remember(state, event, ts)
+        if seen != "new":
+            return seen
+        if state.newest_event_at is not None and ts > state.newest_event_at:
+            capture(state, ts, self._released_until(home), self.model_config, self.config)
+        counted = count_event(state, event, self.config, ts)
+        if isinstance(event, Purchase) and event.kind == "purchase":
+            record_purchase(state, ts, self.model_config)
+        return counted
+
+    def _held(self, touched: dict[bytes, tuple[CustomerState, int]], key: bytes, state: CustomerState,
+              home: int) -> None:
+        """Keep a rebuilt state for the batch's end, unless the customer has no event left."""
+        if state.events_applied or key in touched or self._image(key) is not None:
+            touched[key] = (state, home)
+
+    def _image(self, key: bytes) -> CustomerState | None:
+        """The customer's state as of the last checkpoint (None: not known then)."""
+        if self._images is None:
+            return self.table.stored(key)  # type: ignore[attr-defined]
+        raw = self._images.get(key)
+        return None if raw is None else CustomerState.from_json(raw)
+
+    def _rebuilt(
+        self,
+        key: bytes,
+        home: int,
+        view: tuple[object, ...],
+        until: Position,
+        failed: Position | None,
+        dead: list[DeadLetterRecord],
+        source: str,
+        trial_from: Position | None = None,
+    ) -> CustomerState:
+        """The customer's state as of the last checkpoint, with their events since applied again
+        up to ``until`` (the models' view of them, ``view``, as it was), except those that failed.
+
+        ``failed`` is the event that just failed. From ``trial_from`` on, a feature row is also
+        computed after each event: an event whose row fails is dead-lettered and left out too.
+        """
+        failures = self._failed.setdefault(home, set())
+        if failed is not None:
+            failures.add(failed)
+        while True:
+            state = self._image(key) or CustomerState(key.decode())
+            restore_view(state, view)
+            trying, checked = False, trial_from is None
+            culprit: tuple[Position, BaseEvent, Exception] | None = None
+            for position, event, horizon in self.journal.events(home, state.customer_id, until, failures):
+                if event.epoch > horizon:
+                    continue  # refused then as ahead of the wall clock
+                if not checked and position >= trial_from:  # type: ignore[operator]
+                    # A row that fails before this batch's events blames none of them.
+                    checked, trying = True, self._scores(state, home)
+                outcome = "applied"  # what it was when first applied, should applying it fail now
+                try:
+                    outcome = self._apply(state, event, event.epoch, home)
+                    if trying:
+                        self._score(state, self.watermarks[home])
+                except Exception as error:  # noqa: BLE001 - this one is left out too
+                    culprit = position, event, error
+                    break
+            if culprit is None:
+                return state
+            position, event, failure = culprit
+            failures.add(position)
+            if trying:  # counted in this batch
+                self._uncount(outcome)
+            topic, offset = self.journal.where(home, position)
+            dead.append(DeadLetterRecord(source, topic, home, offset, processing_failed(failure, position[1]),
+                                         event.model_dump_json()))
+
+    def _uncount(self, outcome: str) -> None:
+        """Take back the counts of an event of this batch that is left out."""
+        counters = self.counters
+        counters.events_in -= 1
+        if outcome == "duplicate":
+            counters.duplicates_skipped -= 1
+            return
+        counters.events_applied -= 1
+        counters.late_applied -= outcome == "late"
 
     def record_dead_letters(self, dead: list[DeadLetterRecord]) -> None:
         """Queue rejected records for the ``dead_letters`` table."""
@@ -299,11 +469,10 @@ class CustomerPipeline:
             )
         self.counters.dead_letters += len(dead)
 
-    def _emit(self, state: CustomerState, watermark: float, now_ms: int) -> list[float]:
-        """Queue the customer's scored feature row; updates the models' view in ``state``
-        (membership, alerting). Returns the model inputs."""
+    def _score(self, state: CustomerState, watermark: float) -> tuple[dict, list[float]]:
+        """The customer's scored feature row and model inputs, changing nothing."""
         row = profile(state, watermark, self.config, self.scorer)
-        models, as_of = self.models, row["as_of"]
+        models = self.models
         inputs = profile_inputs(state, row)
         score = models.score(inputs)
         probability = score.churn_probability
@@ -311,11 +480,32 @@ class CustomerPipeline:
         row["clv_estimate"] = clv_estimate(
             state.purchase_count, inputs[NET_VALUE], row["tenure_days"], probability, self.model_config.clv_horizon_days
         )
-        self.sink.add_features(row, row_version(state, as_of), now_ms)
+        return row, inputs
+
+    def _scores(self, state: CustomerState, home: int) -> bool:
+        """Whether the customer's feature row can be computed."""
+        try:
+            self._score(state, self.watermarks[home])
+        except Exception:  # noqa: BLE001 - the question asked
+            return False
+        return True
+
+    def _emit(self, state: CustomerState, watermark: float, now_ms: int) -> list[float]:
+        """Queue the customer's scored feature row; updates the models' view in ``state``
+        (membership, alerting). Returns the model inputs. Whatever can fail comes before the
+        first row is queued."""
+        row, inputs = self._score(state, watermark)
+        probability = row["churn_probability"]
+        alert = None
+        if self.models.version and should_alert(state, probability, row["value_tier"], row["as_of"], self.model_config):
+            alert = self._alert(state, row, inputs, now_ms)
+        self.sink.add_features(row, row_version(state, row["as_of"]), now_ms)
         self.counters.feature_rows += 1
-        self._track_membership(state, score.segment, row["rfm_segment"])
-        if models.version and should_alert(state, probability, row["value_tier"], as_of, self.model_config):
-            self._raise_alert(state, row, inputs, now_ms)
+        self._track_membership(state, row["segment"], row["rfm_segment"])
+        if alert is not None:
+            self.alerts.append(alert)
+            self.sink.add_row("churn_alerts", alert.model_dump())
+            self.counters.alerts += 1
         state.churn_probability = probability
         return inputs
 
@@ -333,10 +523,10 @@ class CustomerPipeline:
             self.sink.add_membership_change(dimension, new, +1)
         state.segment, state.rfm_segment = segment, new_rfm
 
-    def _raise_alert(self, state: CustomerState, row: dict, inputs: list[float], now_ms: int) -> None:
+    def _alert(self, state: CustomerState, row: dict, inputs: list[float], now_ms: int) -> ChurnAlert:
         models, as_of = self.models, row["as_of"]
         drivers = sorted(models.churn.contributions(inputs).items(), key=lambda kv: kv[1], reverse=True)[:5]
-        alert = ChurnAlert(
+        return ChurnAlert(
             alert_id=f"{state.customer_id}:{int(as_of)}",
             customer_id=state.customer_id,
             churn_probability=row["churn_probability"],
@@ -352,9 +542,6 @@ class CustomerPipeline:
             as_of=_time(as_of),
             created_at=_time(now_ms / 1000),
         )
-        self.alerts.append(alert)
-        self.sink.add_row("churn_alerts", alert.model_dump())
-        self.counters.alerts += 1
 
     def age(self, assigned: set[int], min_advance_s: float = 3_600.0) -> int:
         """An aging pass at once (:meth:`plan_aging`, then :meth:`emit_aged` of every customer
@@ -423,9 +610,15 @@ class CustomerPipeline:
             state = self.table.get(key)
             if state is None or home not in self._aged_at:
                 continue
-            before = (state.segment, state.rfm_segment, state.alert_armed, state.last_alert_at)
-            self._emit(state, self.watermarks[home], now_ms)
-            if (state.segment, state.rfm_segment, state.alert_armed, state.last_alert_at) != before:
+            before = model_view(state)
+            try:
+                self._emit(state, self.watermarks[home], now_ms)
+            except Exception as error:  # noqa: BLE001 - one customer's failing row must not stop the pass
+                log.exception("customer %r: no feature row (%s)", state.customer_id, error)
+                restore_view(state, before)
+                self.counters.rows_failed += 1
+                continue
+            if model_view(state)[1:] != before[1:]:  # a new churn probability alone is not worth a record
                 self.table[key] = state  # what the next run must know: membership, alerting
             emitted += 1
         return emitted

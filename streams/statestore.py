@@ -80,6 +80,12 @@ class DiskTable(BufferedTable):
                 self._evict()
         return state
 
+    def stored(self, key: bytes) -> CustomerState | None:
+        """The customer's state as of the last :meth:`persist` (None: none then), decoded afresh."""
+        partition = self.partition_of(key)
+        raw = self.database(partition).get(key) if partition in self.owned() else None
+        return None if raw is None else CustomerState.from_json(raw)
+
     def __getitem__(self, key: bytes) -> CustomerState:
         state = self.get(key)
         if state is None:

@@ -15,14 +15,14 @@ import orjson
 from aiohttp.web_exceptions import HTTPRequestEntityTooLarge
 from faust.web import Request, Response, View
 
-from processors.features import profile
+from processors.features import conflicts, profile
 from schemas.envelope import Rejected, pack, validate
 from schemas.events import BaseEvent, ahead_of_wall_clock
 from schemas.rows import FEATURE_TIME_COLUMNS
 from schemas.topics import INPUT_TOPICS, partition_for
 from sinks.query import run_readonly
 from streams.dashboard import DashboardCache, dashboard_data, dashboard_page, plotly_js
-from streams.pipeline import DeadLetterRecord
+from streams.pipeline import DeadLetterRecord, conflict
 from streams.processes import staged_inserts
 
 if TYPE_CHECKING:
@@ -115,6 +115,10 @@ def register_views(worker: Worker) -> None:
                 if not isinstance(result, Rejected) and result.epoch > horizon:  # as the pipeline would
                     result = Rejected(f"body[{index}]: {ahead_of_wall_clock(result.epoch, max_future_s)}",
                                       result.model_dump_json())
+                if not isinstance(result, Rejected):  # told now when this process holds the customer
+                    state = worker.customers.get(result.customer_id.encode())
+                    if state is not None and conflicts(state, result, result.epoch):
+                        result = Rejected(f"body[{index}]: {conflict(result)}", result.model_dump_json())
                 if isinstance(result, Rejected):
                     dead.append(DeadLetterRecord("http", "http:/events", -1, -1, result.reason, result.payload))
                 else:
