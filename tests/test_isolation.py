@@ -20,6 +20,7 @@ from schemas.envelope import encode_envelope
 from streams.pipeline import CustomerPipeline, Message
 from streams.settings import Settings
 from streams.statestore import DiskTable
+from tests.conftest import ROOT, assert_exact_purchases, publish, purchases
 from tests.memory_sink import MemorySink
 from tests.test_fuzz import event_derived
 
@@ -139,3 +140,28 @@ def test_a_customer_whose_row_always_fails_keeps_their_state_and_stops_no_one(
     assert pipeline.table[b"bob"].purchase_count == 2
     assert pipeline.counters.rows_failed == 3  # two batches with bob's events, one aging pass
     assert pipeline.counters.events_applied == 10 and not sink.dead
+
+
+def test_events_meeting_a_bug_in_a_running_worker_are_dead_lettered_and_the_rest_count_once(
+    start_worker: Any, broker: str
+) -> None:
+    """Through the real broker, worker and chDB: two events meet an (injected) bug; before, the
+    batch failed, faust restarted the processing, and the batch's other events took effect only
+    after a restart."""
+    failing = {"e3", "e10"}
+    worker = start_worker(PYTHONPATH=f"{ROOT / 'tests' / 'faults'}:{ROOT}", FAULT_FAILING_EVENTS=",".join(failing))
+    events, _ = purchases(40, 4)
+    expected: dict[str, list[float]] = {}
+    for event in events:
+        if event["event_id"] not in failing:
+            counted = expected.setdefault(event["customer_id"], [0, 0.0])
+            counted[0] += 1
+            counted[1] += event["amount"]
+    publish(broker, events)
+    assert_exact_purchases(worker, expected)
+    worker.wait_for("SELECT count() AS n FROM dead_letters", 2)
+    letters = worker.sql("SELECT topic, reason, payload FROM dead_letters ORDER BY payload")
+    assert [json.loads(letter["payload"])["event_id"] for letter in letters] == ["e10", "e3"]
+    assert all(letter["topic"] == "purchases" and letter["reason"].startswith("processing failed on valid event ")
+               and "ZeroDivisionError: injected by tests/faults" in letter["reason"] for letter in letters), letters
+    assert worker.get("/health")[0] == 200
