@@ -369,19 +369,19 @@ class Worker:
         self.customers.drop(lambda key: self.pipeline.home(key) not in mine)
 
     async def _age(self) -> None:
+        """An aging pass (:class:`~streams.aging.AgingPass`) in slices, with batches in between."""
         assigned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == PURCHASES}
         if not assigned or not self.models.caught_up.is_set():
             return
         if time.monotonic() < self.next_aging_at:
             return
         async with self.lock:
-            started = time.monotonic()
-            due = self.pipeline.plan_aging(assigned, self.settings.aging_min_advance_s)
-            took = time.monotonic() - started
-        while due:  # in slices, with batches in between: a long pass never holds them up for long
+            aging = self.pipeline.start_aging(assigned, self.settings.aging_min_advance_s)
+        took = 0.0
+        while not aging.done:
             async with self.lock:
                 started = time.monotonic()
-                self.pipeline.emit_aged(due, self.settings.aging_slice)
+                aging.step(self.settings.aging_slice)
                 took += time.monotonic() - started
                 await self.publish_model_output()
                 await self.flush_when_due()

@@ -73,6 +73,10 @@ class BufferedTable(MutableMapping[bytes, CustomerState]):
             self._changed.pop(key, None)
         return len(keys)
 
+    def changed(self) -> Iterator[bytes]:
+        """The keys written since the last :meth:`take_changes`."""
+        return iter(self._changed)
+
     def take_changes(self, partition_of: Callable[[bytes], int]) -> dict[int, list[Record]]:
         """The changelog records of every key written since the last call, by partition: the
         state as it is now, serialized once however often it was written."""

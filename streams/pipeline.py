@@ -15,8 +15,6 @@ import logging
 import math
 import sys
 import time
-from array import array
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,12 +26,13 @@ from processors.config import DAY, FeatureConfig, ModelConfig
 from processors.features import CustomerState, count_event, profile, remember, row_version
 from processors.models import Models
 from processors.rfm import RFMScorer
-from processors.snapshots import INPUTS, LabelledSnapshot, capture, mature, profile_inputs, record_purchase
+from processors.snapshots import INPUTS, capture, profile_inputs, record_purchase
 from schemas.alerts import ChurnAlert
 from schemas.envelope import Rejected, decode_message
 from schemas.events import BaseEvent, Purchase, ahead_of_wall_clock
 from schemas.topics import partition_for
 from sinks.clickhouse import ClickHouseSink
+from streams.aging import AgingPass
 from streams.journal import Journal, Position
 from streams.statestore import DiskTable
 
@@ -206,6 +205,8 @@ class CustomerPipeline:
         #: The JSON of customers' states as of the last checkpoint, taken when first touched since;
         #: a table on disk holds them already.
         self._images: dict[bytes, bytes | None] | None = None if isinstance(table, DiskTable) else {}
+        #: The aging pass under way, if any.
+        self.aging: AgingPass | None = None
 
     def use_models(self, models: Models) -> None:
         """Score from now on with ``models`` (a newer version from the trainer)."""
@@ -227,6 +228,8 @@ class CustomerPipeline:
             self._scored.pop(p, None)
             self._failed.pop(p, None)
         self.journal.clear(partitions)
+        if self.aging is not None:
+            self.aging.forget(partitions)
 
     def checkpointed(self) -> None:
         """Every state change is in the changelog and the table: a rebuild starts from here."""
@@ -544,75 +547,42 @@ class CustomerPipeline:
         )
 
     def age(self, assigned: set[int], min_advance_s: float = 3_600.0) -> int:
-        """An aging pass at once (:meth:`plan_aging`, then :meth:`emit_aged` of every customer
-        due); returns the number of rows emitted."""
-        return self.emit_aged(self.plan_aging(assigned, min_advance_s))
+        """An aging pass at once (:meth:`start_aging`, then every step of it); returns the
+        number of rows emitted."""
+        return self.start_aging(assigned, min_advance_s).step()
 
-    def plan_aging(self, assigned: set[int], min_advance_s: float = 3_600.0) -> deque[tuple[bytes, int]]:
-        """Refit RFM quintiles, release matured churn labels, and list the customers to re-emit
-        (key, partition): those of partitions whose watermark moved, or who were scored by an
-        older model version.
-
-        Runs over every customer of the ``assigned`` partitions (a worker must not speak for
-        partitions it no longer owns).
-        """
+    def start_aging(self, assigned: set[int], min_advance_s: float = 3_600.0) -> AgingPass:
+        """An aging pass over every customer of the ``assigned`` partitions (a worker must not
+        speak for partitions it no longer owns), to walk with :meth:`AgingPass.step`: labels
+        matured since the last release, RFM quintiles refit, customers re-emitted for the
+        partitions whose watermark moved or scored by an older model version."""
         # Partitions new to this worker first: their watermarks come from their restored states.
         for home in assigned:
             self._released_until(home)
         watermarks = {home: self.watermarks[home] for home in assigned if home in self.watermarks}
-        releasing = [home for home, watermark in watermarks.items() if self._labels_due(home, watermark)]
+        releasing = {home: self.released[home] for home, watermark in watermarks.items()
+                     if self._labels_due(home, watermark)}
         aging = {home for home, watermark in watermarks.items() if self._due(home, watermark, min_advance_s)}
-        released = {home: self.released[home] for home in releasing}
-        # Kept per partition, in the order of ``assigned``: the trainer learns labels in order.
-        labels: dict[int, list[LabelledSnapshot]] = {home: [] for home in releasing}
-        due_keys: dict[int, list[bytes]] = {home: [] for home in watermarks if home in aging}
-        recency, frequency, monetary = array("d"), array("d"), array("d")  # 24 bytes a buyer
-        sampled: dict[int, int] = {}
-        sample_bytes = 0
-        for home, key, state in self._customers(set(watermarks)):
-            watermark = watermarks[home]
-            if home in releasing:
-                labels[home].extend(mature(state, released[home], watermark, self.model_config, self.config))
-            if state.last_purchase_at is not None:
-                recency.append((watermark - state.last_purchase_at) / DAY)
-                frequency.append(state.purchase_count)
-                monetary.append(max(state.monetary_total - state.refund_total, 0.0))
-            if sampled.get(home, 0) < 50:
-                sampled[home] = sampled.get(home, 0) + 1
-                sample_bytes += len(state.to_json())
-            if home in aging:
-                due_keys[home].append(key)
-        for home, released_labels in labels.items():
-            self.training.labels.extend(released_labels)
-            self.counters.labels_released += len(released_labels)
-            self.released[home] = watermarks[home]
-        due = deque((key, home) for home, keys in due_keys.items() for key in keys)
-        self.scorer.fit(recency, frequency, monetary)
-        if sampled:
-            self.counters.state_bytes_avg = sample_bytes / sum(sampled.values())
-        for home in aging:
-            self._aged_at[home] = watermarks[home]
-            self._scored[home] = (self.models.version, time.monotonic())
-        self.counters.aging_passes += 1
-        return due
+        self.aging = AgingPass(self, watermarks, releasing, aging)
+        return self.aging
 
-    def emit_aged(self, due: deque[tuple[bytes, int]], limit: int | None = None) -> int:
-        """Re-emit up to ``limit`` customers of ``due`` (all when None) at their partition's
-        watermark, taking them off it; returns the number of rows emitted.
+    def aged(self, home: int, watermark: float) -> None:
+        """The partition's customers are being re-emitted at ``watermark`` with the current model."""
+        self._aged_at[home] = watermark
+        self._scored[home] = (self.models.version, time.monotonic())
 
-        The worker emits a long pass in slices with batches in between: customers of a
-        partition given up meanwhile are skipped, and each is read from the table afresh.
-        """
+    def emit_aged(self, home: int, customers: list[tuple[bytes, CustomerState]]) -> int:
+        """Re-emit ``customers`` of partition ``home`` at its watermark (none if the partition
+        was given up meanwhile); returns the number of rows emitted."""
+        if home not in self._aged_at:
+            return 0
         now_ms = int(self.clock() * 1000)
+        watermark = self.watermarks[home]
         emitted = 0
-        while due and (limit is None or emitted < limit):
-            key, home = due.popleft()
-            state = self.table.get(key)
-            if state is None or home not in self._aged_at:
-                continue
+        for key, state in customers:
             before = model_view(state)
             try:
-                self._emit(state, self.watermarks[home], now_ms)
+                self._emit(state, watermark, now_ms)
             except Exception as error:  # noqa: BLE001 - one customer's failing row must not stop the pass
                 log.exception("customer %r: no feature row (%s)", state.customer_id, error)
                 restore_view(state, before)

@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 import pytest
+from rocksdict import Options, Rdict
 
 from processors.alerts import should_alert
 from processors.config import DAY, FeatureConfig, ModelConfig
@@ -20,6 +21,7 @@ from schemas.envelope import pack
 from schemas.events import parse_event
 from streams.evaluate import CALIBRATION_END
 from streams.pipeline import CustomerPipeline, Message
+from streams.statestore import DiskTable
 from streams.replay import read_events
 from tests.conftest import CDNOW
 from tests.memory_sink import MemorySink
@@ -246,23 +248,72 @@ def test_a_redelivered_event_re_emits_its_customers_row_without_changing_state()
 
 
 def test_an_aging_pass_in_slices_emits_each_customer_once_and_skips_partitions_given_up() -> None:
-    """The worker emits a long aging pass a slice at a time, with batches in between."""
+    """The worker walks a long aging pass a slice at a time, with batches in between."""
     pipeline, sink, table = new_pipeline(ModelConfig(), partitions=2)
     feed(pipeline, [purchase(f"c{i}", 1, i) for i in range(12)])
-    due = pipeline.plan_aging({0, 1}, min_advance_s=0.0)
-    assert sorted(key for key, _ in due) == sorted(table)
-    planned = list(due)
+    in_order = {p: [key.decode() for key in table if pipeline.home(key) == p] for p in (0, 1)}
+    aging = pipeline.start_aging({0, 1}, min_advance_s=0.0)
     start = len(sink.features)
-    assert pipeline.emit_aged(due, limit=3) == 3 and len(due) == 9
+    assert aging.step(12 + 3) == 3 and not aging.done  # walk 1 visits all 12, walk 2 re-emits 3
     feed(pipeline, [purchase("c0", 2, 20)])  # a batch between two slices
-    assert {home for _, home in due} == {0, 1}
     pipeline.forget_partitions({1})  # and a rebalance: partition 1 is another worker's now
-    remaining = [key.decode() for key, home in due if home == 0]
-    assert pipeline.emit_aged(due) == len(remaining) and not due
+    assert aging.step() == len(in_order[0]) - 3 and aging.done and pipeline.aging is None
     emitted = [row["customer_id"] for row in sink.features[start:]]
-    assert emitted == [key.decode() for key, _ in planned[:3]] + ["c0"] + remaining and remaining
+    assert emitted == in_order[0][:3] + ["c0"] + in_order[0][3:], (emitted, in_order)
     watermark = pipeline.watermarks[0]
     assert all(row["as_of"] == watermark for row in sink.features[start + 4:])  # the newest watermark
+
+
+def history(customers: int, days: int, seed: int = 3) -> list[Any]:
+    """Purchases of ``customers`` at random gaps over ``days``, in time order."""
+    rng = random.Random(seed)
+    events = []
+    for c in range(customers):
+        day, n = rng.uniform(0, 20), 0
+        while day < days:
+            events.append(purchase(f"k{c:03}", n, day))
+            day, n = day + rng.expovariate(1 / 12), n + 1
+    return sorted(events, key=lambda e: e.epoch)
+
+
+def label_set(labels: list[LabelledSnapshot]) -> list[tuple[Any, ...]]:
+    return sorted((label.customer_id, label.at, label.churned, tuple(label.inputs)) for label in labels)
+
+
+@pytest.mark.parametrize("store", ["memory", "disk"])
+def test_batches_between_the_slices_of_an_aging_pass_release_each_label_once(tmp_path: Any, store: str) -> None:
+    """A pass walked in slices releases the labels a pass at once would, though batches touch
+    customers the walk passed and customers it has not reached yet in between."""
+    config = ModelConfig(churn_horizon_days=30, snapshot_every_days=7)
+    events = history(60, 200)
+    first = [e for e in events if e.epoch < T0 + 120 * DAY]
+    rest = [e for e in events if e.epoch >= T0 + 120 * DAY]
+    released = []
+    for sliced in (False, True):
+        table: Any = {}
+        if store == "disk":
+            database = Rdict(str(tmp_path / f"db-{sliced}"), Options(raw_mode=True))
+            table = DiskTable(lambda p: database, lambda: {0}, lambda key: 0, cache_size=10)
+        pipeline = CustomerPipeline(FEATURES, MemorySink(), table, 1, config, rescore_interval_s=0)  # type: ignore[arg-type]
+        feed(pipeline, first)
+        pipeline.age({0})
+        feed(pipeline, first[-40:] + rest[:60])  # the watermark moves 10 days: labels are due
+        if isinstance(table, DiskTable):
+            table.persist(table.take_changes(lambda key: 0), {0: 1})
+        before = pipeline.counters.labels_released
+        aging = pipeline.start_aging({0})
+        if sliced:
+            aging.step(7)
+            for start in range(60, len(rest), 20):  # batches between slices of 7 customers
+                feed(pipeline, rest[start : start + 20])
+                aging.step(7)
+        aging.step()
+        assert pipeline.counters.labels_released - before > 100  # the pass released many
+        if not sliced:
+            feed(pipeline, rest[60:])
+        pipeline.age({0})
+        released.append(label_set(pipeline.take_training().labels))
+    assert released[0] == released[1] and len(released[0]) > 300
 
 
 @pytest.mark.skipif(not CDNOW.exists(), reason="the CDNOW development file is not next to the checkout")

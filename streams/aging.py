@@ -1,0 +1,199 @@
+"""An aging pass, walked a slice at a time: matured churn labels released, RFM quintiles refit,
+idle customers re-emitted.
+
+Customers who send nothing change as event time moves: their recency grows, their churn labels
+mature. An aging pass visits every customer of the worker's partitions twice, in slices with
+batches in between (over millions of customers on disk a pass takes minutes and must hold
+nothing up), and keeps no list of them on disk:
+
+1. partition by partition, releasing the labels whose horizon ended since the partition's
+   last release, up to its watermark when the pass began, and gathering each buyer's recency,
+   frequency and monetary value; then the RFM quintiles are refit on them;
+2. re-emitting the customers of the partitions whose watermark moved enough since their last
+   pass, or who were scored by an older model version.
+
+A batch may touch customers while walk 1 is under way, before or after the walk reaches
+them: the partition's record of what was released moves to the pass's watermark only once the
+walk has visited all its customers. Each label is released by the one pass whose window (from
+the last release to the pass's watermark) holds the end of its horizon: a customer the walk has
+not reached keeps, and gains, the snapshots it will release; one it passed gains some that no
+later pass releases (their window is gone) and drops them with its next event.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Callable, MutableMapping
+from typing import TYPE_CHECKING
+
+from processors.config import DAY
+from processors.features import CustomerState
+from processors.snapshots import mature
+from streams.statestore import OFFSET_KEY, DiskTable
+
+if TYPE_CHECKING:
+    from streams.pipeline import CustomerPipeline
+
+#: Customers whose state a pass measures for ``state_bytes_avg``, per partition.
+SAMPLED_PER_PARTITION = 50
+#: Customers read at a time.
+READ_AT_ONCE = 1_000
+
+
+class Walk:
+    """The customers of one partition, read a slice at a time from where the last slice ended:
+    no iterator is held between slices (the table changes in between).
+
+    On disk the partition's database is read on in key order from the last key read, then come
+    the customers created since the last checkpoint (only in the cache). In memory the keys are
+    listed when the walk begins; customers created later are passed by, as if they had come
+    after the pass.
+    """
+
+    def __init__(
+        self, table: MutableMapping[bytes, CustomerState], partition: int, partition_of: Callable[[bytes], int]
+    ) -> None:
+        self.table, self.partition = table, partition
+        self.cursor: bytes | None = None  # the last key read from the database
+        self.finished = False
+        self.late: set[bytes] = set()
+        self.late_visited: set[bytes] = set()
+        self.keys: list[bytes] = []
+        self.at = 0
+        if isinstance(table, DiskTable):
+            database = table.database(partition)
+            self.late = {key for key in table.changed() if partition_of(key) == partition and key not in database}
+            self.database_done = False
+        else:
+            self.keys = [key for key in table if partition_of(key) == partition]
+
+    def take(self, limit: int) -> list[tuple[bytes, CustomerState]]:
+        """Up to ``limit`` customers (key, state as it is now) after those taken before."""
+        table = self.table
+        out: list[tuple[bytes, CustomerState]] = []
+        if not isinstance(table, DiskTable):
+            while len(out) < limit and self.at < len(self.keys):
+                key = self.cursor = self.keys[self.at]
+                self.at += 1
+                state = table.get(key)
+                if state is not None:
+                    out.append((key, state))
+            self.finished = self.at == len(self.keys)
+            return out
+        if not self.database_done:
+            for key, raw in table.database(self.partition).items(from_key=self.cursor):
+                if key == self.cursor or key == OFFSET_KEY or key in self.late:
+                    continue
+                if len(out) == limit:
+                    return out
+                state = table.cache.get(key)
+                out.append((key, state if state is not None else CustomerState.from_json(raw)))
+                self.cursor = key
+            self.database_done = True
+        for key in sorted(self.late - self.late_visited)[: limit - len(out)]:
+            self.late_visited.add(key)
+            state = table.get(key)
+            if state is not None:
+                out.append((key, state))
+        self.finished = self.late_visited == self.late
+        return out
+
+
+class AgingPass:
+    """One pass over the customers of the partitions in ``watermarks`` (their watermarks when
+    it began): labels released for the partitions in ``releasing`` (what each released before),
+    customers re-emitted for those in ``aging``."""
+
+    def __init__(
+        self, pipeline: CustomerPipeline, watermarks: dict[int, float], releasing: dict[int, float], aging: set[int]
+    ) -> None:
+        self.pipeline, self.watermarks, self.releasing = pipeline, watermarks, releasing
+        self.measuring = sorted(watermarks)  # labels go out partition by partition: the trainer learns in order
+        self.emitting = sorted(aging)
+        self.walks: dict[int, Walk] = {}
+        self.recency, self.frequency, self.monetary = array("d"), array("d"), array("d")  # 24 bytes a buyer
+        self.sampled: dict[int, int] = {}
+        self.sample_bytes = 0
+        self.fitted = False
+        self.done = False
+
+    def forget(self, partitions: set[int]) -> None:
+        """Another worker owns these now."""
+        self.measuring = [p for p in self.measuring if p not in partitions]
+        self.emitting = [p for p in self.emitting if p not in partitions]
+        for partition in partitions:
+            self.releasing.pop(partition, None)
+            self.walks.pop(partition, None)
+
+    def step(self, limit: int | None = None) -> int:
+        """Visit up to ``limit`` customers (all that are left when None); returns the rows emitted."""
+        left: float = math.inf if limit is None else limit
+        emitted = 0
+        pipeline = self.pipeline
+        while left > 0 and not self.done:
+            if self.measuring:
+                partition = self.measuring[0]
+                walk = self._walk(partition)
+                customers = walk.take(int(min(left, READ_AT_ONCE)))
+                left -= max(len(customers), 1)
+                self._measure(partition, customers)
+                if walk.finished:
+                    self.measuring.pop(0)
+                    del self.walks[partition]
+                    if partition in self.releasing:
+                        pipeline.released[partition] = self.watermarks[partition]
+                        del self.releasing[partition]
+            elif not self.fitted:
+                self._fit()
+            elif self.emitting:
+                partition = self.emitting[0]
+                walk = self._walk(partition)
+                customers = walk.take(int(min(left, READ_AT_ONCE)))
+                left -= max(len(customers), 1)
+                emitted += pipeline.emit_aged(partition, customers)
+                if walk.finished:
+                    self.emitting.pop(0)
+                    del self.walks[partition]
+            else:
+                self.done = True
+                pipeline.counters.aging_passes += 1
+                if pipeline.aging is self:
+                    pipeline.aging = None
+        return emitted
+
+    def _walk(self, partition: int) -> Walk:
+        walk = self.walks.get(partition)
+        if walk is None:
+            walk = self.walks[partition] = Walk(self.pipeline.table, partition, self.pipeline.home)
+        return walk
+
+    def _measure(self, partition: int, customers: list[tuple[bytes, CustomerState]]) -> None:
+        """Walk 1 over these customers: their matured labels released, their RFM figures kept."""
+        pipeline = self.pipeline
+        watermark = self.watermarks[partition]
+        released = self.releasing.get(partition)
+        labels = pipeline.training.labels
+        before = len(labels)
+        for _, state in customers:
+            if released is not None:
+                labels.extend(mature(state, released, watermark, pipeline.model_config, pipeline.config))
+            if state.last_purchase_at is not None:
+                self.recency.append((watermark - state.last_purchase_at) / DAY)
+                self.frequency.append(state.purchase_count)
+                self.monetary.append(max(state.monetary_total - state.refund_total, 0.0))
+            if self.sampled.get(partition, 0) < SAMPLED_PER_PARTITION:
+                self.sampled[partition] = self.sampled.get(partition, 0) + 1
+                self.sample_bytes += len(state.to_json())
+        pipeline.counters.labels_released += len(labels) - before
+
+    def _fit(self) -> None:
+        """Between the walks: the RFM quintiles refit, the aging partitions marked as aged."""
+        pipeline = self.pipeline
+        pipeline.scorer.fit(self.recency, self.frequency, self.monetary)
+        self.recency, self.frequency, self.monetary = array("d"), array("d"), array("d")
+        if self.sampled:
+            pipeline.counters.state_bytes_avg = self.sample_bytes / sum(self.sampled.values())
+        for partition in self.emitting:
+            pipeline.aged(partition, self.watermarks[partition])
+        self.fitted = True
