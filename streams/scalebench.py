@@ -1,0 +1,115 @@
+"""What a worker costs as its customers grow: memory, throughput, start-up, stop.
+
+``python -m streams.scalebench --customers 1000000 [--events-per-customer 3]`` starts a private
+stack (broker, storage, worker with the shell's ``CRM360_STATE_STORE`` and cache), publishes
+purchases for that many customers (a few each, over two years that end before today), waits
+until the worker applied them all and committed, then stops and restarts it and prints one JSON
+line: events per second while filling, the worker's resident memory (its processes together)
+and its growth over the idle worker per customer, the stop time, the time until a restarted worker is healthy, and until it has
+applied one more purchase (the first batch of each partition also reads what it needs of the
+restored state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from schemas.envelope import pack
+from schemas.events import parse_event
+from streams.bench import _produce
+from streams.settings import Settings
+from streams.stack import WorkerProcess, private_stack
+
+DAY = 86_400.0
+START = time.time() - 800 * DAY
+
+
+def purchases(customers: int, each: int) -> list[Any]:
+    """``each`` purchases per customer, spread over two years, in time order."""
+    span = 730 * DAY
+    n = customers * each
+    return [parse_event({"type": "purchase", "event_id": f"s{i}", "customer_id": f"c{i % customers}",
+                         "ts": START + span * i / n, "channel": "web", "order_id": f"o{i}",
+                         "amount": float(i % 97) + 0.5, "currency": "EUR"}) for i in range(n)]
+
+
+def resident_bytes(pid: int) -> int:
+    """Resident memory of a process and its children (a worker's helpers)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += resident_bytes(int(child))
+    pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    return total + pages * 4096
+
+
+def wait_for(worker: WorkerProcess, name: str, at_least: float, timeout: float = 3_600.0) -> float:
+    """Seconds until the worker's metric ``name`` reaches ``at_least``."""
+    began = time.monotonic()
+    while True:
+        try:
+            if worker.metrics().get(name, 0.0) >= at_least:
+                return time.monotonic() - began
+        except OSError:
+            pass
+        if time.monotonic() - began > timeout:
+            raise TimeoutError(f"{name} did not reach {at_least} within {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+def run(customers: int, each: int) -> dict[str, Any]:
+    own = Settings()
+    with private_stack("scalebench", 4, state_store=own.state_store,
+                       state_cache_customers=str(own.state_cache_customers)) as (settings, worker):
+        address = settings.kafka_bootstrap
+        events = purchases(customers, each)
+        messages = pack(events, settings.partitions, 1000)
+        del events
+        worker.start()
+        assert worker.process is not None
+        idle = resident_bytes(worker.process.pid)
+        began = time.monotonic()
+        _produce(address, messages)
+        wait_for(worker, "crm360_events_in_total", customers * each)
+        fill_s = time.monotonic() - began  # producing included: the worker reads as they come
+        time.sleep(settings.commit_interval_s + 2)  # a commit: the restart reads nothing before it
+        resident = resident_bytes(worker.process.pid)
+        stopped = time.monotonic()
+        worker.stop(signal.SIGTERM, grace_s=120)
+        stop_s = time.monotonic() - stopped
+        started = time.monotonic()
+        worker.start(timeout=3_600)
+        healthy_s = time.monotonic() - started
+        _produce(address, pack([parse_event({
+            "type": "purchase", "event_id": "after-restart", "customer_id": "c0", "ts": START + 731 * DAY,
+            "channel": "web", "order_id": "after-restart", "amount": 1.0, "currency": "EUR"})], settings.partitions))
+        wait_for(worker, "crm360_events_in_total", 1)
+        first_s = time.monotonic() - started
+        return {
+            "customers": customers,
+            "events": customers * each,
+            "state_store": own.state_store,
+            "fill_events_per_s": round(customers * each / fill_s, 1),
+            "resident_mib": round(resident / 2**20, 1),
+            "resident_bytes_per_customer": round((resident - idle) / customers, 1),  # over the idle worker
+            "stop_s": round(stop_s, 1),
+            "restart_healthy_s": round(healthy_s, 1),
+            "restart_first_event_s": round(first_s, 1),
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--events-per-customer", type=int, default=3)
+    args = parser.parse_args()
+    print(json.dumps(run(args.customers, args.events_per_customer)))
+
+
+if __name__ == "__main__":
+    main()
