@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from processors.config import DAY
 from processors.features import CustomerState
 from processors.snapshots import mature
-from streams.statestore import OFFSET_KEY, DiskTable
+from streams.statestore import RESERVED_KEYS, DiskTable
 
 if TYPE_CHECKING:
     from streams.pipeline import CustomerPipeline
@@ -83,7 +83,7 @@ class Walk:
             return out
         if not self.database_done:
             for key, raw in table.database(self.partition).items(from_key=self.cursor):
-                if key == self.cursor or key == OFFSET_KEY or key in self.late:
+                if key == self.cursor or key in RESERVED_KEYS or key in self.late:
                     continue
                 if len(out) == limit:
                     return out

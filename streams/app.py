@@ -25,9 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import aiokafka
+import orjson
 import faust
 from clickhouse_connect.driver.client import Client
 from faust.serializers import codecs
+from faust.stores import STORES
+from faust.stores import rocksdb as faust_rocksdb
 from faust.tables import TableManager
 from faust.tables.recovery import Recovery
 from faust.transport.drivers import aiokafka as faust_kafka
@@ -42,7 +45,7 @@ from streams.modelhub import ModelHub
 from streams.processes import Helpers, RemoteRows
 from streams.pipeline import CustomerPipeline, DeadLetterRecord, Message, rare_garbage_collection
 from streams.settings import Settings
-from streams.statestore import DiskTable
+from streams.statestore import NEWEST_KEY, DiskTable, with_newest
 from streams.web import MAX_BODY_BYTES
 
 log = logging.getLogger("crm360")
@@ -199,6 +202,29 @@ class ExactRecovery(Recovery):
         await super().on_recovery_completed(generation_id)
 
 
+class CustomerStore(faust_rocksdb.Store):
+    """faust's RocksDB store, keeping each partition's newest event time
+    (:data:`~streams.statestore.NEWEST_KEY`) as recovery writes the changelog into it: a worker
+    new to a partition starts from it instead of reading every customer."""
+
+    def apply_changelog_batch(self, batch: Iterable[Any], to_key: Callable[[Any], Any],
+                              to_value: Callable[[Any], Any]) -> None:
+        events = list(batch)
+        super().apply_changelog_batch(events, to_key, to_value)
+        newest: dict[int, float] = {}
+        for event in events:
+            value = event.message.value
+            at = None if value is None else orjson.loads(value)["newest_event_at"]
+            if at is not None and at > newest.get(event.message.partition, float("-inf")):
+                newest[event.message.partition] = at
+        for partition, at in newest.items():
+            database = self._db_for_partition(partition)
+            database[NEWEST_KEY] = repr(with_newest(database, at)).encode()
+
+
+STORES.aliases["crm360rocksdb"] = f"{__name__}:CustomerStore"
+
+
 class ExactTableManager(TableManager):
     """faust's table manager, recovering tables with :class:`ExactRecovery`."""
 
@@ -232,7 +258,7 @@ class Worker:
         self.app = App(
             settings.app_id,
             broker=f"kafka://{settings.kafka_bootstrap}",
-            store="rocksdb://" if settings.state_store == "rocksdb" else "memory://",
+            store="crm360rocksdb://" if settings.state_store == "rocksdb" else "memory://",
             topic_partitions=settings.partitions,
             broker_session_timeout=settings.session_timeout_s,
             broker_heartbeat_interval=settings.heartbeat_interval_s,

@@ -240,11 +240,14 @@ class CustomerPipeline:
 
     def _released_until(self, home: int) -> float:
         """Labels released so far; for a partition new to this worker, up to the newest event
-        of its restored state (a previous owner released those), which its watermark reaches too."""
+        of its restored state (a previous owner released those), which its watermark reaches too.
+        A table on disk keeps that time; one in memory is read through."""
         released = self.released.get(home)
         if released is None:
-            newest = max((s.newest_event_at for _, _, s in self._customers({home}) if s.newest_event_at is not None),
-                         default=float("-inf"))
+            kept = self.table.newest(home) if isinstance(self.table, DiskTable) else None
+            newest = kept if kept is not None else max(
+                (s.newest_event_at for _, _, s in self._customers({home}) if s.newest_event_at is not None),
+                default=float("-inf"))
             released = self.released[home] = newest
             if newest > self.watermarks.get(home, float("-inf")):
                 self.watermarks[home] = newest

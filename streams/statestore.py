@@ -47,6 +47,20 @@ from streams.changelog import BufferedTable, Record
 #: Where faust's RocksDB store keeps a partition's changelog offset (inside its database).
 #: Spelled out: the pipeline imports this module and stays free of faust.
 OFFSET_KEY = b"__faust\0offset__"
+#: Where a partition's database keeps the newest event time of its customers: what a worker new
+#: to the partition starts its watermark from, without reading every customer.
+NEWEST_KEY = b"__crm360\0newest__"
+#: Keys of a partition's database that are no customer.
+RESERVED_KEYS = frozenset({OFFSET_KEY, NEWEST_KEY})
+
+
+def with_newest(database: Rdict, newest: float | None) -> float | None:
+    """The newer of ``newest`` and the newest event time ``database`` keeps (None: neither)."""
+    raw = database.get(NEWEST_KEY)
+    kept = None if raw is None else float(raw)
+    if kept is None or newest is None:
+        return newest if kept is None else kept
+    return max(kept, newest)
 
 
 class DiskTable(BufferedTable):
@@ -120,7 +134,7 @@ class DiskTable(BufferedTable):
             for key, state in cached[partition]:
                 yield partition, key, state
             for key, raw in self.database(partition).items():
-                if key != OFFSET_KEY and key not in self.cache:
+                if key not in RESERVED_KEYS and key not in self.cache:
                     yield partition, key, CustomerState.from_json(raw) if decode else None
 
     def take_changes(self, partition_of: Callable[[bytes], int]) -> dict[int, list[Record]]:
@@ -131,17 +145,31 @@ class DiskTable(BufferedTable):
         self._changed = changed
         return records
 
+    def newest(self, partition: int) -> float | None:
+        """The newest event time of the partition's customers on disk (None: none, or a database
+        written before it was kept)."""
+        return with_newest(self.database(partition), None)
+
     def persist(self, records: dict[int, list[Record]], offsets: dict[int, int]) -> None:
         """Write the ``records`` :meth:`take_changes` gave, acknowledged by the changelog up to
         ``offsets`` (per partition, the offset of its last record), one write batch per
-        partition; then evict what the cache holds beyond its size."""
+        partition, with the newest event time of the partition's customers; then evict what the
+        cache holds beyond its size."""
         for partition, partition_records in records.items():
+            database = self.database(partition)
             batch = WriteBatch(raw_mode=True)
+            newest: float | None = None
             for key, value in partition_records:
                 batch.put(key, value)  # states are never deleted (see __delitem__)
                 self._changed.pop(key, None)
+                state = self.cache.get(key)
+                if state is not None and state.newest_event_at is not None:
+                    newest = state.newest_event_at if newest is None else max(newest, state.newest_event_at)
             batch.put(OFFSET_KEY, str(offsets[partition]).encode())
-            self.database(partition).write(batch)
+            kept = with_newest(database, newest)
+            if kept is not None:
+                batch.put(NEWEST_KEY, repr(kept).encode())
+            database.write(batch)
         self._evict()
 
     def drop(self, unwanted: Callable[[bytes], bool]) -> int:

@@ -4,6 +4,7 @@ across every kind of restart, and a restart that reads only the changelog after 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 import threading
 import time
@@ -15,21 +16,28 @@ from faust.stores.rocksdb import Store
 from faust.types import TP
 from rocksdict import AccessType, Options, Rdict
 
+from schemas.topics import partition_for
 from streams.app import fetched_end_offsets
 from streams.publisher import EventPublisher
+from streams.statestore import NEWEST_KEY
 from tests.conftest import assert_exact_purchases, purchases
 
 DISK = {"CRM360_STATE_STORE": "rocksdb", "CRM360_STATE_CACHE_CUSTOMERS": "50"}
 
 
-def persisted_offsets(data_dir: Path) -> dict[int, int]:
-    """Per partition, the changelog offset its database says it holds (the worker is stopped)."""
-    offsets = {}
+def persisted(data_dir: Path, key: bytes) -> dict[int, bytes]:
+    """Per partition, what its database keeps at ``key`` (the worker is stopped)."""
+    kept = {}
     for path in data_dir.glob("faust/**/customers-*.db"):
         db = Rdict(str(path), Options(raw_mode=True), access_type=AccessType.read_only())
-        offsets[int(path.name.removesuffix(".db").rsplit("-", 1)[1])] = int(db[Store.offset_key])
+        kept[int(path.name.removesuffix(".db").rsplit("-", 1)[1])] = db[key]
         db.close()
-    return offsets
+    return kept
+
+
+def persisted_offsets(data_dir: Path) -> dict[int, int]:
+    """Per partition, the changelog offset its database says it holds (the worker is stopped)."""
+    return {partition: int(value) for partition, value in persisted(data_dir, Store.offset_key).items()}
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
@@ -88,3 +96,27 @@ def test_a_restart_reads_only_the_changelog_written_after_its_checkpoint(
         for event in events[4_000:]:
             publisher.publish(event)
     assert_exact_purchases(restarted, expected)
+
+
+def test_each_database_keeps_its_newest_event_time_whether_written_or_recovered(
+    start_worker: Any, broker: str, worker_env: dict[str, str]
+) -> None:
+    """A worker new to a partition starts its watermark from the newest event time its database
+    keeps, instead of reading every customer: kept as states are written, and as recovery
+    rebuilds a database from the changelog."""
+    worker = start_worker(CRM360_WORKER_PROCESSES="1", **DISK)
+    events, _ = purchases(3_000, 500)
+    with EventPublisher(broker, partitions=4, envelope_size=100) as publisher:
+        for event in events:
+            publisher.publish(event)
+    worker.wait_for_metric("crm360_events_applied_total", 3_000)
+    worker.stop(signal.SIGTERM)
+    newest: dict[int, float] = {}
+    for event in events:
+        partition = partition_for(event["customer_id"], 4)
+        newest[partition] = max(newest.get(partition, 0.0), float(event["ts"]))
+    data_dir = Path(worker_env["CRM360_DATA_DIR"])
+    assert {p: float(v) for p, v in persisted(data_dir, NEWEST_KEY).items()} == newest
+    shutil.rmtree(data_dir / "faust")  # rebuilt from the changelog at the next start
+    start_worker(CRM360_WORKER_PROCESSES="1", **DISK).stop(signal.SIGTERM)
+    assert {p: float(v) for p, v in persisted(data_dir, NEWEST_KEY).items()} == newest
