@@ -50,11 +50,11 @@ class Settings(BaseSettings):
     # embedded ClickHouse, which one process only can open, helpers send it their rows).
     main_url: str | None = None
 
-    # Where customer states live: "memory" (every state decoded in RAM, rebuilt from the
-    # changelog at each start) or "rocksdb" (on disk under <data dir>/faust, the last
+    # Where customer states live: "rocksdb" (on disk under <data dir>/faust, the last
     # state_cache_customers written kept decoded; a restart reads only the changelog written
-    # since the last checkpoint).
-    state_store: Literal["memory", "rocksdb"] = "memory"
+    # since the last checkpoint) or "memory" (every state decoded in RAM, rebuilt from the
+    # changelog at each start).
+    state_store: Literal["memory", "rocksdb"] = "rocksdb"
     state_cache_customers: int = Field(default=100_000, ge=1)
     # Internal: which helper process this is (1, 2, ...), naming its table files.
     helper_number: int = 0

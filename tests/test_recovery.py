@@ -113,10 +113,14 @@ def _stops_answering(url: str, within_s: float) -> bool:
     return False
 
 
+@pytest.mark.parametrize("store", ["rocksdb", "memory"])
 @pytest.mark.parametrize("stop_signal", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
-def test_worker_stopped_mid_stream_restarts_with_exact_state(start_worker: Any, broker: str, stop_signal: int) -> None:
-    """Killed, it loses nothing; stopped, its helper also writes its last rows and exits cleanly."""
-    worker = start_worker(CRM360_WORKER_PROCESSES="2")
+def test_worker_stopped_mid_stream_restarts_with_exact_state(
+    start_worker: Any, broker: str, stop_signal: int, store: str
+) -> None:
+    """Killed, it loses nothing; stopped, its helper also writes its last rows and exits cleanly;
+    with the customer states on disk (the default) or in memory."""
+    worker = start_worker(CRM360_WORKER_PROCESSES="2", CRM360_STATE_STORE=store)
     helper = worker.get("/health")[1]["processes"][1]
     customers, rounds, per_round = 500, 40, 1_000
     expected: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
@@ -152,7 +156,7 @@ def test_worker_stopped_mid_stream_restarts_with_exact_state(start_worker: Any, 
         log = worker.log_path.read_text()
         assert main_process.returncode == 0, log[-3000:]
         assert "did not stop within" not in log and "ClickHouse write failed" not in log, log[-3000:]
-    restarted = start_worker()
+    restarted = start_worker(CRM360_STATE_STORE=store)
     restarted.wait_for("SELECT count() FROM purchases FINAL", rounds * per_round, timeout=120)
     rows: dict[str, Any] = {}
     deadline = time.monotonic() + 60
