@@ -28,6 +28,7 @@ from faust.stores.rocksdb import RocksDBOptions
 from processors.features import CustomerState
 from processors.models import Models, Trainer
 from schemas.envelope import pack
+from schemas.topics import partition_for
 from sinks.clickhouse import ClickHouseSink, connect, encode, migrate
 from streams.bench import plain_update, simulated_events
 from streams.pipeline import CustomerPipeline, Message, rare_garbage_collection
@@ -62,7 +63,7 @@ def run_cpu_bench(events: int, batch_messages: int = 50, age_every: int = 3, see
         if settings.state_store == "rocksdb":  # CRM360_STATE_STORE: states on disk, written every age_every batches
             options = RocksDBOptions(**settings.rocksdb_options())
             databases = {p: options.open(Path(workdir) / f"customers-{p}.db") for p in range(settings.partitions)}
-            table = DiskTable(databases.__getitem__, databases.keys, lambda key: pipeline.home(key),
+            table = DiskTable(databases.__getitem__, databases.keys, lambda key: partition_for(key, settings.partitions),
                               settings.state_cache_customers)
         changelog_bytes = 0
         pipeline = CustomerPipeline(settings.feature_config(), sink, table, settings.partitions,
