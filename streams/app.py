@@ -45,7 +45,7 @@ from streams.modelhub import ModelHub
 from streams.processes import Helpers, RemoteRows
 from streams.pipeline import CustomerPipeline, DeadLetterRecord, Message, rare_garbage_collection
 from streams.settings import Settings
-from streams.statestore import NEWEST_KEY, DiskTable, with_newest
+from streams.statestore import COUNT_KEY, NEWEST_KEY, DiskTable, counted, with_newest
 from streams.web import MAX_BODY_BYTES
 
 log = logging.getLogger("crm360")
@@ -203,20 +203,29 @@ class ExactRecovery(Recovery):
 
 
 class CustomerStore(faust_rocksdb.Store):
-    """faust's RocksDB store, keeping each partition's newest event time
-    (:data:`~streams.statestore.NEWEST_KEY`) as recovery writes the changelog into it: a worker
-    new to a partition starts from it instead of reading every customer."""
+    """faust's RocksDB store, keeping each partition's newest event time and customer count
+    (:data:`~streams.statestore.NEWEST_KEY`, :data:`~streams.statestore.COUNT_KEY`) as recovery
+    writes the changelog into it: a worker new to a partition starts from them instead of reading
+    every customer."""
 
     def apply_changelog_batch(self, batch: Iterable[Any], to_key: Callable[[Any], Any],
                               to_value: Callable[[Any], Any]) -> None:
         events = list(batch)
-        super().apply_changelog_batch(events, to_key, to_value)
         newest: dict[int, float] = {}
+        new: dict[int, set[bytes]] = {}
         for event in events:
-            value = event.message.value
-            at = None if value is None else orjson.loads(value)["newest_event_at"]
-            if at is not None and at > newest.get(event.message.partition, float("-inf")):
-                newest[event.message.partition] = at
+            message = event.message
+            if message.value is None:
+                continue  # states are never deleted
+            if message.key not in self._db_for_partition(message.partition):
+                new.setdefault(message.partition, set()).add(message.key)
+            at = orjson.loads(message.value)["newest_event_at"]
+            if at is not None and at > newest.get(message.partition, float("-inf")):
+                newest[message.partition] = at
+        customers = {partition: counted(self._db_for_partition(partition)) for partition in new}
+        super().apply_changelog_batch(events, to_key, to_value)
+        for partition, keys in new.items():
+            self._db_for_partition(partition)[COUNT_KEY] = str(customers[partition] + len(keys)).encode()
         for partition, at in newest.items():
             database = self._db_for_partition(partition)
             database[NEWEST_KEY] = repr(with_newest(database, at)).encode()

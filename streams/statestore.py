@@ -22,8 +22,8 @@ drops the least recently written states beyond ``cache_size``.
 >>> table[b"c1"], table[b"c2"] = CustomerState("c1"), CustomerState("c2")
 >>> changes = table.take_changes(table.partition_of)
 >>> table.persist(changes, {0: 10, 1: 11})          # the changelog offsets the records reached
->>> len(table.cache), table.get(b"c1").customer_id, databases[1][OFFSET_KEY]
-(1, 'c1', b'11')
+>>> len(table.cache), table.get(b"c1").customer_id, databases[1][OFFSET_KEY], len(table)
+(1, 'c1', b'11', 2)
 >>> sorted(key for _, key, _ in table.customers({0, 1}))
 [b'c1', b'c2']
 
@@ -50,8 +50,19 @@ OFFSET_KEY = b"__faust\0offset__"
 #: Where a partition's database keeps the newest event time of its customers: what a worker new
 #: to the partition starts its watermark from, without reading every customer.
 NEWEST_KEY = b"__crm360\0newest__"
+#: Where a partition's database keeps how many customers it holds (RocksDB only estimates it).
+COUNT_KEY = b"__crm360\0customers__"
 #: Keys of a partition's database that are no customer.
-RESERVED_KEYS = frozenset({OFFSET_KEY, NEWEST_KEY})
+RESERVED_KEYS = frozenset({OFFSET_KEY, NEWEST_KEY, COUNT_KEY})
+
+
+def counted(database: Rdict) -> int:
+    """How many customers ``database`` holds; counted once, and kept, in a database written
+    before the count was kept."""
+    raw = database.get(COUNT_KEY)
+    if raw is None:
+        raw = database[COUNT_KEY] = str(sum(1 for key in database.keys() if key not in RESERVED_KEYS)).encode()
+    return int(raw)
 
 
 def with_newest(database: Rdict, newest: float | None) -> float | None:
@@ -117,9 +128,11 @@ class DiskTable(BufferedTable):
         return (key for _, key, _ in self.customers(set(self.owned()), decode=False))
 
     def __len__(self) -> int:
-        """RocksDB's estimate of the keys of the owned partitions (exact after a compaction;
-        counting them exactly reads every key)."""
-        return sum(self.database(p).property_int_value("rocksdb.estimate-num-keys") or 0 for p in self.owned())
+        """The customers of the owned partitions: those on disk, and those new since the last
+        :meth:`persist`."""
+        owned = set(self.owned())
+        fresh = sum(1 for key in self._changed if (p := self.partition_of(key)) in owned and key not in self.database(p))
+        return sum(counted(self.database(p)) for p in owned) + fresh
 
     def customers(
         self, partitions: set[int], decode: bool = True
@@ -159,13 +172,16 @@ class DiskTable(BufferedTable):
             database = self.database(partition)
             batch = WriteBatch(raw_mode=True)
             newest: float | None = None
+            customers = counted(database)
             for key, value in partition_records:
+                customers += key not in database
                 batch.put(key, value)  # states are never deleted (see __delitem__)
                 self._changed.pop(key, None)
                 state = self.cache.get(key)
                 if state is not None and state.newest_event_at is not None:
                     newest = state.newest_event_at if newest is None else max(newest, state.newest_event_at)
             batch.put(OFFSET_KEY, str(offsets[partition]).encode())
+            batch.put(COUNT_KEY, str(customers).encode())
             kept = with_newest(database, newest)
             if kept is not None:
                 batch.put(NEWEST_KEY, repr(kept).encode())

@@ -196,10 +196,11 @@ def assert_exact_purchases(worker: WorkerProcess, expected: dict[str, list[float
     total = sum(n for n, _ in expected.values())
     deadline = time.monotonic() + timeout
     rows: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline:  # features and raw rows (in one write, table after table)
         rows = {r["customer_id"]: r for r in worker.sql(
             "SELECT customer_id, purchase_count, monetary_total FROM customer_features FINAL")}
-        if sum(r["purchase_count"] for r in rows.values()) == total:
+        if sum(r["purchase_count"] for r in rows.values()) == total and worker.sql(
+                "SELECT count() AS n FROM purchases FINAL")[0]["n"] >= total:
             break
         time.sleep(0.5)
     assert {c: (r["purchase_count"], pytest.approx(r["monetary_total"])) for c, r in rows.items()} == {
