@@ -191,7 +191,8 @@ def encode(table: str, rows: list[Any]) -> Insert:
     """One insert of ``rows``: raw events as their :class:`EventRows`, one line each, other
     tables as one JSON array of values per row."""
     if table in _EVENT_COLUMNS:
-        return Insert(table, _EVENT_COLUMNS[table], b"\n".join(chunk.body for chunk in rows), "JSONEachRow",
+        return Insert(table, _EVENT_COLUMNS[table], b"\n".join(chunk.body for chunk in rows if chunk.rows),
+                      "JSONEachRow",
                       sum(chunk.rows for chunk in rows))
     body = b"\n".join(map(orjson.dumps, rows))
     return Insert(table, TABLES[table].column_names, body, "JSONCompactEachRow", len(rows))
@@ -289,6 +290,21 @@ class ClickHouseSink:
         for table, group in by_table.items():
             body = orjson.dumps(list(map(vars, group)), default=vars)[1:-1]  # the objects of the array
             self.pending[table].append(EventRows(body, len(group)))
+
+    def queued_events(self) -> dict[str, int]:
+        """Where the raw events queued from now on begin, per table (for :meth:`retract_events`)."""
+        return {table: len(self.pending[table]) for table in _EVENT_COLUMNS}
+
+    def retract_events(self, since: dict[str, int], events: Iterable[BaseEvent]) -> None:
+        """Take ``events`` (each one's rows, by customer and event id) out of those queued since
+        ``since``, before any write: a rare repair, so the queued bodies are decoded again."""
+        unwanted = {(RAW_EVENT_TABLES[type(e)], e.customer_id, e.event_id) for e in events}
+        for table in {table for table, _, _ in unwanted}:
+            chunks = self.pending[table]
+            for at in range(since[table], len(chunks)):
+                kept = [row for row in split_rows(chunks[at].body)
+                        if (table, *operator.itemgetter("customer_id", "event_id")(orjson.loads(row))) not in unwanted]
+                chunks[at] = EventRows(b",".join(kept), len(kept))
 
     def add_features(self, row: dict[str, Any], version: int, updated_ms: int) -> None:
         """Queue a customer's feature row; it replaces the customer's row pending since the

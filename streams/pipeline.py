@@ -286,8 +286,8 @@ class CustomerPipeline:
         touched: dict[bytes, tuple[CustomerState, int]] = {}
         dead: list[DeadLetterRecord] = []
         table, images, journal = self.table, self._images, self.journal
-        #: Per message with accepted events: its partition, journal entry, the events and their indices.
-        raw: list[tuple[int, int, list[BaseEvent], list[int]]] = []
+        queued = self.sink.queued_events()  # this batch's raw rows come after these
+        left_out: list[BaseEvent] = []  # events whose customer's row failed: their raw rows go too
         batch_start: dict[int, int] = {}
         for message in messages:
             counters.messages += 1
@@ -297,7 +297,6 @@ class CustomerPipeline:
             batch_start.setdefault(message.partition, entry)
             events, rejects = decode_message(message.value)
             accepted: list[BaseEvent] = []
-            accepted_at: list[int] = []
             for index, event in enumerate(events):
                 customer = event.customer_id
                 key = customer.encode()
@@ -338,7 +337,6 @@ class CustomerPipeline:
                 # A duplicate's raw row too: re-delivered after a crash, it may be among those never
                 # written. It is the first content again, so re-writing it changes nothing.
                 accepted.append(event)
-                accepted_at.append(index)
                 touched[key] = (state, home)  # a duplicate's feature row too, for the same reason
                 if ts > self.watermarks.get(home, float("-inf")):
                     self.watermarks[home] = ts
@@ -348,8 +346,7 @@ class CustomerPipeline:
                 if seen == "late":
                     counters.late_applied += 1
                 counters.events_applied += 1
-            if accepted:
-                raw.append((message.partition, entry, accepted, accepted_at))
+            self.sink.add_events(accepted)  # now: kept until the batch's end, they cost fresh memory
             for reject in rejects:
                 dead.append(
                     DeadLetterRecord(source, message.topic, message.partition, message.offset, reject.reason, reject.payload)
@@ -361,7 +358,7 @@ class CustomerPipeline:
                 inputs = self._emit(state, self.watermarks[home], now_ms)
             except Exception:  # noqa: BLE001 - find the event that makes the row fail, and go on without it
                 state = self._rebuilt(key, home, view, until=END, failed=None, dead=dead, source=source,
-                                      trial_from=(batch_start[home], 0))
+                                      trial_from=(batch_start[home], 0), left_out=left_out)
                 try:
                     inputs = self._emit(state, self.watermarks[home], now_ms)
                 except Exception as error:  # noqa: BLE001 - none of this batch's events is to blame
@@ -373,11 +370,8 @@ class CustomerPipeline:
             table[key] = state
             if len(observations) < self.observations_per_batch:
                 observations.append(inputs)
-        for partition, entry, accepted, accepted_at in raw:
-            failed = self._failed.get(partition)
-            if failed:
-                accepted = [event for event, index in zip(accepted, accepted_at) if (entry, index) not in failed]
-            self.sink.add_events(accepted)
+        if left_out:
+            self.sink.retract_events(queued, left_out)
         self.record_dead_letters(dead)
         counters.batches += 1
         return dead
@@ -417,12 +411,14 @@ class CustomerPipeline:
         dead: list[DeadLetterRecord],
         source: str,
         trial_from: Position | None = None,
+        left_out: list[BaseEvent] | None = None,
     ) -> CustomerState:
         """The customer's state as of the last checkpoint, with their events since applied again
         up to ``until`` (the models' view of them, ``view``, as it was), except those that failed.
 
         ``failed`` is the event that just failed. From ``trial_from`` on, a feature row is also
-        computed after each event: an event whose row fails is dead-lettered and left out too.
+        computed after each event: an event whose row fails is dead-lettered and left out too
+        (added to ``left_out``: its raw row was queued).
         """
         failures = self._failed.setdefault(home, set())
         if failed is not None:
@@ -450,8 +446,10 @@ class CustomerPipeline:
                 return state
             position, event, failure = culprit
             failures.add(position)
-            if trying:  # counted in this batch
+            if trying:  # counted and queued in this batch
                 self._uncount(outcome)
+                if left_out is not None:
+                    left_out.append(event)
             topic, offset = self.journal.where(home, position)
             dead.append(DeadLetterRecord(source, topic, home, offset, processing_failed(failure, position[1]),
                                          event.model_dump_json()))

@@ -22,6 +22,13 @@ class MemorySink:
     def add_events(self, events: Any) -> None:
         self.events.extend(events)
 
+    def queued_events(self) -> int:
+        return len(self.events)
+
+    def retract_events(self, since: int, events: Any) -> None:
+        unwanted = {(e.customer_id, e.event_id) for e in events}
+        self.events[since:] = [e for e in self.events[since:] if (e.customer_id, e.event_id) not in unwanted]
+
     def add_features(self, row: dict[str, Any], version: int, updated_ms: int) -> None:
         self.features.append(row)
 

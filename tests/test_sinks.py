@@ -120,6 +120,27 @@ def test_raw_events_land_column_for_column(tmp_path: Path, staged: bool) -> None
             assert got == value, (table, name)
 
 
+def test_events_retracted_before_the_write_are_not_written(tmp_path: Path) -> None:
+    """A batch takes back the raw rows of events it left out (their customer's row failed);
+    rows queued before the batch, and the others of its messages, stay."""
+    client = connect(f"chdb://{tmp_path / 'ch'}")
+    migrate(client)
+    sink = ClickHouseSink(client, tmp_path / "staging")
+    events = [parse_event(raw) for raw in EVERY_TYPE]
+    sink.add_events(events[:1])  # before the batch
+    since = sink.queued_events()
+    sink.add_events(events)
+    sink.add_events(events[1:2])
+    sink.retract_events(since, [events[0], events[1]])
+    assert sink.flush() == len(events) - 1
+    counts = {table: client.query(f"SELECT count() FROM {DATABASE}.{table}").result_rows[0][0]
+              for table in {RAW_EVENT_TABLES[type(e)] for e in events}}
+    expected: dict[str, int] = {}
+    for event in [events[0], *events[2:]]:
+        expected[RAW_EVENT_TABLES[type(event)]] = expected.get(RAW_EVENT_TABLES[type(event)], 0) + 1
+    assert counts == {table: expected.get(table, 0) for table in counts}
+
+
 class FailingOnce:
     """A client whose first insert into ``table`` fails (ClickHouse away for a moment)."""
 
