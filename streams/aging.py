@@ -56,32 +56,24 @@ class Walk:
     ) -> None:
         self.table, self.partition = table, partition
         self.cursor: bytes | None = None  # the last key read from the database
-        self.finished = False
-        self.late: set[bytes] = set()
-        self.late_visited: set[bytes] = set()
-        self.keys: list[bytes] = []
-        self.at = 0
+        self.late: set[bytes] = set()  # on disk: customers not in the database yet
+        self.database_done = True
         if isinstance(table, DiskTable):
             database = table.database(partition)
             self.late = {key for key in table.changed() if partition_of(key) == partition and key not in database}
+            self.keys = sorted(self.late)  # read after the database
             self.database_done = False
         else:
             self.keys = [key for key in table if partition_of(key) == partition]
+        self.at = 0
+        self.finished = False
 
     def take(self, limit: int) -> list[tuple[bytes, CustomerState]]:
         """Up to ``limit`` customers (key, state as it is now) after those taken before."""
         table = self.table
         out: list[tuple[bytes, CustomerState]] = []
-        if not isinstance(table, DiskTable):
-            while len(out) < limit and self.at < len(self.keys):
-                key = self.cursor = self.keys[self.at]
-                self.at += 1
-                state = table.get(key)
-                if state is not None:
-                    out.append((key, state))
-            self.finished = self.at == len(self.keys)
-            return out
         if not self.database_done:
+            assert isinstance(table, DiskTable)
             for key, raw in table.database(self.partition).items(from_key=self.cursor):
                 if key == self.cursor or key in RESERVED_KEYS or key in self.late:
                     continue
@@ -91,12 +83,13 @@ class Walk:
                 out.append((key, state if state is not None else CustomerState.from_json(raw)))
                 self.cursor = key
             self.database_done = True
-        for key in sorted(self.late - self.late_visited)[: limit - len(out)]:
-            self.late_visited.add(key)
+        while len(out) < limit and self.at < len(self.keys):
+            key = self.keys[self.at]
+            self.at += 1
             state = table.get(key)
             if state is not None:
                 out.append((key, state))
-        self.finished = self.late_visited == self.late
+        self.finished = self.at == len(self.keys)
         return out
 
 
