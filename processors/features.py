@@ -42,6 +42,7 @@ from bisect import bisect_left
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from functools import cache
+from itertools import chain
 from typing import Any, Literal
 
 import orjson
@@ -57,6 +58,9 @@ from schemas.events import BaseEvent, CustomerProfile, Purchase, SocialInteracti
 WINDOW_DAYS = 90
 #: Columns of a daily bucket.
 B_PURCHASES, B_REVENUE, B_VISITS, B_LIKES, B_COMMENTS, B_SHARES = range(6)
+#: Numbers in one churn snapshot: its event time, its outcome and the model inputs
+#: (``processors.snapshots.INPUTS``).
+SNAPSHOT_WIDTH = 13
 _SOCIAL_BUCKET = {"like": B_LIKES, "comment": B_COMMENTS, "share": B_SHARES}
 PROFILE_FIELDS = ("region", "city", "age_band", "gender", "signup_at", "acquisition_channel")
 
@@ -148,9 +152,10 @@ class CustomerState:
     profile_updated_at: float | None = None
     profile: dict[str, Any] = field(default_factory=dict)
     first_seen_at: float | None = None
-    #: Churn snapshots not yet labelled, oldest first: [at, outcome, *inputs] (see
-    #: ``processors.snapshots``).
-    snapshots: list[list[float]] = field(default_factory=list)
+    #: Churn snapshots not yet labelled, oldest first, as rows of :data:`SNAPSHOT_WIDTH` numbers
+    #: [at, outcome, *inputs] one after the other (see ``processors.snapshots``): a backfill
+    #: leaves dozens per customer, 104 bytes each (as lists of floats they took 470).
+    snapshots: array[float] = field(default_factory=lambda: array("d"))
     #: What the models said last: churn probability, segment, RFM segment; alerting state.
     churn_probability: float | None = None
     segment: int | None = None
@@ -165,6 +170,8 @@ class CustomerState:
         # Machine byte order: little-endian on every platform crm360 runs on.
         data["applied_ids"] = base64.b64encode(self.applied_ids.tobytes()).decode("ascii")
         data["applied_contents"] = base64.b64encode(self.applied_contents.tobytes()).decode("ascii")
+        snapshots = self.snapshots
+        data["snapshots"] = [snapshots[i : i + SNAPSHOT_WIDTH].tolist() for i in range(0, len(snapshots), SNAPSHOT_WIDTH)]
         return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
 
     @classmethod
@@ -173,12 +180,13 @@ class CustomerState:
         contents, were kept.
 
         >>> state = CustomerState("c1", applied_ids=array("Q", [3, 7]), applied_contents=array("I", [5, 9]),
-        ...                       daily={5: [1.0, 2.0, 0, 0, 0, 0]})
+        ...                       daily={5: [1.0, 2.0, 0, 0, 0, 0]}, snapshots=array("d", range(2 * SNAPSHOT_WIDTH)))
         >>> CustomerState.from_json(state.to_json()) == state
         True
         """
         data = orjson.loads(raw)
         data["daily"] = {int(day): bucket for day, bucket in data["daily"].items()}
+        data["snapshots"] = array("d", chain.from_iterable(data["snapshots"]))
         recent = data.pop("recent_events", None)
         if recent is None:
             data["applied_ids"] = array("Q", base64.b64decode(data["applied_ids"]))

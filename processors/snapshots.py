@@ -26,7 +26,7 @@ Examples
 ...     apply(state, event, features)
 ...     record_purchase(state, event.epoch, models)
 >>> buy(1); buy(25)           # snapshots at days 10 and 20 are taken, then both see a purchase
->>> [(s[0] / DAY, s[1]) for s in state.snapshots]
+>>> [(at / DAY, outcome) for at, outcome in zip(state.snapshots[::WIDTH], state.snapshots[1::WIDTH])]
 [(10.0, 0.0), (20.0, 0.0)]
 >>> labels = mature(state, 0.0, 75 * DAY, models, features)   # horizons of days 10 .. 40 passed
 >>> [(label.at / DAY, label.churned) for label in labels]
@@ -41,7 +41,7 @@ from typing import Any
 
 from processors import engagement
 from processors.config import DAY, FeatureConfig, ModelConfig
-from processors.features import B_PURCHASES, B_REVENUE, B_VISITS, CustomerState, window_sums
+from processors.features import B_PURCHASES, B_REVENUE, B_VISITS, SNAPSHOT_WIDTH, CustomerState, window_sums
 
 #: The raw numbers a snapshot keeps; the models transform them (see ``processors.churn``).
 INPUTS = (
@@ -58,6 +58,8 @@ INPUTS = (
     "active_days",
 )
 UNKNOWN, STAYED = -1.0, 0.0
+#: A snapshot's numbers in ``CustomerState.snapshots``: at, outcome, then the inputs.
+WIDTH = SNAPSHOT_WIDTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,23 +143,28 @@ def capture(
     customer's newest event (the state still is as it was then), except those whose label
     was already released, and drop released ones."""
     horizon, every = config.churn_horizon_days * DAY, config.snapshot_every_days * DAY
-    if state.snapshots and state.snapshots[0][0] + horizon <= released_until:  # oldest first
-        state.snapshots = [s for s in state.snapshots if s[0] + horizon > released_until]
+    snapshots = state.snapshots
+    if snapshots and snapshots[0] + horizon <= released_until:  # oldest first: released ones lead
+        kept = next((i for i in range(0, len(snapshots), WIDTH) if snapshots[i] + horizon > released_until),
+                    len(snapshots))
+        del snapshots[:kept]
     newest = state.newest_event_at
     if newest is None or ts <= newest:
         return
     for k in _grid(max(newest, released_until - horizon), ts, every):
         at = k * every
         if at + horizon > released_until and _eligible(state, at, config):
-            state.snapshots.append([at, UNKNOWN, *inputs_at(state, at, features)])
+            snapshots.append(at)
+            snapshots.append(UNKNOWN)
+            snapshots.extend(inputs_at(state, at, features))
 
 
 def record_purchase(state: CustomerState, ts: float, config: ModelConfig) -> None:
     """A purchase at ``ts`` means every earlier snapshot within the horizon stayed."""
-    horizon = config.churn_horizon_days * DAY
-    for snapshot in state.snapshots:
-        if snapshot[0] < ts <= snapshot[0] + horizon:
-            snapshot[1] = STAYED
+    horizon, snapshots = config.churn_horizon_days * DAY, state.snapshots
+    for i in range(0, len(snapshots), WIDTH):
+        if snapshots[i] < ts <= snapshots[i] + horizon:
+            snapshots[i + 1] = STAYED
 
 
 def mature(
@@ -166,10 +173,11 @@ def mature(
     """Labels whose horizon ends in ``(released_until, watermark]``: captured snapshots, and
     snapshots of grid points since the customer's newest event (no purchase since: churned)."""
     horizon, every = config.churn_horizon_days * DAY, config.snapshot_every_days * DAY
+    snapshots = state.snapshots
     labels = [
-        LabelledSnapshot(state.customer_id, s[0], s[1] != STAYED, s[2:])
-        for s in state.snapshots
-        if released_until < s[0] + horizon <= watermark
+        LabelledSnapshot(state.customer_id, snapshots[i], snapshots[i + 1] != STAYED, snapshots[i + 2 : i + WIDTH].tolist())
+        for i in range(0, len(snapshots), WIDTH)
+        if released_until < snapshots[i] + horizon <= watermark
     ]
     newest = state.newest_event_at
     if newest is None:

@@ -16,7 +16,7 @@ from processors.features import CustomerState, apply, profile
 from processors.models import Models, Trainer
 from processors.quality import roc_auc
 from processors.segments import Segmenter
-from processors.snapshots import INPUTS, LabelledSnapshot, inputs_at, profile_inputs
+from processors.snapshots import INPUTS, STAYED, WIDTH, LabelledSnapshot, inputs_at, profile_inputs
 from schemas.envelope import pack
 from schemas.events import parse_event
 from streams.evaluate import CALIBRATION_END
@@ -83,6 +83,18 @@ def test_labels_come_only_after_the_horizon_and_snapshots_see_only_the_past() ->
     # A second aging pass at the same watermark releases nothing twice.
     pipeline.age({0})
     assert pipeline.take_training().labels == []
+
+
+def test_a_snapshot_is_kept_as_its_time_its_outcome_and_every_input() -> None:
+    config = ModelConfig(churn_horizon_days=30, snapshot_every_days=14)
+    pipeline, _, table = new_pipeline(config)
+    feed(pipeline, [purchase("a", 1, 0.0), purchase("a", 2, 30.0)])  # grid points 0 and 14 (28: after a purchase)
+    before = CustomerState("a")
+    apply(before, purchase("a", 1, 0.0), FEATURES)
+    rows = table[b"a"].snapshots
+    expected = [[T0 + day * DAY, STAYED, *inputs_at(before, T0 + day * DAY, FEATURES)] for day in (0, 14, 28)]
+    assert WIDTH == 2 + len(INPUTS) and [rows[i : i + WIDTH].tolist() for i in range(0, len(rows), WIDTH)] == expected
+    assert CustomerState.from_json(table[b"a"].to_json()) == table[b"a"]
 
 
 def test_a_late_purchase_labels_what_is_still_unreleased_and_leaves_released_labels_alone() -> None:
