@@ -20,7 +20,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,8 @@ from sinks.query import ReadOnlyPool, reader_statements
 from streams.changelog import BufferedTable, Record
 from streams.modelhub import ModelHub
 from streams.processes import Helpers, RemoteRows
-from streams.pipeline import CustomerPipeline, DeadLetterRecord, Message, rare_garbage_collection
+from streams.memory import rare_garbage_collection, release_freed_memory
+from streams.pipeline import CustomerPipeline, DeadLetterRecord, Message
 from streams.settings import Settings
 from streams.statestore import COUNT_KEY, NEWEST_KEY, DiskTable, counted, with_newest
 from streams.web import MAX_BODY_BYTES
@@ -53,6 +54,29 @@ log = logging.getLogger("crm360")
 #: How often the worker asks the broker whether it answers, and how long it waits for it.
 BROKER_PROBE_INTERVAL_S = 1.0
 BROKER_PROBE_TIMEOUT_S = 3.0
+#: Input a batch applies at a time (its messages' bytes, about 5,000 events): a batch of
+#: envelopes of 1,000 events each can hold a million events, which would keep the event loop
+#: (heartbeats, HTTP) waiting for minutes and every customer they touch in memory.
+SLICE_BYTES = 1 << 20
+
+
+def slices(messages: list[Message], limit: int) -> Iterator[list[Message]]:
+    """``messages`` in order, in runs of at most ``limit`` bytes (a longer message alone).
+
+    >>> [len(run) for run in slices([Message("t", 0, i, bytes(400)) for i in range(5)], 1000)]
+    [2, 2, 1]
+    """
+    run: list[Message] = []
+    size = 0
+    for message in messages:
+        length = len(message.value or b"")
+        if run and size + length > limit:
+            yield run
+            run, size = [], 0
+        run.append(message)
+        size += length
+    if run:
+        yield run
 
 
 class WriteAbandoned(RuntimeError):
@@ -308,7 +332,8 @@ class Worker:
             settings.state_cache_customers,
         )
         self.source = self.app.topic(
-            *INPUT_TOPICS, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+            *INPUT_TOPICS, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+            maxsize=2 * settings.batch_max_messages,  # read ahead: the next batch, not a backlog's worth
         )
         self.dead_letter_topic = self.app.topic(DEAD_LETTERS, key_type=bytes, value_type=bytes,
                                                 key_serializer="raw", value_serializer="raw")
@@ -378,10 +403,13 @@ class Worker:
                             for e in events]
                 await self.models.caught_up.wait()  # never score with less than the newest model
                 async with self.lock:
-                    dead = self.pipeline.ingest(messages)
-                    await self.publish_dead_letters(dead)
-                    await self.publish_model_output()
-                    await self.flush_when_due()
+                    for run in slices(messages, SLICE_BYTES):
+                        dead = self.pipeline.ingest(run)
+                        await self.publish_dead_letters(dead)
+                        await self.publish_model_output()
+                        await self.flush_when_due()
+                        await self.write_state_when_large()
+                        await asyncio.sleep(0)  # the event loop's other work: heartbeats, HTTP
                 self.last_batch_at = time.time()
                 self.agent_error = None  # faust restarts a failed agent: healthy again once a batch went through
         except Exception as error:
@@ -465,7 +493,17 @@ class Worker:
         if self.rows_abandoned:
             return False
         await self.publish_state()
+        # What the interval freed (decoded states, their JSON, messages) back to the system.
+        await asyncio.to_thread(release_freed_memory)
         return True
+
+    async def write_state_when_large(self) -> None:
+        """Write the pending rows and the changed states (a checkpoint without its offset commit:
+        the messages are read again after a crash, as duplicates) once more customers changed
+        than the state cache holds: on disk, changed states stay in memory until written."""
+        customers = self.customers
+        if isinstance(customers, DiskTable) and customers.changes() > customers.cache_size:
+            await self.write_then_send_state()
 
     async def _flush_when_due(self) -> None:
         async with self.lock:

@@ -77,6 +77,10 @@ class BufferedTable(MutableMapping[bytes, CustomerState]):
         """The keys written since the last :meth:`take_changes`."""
         return iter(self._changed)
 
+    def changes(self) -> int:
+        """How many keys were written since the last :meth:`take_changes`."""
+        return len(self._changed)
+
     def take_changes(self, partition_of: Callable[[bytes], int]) -> dict[int, list[Record]]:
         """The changelog records of every key written since the last call, by partition: the
         state as it is now, serialized once however often it was written."""

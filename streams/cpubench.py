@@ -31,7 +31,8 @@ from schemas.envelope import pack
 from schemas.topics import partition_for
 from sinks.clickhouse import ClickHouseSink, connect, encode, migrate
 from streams.bench import plain_update, simulated_events
-from streams.pipeline import CustomerPipeline, Message, rare_garbage_collection
+from streams.memory import rare_garbage_collection
+from streams.pipeline import CustomerPipeline, Message
 from streams.settings import Settings
 from streams.statestore import DiskTable
 

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("crm360")
 #: Records per training message (keeps messages well under Kafka's 1 MB default).
 RECORDS_PER_MESSAGE = 2_000
+#: Training messages the trainer learns at a time, and holds read ahead: a backfill releases
+#: tens of labels per customer faster than one trainer learns them; the backlog waits in Kafka.
+MESSAGES_AT_ONCE = 25
 #: How often the trainer's model quality is recorded in ``model_metrics`` (when it learned).
 METRICS_INTERVAL_S = 5.0
 
@@ -65,7 +68,7 @@ class ModelHub:
         settings = worker.settings
         self.config = settings.learning_config()
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-        self.training_topic = worker.app.topic(MODEL_TRAINING, partitions=1, **raw)
+        self.training_topic = worker.app.topic(MODEL_TRAINING, partitions=1, maxsize=2 * MESSAGES_AT_ONCE, **raw)
         self.models_topic = worker.app.topic(CHURN_MODELS, partitions=1, **raw)
         self.latest: bytes | None = None
         self.latest_version = 0
@@ -115,7 +118,7 @@ class ModelHub:
             self.worker.pipeline.use_models(models)
 
     async def _train(self, stream: faust.StreamT) -> None:
-        async for events in stream.take_events(10_000, within=self.worker.settings.trainer_publish_interval_s):
+        async for events in stream.take_events(MESSAGES_AT_ONCE, within=self.worker.settings.trainer_publish_interval_s):
             await self.caught_up.wait()
             trainer = self.trainer
             if trainer is None or (self.latest_version > trainer.models.version):

@@ -10,14 +10,12 @@ Faust Table in the worker): each touched customer is written back once per batch
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 import operator
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -121,24 +119,6 @@ def processing_failed(error: Exception, index: int) -> str:
     """
     return (f"processing failed on valid event {index + 1} of the message: {type(error).__name__}: "
             f"{str(error)[:300]} (a bug: please report it)")
-
-
-@contextmanager
-def rare_garbage_collection() -> Iterator[None]:
-    """Collect young garbage less often while the pipeline runs.
-
-    The pipeline keeps many long-lived objects (customer states, pending rows) and makes
-    many short-lived ones (events): with the default thresholds, full collections walking
-    the long-lived ones took about 40% of processing time.
-    """
-    thresholds = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 1_000)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
 
 
 def conflict(event: BaseEvent) -> str:

@@ -5,7 +5,7 @@ stack (broker, storage, worker with the shell's ``CRM360_STATE_STORE`` and cache
 purchases for that many customers (a few each, over two years that end before today), waits
 until the worker applied them all and committed, then stops and restarts it and prints one JSON
 line: events per second while filling, the worker's resident memory (its processes together)
-and its growth over the idle worker per customer, the stop time, the time until a restarted worker is healthy, and until it has
+at the end and at its peak while filling, and its growth over the idle worker per customer, the stop time, the time until a restarted worker is healthy, and until it has
 applied one more purchase (the first batch of each partition also reads what it needs of the
 restored state).
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 from schemas.envelope import pack
 from schemas.events import parse_event
 from streams.bench import _produce
+from streams.memory import resident_bytes
 from streams.settings import Settings
 from streams.stack import WorkerProcess, private_stack
 
@@ -38,14 +40,36 @@ def purchases(customers: int, each: int) -> list[Any]:
                          "amount": float(i % 97) + 0.5, "currency": "EUR"}) for i in range(n)]
 
 
-def resident_bytes(pid: int) -> int:
+def worker_resident_bytes(pid: int) -> int:
     """Resident memory of a process and its children (a worker's helpers)."""
-    total = 0
+    total = resident_bytes(pid)
     for task in Path(f"/proc/{pid}/task").iterdir():
         for child in (task / "children").read_text().split():
-            total += resident_bytes(int(child))
-    pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
-    return total + pages * 4096
+            total += worker_resident_bytes(int(child))
+    return total
+
+
+class PeakResident:
+    """The largest :func:`worker_resident_bytes` of ``pid``, sampled every second while in use."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.bytes = pid, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PeakResident:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while True:
+            self.bytes = max(self.bytes, worker_resident_bytes(self.pid))
+            if self._stop.wait(1.0):
+                return
 
 
 def wait_for(worker: WorkerProcess, name: str, at_least: float, timeout: float = 3_600.0) -> float:
@@ -72,13 +96,14 @@ def run(customers: int, each: int) -> dict[str, Any]:
         del events
         worker.start()
         assert worker.process is not None
-        idle = resident_bytes(worker.process.pid)
+        idle = worker_resident_bytes(worker.process.pid)
         began = time.monotonic()
-        _produce(address, messages)
-        wait_for(worker, "crm360_events_in_total", customers * each)
-        fill_s = time.monotonic() - began  # producing included: the worker reads as they come
-        time.sleep(settings.commit_interval_s + 2)  # a commit: the restart reads nothing before it
-        resident = resident_bytes(worker.process.pid)
+        with PeakResident(worker.process.pid) as peak:
+            _produce(address, messages)
+            wait_for(worker, "crm360_events_in_total", customers * each)
+            fill_s = time.monotonic() - began  # producing included: the worker reads as they come
+            time.sleep(settings.commit_interval_s + 2)  # a commit: the restart reads nothing before it
+        resident = worker_resident_bytes(worker.process.pid)
         stopped = time.monotonic()
         worker.stop(signal.SIGTERM, grace_s=120)
         stop_s = time.monotonic() - stopped
@@ -96,6 +121,7 @@ def run(customers: int, each: int) -> dict[str, Any]:
             "state_store": own.state_store,
             "fill_events_per_s": round(customers * each / fill_s, 1),
             "resident_mib": round(resident / 2**20, 1),
+            "peak_resident_mib": round(peak.bytes / 2**20, 1),
             "resident_bytes_per_customer": round((resident - idle) / customers, 1),  # over the idle worker
             "stop_s": round(stop_s, 1),
             "restart_healthy_s": round(healthy_s, 1),

@@ -25,12 +25,8 @@ from typing import Any
 from processors.features import CustomerState, apply
 from schemas.topics import partition_for
 from streams.bench import simulated_events
+from streams.memory import resident_bytes
 from streams.settings import Settings
-
-
-def resident_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def template_states(events: int = 300_000) -> list[bytes]:
@@ -47,7 +43,7 @@ def run(store: str, customers: int, cache: int, operations: int = 100_000, parti
     keys = [f"customer-{i:08d}".encode() for i in range(customers)]
     partition_of = dict(zip(keys, (partition_for(key, partitions) for key in keys))).__getitem__
     gc.collect()
-    before = resident_bytes()
+    before = resident_bytes(os.getpid())
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="crm360-statebench-") as folder:
         if store == "memory":
@@ -72,7 +68,7 @@ def run(store: str, customers: int, cache: int, operations: int = 100_000, parti
                 table.persist(table.take_changes(partition_of), dict.fromkeys(range(partitions), start))
         filled = time.perf_counter() - started
         gc.collect()
-        resident = resident_bytes() - before
+        resident = resident_bytes(os.getpid()) - before
         rng = random.Random(1)
         picks = [keys[rng.randrange(customers)] for _ in range(operations)]
         read_s = write_s = 0.0
@@ -91,7 +87,7 @@ def run(store: str, customers: int, cache: int, operations: int = 100_000, parti
             "store": store, "customers": customers, "cache": cache if store != "memory" else None,
             "fill_s": round(filled, 1), "resident_mb": round(resident / 2**20, 1),
             "resident_bytes_per_customer": round(resident / customers),
-            "resident_after_reads_per_customer": round((resident_bytes() - before) / customers),
+            "resident_after_reads_per_customer": round((resident_bytes(os.getpid()) - before) / customers),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "read_us": round(read_s / operations * 1e6, 2), "write_us": round(write_s / operations * 1e6, 2),
         }
