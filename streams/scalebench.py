@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -31,13 +32,30 @@ DAY = 86_400.0
 START = time.time() - 800 * DAY
 
 
-def purchases(customers: int, each: int) -> list[Any]:
-    """``each`` purchases per customer, spread over two years, in time order."""
+#: Events generated and sent at a time (10 million at once would take the bench 10 GB).
+EVENTS_AT_ONCE = 200_000
+
+
+def purchases(customers: int, each: int, begin: int = 0, end: int | None = None) -> list[Any]:
+    """Events ``begin`` to ``end`` of ``each`` purchases per customer, spread over two years,
+    in time order.
+
+    >>> [(event.event_id, event.customer_id) for event in purchases(2, 2, begin=1, end=3)]
+    [('s1', 'c1'), ('s2', 'c0')]
+    """
     span = 730 * DAY
     n = customers * each
     return [parse_event({"type": "purchase", "event_id": f"s{i}", "customer_id": f"c{i % customers}",
                          "ts": START + span * i / n, "channel": "web", "order_id": f"o{i}",
-                         "amount": float(i % 97) + 0.5, "currency": "EUR"}) for i in range(n)]
+                         "amount": float(i % 97) + 0.5, "currency": "EUR"}) for i in range(begin, min(end or n, n))]
+
+
+def publish(address: str, partitions: int, customers: int, each: int) -> None:
+    """Send the purchases a slice at a time, printing progress on stderr."""
+    n = customers * each
+    for begin in range(0, n, EVENTS_AT_ONCE):
+        _produce(address, pack(purchases(customers, each, begin, begin + EVENTS_AT_ONCE), partitions, 1000))
+        print(f"sent {min(begin + EVENTS_AT_ONCE, n):,} of {n:,} events", file=sys.stderr, flush=True)
 
 
 def worker_resident_bytes(pid: int) -> int:
@@ -91,15 +109,12 @@ def run(customers: int, each: int) -> dict[str, Any]:
     with private_stack("scalebench", 4, state_store=own.state_store,
                        state_cache_customers=str(own.state_cache_customers)) as (settings, worker):
         address = settings.kafka_bootstrap
-        events = purchases(customers, each)
-        messages = pack(events, settings.partitions, 1000)
-        del events
         worker.start()
         assert worker.process is not None
         idle = worker_resident_bytes(worker.process.pid)
         began = time.monotonic()
         with PeakResident(worker.process.pid) as peak:
-            _produce(address, messages)
+            publish(address, settings.partitions, customers, each)
             wait_for(worker, "crm360_events_in_total", customers * each)
             fill_s = time.monotonic() - began  # producing included: the worker reads as they come
             time.sleep(settings.commit_interval_s + 2)  # a commit: the restart reads nothing before it
