@@ -120,3 +120,25 @@ def test_each_database_keeps_its_newest_event_time_whether_written_or_recovered(
     shutil.rmtree(data_dir / "faust")  # rebuilt from the changelog at the next start
     start_worker(CRM360_WORKER_PROCESSES="1", **DISK).stop(signal.SIGTERM)
     assert {p: float(v) for p, v in persisted(data_dir, NEWEST_KEY).items()} == newest
+
+
+def test_a_backlog_of_large_envelopes_is_applied_in_slices_with_the_worker_answering(
+    start_worker: Any, broker: str
+) -> None:
+    """200,000 purchases of 100,000 customers waiting in envelopes of 1,000 when the worker starts:
+    its batches hold up to a million events. Applied at once, such a batch kept the event loop
+    (HTTP, the consumer's keepalive) waiting for all of it and every customer it touched decoded
+    in memory; 1 million customers took the worker past 22 GB and out of its consumer group."""
+    events, expected = purchases(200_000, 100_000)
+    with EventPublisher(broker, partitions=4, envelope_size=1_000) as publisher:
+        for event in events:
+            publisher.publish(event)
+    worker = start_worker(CRM360_WORKER_PROCESSES="1", **DISK)
+    slowest, deadline = 0.0, time.monotonic() + 600
+    while worker.metric("crm360_events_in_total") < len(events) and time.monotonic() < deadline:
+        asked = time.monotonic()
+        worker.health(timeout=30.0)
+        slowest = max(slowest, time.monotonic() - asked)
+        time.sleep(0.2)
+    assert slowest < 3.0, f"/health took {slowest:.1f} s to answer while the backlog was applied"
+    assert_exact_purchases(worker, expected, timeout=300)
