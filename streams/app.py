@@ -448,6 +448,7 @@ class Worker:
                 took += time.monotonic() - started
                 await self.publish_model_output()
                 await self.flush_when_due()
+                await self.write_state_when_large()
         self.next_aging_at = time.monotonic() + took * (1 / self.settings.aging_max_share - 1)
 
     async def _probe_broker(self) -> None:

@@ -81,6 +81,10 @@ class BufferedTable(MutableMapping[bytes, CustomerState]):
         """How many keys were written since the last :meth:`take_changes`."""
         return len(self._changed)
 
+    def in_memory(self) -> int:
+        """How many states are decoded in memory (all of them here; on disk, the cache)."""
+        return len(self.store)
+
     def take_changes(self, partition_of: Callable[[bytes], int]) -> dict[int, list[Record]]:
         """The changelog records of every key written since the last call, by partition: the
         state as it is now, serialized once however often it was written."""

@@ -281,6 +281,7 @@ def process_figures(worker: Worker) -> dict[str, float]:
         "crm360_flush_seconds_total": round(worker.flush_seconds_total, 6),
         "crm360_flush_seconds_last": round(worker.sink.last_flush_seconds, 6),
         "crm360_customers": len(worker.customers),
+        "crm360_customers_in_memory": worker.customers.in_memory(),
         "crm360_state_bytes_avg": round(c.state_bytes_avg, 1),
         "crm360_labels_released_total": c.labels_released,
         "crm360_churn_alerts_total": c.alerts,
@@ -303,7 +304,8 @@ def process_figures(worker: Worker) -> dict[str, float]:
 
 
 def combine(parts: list[dict[str, float]]) -> dict[str, float]:
-    """The worker's figures from those of its processes: counters and customers add up, the
+    """The worker's figures from those of its processes: counters and customers (all, and those
+    decoded in memory) add up, the
     state size is the customers' average, up is the lowest, the rest the highest (per-partition
     series come from the one process that owns the partition).
 
@@ -316,7 +318,7 @@ def combine(parts: list[dict[str, float]]) -> dict[str, float]:
         for name, value in part.items():
             if name not in out:
                 out[name] = value
-            elif name.endswith("_total") or name == "crm360_customers":
+            elif name.endswith("_total") or name in ("crm360_customers", "crm360_customers_in_memory"):
                 out[name] += value
             elif name == "crm360_up":
                 out[name] = min(out[name], value)
