@@ -26,7 +26,7 @@ Examples
 ...     apply(state, event, features)
 ...     record_purchase(state, event.epoch, models)
 >>> buy(1); buy(25)           # snapshots at days 10 and 20 are taken, then both see a purchase
->>> [(at / DAY, outcome) for at, outcome in zip(state.snapshots[::WIDTH], state.snapshots[1::WIDTH])]
+>>> [(at / DAY, outcome) for at, outcome in zip(state.snapshots[::SNAPSHOT_WIDTH], state.snapshots[1::SNAPSHOT_WIDTH])]
 [(10.0, 0.0), (20.0, 0.0)]
 >>> labels = mature(state, 0.0, 75 * DAY, models, features)   # horizons of days 10 .. 40 passed
 >>> [(label.at / DAY, label.churned) for label in labels]
@@ -58,8 +58,6 @@ INPUTS = (
     "active_days",
 )
 UNKNOWN, STAYED = -1.0, 0.0
-#: A snapshot's numbers in ``CustomerState.snapshots``: at, outcome, then the inputs.
-WIDTH = SNAPSHOT_WIDTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +143,7 @@ def capture(
     horizon, every = config.churn_horizon_days * DAY, config.snapshot_every_days * DAY
     snapshots = state.snapshots
     if snapshots and snapshots[0] + horizon <= released_until:  # oldest first: released ones lead
-        kept = next((i for i in range(0, len(snapshots), WIDTH) if snapshots[i] + horizon > released_until),
+        kept = next((i for i in range(0, len(snapshots), SNAPSHOT_WIDTH) if snapshots[i] + horizon > released_until),
                     len(snapshots))
         del snapshots[:kept]
     newest = state.newest_event_at
@@ -162,7 +160,7 @@ def capture(
 def record_purchase(state: CustomerState, ts: float, config: ModelConfig) -> None:
     """A purchase at ``ts`` means every earlier snapshot within the horizon stayed."""
     horizon, snapshots = config.churn_horizon_days * DAY, state.snapshots
-    for i in range(0, len(snapshots), WIDTH):
+    for i in range(0, len(snapshots), SNAPSHOT_WIDTH):
         if snapshots[i] < ts <= snapshots[i] + horizon:
             snapshots[i + 1] = STAYED
 
@@ -175,8 +173,8 @@ def mature(
     horizon, every = config.churn_horizon_days * DAY, config.snapshot_every_days * DAY
     snapshots = state.snapshots
     labels = [
-        LabelledSnapshot(state.customer_id, snapshots[i], snapshots[i + 1] != STAYED, snapshots[i + 2 : i + WIDTH].tolist())
-        for i in range(0, len(snapshots), WIDTH)
+        LabelledSnapshot(state.customer_id, snapshots[i], snapshots[i + 1] != STAYED, snapshots[i + 2 : i + SNAPSHOT_WIDTH].tolist())
+        for i in range(0, len(snapshots), SNAPSHOT_WIDTH)
         if released_until < snapshots[i] + horizon <= watermark
     ]
     newest = state.newest_event_at

@@ -12,11 +12,11 @@ from rocksdict import Options, Rdict
 from processors.alerts import should_alert
 from processors.config import DAY, FeatureConfig, ModelConfig
 from processors.churn import ChurnModel, churn_features
-from processors.features import CustomerState, apply, profile
+from processors.features import SNAPSHOT_WIDTH, CustomerState, apply, profile
 from processors.models import Models, Trainer
 from processors.quality import roc_auc
 from processors.segments import Segmenter
-from processors.snapshots import INPUTS, STAYED, WIDTH, LabelledSnapshot, inputs_at, profile_inputs
+from processors.snapshots import INPUTS, STAYED, LabelledSnapshot, inputs_at, profile_inputs
 from schemas.envelope import pack
 from schemas.events import parse_event
 from streams.evaluate import CALIBRATION_END
@@ -93,7 +93,7 @@ def test_a_snapshot_is_kept_as_its_time_its_outcome_and_every_input() -> None:
     apply(before, purchase("a", 1, 0.0), FEATURES)
     rows = table[b"a"].snapshots
     expected = [[T0 + day * DAY, STAYED, *inputs_at(before, T0 + day * DAY, FEATURES)] for day in (0, 14, 28)]
-    assert WIDTH == 2 + len(INPUTS) and [rows[i : i + WIDTH].tolist() for i in range(0, len(rows), WIDTH)] == expected
+    assert SNAPSHOT_WIDTH == 2 + len(INPUTS) and [rows[i : i + SNAPSHOT_WIDTH].tolist() for i in range(0, len(rows), SNAPSHOT_WIDTH)] == expected
     assert CustomerState.from_json(table[b"a"].to_json()) == table[b"a"]
 
 
