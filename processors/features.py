@@ -537,7 +537,7 @@ def profile(
         "rfm_segment": scorer.segment(r, f, m) if scorer and r is not None and f is not None and m is not None else None,
         "value_tier": value_tier(m) if count else "none",
         "lifecycle_stage": lifecycle_stage(first, last, state.reactivated_at, now, config),
-        # Filled by the models (streams.pipeline) when they score the row.
+        # Filled by the models (streams.worker.pipeline) when they score the row.
         "segment": None,
         "churn_probability": None,
         "clv_estimate": None,

@@ -246,7 +246,7 @@ def stage(insert: Insert, directory: Path) -> StagedInsert:
 @runtime_checkable
 class Forwarder(Protocol):
     """Where a process that does not own the ClickHouse connection sends its inserts, all of
-    one write in one call (a worker's helper process, see ``streams.processes``)."""
+    one write in one call (a worker's helper process, see ``streams.worker.processes``)."""
 
     def forward(self, inserts: list[Insert]) -> None: ...
 

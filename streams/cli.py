@@ -38,9 +38,9 @@ def main() -> None:
 def start_local_kafka(settings: Settings) -> Any:
     """The local broker and its storage under the data dir, unless a broker answers already
     (then None)."""
-    from streams.broker import BrokerError, LocalKafka
-    from streams.ports import answers
-    from streams.storage import StorageError
+    from streams.local.broker import BrokerError, LocalKafka
+    from streams.worker.ports import answers
+    from streams.local.storage import StorageError
 
     if answers(settings.kafka_bootstrap):
         return None
@@ -55,8 +55,8 @@ def start_local_kafka(settings: Settings) -> Any:
 
 def prepare_topics(settings: Settings) -> None:
     """Create the topics, and check an existing installation has the configured partitions."""
-    from streams.ports import answers
-    from streams.topics import ensure_topics, topic_specs
+    from streams.worker.ports import answers
+    from streams.worker.topic_admin import ensure_topics, topic_specs
 
     if not answers(settings.kafka_bootstrap):
         fail(f"no Kafka broker answers at {settings.kafka_bootstrap}: start the stack (crm360 up) "
@@ -69,7 +69,7 @@ def prepare_topics(settings: Settings) -> None:
 
 
 def run_worker(settings: Settings) -> None:
-    from streams.app import Worker
+    from streams.worker.app import Worker
 
     try:
         worker = Worker(settings)
@@ -82,7 +82,7 @@ def run_worker(settings: Settings) -> None:
 @data_dir_option
 def up(data_dir: Path | None) -> None:
     """Run the whole local stack in the foreground: broker (with its storage), worker, embedded ClickHouse."""
-    from streams.supervisor import Supervisor
+    from streams.local.supervisor import Supervisor
 
     settings = load_settings(data_dir=data_dir)
     kafka = start_local_kafka(settings)
@@ -157,7 +157,7 @@ def format_result(result: Any, fmt: str) -> str:
 
 
 def run_query(settings: Settings, sql: str) -> Any:
-    from streams.client import QueryClient, QueryError
+    from streams.sdk.client import QueryClient, QueryError
 
     try:
         return QueryClient(settings).query(sql)
@@ -181,8 +181,8 @@ def sql(query: str, fmt: str, data_dir: Path | None) -> None:
 @data_dir_option
 def report(out: Path, since: datetime | None, data_dir: Path | None) -> None:
     """Write the CRM analysis report: one self-contained HTML file (charts embedded, opens offline)."""
-    from streams.client import QueryClient, QueryError
-    from streams.report import build_report
+    from streams.sdk.client import QueryClient, QueryError
+    from streams.analytics.report import build_report
 
     client = QueryClient(load_settings(data_dir=data_dir))
     try:
@@ -236,8 +236,8 @@ def alerts(follow: bool, from_beginning: bool, webhook: str | None, group_id: st
            limit: int, data_dir: Path | None) -> None:
     """Churn alerts: the most recent ones, or live from the churn-alerts topic (--follow)."""
     from schemas.alerts import ChurnAlert
-    from streams.alerts import AlertSubscriber, WebhookError, alert_line, alerts_json, forward_to_webhook
-    from streams.ports import answers
+    from streams.sdk.subscriber import AlertSubscriber, WebhookError, alert_line, alerts_json, forward_to_webhook
+    from streams.worker.ports import answers
 
     settings = load_settings(data_dir=data_dir)
     show = alerts_json if as_json else alert_line
@@ -286,8 +286,8 @@ def schema_export(directory: Path) -> None:
 @click.option("--timeout", type=float, default=600.0, show_default=True, help="Seconds --wait waits.")
 def replay(path: Path, fmt: str, until: Any, wait: bool, timeout: float) -> None:
     """Publish a historical file as events with their original event times."""
-    from streams.client import QueryError
-    from streams.replay import ReplayError, replay_file
+    from streams.sdk.client import QueryError
+    from streams.local.replay import ReplayError, replay_file
 
     settings = load_settings()
     prepare_topics(settings)
@@ -305,7 +305,7 @@ def replay(path: Path, fmt: str, until: Any, wait: bool, timeout: float) -> None
 @data_dir_option
 def demo(seconds: float | None, customers: int, rate: float, seed: int, data_dir: Path | None) -> None:
     """Local stack + simulated customers + a live line of figures (Ctrl-C ends it)."""
-    from streams.demo import run_demo
+    from streams.local.demo import run_demo
 
     settings = load_settings(data_dir=data_dir)
     kafka = start_local_kafka(settings)
@@ -330,7 +330,7 @@ def simulate(customers: int, days: int, seed: int, truth_path: Path, out: Path |
     """Generate a realistic synthetic stream (seeded) and publish it, or write it as JSONL."""
     import json
 
-    from streams.simulate import Simulation
+    from streams.local.simulate import Simulation
 
     simulation = Simulation(customers=customers, days=days, seed=seed)
     simulation.save_ground_truth(truth_path)
@@ -341,7 +341,7 @@ def simulate(customers: int, days: int, seed: int, truth_path: Path, out: Path |
                 handle.write(json.dumps(event) + "\n")
                 count += 1
     else:
-        from streams.publisher import EventPublisher
+        from streams.sdk.publisher import EventPublisher
 
         settings = load_settings()
         prepare_topics(settings)
@@ -362,7 +362,7 @@ def evaluate(path: Path | None, until: datetime, min_auc: float) -> None:
     """Churn quality on real purchases (CDNOW file PATH): ROC AUC of churn_probability vs recency."""
     import json
 
-    from streams.evaluate import DEFAULT_DATA, run_evaluation
+    from streams.measure.evaluate import DEFAULT_DATA, run_evaluation
 
     path = path or DEFAULT_DATA
     if not path.is_file():
@@ -387,10 +387,10 @@ def bench(events: int, cpu: bool) -> None:
     """Measure throughput (against a plain consumer) and freshness on a private local stack."""
     import json
 
-    from streams.bench import print_report, run_bench
+    from streams.measure.bench import print_report, run_bench
 
     if cpu:
-        from streams.cpubench import run_cpu_bench
+        from streams.measure.cpubench import run_cpu_bench
 
         click.echo(f"processing {events} simulated events in one process ...", err=True)
         figures = run_cpu_bench(events)

@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     # replay of history moves event time fast) passes are spaced so they take at most this
     # share of the worker's time.
     aging_max_share: float = Field(default=0.1, gt=0, le=1)
-    # Customers visited per slice of an aging pass (streams/aging.py: each is visited twice, to
+    # Customers visited per slice of an aging pass (streams/worker/aging.py: each is visited twice, to
     # release labels and to be re-emitted; a slice takes up to ~0.1-0.2 s); batches are processed
     # between slices.
     aging_slice: int = Field(default=2_000, ge=1)

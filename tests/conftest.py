@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from streams import stack
-from streams.broker import LocalKafka
-from streams.ports import free_port
-from streams.publisher import EventPublisher
-from streams.storage import LocalStorage
+from streams.local import stack
+from streams.local.broker import LocalKafka
+from streams.worker.ports import free_port
+from streams.sdk.publisher import EventPublisher
+from streams.local.storage import LocalStorage
 
 ROOT = Path(__file__).resolve().parents[1]
 CDNOW = ROOT.parent / "shared" / "data" / "cdnow_dev.txt"

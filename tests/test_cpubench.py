@@ -3,7 +3,7 @@ changed nothing."""
 
 from __future__ import annotations
 
-from streams.cpubench import run_cpu_bench
+from streams.measure.cpubench import run_cpu_bench
 
 
 def test_cpu_bench_outputs_are_reproducible_and_the_digest_sees_them() -> None:

@@ -18,9 +18,9 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-from streams.dashboard import DASHBOARD_PANELS
-from streams.panels import PANELS, SECTIONS
-from streams.simulate import Simulation
+from streams.analytics.dashboard import DASHBOARD_PANELS
+from streams.analytics.panels import PANELS, SECTIONS
+from streams.local.simulate import Simulation
 from tests.conftest import MODEL_ENV, ROOT, publish, settle
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from streams.ports import free_port
-from streams.publisher import EventPublisher
+from streams.worker.ports import free_port
+from streams.sdk.publisher import EventPublisher
 from tests.conftest import MODEL_ENV, ROOT, WorkerProcess, assert_exact_purchases, publish, purchases, settle
 
 
@@ -184,7 +184,7 @@ def test_a_restarted_stack_ends_exact_after_any_stop(up: Any, whole_group: bool)
 
 
 def test_the_model_and_its_labels_continue_across_a_restart(up: Any) -> None:
-    from streams.simulate import Simulation
+    from streams.local.simulate import Simulation
 
     events = list(Simulation(customers=200, days=240, seed=5).events())
     cut = events[0]["ts"] + 160 * 86_400
@@ -278,7 +278,7 @@ def test_a_paused_broker_is_reported_and_events_get_503_until_it_is_back(up: Any
 
 def test_a_data_dir_in_use_is_refused_in_one_line(tmp_path: Path) -> None:
     """Two storages on one directory would corrupt it: the second stack says who holds it."""
-    from streams.broker import LocalKafka
+    from streams.local.broker import LocalKafka
 
     first = LocalKafka(f"127.0.0.1:{free_port()}", tmp_path / "data")
     first.start()

@@ -14,8 +14,8 @@ import pytest
 from kafka import KafkaProducer
 
 from schemas.topics import PURCHASES, VISITS, partition_for
-from streams.publisher import EventPublisher
-from streams.web import MAX_BODY_BYTES
+from streams.sdk.publisher import EventPublisher
+from streams.worker.web import MAX_BODY_BYTES
 
 DAY = 86_400.0
 START = datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp()

@@ -26,9 +26,9 @@ from schemas.envelope import MAX_PAYLOAD_CHARS, MAX_REASON_CHARS, Rejected, deco
 from schemas.topics import TOPIC_FOR_TYPE, partition_for
 from sinks.clickhouse import ClickHouseSink, connect, migrate
 from sinks.tables import RAW_EVENT_TABLES
-from streams.pipeline import CustomerPipeline, Message
+from streams.worker.pipeline import CustomerPipeline, Message
 from streams.settings import Settings
-from streams.web import BadRequest, parse_body
+from streams.worker.web import BadRequest, parse_body
 
 PARTITIONS = 4
 NOW = time.time()

@@ -16,14 +16,14 @@ from clickhouse_connect.driver.client import Client
 from schemas.alerts import ChurnAlert
 from sinks.clickhouse import ClickHouseSink
 from sinks.query import run_readonly
-from streams import grafana
-from streams.panels import HEADLINES, PANELS
+from streams.analytics import grafana
+from streams.analytics.panels import HEADLINES, PANELS
 from tests.test_deployment import compose
 from tests.test_views import reader, writer  # noqa: F401 - the chDB fixtures with the hand-built dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "grafana" / "dashboards" / "crm360.json"
-REGENERATE = "python -m streams.grafana > grafana/dashboards/crm360.json"
+REGENERATE = "python -m streams.analytics.grafana > grafana/dashboards/crm360.json"
 
 
 def committed() -> dict[str, Any]:

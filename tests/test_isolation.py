@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from rocksdict import Options, Rdict
 
-import streams.pipeline as pipeline_module
+import streams.worker.pipeline as pipeline_module
 from processors.features import CustomerState, event_key
 from schemas.envelope import encode_envelope
-from streams.pipeline import CustomerPipeline, Message
+from streams.worker.pipeline import CustomerPipeline, Message
 from streams.settings import Settings
-from streams.statestore import DiskTable
+from streams.worker.statestore import DiskTable
 from tests.conftest import ROOT, assert_exact_purchases, publish, purchases
 from tests.memory_sink import MemorySink
 from tests.test_fuzz import event_derived

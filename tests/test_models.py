@@ -19,10 +19,10 @@ from processors.segments import Segmenter
 from processors.snapshots import INPUTS, STAYED, LabelledSnapshot, inputs_at, profile_inputs
 from schemas.envelope import pack
 from schemas.events import parse_event
-from streams.evaluate import CALIBRATION_END
-from streams.pipeline import CustomerPipeline, Message
-from streams.statestore import DiskTable
-from streams.replay import read_events
+from streams.measure.evaluate import CALIBRATION_END
+from streams.worker.pipeline import CustomerPipeline, Message
+from streams.worker.statestore import DiskTable
+from streams.local.replay import read_events
 from tests.conftest import CDNOW
 from tests.memory_sink import MemorySink
 
@@ -213,7 +213,7 @@ def test_webhook_forwarding_retries_server_errors_and_gives_up_with_a_clear_erro
     import pytest
 
     from schemas.alerts import ChurnAlert
-    from streams.alerts import WebhookError, forward_to_webhook
+    from streams.sdk.subscriber import WebhookError, forward_to_webhook
 
     answers, received = [503, 500, 200], []
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from streams.alerts import AlertSubscriber
-from streams.simulate import Simulation
+from streams.sdk.subscriber import AlertSubscriber
+from streams.local.simulate import Simulation
 from tests.conftest import CDNOW, MODEL_ENV, ROOT, publish, settle
 
 def test_models_are_shared_survive_a_restart_and_alert_subscribers(broker: str, start_worker: Any) -> None:

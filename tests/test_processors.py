@@ -20,7 +20,7 @@ from schemas.envelope import Rejected, _decode_each, decode_message, encode_enve
 from schemas.events import parse_event
 from schemas.export import export_json_schemas
 from schemas.topics import partition_for
-from streams.pipeline import CustomerPipeline, Message
+from streams.worker.pipeline import CustomerPipeline, Message
 from tests.memory_sink import MemorySink
 
 CFG = FeatureConfig()

@@ -20,7 +20,7 @@ import pytest
 
 from schemas.topics import partition_for
 from tests.conftest import CDNOW, ROOT, assert_exact_purchases, free_port, publish, purchases
-from streams.publisher import EventPublisher
+from streams.sdk.publisher import EventPublisher
 
 
 def cdnow_truth() -> dict[str, dict[str, Any]]:

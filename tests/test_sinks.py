@@ -19,7 +19,7 @@ from schemas.events import Purchase, parse_event
 from sinks.clickhouse import ClickHouseSink, Insert, StagedInsert, connect, encode, migrate, stage
 from sinks.query import connect_readonly, run_readonly
 from sinks.tables import DATABASE, RAW_EVENT_TABLES, TABLES
-from streams.processes import describe, staged_inserts
+from streams.worker.processes import describe, staged_inserts
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,9 +17,9 @@ from faust.types import TP
 from rocksdict import AccessType, Options, Rdict
 
 from schemas.topics import partition_for
-from streams.app import fetched_end_offsets
-from streams.publisher import EventPublisher
-from streams.statestore import NEWEST_KEY
+from streams.worker.app import fetched_end_offsets
+from streams.sdk.publisher import EventPublisher
+from streams.worker.statestore import NEWEST_KEY
 from tests.conftest import assert_exact_purchases, purchases
 
 DISK = {"CRM360_STATE_STORE": "rocksdb", "CRM360_STATE_CACHE_CUSTOMERS": "50"}

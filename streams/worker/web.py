@@ -21,12 +21,12 @@ from schemas.events import BaseEvent, ahead_of_wall_clock
 from schemas.rows import FEATURE_TIME_COLUMNS
 from schemas.topics import INPUT_TOPICS, partition_for
 from sinks.query import run_readonly
-from streams.dashboard import DashboardCache, dashboard_data, dashboard_page, plotly_js
-from streams.pipeline import DeadLetterRecord, conflict
-from streams.processes import staged_inserts
+from streams.analytics.dashboard import DashboardCache, dashboard_data, dashboard_page, plotly_js
+from streams.worker.pipeline import DeadLetterRecord, conflict
+from streams.worker.processes import staged_inserts
 
 if TYPE_CHECKING:
-    from streams.app import Worker
+    from streams.worker.app import Worker
 
 MAX_BODY_BYTES = 20 * 1024 * 1024
 
@@ -202,7 +202,7 @@ def register_views(worker: Worker) -> None:
 
     @app.page("/internal/rows")
     class Rows(View):
-        """Inserts a helper process's write (see ``streams.processes``)."""
+        """Inserts a helper process's write (see ``streams.worker.processes``)."""
 
         async def post(self, request: Request) -> Response:
             if not authorized(request):

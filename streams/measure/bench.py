@@ -29,8 +29,8 @@ from kafka import KafkaProducer
 from schemas.envelope import OutgoingMessage, pack
 from schemas.events import parse_event
 from streams.settings import Settings
-from streams.simulate import Simulation
-from streams.stack import WorkerProcess, private_stack
+from streams.local.simulate import Simulation
+from streams.local.stack import WorkerProcess, private_stack
 
 RAW_TOPIC = "bench-raw"
 

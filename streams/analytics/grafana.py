@@ -1,4 +1,4 @@
-"""The Grafana dashboard of ``docker-compose.yml``, generated from :mod:`streams.panels`.
+"""The Grafana dashboard of ``docker-compose.yml``, generated from :mod:`streams.analytics.panels`.
 
 Every panel of the live dashboard and the report becomes a Grafana panel reading ClickHouse
 through the provisioned data source: the headline as one ``stat`` per figure, charts as bar
@@ -7,7 +7,7 @@ query; where Grafana needs other columns, it is wrapped (``SELECT ... FROM (<pan
 never rewritten, so the views stay the single source.
 
 The dashboard is committed as ``grafana/dashboards/crm360.json``; regenerate it with
-``python -m streams.grafana > grafana/dashboards/crm360.json``.
+``python -m streams.analytics.grafana > grafana/dashboards/crm360.json``.
 
 Examples
 --------
@@ -27,7 +27,7 @@ import json
 from typing import Any
 
 from sinks.views import AT_RISK_PROBABILITY
-from streams.panels import HEADLINES, PANELS, SECTIONS, Panel
+from streams.analytics.panels import HEADLINES, PANELS, SECTIONS, Panel
 
 Json = dict[str, Any]
 
@@ -208,7 +208,7 @@ def dashboard() -> Json:
     return {
         "uid": "crm360",
         "title": "crm360",
-        "description": "The analysts' panels of crm360 (streams/panels.py), read from ClickHouse.",
+        "description": "The analysts' panels of crm360 (streams/analytics/panels.py), read from ClickHouse.",
         "tags": ["crm360"],
         "editable": False,
         "schemaVersion": 39,

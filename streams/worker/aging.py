@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING
 from processors.config import DAY
 from processors.features import CustomerState
 from processors.snapshots import mature
-from streams.statestore import RESERVED_KEYS, DiskTable
+from streams.worker.statestore import RESERVED_KEYS, DiskTable
 
 if TYPE_CHECKING:
-    from streams.pipeline import CustomerPipeline
+    from streams.worker.pipeline import CustomerPipeline
 
 #: Customers whose state a pass measures for ``state_bytes_avg``, per partition.
 SAMPLED_PER_PARTITION = 50

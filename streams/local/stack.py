@@ -19,15 +19,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from streams.broker import LocalKafka
-from streams.children import spawn, stop_processes
-from streams.ports import free_port
+from streams.local.broker import LocalKafka
+from streams.worker.children import spawn, stop_processes
+from streams.worker.ports import free_port
 from streams.settings import Settings
-from streams.topics import ensure_topics
+from streams.worker.topic_admin import ensure_topics
 
 
 class WorkerProcess:
-    """``crm360 worker`` in a child process of its own group (see :mod:`streams.children`),
+    """``crm360 worker`` in a child process of its own group (see :mod:`streams.worker.children`),
     configured by ``CRM360_*`` variables in ``env``; its output goes to ``log_path``, or to
     this process's output when None."""
 

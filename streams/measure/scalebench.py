@@ -1,6 +1,6 @@
 """What a worker costs as its customers grow: memory, throughput, start-up, stop.
 
-``python -m streams.scalebench --customers 1000000 [--events-per-customer 3]`` starts a private
+``python -m streams.measure.scalebench --customers 1000000 [--events-per-customer 3]`` starts a private
 stack (broker, storage, worker with the shell's ``CRM360_STATE_STORE`` and cache), publishes
 purchases for that many customers (a few each, over two years that end before today), waits
 until the worker applied them all and committed, then stops and restarts it and prints one JSON
@@ -23,10 +23,10 @@ from typing import Any
 
 from schemas.envelope import pack
 from schemas.events import parse_event
-from streams.bench import _produce
-from streams.memory import resident_bytes
+from streams.measure.bench import _produce
+from streams.worker.memory import resident_bytes
 from streams.settings import Settings
-from streams.stack import WorkerProcess, private_stack
+from streams.local.stack import WorkerProcess, private_stack
 
 DAY = 86_400.0
 START = time.time() - 800 * DAY

@@ -16,13 +16,13 @@ from typing import Any
 import click
 
 from processors.quality import roc_auc
-from streams.replay import read_events, replay_file
-from streams.stack import WorkerProcess, private_stack
+from streams.local.replay import read_events, replay_file
+from streams.local.stack import WorkerProcess, private_stack
 
 #: The classic CDNOW set-up: 39 weeks of calibration, then 39 weeks of holdout.
 CALIBRATION_END = datetime(1997, 9, 30, tzinfo=timezone.utc)
 #: The development half of the CDNOW data, next to a checkout of crm360.
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cdnow_dev.txt"
+DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "cdnow_dev.txt"
 
 
 def wait_for_models(worker: WorkerProcess, timeout: float) -> dict[str, float]:

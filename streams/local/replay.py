@@ -86,7 +86,7 @@ def replay_file(settings: Any, path: Path, fmt: str, until: datetime | None, wai
     reflects them all. Returns the number of events published."""
     import click
 
-    from streams.publisher import EventPublisher
+    from streams.sdk.publisher import EventPublisher
 
     events = list(read_events(path, fmt))
     if until is not None:
@@ -111,7 +111,7 @@ def wait_until_reflected(settings: Any, events: list[BaseEvent], timeout: float)
 
     from sinks.tables import RAW_EVENT_TABLES
     from sinks.query import sql_string
-    from streams.client import QueryClient
+    from streams.sdk.client import QueryClient
 
     ids_by_table: dict[str, list[str]] = {}
     for event in events:

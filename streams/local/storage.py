@@ -18,8 +18,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from streams.children import spawn, stop_processes, wait_ready
-from streams.ports import free_port
+from streams.worker.children import spawn, stop_processes, wait_ready
+from streams.worker.ports import free_port
 
 
 class StorageError(RuntimeError):

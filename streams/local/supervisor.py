@@ -2,9 +2,9 @@
 
 The supervisor owns its children, each in its own process group (a Ctrl-C reaches the
 supervisor only, which decides the order) and each killed by the kernel should the supervisor
-die (:mod:`streams.children`):
+die (:mod:`streams.worker.children`):
 
-1. the broker's storage, then the broker (:class:`~streams.broker.LocalKafka`), unless a
+1. the broker's storage, then the broker (:class:`~streams.local.broker.LocalKafka`), unless a
    broker already answers at ``CRM360_KAFKA_BOOTSTRAP``;
 2. the worker (``crm360 worker``), which starts its own helper processes.
 
@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from streams.broker import LocalKafka
-from streams.stack import WorkerProcess
+from streams.local.broker import LocalKafka
+from streams.local.stack import WorkerProcess
 from streams.settings import Settings
 
 #: How long the worker gets to write and commit what it processed before it is killed.

@@ -3,7 +3,7 @@
 A bug met by one event must not fail its batch, nor leave its customer half changed. The
 pipeline then rebuilds that customer: from its state as of the last checkpoint (what a restart
 would restore), it applies again the customer's events read since, in the order they came,
-except the one that failed (:meth:`~streams.pipeline.CustomerPipeline.ingest`). The journal
+except the one that failed (:meth:`~streams.worker.pipeline.CustomerPipeline.ingest`). The journal
 keeps those messages, per customer partition, as the raw bytes the broker gave, with the
 wall-clock horizon each was judged by: the rebuild decides what it decided. The worker
 clears it at each checkpoint (the next restart reads the same messages again from the

@@ -8,7 +8,7 @@ per partition, through ``rocksdict``) as the same JSON the changelog holds, and 
 the last checkpoint: the pipeline mutates states as objects and never decodes one per event.
 
 At each checkpoint the worker sends the changed states to the changelog
-(:meth:`~streams.changelog.BufferedTable.take_changes`) and, once the broker acknowledged them,
+(:meth:`~streams.worker.changelog.BufferedTable.take_changes`) and, once the broker acknowledged them,
 writes the same bytes to each partition's database in one write batch with the changelog
 offset they reach (:meth:`DiskTable.persist`), the offset faust's recovery starts from: a
 restart reads only the changelog records written after the last checkpoint. Then the cache
@@ -42,7 +42,7 @@ from itertools import islice
 from rocksdict import Rdict, WriteBatch
 
 from processors.features import CustomerState
-from streams.changelog import BufferedTable, Record
+from streams.worker.changelog import BufferedTable, Record
 
 #: Where faust's RocksDB store keeps a partition's changelog offset (inside its database).
 #: Spelled out: the pipeline imports this module and stays free of faust.

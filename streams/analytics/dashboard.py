@@ -1,7 +1,7 @@
 """The live dashboard: ``GET /dashboard`` on the worker, refreshing itself every few seconds.
 
 The page is static HTML; its script fetches ``/dashboard/data`` (the dashboard panels of
-:mod:`streams.panels`, queried through the read-only path) and draws them with plotly.js,
+:mod:`streams.analytics.panels`, queried through the read-only path) and draws them with plotly.js,
 which the worker serves from the installed ``plotly`` package: no CDN, works offline.
 
 Examples
@@ -24,7 +24,7 @@ from importlib import resources
 from typing import Any
 
 from sinks.query import QueryResult
-from streams.panels import HEADLINES, PANELS, Panel, Shown, format_value, show
+from streams.analytics.panels import HEADLINES, PANELS, Panel, Shown, format_value, show
 
 DASHBOARD_PANELS: list[Panel] = [panel for panel in PANELS.values() if panel.on_dashboard]
 EMPTY_HINT = "No data yet: send events (POST /events, crm360 replay or crm360 demo) and this fills in within seconds."

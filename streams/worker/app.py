@@ -1,7 +1,7 @@
 """The Faust worker: input topics, the customer table, the agent, the aging timer.
 
 One agent reads all four co-partitioned input topics in batches
-(``stream.take_events``), hands each batch to :class:`~streams.pipeline.CustomerPipeline`
+(``stream.take_events``), hands each batch to :class:`~streams.worker.pipeline.CustomerPipeline`
 and publishes dead letters. Rows are written to ClickHouse every ``flush_interval_s`` (each
 insert has a fixed cost, so batches share them), and always before offsets are committed:
 a commit first writes everything pending, so no committed message's rows are unwritten.
@@ -40,14 +40,14 @@ from processors.features import CustomerState
 from schemas.topics import CHURN_ALERTS, DEAD_LETTERS, INPUT_TOPICS, PURCHASES
 from sinks.clickhouse import REFUSED_SOURCE, ClickHouseSink, connect, migrate
 from sinks.query import ReadOnlyPool, reader_statements
-from streams.changelog import BufferedTable, Record
-from streams.modelhub import ModelHub
-from streams.processes import Helpers, RemoteRows
-from streams.memory import rare_garbage_collection, release_freed_memory
-from streams.pipeline import CustomerPipeline, DeadLetterRecord, Message
+from streams.worker.changelog import BufferedTable, Record
+from streams.worker.modelhub import ModelHub
+from streams.worker.processes import Helpers, RemoteRows
+from streams.worker.memory import rare_garbage_collection, release_freed_memory
+from streams.worker.pipeline import CustomerPipeline, DeadLetterRecord, Message
 from streams.settings import Settings
-from streams.statestore import COUNT_KEY, NEWEST_KEY, DiskTable, counted, with_newest
-from streams.web import MAX_BODY_BYTES
+from streams.worker.statestore import COUNT_KEY, NEWEST_KEY, DiskTable, counted, with_newest
+from streams.worker.web import MAX_BODY_BYTES
 
 log = logging.getLogger("crm360")
 
@@ -229,7 +229,7 @@ class ExactRecovery(Recovery):
 
 class CustomerStore(faust_rocksdb.Store):
     """faust's RocksDB store, keeping each partition's newest event time and customer count
-    (:data:`~streams.statestore.NEWEST_KEY`, :data:`~streams.statestore.COUNT_KEY`) as recovery
+    (:data:`~streams.worker.statestore.NEWEST_KEY`, :data:`~streams.worker.statestore.COUNT_KEY`) as recovery
     writes the changelog into it: a worker new to a partition starts from them instead of reading
     every customer."""
 
@@ -392,7 +392,7 @@ class Worker:
         if self.helpers:
             self.app.timer(2.0)(self._watch_helpers)
             self.app.on_before_shutdown.connect(self._stop_helpers)
-        from streams.web import register_views
+        from streams.worker.web import register_views
 
         register_views(self)
 
@@ -433,7 +433,7 @@ class Worker:
         self.customers.drop(lambda key: self.pipeline.home(key) not in mine)
 
     async def _age(self) -> None:
-        """An aging pass (:class:`~streams.aging.AgingPass`) in slices, with batches in between."""
+        """An aging pass (:class:`~streams.worker.aging.AgingPass`) in slices, with batches in between."""
         assigned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == PURCHASES}
         if not assigned or not self.models.caught_up.is_set():
             return

@@ -1,6 +1,6 @@
 """``crm360 report``: the CRM analysis report as one self-contained HTML file.
 
-Every panel of :mod:`streams.panels`, grouped in the report's sections (segmentation, RFM,
+Every panel of :mod:`streams.analytics.panels`, grouped in the report's sections (segmentation, RFM,
 interaction and engagement, sales funnel, cohorts and retention, churn and at-risk value,
 model quality), each with what it shows and its key number in words. plotly.js is embedded,
 so the file opens offline and can be mailed as it is.
@@ -21,8 +21,8 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 from sinks.query import QueryResult
-from streams.dashboard import headline_figures, plotly_js, show_all
-from streams.panels import PANELS, SECTIONS, Shown
+from streams.analytics.dashboard import headline_figures, plotly_js, show_all
+from streams.analytics.panels import PANELS, SECTIONS, Shown
 
 ISO_TIME = re.compile(r"^(\d{4}-\d\d-\d\d)T(\d\d:\d\d)[\d:.]*$")
 

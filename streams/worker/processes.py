@@ -14,7 +14,7 @@ in files and names them to the main process in one request (:class:`RemoteRows`,
 /internal/rows``), which has ClickHouse read them before answering, so a helper still commits
 offsets only after its rows are written, and the rows never pass through the main process.
 With a ClickHouse server every process writes itself. Helpers die with the main process,
-however it ends (:func:`~streams.children.spawn`).
+however it ends (:func:`~streams.worker.children.spawn`).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ import aiohttp
 import orjson
 
 from sinks.clickhouse import Insert, StagedInsert, stage
-from streams.children import spawn, stop_processes
-from streams.ports import free_port
+from streams.worker.children import spawn, stop_processes
+from streams.worker.ports import free_port
 from streams.settings import Settings
 
 

@@ -30,11 +30,11 @@ from processors.models import Models, Trainer
 from schemas.envelope import pack
 from schemas.topics import partition_for
 from sinks.clickhouse import ClickHouseSink, connect, encode, migrate
-from streams.bench import plain_update, simulated_events
-from streams.memory import rare_garbage_collection
-from streams.pipeline import CustomerPipeline, Message
+from streams.measure.bench import plain_update, simulated_events
+from streams.worker.memory import rare_garbage_collection
+from streams.worker.pipeline import CustomerPipeline, Message
 from streams.settings import Settings
-from streams.statestore import DiskTable
+from streams.worker.statestore import DiskTable
 
 #: The wall clock the pipeline sees (rows' ingestion times, alerts' creation times).
 FIXED_CLOCK = 1_750_000_000.0

@@ -3,7 +3,7 @@
 Any Kafka client can read the ``churn-alerts`` topic (JSON values, see
 ``schemas.alerts.ChurnAlert``); this is the small SDK for Python tools::
 
-    from streams.alerts import AlertSubscriber, forward_to_webhook
+    from streams.sdk.subscriber import AlertSubscriber, forward_to_webhook
 
     with AlertSubscriber("kafka:9092", group_id="email-campaigns") as alerts:
         for alert in alerts:

@@ -1,6 +1,6 @@
 """What a customer state costs in each store: resident memory per customer, time per read and write.
 
-``python -m streams.statebench --customers 1000000 --store rocksdb [--cache 100000]`` fills a
+``python -m streams.measure.statebench --customers 1000000 --store rocksdb [--cache 100000]`` fills a
 store with the bench's simulated customers (the states of ``crm360 bench``'s first 300,000
 events, applied with the real :func:`~processors.features.apply`, copied under new ids up to
 ``--customers``), then reads and writes random customers as the worker does (get, change,
@@ -24,8 +24,8 @@ from typing import Any
 
 from processors.features import CustomerState, apply
 from schemas.topics import partition_for
-from streams.bench import simulated_events
-from streams.memory import resident_bytes
+from streams.measure.bench import simulated_events
+from streams.worker.memory import resident_bytes
 from streams.settings import Settings
 
 
@@ -55,7 +55,7 @@ def run(store: str, customers: int, cache: int, operations: int = 100_000, parti
         else:
             from faust.stores.rocksdb import RocksDBOptions
 
-            from streams.statestore import DiskTable
+            from streams.worker.statestore import DiskTable
 
             options = RocksDBOptions(**Settings().rocksdb_options())
             databases = {p: options.open(Path(folder) / str(p)) for p in range(partitions)}

@@ -1,0 +1,1 @@
+"""For the systems around crm360: publishing events, subscribing to alerts, querying the worker."""
