@@ -20,33 +20,25 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import aiokafka
-import orjson
 import faust
 from clickhouse_connect.driver.client import Client
-from faust.serializers import codecs
-from faust.stores import STORES
-from faust.stores import rocksdb as faust_rocksdb
-from faust.tables import TableManager
-from faust.tables.recovery import Recovery
-from faust.transport.drivers import aiokafka as faust_kafka
-from faust.types import TP, FutureMessage
+from faust.types import TP
 
-from processors.features import CustomerState
 from schemas.topics import CHURN_ALERTS, DEAD_LETTERS, INPUT_TOPICS, PURCHASES
 from sinks.clickhouse import REFUSED_SOURCE, ClickHouseSink, connect, migrate
 from sinks.query import ReadOnlyPool, reader_statements
-from streams.worker.changelog import BufferedTable, Record
-from streams.worker.modelhub import ModelHub
-from streams.worker.processes import Helpers, RemoteRows
-from streams.worker.memory import rare_garbage_collection, release_freed_memory
-from streams.worker.pipeline import CustomerPipeline, DeadLetterRecord, Message
 from streams.settings import Settings
-from streams.worker.statestore import COUNT_KEY, NEWEST_KEY, DiskTable, counted, with_newest
+from streams.worker.changelog import BufferedTable
+from streams.worker.faust_corrections import App, ExactTableManager
+from streams.worker.memory import rare_garbage_collection, release_freed_memory
+from streams.worker.modelhub import ModelHub
+from streams.worker.pipeline import CustomerPipeline, DeadLetterRecord, Message
+from streams.worker.processes import Helpers, RemoteRows
+from streams.worker.statestore import DiskTable
 from streams.worker.web import MAX_BODY_BYTES
 
 log = logging.getLogger("crm360")
@@ -82,206 +74,6 @@ def slices(messages: list[Message], limit: int) -> Iterator[list[Message]]:
 
 class WriteAbandoned(RuntimeError):
     """A stopping worker gave up a ClickHouse write: its rows' offsets stay uncommitted."""
-
-
-class StateCodec(codecs.Codec):
-    """Serializes :class:`CustomerState` for the table's changelog."""
-
-    def _dumps(self, obj: Any) -> bytes:
-        return obj.to_json()
-
-    def _loads(self, s: bytes) -> Any:
-        return CustomerState.from_json(s)
-
-
-codecs.register("crm360_state", StateCodec())
-
-
-class FlushingProducer(faust_kafka.Producer):
-    """faust's Kafka producer, whose ``flush`` waits until every queued message is acknowledged.
-
-    Table changes are queued (``send_soon``) and sent by a background task. faust's ``flush``,
-    which runs before offsets are committed, stops waiting once 0.1 s passes without a queued
-    message sent, so a commit could pass state changes still queued: a SIGKILL then lost them.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._queued: set[asyncio.Future[Any]] = set()
-
-    def _track(self, fut: asyncio.Future[Any]) -> None:
-        self._queued.add(fut)
-        fut.add_done_callback(self._queued.discard)
-
-    def send_soon(self, fut: FutureMessage) -> None:
-        self._track(fut)
-        super().send_soon(fut)
-
-    async def send_records(self, topic: str, partition: int, records: Iterable[Record]) -> tuple[asyncio.Future[Any], int]:
-        """Queue ``records`` (at least one) for ``partition`` in as few record batches as they
-        fit in (the per-message path costs about 70 µs a record); :meth:`flush` waits for them.
-        Returns the last batch's future (its offset is its first record's) and its records."""
-        producer = self._ensure_producer()
-        batch = producer.create_batch()
-        for key, value in records:
-            if batch.append(key=key, value=value, timestamp=None) is None:  # full
-                self._track(await producer.send_batch(batch, topic, partition=partition))
-                batch = producer.create_batch()
-                batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any record
-        count = batch.record_count()
-        sent = await producer.send_batch(batch, topic, partition=partition)
-        self._track(sent)
-        return sent, count
-
-    async def flush(self) -> None:
-        await super().flush()
-        if self._queued:
-            await asyncio.gather(*self._queued)  # raises if one failed: then nothing is committed
-
-
-class RewindingConsumer(faust_kafka.Consumer):
-    """faust's Kafka consumer, whose seek to committed offsets also rewinds partitions without one.
-
-    faust drops records it fetched while its flow was stopped (a rebalance, the end of a
-    recovery) and re-reads them by seeking every partition to its committed offset. aiokafka
-    seeks no partition without one (nor one at 0), so the dropped records were lost. Such a
-    partition goes back to its beginning, where the group starts reading it (the worker's
-    ``consumer_auto_offset_reset`` is "earliest"). Changelog partitions are left to recovery.
-    """
-
-    async def seek_to_committed(self) -> Mapping[TP, int]:
-        committed = await super().seek_to_committed()
-        changelogs = self.app.tables.changelog_topics
-        unread = [tp for tp, offset in committed.items() if not offset and tp.topic not in changelogs]
-        if unread:
-            await self._thread.seek_to_beginning(*unread)
-        return committed
-
-
-class CheckpointingConsumer(RewindingConsumer):
-    """A consumer that commits offsets only inside the app's checkpoint (the worker writes its
-    pending rows there first, and holds processing until the commit is done)."""
-
-    async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
-        async with self.app.checkpoint() as written:  # type: ignore[attr-defined]
-            if not written:
-                return False  # rows of these offsets are unwritten: the next start reads them again
-            return await super().force_commit(topics, start_new_transaction=start_new_transaction)
-
-
-class Transport(faust_kafka.Transport):
-    """faust's Kafka transport, with :class:`CheckpointingConsumer` and :class:`FlushingProducer`."""
-
-    Consumer = CheckpointingConsumer
-    Producer = FlushingProducer
-
-
-async def fetched_end_offsets(bootstrap: list[str], tps: Iterable[TP], timeout_s: float = 30.0) -> dict[TP, int]:
-    """End offset of each partition, from the high watermarks of a fetch response.
-
-    Not from ListOffsets("latest"): the local broker (Tansu) answers it with the base offset of
-    the newest record batch + 1, before the end when that batch holds several records.
-    """
-    partitions = [aiokafka.TopicPartition(tp.topic, tp.partition) for tp in tps]
-    consumer = aiokafka.AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
-        fetch_max_wait_ms=50, max_partition_fetch_bytes=1,  # the broker still returns one record batch
-    )
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        deadline = time.monotonic() + timeout_s
-        while any(consumer.highwater(tp) is None for tp in partitions):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no fetch response for {partitions} within {timeout_s:.0f}s")
-            await consumer.getmany(*partitions, timeout_ms=100)
-        return {TP(tp.topic, tp.partition): consumer.highwater(tp) for tp in partitions}
-    finally:
-        await consumer.stop()
-
-
-class ExactRecovery(Recovery):
-    """faust's table recovery, reading changelogs to their end and dropping no input record.
-
-    - Changelogs are read up to the high watermark of a fetch response
-      (:func:`fetched_end_offsets`). With the local broker's answer to ListOffsets, recovery
-      stopped early; the changelog records after that point were applied later, over the
-      newer state the worker had built since.
-    - Recovery resumes the consumer's flow to read changelogs. On completion faust resumes the
-      input partitions, seeks them to their committed offsets, then clears the stream queues:
-      input records queued after the seek were dropped while the read position had moved past
-      them. The flow is stopped first, so none are queued (faust drops what a fetch returns
-      meanwhile and seeks back to the committed offsets again).
-    """
-
-    async def _build_highwaters(self, consumer: Any, tps: set[TP], destination: Any, title: str) -> None:
-        await super()._build_highwaters(consumer, tps, destination, title)
-        if tps:
-            bootstrap = faust_kafka.server_list(self.app.transport.url, self.app.transport.default_port)
-            ends = await fetched_end_offsets(bootstrap, tps, self.app.conf.broker_request_timeout)
-            for tp, end in ends.items():  # faust's "highwater" is the last offset; ListOffsets' is never past it
-                destination[tp] = max(destination[tp], end - 1)
-
-    async def on_recovery_completed(self, generation_id: int = 0) -> None:
-        self.app.consumer.stop_flow()  # faust's completion resumes it after the queues are cleared
-        await super().on_recovery_completed(generation_id)
-
-
-class CustomerStore(faust_rocksdb.Store):
-    """faust's RocksDB store, keeping each partition's newest event time and customer count
-    (:data:`~streams.worker.statestore.NEWEST_KEY`, :data:`~streams.worker.statestore.COUNT_KEY`) as recovery
-    writes the changelog into it: a worker new to a partition starts from them instead of reading
-    every customer."""
-
-    def apply_changelog_batch(self, batch: Iterable[Any], to_key: Callable[[Any], Any],
-                              to_value: Callable[[Any], Any]) -> None:
-        events = list(batch)
-        newest: dict[int, float] = {}
-        new: dict[int, set[bytes]] = {}
-        for event in events:
-            message = event.message
-            if message.value is None:
-                continue  # states are never deleted
-            if message.key not in self._db_for_partition(message.partition):
-                new.setdefault(message.partition, set()).add(message.key)
-            at = orjson.loads(message.value)["newest_event_at"]
-            if at is not None and at > newest.get(message.partition, float("-inf")):
-                newest[message.partition] = at
-        customers = {partition: counted(self._db_for_partition(partition)) for partition in new}
-        super().apply_changelog_batch(events, to_key, to_value)
-        for partition, keys in new.items():
-            self._db_for_partition(partition)[COUNT_KEY] = str(customers[partition] + len(keys)).encode()
-        for partition, at in newest.items():
-            database = self._db_for_partition(partition)
-            database[NEWEST_KEY] = repr(with_newest(database, at)).encode()
-
-
-STORES.aliases["crm360rocksdb"] = f"{__name__}:CustomerStore"
-
-
-class ExactTableManager(TableManager):
-    """faust's table manager, recovering tables with :class:`ExactRecovery`."""
-
-    @property
-    def recovery(self) -> Recovery:
-        if self._recovery is None:
-            self._recovery = ExactRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
-        return self._recovery
-
-
-class App(faust.App):
-    #: Entered around every offset commit, telling whether the commit may go ahead (the worker
-    #: sets its own).
-    checkpoint: Callable[[], contextlib.AbstractAsyncContextManager[bool]]
-    #: Set as the app begins to stop, before its consumer's last offset commit (the worker sets it).
-    stopping: asyncio.Event
-
-    async def on_stop(self) -> None:
-        self.stopping.set()
-        await super().on_stop()
-
-    def _new_transport(self) -> Any:
-        return Transport(self.conf.broker_consumer, self)
 
 
 class Worker:
