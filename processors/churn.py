@@ -87,9 +87,8 @@ def churn_features(inputs: list[float]) -> dict[str, float]:
         "log_revenue_90d": math.log1p(max(inputs[_REV90], 0.0)),
         "log_engagement": math.log1p(inputs[_ENG]),
         "log_visits_30d": math.log1p(inputs[_V30]),
-        "lapse_evidence": count * math.log(
-            (tenure + LAPSE_SCALE_DAYS) / (max(tenure - recency, 0.0) + LAPSE_SCALE_DAYS)
-        ),
+        "lapse_evidence": count
+        * math.log((tenure + LAPSE_SCALE_DAYS) / (max(tenure - recency, 0.0) + LAPSE_SCALE_DAYS)),
     }
 
 

@@ -171,7 +171,9 @@ class CustomerState:
         data["applied_ids"] = base64.b64encode(self.applied_ids.tobytes()).decode("ascii")
         data["applied_contents"] = base64.b64encode(self.applied_contents.tobytes()).decode("ascii")
         snapshots = self.snapshots
-        data["snapshots"] = [snapshots[i : i + SNAPSHOT_WIDTH].tolist() for i in range(0, len(snapshots), SNAPSHOT_WIDTH)]
+        data["snapshots"] = [
+            snapshots[i : i + SNAPSHOT_WIDTH].tolist() for i in range(0, len(snapshots), SNAPSHOT_WIDTH)
+        ]
         return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
 
     @classmethod
@@ -193,8 +195,11 @@ class CustomerState:
         else:
             data["applied_ids"], data["ids_known_from"] = _convert_recent(recent, data["events_applied"])
         contents = data.get("applied_contents")
-        data["applied_contents"] = (array("I", base64.b64decode(contents)) if contents is not None
-                                    else array("I", bytes(4 * len(data["applied_ids"]))))  # unknown: 0
+        data["applied_contents"] = (
+            array("I", base64.b64decode(contents))
+            if contents is not None
+            else array("I", bytes(4 * len(data["applied_ids"])))
+        )  # unknown: 0
         return cls(**data)
 
 
@@ -212,8 +217,9 @@ def _convert_recent(
     >>> _convert_recent(recent, events_applied=40)[1]
     {'visit': 5.0}
     """
-    keys = sorted(int.from_bytes(bytes.fromhex(h), "little") ^ _type_digest(kind)
-                  for kind, seen in recent.items() for h in seen)
+    keys = sorted(
+        int.from_bytes(bytes.fromhex(h), "little") ^ _type_digest(kind) for kind, seen in recent.items() for h in seen
+    )
     if len(keys) == events_applied:
         return array("Q", keys), None  # none pruned
     return array("Q", keys), {kind: min(seen.values()) for kind, seen in recent.items() if seen}
@@ -459,11 +465,19 @@ def window_sums(state: CustomerState, at: float) -> tuple[list[float], list[floa
         if first_90 <= day <= last_day:
             # Column by column, unrolled: half the time of summing zipped columns twice.
             purchases, revenue, visits, likes, comments, shares = bucket
-            last_90d[0] += purchases; last_90d[1] += revenue; last_90d[2] += visits  # noqa: E702
-            last_90d[3] += likes; last_90d[4] += comments; last_90d[5] += shares  # noqa: E702
+            last_90d[0] += purchases
+            last_90d[1] += revenue
+            last_90d[2] += visits  # noqa: E702
+            last_90d[3] += likes
+            last_90d[4] += comments
+            last_90d[5] += shares  # noqa: E702
             if day >= first_30:
-                last_30d[0] += purchases; last_30d[1] += revenue; last_30d[2] += visits  # noqa: E702
-                last_30d[3] += likes; last_30d[4] += comments; last_30d[5] += shares  # noqa: E702
+                last_30d[0] += purchases
+                last_30d[1] += revenue
+                last_30d[2] += visits  # noqa: E702
+                last_30d[3] += likes
+                last_30d[4] += comments
+                last_30d[5] += shares  # noqa: E702
     return last_30d, last_90d
 
 
@@ -501,7 +515,9 @@ def profile(
         "revenue_30d": round(last_30d[B_REVENUE], 2),
         "revenue_90d": round(last_90d[B_REVENUE], 2),
         "mean_days_between_purchases": (
-            round((last - first) / DAY / (count - 1), 3) if count > 1 and first is not None and last is not None else None
+            round((last - first) / DAY / (count - 1), 3)
+            if count > 1 and first is not None and last is not None
+            else None
         ),
         "refund_count": state.refund_count,
         "refund_total": round(state.refund_total, 2),
@@ -517,12 +533,8 @@ def profile(
         "visit_count": state.visit_count,
         "visits_30d": int(last_30d[B_VISITS]),
         "last_visit_at": state.last_visit_at,
-        "avg_session_seconds": (
-            round(state.visit_seconds_total / state.visit_count, 3) if state.visit_count else None
-        ),
-        "visit_to_purchase_rate": (
-            round(state.converted_visits / state.visit_count, 4) if state.visit_count else None
-        ),
+        "avg_session_seconds": (round(state.visit_seconds_total / state.visit_count, 3) if state.visit_count else None),
+        "visit_to_purchase_rate": (round(state.converted_visits / state.visit_count, 4) if state.visit_count else None),
         "likes_30d": int(last_30d[B_LIKES]),
         "comments_30d": int(last_30d[B_COMMENTS]),
         "shares_30d": int(last_30d[B_SHARES]),
@@ -534,7 +546,9 @@ def profile(
         "rfm_r": r,
         "rfm_f": f,
         "rfm_m": m,
-        "rfm_segment": scorer.segment(r, f, m) if scorer and r is not None and f is not None and m is not None else None,
+        "rfm_segment": scorer.segment(r, f, m)
+        if scorer and r is not None and f is not None and m is not None
+        else None,
         "value_tier": value_tier(m) if count else "none",
         "lifecycle_stage": lifecycle_stage(first, last, state.reactivated_at, now, config),
         # Filled by the models (streams.worker.pipeline) when they score the row.

@@ -64,8 +64,10 @@ class Models:
 
     @classmethod
     def initial(cls, config: ModelConfig) -> Models:
-        return cls(ChurnModel(config.learning_rate, config.averaging_labels),
-                   Segmenter(config.segments, config.segment_step, config.segment_warmup))
+        return cls(
+            ChurnModel(config.learning_rate, config.averaging_labels),
+            Segmenter(config.segments, config.segment_step, config.segment_warmup),
+        )
 
     def score(self, inputs: list[float]) -> Score:
         return Score(round(self.churn.probability(inputs), 4), self.segmenter.segment(inputs))

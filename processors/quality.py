@@ -50,8 +50,14 @@ class Prequential:
     def report(self) -> dict[str, float | int | None]:
         """ROC AUC, log loss, Brier score, calibration error and churn rate over the window."""
         if not self.pairs:
-            return {"labels": 0, "roc_auc": None, "log_loss": None, "brier": None,
-                    "calibration_error": None, "churn_rate": None}
+            return {
+                "labels": 0,
+                "roc_auc": None,
+                "log_loss": None,
+                "brier": None,
+                "calibration_error": None,
+                "churn_rate": None,
+            }
         p = np.clip(np.array([pair[0] for pair in self.pairs]), 1e-6, 1 - 1e-6)
         y = np.array([pair[1] for pair in self.pairs], dtype=float)
         bins = np.minimum((p * 10).astype(int), 9)

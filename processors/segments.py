@@ -89,12 +89,15 @@ class Segmenter:
         centers = [points[rng.integers(len(points))]]
         for _ in range(1, self.segments):
             distance = np.min([((points - c) ** 2).sum(axis=1) for c in centers], axis=0)
-            centers.append(points[rng.choice(len(points), p=distance / distance.sum())] if distance.sum() else points[0])
+            centers.append(
+                points[rng.choice(len(points), p=distance / distance.sum())] if distance.sum() else points[0]
+            )
         grid = np.array(centers)
         for _ in range(20):
             nearest = np.argmin(((points[:, None, :] - grid[None, :, :]) ** 2).sum(axis=2), axis=1)
-            grid = np.array([points[nearest == k].mean(axis=0) if (nearest == k).any() else grid[k]
-                             for k in range(self.segments)])
+            grid = np.array(
+                [points[nearest == k].mean(axis=0) if (nearest == k).any() else grid[k] for k in range(self.segments)]
+            )
         value = grid[:, 0] + grid[:, 1]  # spend per order + purchases per month
         kmeans: cluster.KMeans = self.pipeline["KMeans"]
         kmeans.centers = {i: dict(zip(FEATURES, map(float, grid[k]))) for i, k in enumerate(np.argsort(-value))}
@@ -129,7 +132,9 @@ class Segmenter:
         kmeans: cluster.KMeans = self.pipeline["KMeans"]
         if not self.seeded:
             return {}
-        return {int(i): {name: float(center.get(name, 0.0)) for name in FEATURES} for i, center in kmeans.centers.items()}
+        return {
+            int(i): {name: float(center.get(name, 0.0)) for name in FEATURES} for i, center in kmeans.centers.items()
+        }
 
     def describe(self, segment: int) -> str:
         """A few words on what sets the segment apart from the others, from the centroids.

@@ -102,7 +102,12 @@ def profile_inputs(state: CustomerState, row: dict[str, Any]) -> list[float]:
 
 
 def _inputs(
-    state: CustomerState, at: float, purchases_90d: float, revenue_90d: float, engagement_score: float, visits_30d: float
+    state: CustomerState,
+    at: float,
+    purchases_90d: float,
+    revenue_90d: float,
+    engagement_score: float,
+    visits_30d: float,
 ) -> list[float]:
     first_seen = state.first_seen_at if state.first_seen_at is not None else at
     last = state.last_purchase_at if state.last_purchase_at is not None else first_seen
@@ -143,8 +148,10 @@ def capture(
     horizon, every = config.churn_horizon_days * DAY, config.snapshot_every_days * DAY
     snapshots = state.snapshots
     if snapshots and snapshots[0] + horizon <= released_until:  # oldest first: released ones lead
-        kept = next((i for i in range(0, len(snapshots), SNAPSHOT_WIDTH) if snapshots[i] + horizon > released_until),
-                    len(snapshots))
+        kept = next(
+            (i for i in range(0, len(snapshots), SNAPSHOT_WIDTH) if snapshots[i] + horizon > released_until),
+            len(snapshots),
+        )
         del snapshots[:kept]
     newest = state.newest_event_at
     if newest is None or ts <= newest:
@@ -173,7 +180,9 @@ def mature(
     horizon, every = config.churn_horizon_days * DAY, config.snapshot_every_days * DAY
     snapshots = state.snapshots
     labels = [
-        LabelledSnapshot(state.customer_id, snapshots[i], snapshots[i + 1] != STAYED, snapshots[i + 2 : i + SNAPSHOT_WIDTH].tolist())
+        LabelledSnapshot(
+            state.customer_id, snapshots[i], snapshots[i + 1] != STAYED, snapshots[i + 2 : i + SNAPSHOT_WIDTH].tolist()
+        )
         for i in range(0, len(snapshots), SNAPSHOT_WIDTH)
         if released_until < snapshots[i] + horizon <= watermark
     ]

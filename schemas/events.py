@@ -76,8 +76,10 @@ def ahead_of_wall_clock(epoch: float, max_future_s: float) -> str:
     'ts: 2100-01-01T00:00:00+00:00 is more than 86400 s ahead of the wall clock'
     """
     when = datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat()
-    return (f"ts: {when} is more than {max_future_s:.0f} s ahead of the wall clock "
-            "(CRM360_MAX_FUTURE_S; numbers are epoch seconds)")
+    return (
+        f"ts: {when} is more than {max_future_s:.0f} s ahead of the wall clock "
+        "(CRM360_MAX_FUTURE_S; numbers are epoch seconds)"
+    )
 
 
 class BaseEvent(BaseModel):
@@ -89,8 +91,10 @@ class BaseEvent(BaseModel):
 
     event_id: Id
     customer_id: Id
-    ts: EventTime = Field(description="Event time: ISO-8601 with a zone, or epoch seconds; from 1970-01-01, and "
-                                      "at most CRM360_MAX_FUTURE_S (default a day) ahead of the wall clock.")
+    ts: EventTime = Field(
+        description="Event time: ISO-8601 with a zone, or epoch seconds; from 1970-01-01, and "
+        "at most CRM360_MAX_FUTURE_S (default a day) ahead of the wall clock."
+    )
     channel: Annotated[str, Field(min_length=1, max_length=32)] = Field(
         description="Where the event happened: web, app, pos, social, email, ..."
     )
@@ -167,9 +171,7 @@ class CustomerProfile(BaseEvent):
     acquisition_channel: ShortText | None = None
 
 
-Event = Annotated[
-    Purchase | Visit | SocialInteraction | CustomerProfile, Field(discriminator="type")
-]
+Event = Annotated[Purchase | Visit | SocialInteraction | CustomerProfile, Field(discriminator="type")]
 EVENT_TYPES: dict[str, type[BaseEvent]] = {
     "purchase": Purchase,
     "visit": Visit,

@@ -14,7 +14,9 @@ def export_json_schemas(directory: Path) -> list[Path]:
     ``churn_alert.schema.json`` (what subscribers of ``churn-alerts`` receive)."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    documents = {"event": event_json_schema()} | {name: model.model_json_schema() for name, model in EVENT_TYPES.items()}
+    documents = {"event": event_json_schema()} | {
+        name: model.model_json_schema() for name, model in EVENT_TYPES.items()
+    }
     documents["churn_alert"] = ChurnAlert.model_json_schema()
     for name, document in documents.items():
         document = {"$schema": "https://json-schema.org/draft/2020-12/schema", **document}

@@ -38,23 +38,39 @@ from sinks.views import VIEWS
 
 #: Each migration: (version, description, statements). Append only; never edit a shipped one.
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
-    (1, "raw events, customer features, dead letters", [TABLES[name].ddl() for name in (*RAW_EVENT_TABLES.values(),
-                                                         "customer_features", "dead_letters")]),
-    (2, "models: churn alerts, model metrics, segments, segment membership, CLV and model version",
-     [TABLES[name].ddl() for name in ("churn_alerts", "model_metrics", "segments", "segment_membership")]
-     + [f"ALTER TABLE {DATABASE}.customer_features ADD COLUMN IF NOT EXISTS `{name}` {kind}"
-        for name, kind in TABLES["customer_features"].columns if name in ("clv_estimate", "model_version")]),
+    (
+        1,
+        "raw events, customer features, dead letters",
+        [TABLES[name].ddl() for name in (*RAW_EVENT_TABLES.values(), "customer_features", "dead_letters")],
+    ),
+    (
+        2,
+        "models: churn alerts, model metrics, segments, segment membership, CLV and model version",
+        [TABLES[name].ddl() for name in ("churn_alerts", "model_metrics", "segments", "segment_membership")]
+        + [
+            f"ALTER TABLE {DATABASE}.customer_features ADD COLUMN IF NOT EXISTS `{name}` {kind}"
+            for name, kind in TABLES["customer_features"].columns
+            if name in ("clv_estimate", "model_version")
+        ],
+    ),
     (5, "analyst views", [v.ddl() for v in VIEWS.values()]),
-    (6, "raw events written as JSON: a purchase's items flattened and ingested_at stamped by ClickHouse", [
-        f"ALTER TABLE {DATABASE}.purchases ADD COLUMN IF NOT EXISTS items "
-        "Array(Tuple(sku String, category Nullable(String), quantity Int64, unit_price Float64)) EPHEMERAL",
-        f"ALTER TABLE {DATABASE}.purchases MODIFY COLUMN item_skus Array(String) DEFAULT items.sku",
-        f"ALTER TABLE {DATABASE}.purchases MODIFY COLUMN item_categories Array(String) "
-        "DEFAULT arrayMap(c -> ifNull(c, ''), items.category)",
-        f"ALTER TABLE {DATABASE}.purchases MODIFY COLUMN item_quantities Array(Int64) DEFAULT items.quantity",
-        f"ALTER TABLE {DATABASE}.purchases MODIFY COLUMN item_unit_prices Array(Float64) DEFAULT items.unit_price",
-    ] + [f"ALTER TABLE {DATABASE}.{table} MODIFY COLUMN ingested_at {TIME} DEFAULT now64(3)"
-         for table in RAW_EVENT_TABLES.values()]),
+    (
+        6,
+        "raw events written as JSON: a purchase's items flattened and ingested_at stamped by ClickHouse",
+        [
+            f"ALTER TABLE {DATABASE}.purchases ADD COLUMN IF NOT EXISTS items "
+            "Array(Tuple(sku String, category Nullable(String), quantity Int64, unit_price Float64)) EPHEMERAL",
+            f"ALTER TABLE {DATABASE}.purchases MODIFY COLUMN item_skus Array(String) DEFAULT items.sku",
+            f"ALTER TABLE {DATABASE}.purchases MODIFY COLUMN item_categories Array(String) "
+            "DEFAULT arrayMap(c -> ifNull(c, ''), items.category)",
+            f"ALTER TABLE {DATABASE}.purchases MODIFY COLUMN item_quantities Array(Int64) DEFAULT items.quantity",
+            f"ALTER TABLE {DATABASE}.purchases MODIFY COLUMN item_unit_prices Array(Float64) DEFAULT items.unit_price",
+        ]
+        + [
+            f"ALTER TABLE {DATABASE}.{table} MODIFY COLUMN ingested_at {TIME} DEFAULT now64(3)"
+            for table in RAW_EVENT_TABLES.values()
+        ],
+    ),
 ]
 
 
@@ -118,8 +134,15 @@ _EVENT_COLUMNS = {
 }
 #: The tables the sink writes, in the order of a write: feature rows first, so that once an
 #: event's raw row is visible, its customer's row is too.
-ORDER = ("customer_features", "segment_membership", "churn_alerts", "dead_letters",
-         *RAW_EVENT_TABLES.values(), "model_metrics", "segments")
+ORDER = (
+    "customer_features",
+    "segment_membership",
+    "churn_alerts",
+    "dead_letters",
+    *RAW_EVENT_TABLES.values(),
+    "model_metrics",
+    "segments",
+)
 #: How ClickHouse reads our JSON: ISO-8601 event times, and fields without a column (an
 #: event's ``type``) skipped.
 JSON_SETTINGS = {"date_time_input_format": "best_effort", "input_format_skip_unknown_fields": 1}
@@ -137,8 +160,9 @@ _FEATURE_TIME_POSITIONS = [i for i, name in enumerate(FEATURE_COLUMNS) if name i
 #: TOO_LARGE_ARRAY_SIZE, TOO_LARGE_STRING_SIZE, SIZES_OF_ARRAYS_DONT_MATCH,
 #: VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE, CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN,
 #: FUNCTION_THROW_IF_VALUE_IS_NON_ZERO, DECIMAL_OVERFLOW, VIOLATED_CONSTRAINT, UNKNOWN_ELEMENT_OF_ENUM.
-DATA_ERRORS = frozenset({6, 26, 27, 32, 33, 38, 41, 43, 53, 69, 70, 72, 117, 128, 131, 190, 321, 349, 395, 407,
-                         469, 691})
+DATA_ERRORS = frozenset(
+    {6, 26, 27, 32, 33, 38, 41, 43, 53, 69, 70, 72, 117, 128, 131, 190, 321, 349, 395, 407, 469, 691}
+)
 #: The ``source`` of the dead letter of a row ClickHouse refused.
 REFUSED_SOURCE = "clickhouse"
 
@@ -170,8 +194,9 @@ class EventRows:
     rows: int
 
 
-def dead_letter_row(source: str, topic: str, partition: int, offset: int, reason: str, payload: str,
-                    received_ms: int) -> list[Any]:
+def dead_letter_row(
+    source: str, topic: str, partition: int, offset: int, reason: str, payload: str, received_ms: int
+) -> list[Any]:
     """A row of ``dead_letters``."""
     return [received_ms / 1000, source, topic, partition, offset, reason, payload]
 
@@ -191,9 +216,13 @@ def encode(table: str, rows: list[Any]) -> Insert:
     """One insert of ``rows``: raw events as their :class:`EventRows`, one line each, other
     tables as one JSON array of values per row."""
     if table in _EVENT_COLUMNS:
-        return Insert(table, _EVENT_COLUMNS[table], b"\n".join(chunk.body for chunk in rows if chunk.rows),
-                      "JSONEachRow",
-                      sum(chunk.rows for chunk in rows))
+        return Insert(
+            table,
+            _EVENT_COLUMNS[table],
+            b"\n".join(chunk.body for chunk in rows if chunk.rows),
+            "JSONEachRow",
+            sum(chunk.rows for chunk in rows),
+        )
     body = b"\n".join(map(orjson.dumps, rows))
     return Insert(table, TABLES[table].column_names, body, "JSONCompactEachRow", len(rows))
 
@@ -278,8 +307,10 @@ class ClickHouseSink:
 
     @property
     def pending_rows(self) -> int:
-        return sum(sum(chunk.rows for chunk in rows) if name in _EVENT_COLUMNS else len(rows)
-                   for name, rows in self.pending.items())
+        return sum(
+            sum(chunk.rows for chunk in rows) if name in _EVENT_COLUMNS else len(rows)
+            for name, rows in self.pending.items()
+        )
 
     def add_events(self, events: Iterable[BaseEvent]) -> None:
         """Queue raw events (an input message's), encoded now: keeping the event objects until
@@ -302,8 +333,11 @@ class ClickHouseSink:
         for table in {table for table, _, _ in unwanted}:
             chunks = self.pending[table]
             for at in range(since[table], len(chunks)):
-                kept = [row for row in split_rows(chunks[at].body)
-                        if (table, *operator.itemgetter("customer_id", "event_id")(orjson.loads(row))) not in unwanted]
+                kept = [
+                    row
+                    for row in split_rows(chunks[at].body)
+                    if (table, *operator.itemgetter("customer_id", "event_id")(orjson.loads(row))) not in unwanted
+                ]
                 chunks[at] = EventRows(b",".join(kept), len(kept))
 
     def add_features(self, row: dict[str, Any], version: int, updated_ms: int) -> None:
@@ -327,14 +361,18 @@ class ClickHouseSink:
     def add_row(self, table: str, row: dict[str, Any]) -> None:
         """Queue one row of a table written from a pydantic model's fields (times as datetimes)."""
         self.pending[table].append(
-            [to_seconds(value) if isinstance(value, datetime) else value for value in (row[c] for c in TABLES[table].column_names)]
+            [
+                to_seconds(value) if isinstance(value, datetime) else value
+                for value in (row[c] for c in TABLES[table].column_names)
+            ]
         )
 
     def add_dead_letter(
         self, source: str, topic: str, partition: int, offset: int, reason: str, payload: str, received_ms: int
     ) -> None:
-        self.pending["dead_letters"].append(dead_letter_row(source, topic, partition, offset, reason, payload,
-                                                            received_ms))
+        self.pending["dead_letters"].append(
+            dead_letter_row(source, topic, partition, offset, reason, payload, received_ms)
+        )
 
     def take(self) -> dict[str, list[Any]]:
         """Everything pending, for :meth:`write`; rows added from now on wait for the next."""
@@ -389,8 +427,13 @@ class ClickHouseSink:
         batch[table] = []
         return insert.rows - len(refused)
 
-    def _insert_or_isolate(self, insert: Insert | StagedInsert, attempt: Callable[[], None], refused: list[Refused],
-                           unwritten: list[bytes] | None = None) -> None:
+    def _insert_or_isolate(
+        self,
+        insert: Insert | StagedInsert,
+        attempt: Callable[[], None],
+        refused: list[Refused],
+        unwritten: list[bytes] | None = None,
+    ) -> None:
         """Run ``attempt``, the insert of ``insert``; when ClickHouse refuses it, insert its rows in
         halves down to single rows, adding each row refused alone to ``refused`` (and to
         :attr:`refused`) as it is found.
@@ -429,8 +472,9 @@ class ClickHouseSink:
                 halves = []
                 for low, high in ((start, middle), (middle, end)):
                     try:
-                        self._send(Insert(insert.table, insert.columns, b"\n".join(bodies[low:high]), insert.fmt,
-                                          high - low))
+                        self._send(
+                            Insert(insert.table, insert.columns, b"\n".join(bodies[low:high]), insert.fmt, high - low)
+                        )
                     except Exception as half_error:
                         if not refused_by_clickhouse(half_error):
                             raise
@@ -453,8 +497,9 @@ class ClickHouseSink:
 
     @staticmethod
     def _dead_letter_row(row: Refused) -> list[Any]:
-        return dead_letter_row(REFUSED_SOURCE, row.topic, -1, -1, row.rejected.reason, row.rejected.payload,
-                               int(time.time() * 1000))
+        return dead_letter_row(
+            REFUSED_SOURCE, row.topic, -1, -1, row.rejected.reason, row.rejected.payload, int(time.time() * 1000)
+        )
 
     def insert(self, staged: list[StagedInsert]) -> None:
         """Insert another process's write (see :class:`Forwarder`) now, in order, and the dead
@@ -466,12 +511,15 @@ class ClickHouseSink:
         for insert in staged:
             own = encode(insert.table, []) if insert.table in ORDER else None
             if own is None or (insert.columns, insert.fmt) != (own.columns, own.fmt):
-                raise ValueError(f"not the table, columns and format of a crm360 insert: {insert.table!r} "
-                                 f"{insert.columns!r} {insert.fmt!r}")
+                raise ValueError(
+                    f"not the table, columns and format of a crm360 insert: {insert.table!r} "
+                    f"{insert.columns!r} {insert.fmt!r}"
+                )
         refused: list[Refused] = []
         for insert in staged:
-            self._insert_or_isolate(insert, partial(self._insert_staged, insert),
-                                    refused if insert.table != "dead_letters" else [])
+            self._insert_or_isolate(
+                insert, partial(self._insert_staged, insert), refused if insert.table != "dead_letters" else []
+            )
         if refused:  # not staged: this process's own write may be staging its dead letters now
             letters = encode("dead_letters", [self._dead_letter_row(row) for row in refused])
             self._insert_or_isolate(letters, partial(self._send, letters), [])
@@ -487,15 +535,18 @@ class ClickHouseSink:
         """Insert through the driver (never staged: the parts of a refused insert, whose
         files could be another process's)."""
         assert not isinstance(self.client, Forwarder)
-        self.client.raw_insert(f"{DATABASE}.{insert.table}", insert.columns, insert.body, settings=JSON_SETTINGS,
-                               fmt=insert.fmt)
+        self.client.raw_insert(
+            f"{DATABASE}.{insert.table}", insert.columns, insert.body, settings=JSON_SETTINGS, fmt=insert.fmt
+        )
 
     def _insert_staged(self, insert: StagedInsert) -> None:
         assert not isinstance(self.client, Forwarder)
         path = str(insert.path).replace("\\", "\\\\").replace("'", "\\'")
         columns = ", ".join(f"`{name}`" for name in insert.columns)
-        self.client.command(f"INSERT INTO {DATABASE}.{insert.table} ({columns}) FROM INFILE '{path}' "
-                            f"SETTINGS {_JSON_SETTINGS_CLAUSE} FORMAT {insert.fmt}")
+        self.client.command(
+            f"INSERT INTO {DATABASE}.{insert.table} ({columns}) FROM INFILE '{path}' "
+            f"SETTINGS {_JSON_SETTINGS_CLAUSE} FORMAT {insert.fmt}"
+        )
 
     def flush(self) -> int:
         """Insert everything pending now; returns the number of rows written."""

@@ -57,8 +57,9 @@ GENERATORS = frozenset({"numbers", "zeros", "generateSeries", "generate_series",
 #: anywhere), tables and columns named in strings. Compared in lower case.
 OUTSIDE_FUNCTIONS = frozenset({"file", "joinget", "joingetornull", "hascolumnintable"})
 #: ``x IN db.table``: the right side of these may name a table.
-IN_FUNCTIONS = frozenset({"in", "notIn", "globalIn", "globalNotIn", "nullIn", "notNullIn", "globalNullIn",
-                          "globalNotNullIn"})
+IN_FUNCTIONS = frozenset(
+    {"in", "notIn", "globalIn", "globalNotIn", "nullIn", "notNullIn", "globalNullIn", "globalNotNullIn"}
+)
 
 T = TypeVar("T")
 
@@ -115,15 +116,19 @@ def reader_statements(password: str) -> list[str]:
     limits of :data:`READONLY_SETTINGS` as its settings profile and SELECT on crm360's tables
     only. Run at every worker start (after the migrations): password and limits follow the code.
     chDB has no users (it refuses these: no writable access storage)."""
-    limits = ", ".join(f"{name} = {value if isinstance(value, int) else sql_string(value)}"
-                       for name, value in READONLY_SETTINGS.items())
+    limits = ", ".join(
+        f"{name} = {value if isinstance(value, int) else sql_string(value)}"
+        for name, value in READONLY_SETTINGS.items()
+    )
     profile = f"{DATABASE}_readonly"
     return [
         f"CREATE SETTINGS PROFILE IF NOT EXISTS {profile}",
         f"ALTER SETTINGS PROFILE {profile} SETTINGS {limits}",
         f"CREATE USER IF NOT EXISTS {READER}",
-        (f"ALTER USER {READER} IDENTIFIED WITH sha256_password BY {sql_string(password)} "
-         f"DEFAULT DATABASE {DATABASE} SETTINGS PROFILE {sql_string(profile)}"),
+        (
+            f"ALTER USER {READER} IDENTIFIED WITH sha256_password BY {sql_string(password)} "
+            f"DEFAULT DATABASE {DATABASE} SETTINGS PROFILE {sql_string(profile)}"
+        ),
         f"GRANT SELECT ON {DATABASE}.* TO {READER}",
     ]
 
@@ -173,8 +178,9 @@ def _problem(node: dict[str, Any]) -> str | None:
 def statement(client: Client, sql: str) -> str:
     """The one SELECT ``sql`` holds, as ClickHouse formats it; :class:`Refused` if it is not one
     SELECT over crm360's tables. ClickHouse's parser reads it (errors are its own)."""
-    tree, formatted = client.query("SELECT parseQueryToJSON({sql:String}), formatQuerySingleLine({sql:String})",
-                                   parameters={"sql": sql}).result_rows[0]
+    tree, formatted = client.query(
+        "SELECT parseQueryToJSON({sql:String}), formatQuerySingleLine({sql:String})", parameters={"sql": sql}
+    ).result_rows[0]
     try:
         parsed = orjson.loads(tree)
     except orjson.JSONDecodeError:

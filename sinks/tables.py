@@ -48,11 +48,7 @@ def clickhouse_type(annotation: Any) -> str:
 
 def model_columns(model: type[BaseModel], skip: tuple[str, ...] = ()) -> list[tuple[str, str]]:
     """(name, ClickHouse type) of every field of ``model``, in order."""
-    return [
-        (name, clickhouse_type(f.annotation))
-        for name, f in model.model_fields.items()
-        if name not in skip
-    ]
+    return [(name, clickhouse_type(f.annotation)) for name, f in model.model_fields.items() if name not in skip]
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,9 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 data_dir_option = click.option(
-    "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Where crm360 keeps its data (default ./.crm360)."
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where crm360 keeps its data (default ./.crm360).",
 )
 
 
@@ -59,8 +61,10 @@ def prepare_topics(settings: Settings) -> None:
     from streams.worker.topic_admin import ensure_topics, topic_specs
 
     if not answers(settings.kafka_bootstrap):
-        fail(f"no Kafka broker answers at {settings.kafka_bootstrap}: start the stack (crm360 up) "
-             "or set CRM360_KAFKA_BOOTSTRAP")
+        fail(
+            f"no Kafka broker answers at {settings.kafka_bootstrap}: start the stack (crm360 up) "
+            "or set CRM360_KAFKA_BOOTSTRAP"
+        )
     counts = ensure_topics(settings.kafka_bootstrap, settings.partitions)
     expected = {spec.name: spec.num_partitions for spec in topic_specs(settings.partitions)}
     wrong = {t: n for t, n in counts.items() if n != expected[t]}
@@ -113,8 +117,9 @@ def broker(data_dir: Path | None) -> None:
     kafka = start_local_kafka(settings)
     if kafka is None:
         fail(f"something already answers at {settings.kafka_bootstrap}: stop it or set CRM360_KAFKA_BOOTSTRAP")
-    click.echo(f"local Kafka broker on {settings.kafka_bootstrap}, its log in {settings.data_path / 'kafka'}; "
-               "Ctrl-C stops it")
+    click.echo(
+        f"local Kafka broker on {settings.kafka_bootstrap}, its log in {settings.data_path / 'kafka'}; Ctrl-C stops it"
+    )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -177,7 +182,9 @@ def sql(query: str, fmt: str, data_dir: Path | None) -> None:
 
 @main.command()
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"), show_default=True)
-@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="Time charts (revenue, cohorts, alerts) from this day on.")
+@click.option(
+    "--since", type=click.DateTime(["%Y-%m-%d"]), help="Time charts (revenue, cohorts, alerts) from this day on."
+)
 @data_dir_option
 def report(out: Path, since: datetime | None, data_dir: Path | None) -> None:
     """Write the CRM analysis report: one self-contained HTML file (charts embedded, opens offline)."""
@@ -189,8 +196,11 @@ def report(out: Path, since: datetime | None, data_dir: Path | None) -> None:
         client.query("SELECT count() FROM customer_features")
     except QueryError as error:
         fail(f"cannot read the crm360 data: {error}")
-    page = build_report(client.query, since.date() if since else None,
-                        progress=lambda step: click.echo(f"\r{step:<60}", nl=False, err=True))
+    page = build_report(
+        client.query,
+        since.date() if since else None,
+        progress=lambda step: click.echo(f"\r{step:<60}", nl=False, err=True),
+    )
     try:
         out.write_text(page, encoding="utf-8")
     except OSError as error:
@@ -232,8 +242,15 @@ def customer(customer_id: str, data_dir: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per alert.")
 @click.option("--limit", type=int, default=20, show_default=True, help="Without --follow: how many recent alerts.")
 @data_dir_option
-def alerts(follow: bool, from_beginning: bool, webhook: str | None, group_id: str | None, as_json: bool,
-           limit: int, data_dir: Path | None) -> None:
+def alerts(
+    follow: bool,
+    from_beginning: bool,
+    webhook: str | None,
+    group_id: str | None,
+    as_json: bool,
+    limit: int,
+    data_dir: Path | None,
+) -> None:
     """Churn alerts: the most recent ones, or live from the churn-alerts topic (--follow)."""
     from schemas.alerts import ChurnAlert
     from streams.sdk.subscriber import AlertSubscriber, WebhookError, alert_line, alerts_json, forward_to_webhook
@@ -243,13 +260,19 @@ def alerts(follow: bool, from_beginning: bool, webhook: str | None, group_id: st
     show = alerts_json if as_json else alert_line
     if not follow:
         times = ("last_purchase_at", "as_of", "created_at")  # as epoch seconds: the same over HTTP and chDB
-        columns = ", ".join(f"toUnixTimestamp64Milli({c}) / 1000 AS {c}" if c in times else c for c in ChurnAlert.model_fields)
-        result = run_query(settings, f"SELECT {columns} FROM churn_alerts FINAL ORDER BY as_of DESC, customer_id LIMIT {int(limit)}")
+        columns = ", ".join(
+            f"toUnixTimestamp64Milli({c}) / 1000 AS {c}" if c in times else c for c in ChurnAlert.model_fields
+        )
+        result = run_query(
+            settings, f"SELECT {columns} FROM churn_alerts FINAL ORDER BY as_of DESC, customer_id LIMIT {int(limit)}"
+        )
         for row in result.rows:
             click.echo(show(ChurnAlert.model_validate(dict(zip(result.columns, row)))))
         return
     if not answers(settings.kafka_bootstrap):
-        fail(f"no Kafka broker answers at {settings.kafka_bootstrap}: start the stack (crm360 up) or set CRM360_KAFKA_BOOTSTRAP")
+        fail(
+            f"no Kafka broker answers at {settings.kafka_bootstrap}: start the stack (crm360 up) or set CRM360_KAFKA_BOOTSTRAP"
+        )
     try:
         with AlertSubscriber(settings.kafka_bootstrap, group_id=group_id, from_beginning=from_beginning) as subscriber:
             for alert in subscriber:
@@ -323,8 +346,14 @@ def demo(seconds: float | None, customers: int, rate: float, seed: int, data_dir
 @click.option("--customers", type=int, default=2_000, show_default=True)
 @click.option("--days", type=int, default=365, show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--truth", "truth_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("simulation_truth.json"),
-              show_default=True, help="Where the ground truth (latent segment, churn time) is saved.")
+@click.option(
+    "--truth",
+    "truth_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("simulation_truth.json"),
+    show_default=True,
+    help="Where the ground truth (latent segment, churn time) is saved.",
+)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write JSONL here instead of publishing.")
 def simulate(customers: int, days: int, seed: int, truth_path: Path, out: Path | None) -> None:
     """Generate a realistic synthetic stream (seeded) and publish it, or write it as JSONL."""
@@ -355,8 +384,13 @@ def simulate(customers: int, days: int, seed: int, truth_path: Path, out: Path |
 
 @main.command()
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path), required=False)
-@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), default="1997-09-30", show_default=True,
-              help="End of the calibration period; the rest of the file is the holdout.")
+@click.option(
+    "--until",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default="1997-09-30",
+    show_default=True,
+    help="End of the calibration period; the rest of the file is the holdout.",
+)
 @click.option("--min-auc", type=float, default=0.77, show_default=True, help="Fail below this ROC AUC.")
 def evaluate(path: Path | None, until: datetime, min_auc: float) -> None:
     """Churn quality on real purchases (CDNOW file PATH): ROC AUC of churn_probability vs recency."""
@@ -371,8 +405,12 @@ def evaluate(path: Path | None, until: datetime, min_auc: float) -> None:
         result = run_evaluation(path, until.replace(tzinfo=timezone.utc))
     except (RuntimeError, TimeoutError) as error:
         fail(str(error))
-    click.echo(f"customers {result['customers']}, scored {result['scored']}, churned in holdout {result['churn_rate']:.1%}")
-    click.echo(f"ROC AUC  churn_probability {result['roc_auc']:.4f}   days since last purchase {result['recency_baseline_roc_auc']:.4f}")
+    click.echo(
+        f"customers {result['customers']}, scored {result['scored']}, churned in holdout {result['churn_rate']:.1%}"
+    )
+    click.echo(
+        f"ROC AUC  churn_probability {result['roc_auc']:.4f}   days since last purchase {result['recency_baseline_roc_auc']:.4f}"
+    )
     click.echo(json.dumps(result))
     if result["scored"] < result["customers"]:
         fail(f"{result['customers'] - result['scored']} customers have no churn score")
@@ -382,7 +420,11 @@ def evaluate(path: Path | None, until: datetime, min_auc: float) -> None:
 
 @main.command()
 @click.option("--events", type=int, default=300_000, show_default=True)
-@click.option("--cpu", is_flag=True, help="Instead: CPU cost of processing in one process, reproducible, with a digest of all outputs.")
+@click.option(
+    "--cpu",
+    is_flag=True,
+    help="Instead: CPU cost of processing in one process, reproducible, with a digest of all outputs.",
+)
 def bench(events: int, cpu: bool) -> None:
     """Measure throughput (against a plain consumer) and freshness on a private local stack."""
     import json

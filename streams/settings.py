@@ -124,8 +124,12 @@ class Settings(BaseSettings):
         since the decoded states in front of it are the cache that matters (faust's defaults
         let each of a worker's databases take up to 2 GiB of block cache and 192 MB of
         write buffers)."""
-        return {"write_buffer_size": 16 * 2**20, "max_write_buffer_number": 2,
-                "block_cache_size": 32 * 2**20, "target_file_size_base": 64 * 2**20}
+        return {
+            "write_buffer_size": 16 * 2**20,
+            "max_write_buffer_number": 2,
+            "block_cache_size": 32 * 2**20,
+            "target_file_size_base": 64 * 2**20,
+        }
 
     @property
     def data_path(self) -> Path:

@@ -55,7 +55,9 @@ def broker(kafka: LocalKafka) -> str:
 class WorkerProcess(stack.WorkerProcess):
     """A ``crm360 worker`` subprocess with test helpers."""
 
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
         req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers or {})
         try:
             with urllib.request.urlopen(req, timeout=60) as response:
@@ -184,8 +186,18 @@ def purchases(count: int, customers: int, first: int = 0) -> tuple[list[dict[str
     events, expected = [], defaultdict(lambda: [0, 0.0])
     for n in range(first, first + count):
         customer, amount = f"k{n % customers}", float(n % 97) + 0.5
-        events.append({"type": "purchase", "event_id": f"e{n}", "customer_id": customer, "ts": 1_700_000_000 + n * 60,
-                       "channel": "pos", "order_id": f"o{n}", "amount": amount, "currency": "EUR"})
+        events.append(
+            {
+                "type": "purchase",
+                "event_id": f"e{n}",
+                "customer_id": customer,
+                "ts": 1_700_000_000 + n * 60,
+                "channel": "pos",
+                "order_id": f"o{n}",
+                "amount": amount,
+                "currency": "EUR",
+            }
+        )
         expected[customer][0] += 1
         expected[customer][1] += amount
     return events, dict(expected)
@@ -197,14 +209,19 @@ def assert_exact_purchases(worker: WorkerProcess, expected: dict[str, list[float
     deadline = time.monotonic() + timeout
     rows: dict[str, Any] = {}
     while time.monotonic() < deadline:  # features and raw rows (in one write, table after table)
-        rows = {r["customer_id"]: r for r in worker.sql(
-            "SELECT customer_id, purchase_count, monetary_total FROM customer_features FINAL")}
-        if sum(r["purchase_count"] for r in rows.values()) == total and worker.sql(
-                "SELECT count() AS n FROM purchases FINAL")[0]["n"] >= total:
+        rows = {
+            r["customer_id"]: r
+            for r in worker.sql("SELECT customer_id, purchase_count, monetary_total FROM customer_features FINAL")
+        }
+        if (
+            sum(r["purchase_count"] for r in rows.values()) == total
+            and worker.sql("SELECT count() AS n FROM purchases FINAL")[0]["n"] >= total
+        ):
             break
         time.sleep(0.5)
     assert {c: (r["purchase_count"], pytest.approx(r["monetary_total"])) for c, r in rows.items()} == {
-        c: (n, pytest.approx(t)) for c, (n, t) in expected.items()}
+        c: (n, pytest.approx(t)) for c, (n, t) in expected.items()
+    }
     assert worker.sql("SELECT count() AS n FROM purchases FINAL")[0]["n"] == total
     for customer in list(expected)[:5]:
         status, answer = worker.get(f"/customers/{customer}")

@@ -12,8 +12,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_bench_prints_consistent_figures() -> None:
-    done = subprocess.run([sys.executable, "-m", "streams.cli", "bench", "--events", "6000"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "bench", "--events", "6000"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()
     figures = json.loads(lines[-1])

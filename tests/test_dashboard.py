@@ -44,9 +44,18 @@ def browser() -> Iterator[webdriver.Chrome]:
         pytest.fail("Chromium is missing: install Debian's chromium and chromium-driver (`make test` does)")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1400,2200"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,2200",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     ARTIFACTS.mkdir(exist_ok=True)
@@ -79,8 +88,11 @@ def number(value: str) -> float:
 def expected_headline(worker: Any, events: list[dict[str, Any]]) -> dict[str, float]:
     """The headline figures recomputed: from the events where they are raw facts, else by plain SQL."""
     newest = max(e["ts"] for e in events)
-    revenue = sum(e["amount"] for e in events
-                  if e["type"] == "purchase" and e.get("kind", "purchase") == "purchase" and e["ts"] > newest - 30 * 86_400)
+    revenue = sum(
+        e["amount"]
+        for e in events
+        if e["type"] == "purchase" and e.get("kind", "purchase") == "purchase" and e["ts"] > newest - 30 * 86_400
+    )
     state = worker.sql(
         "SELECT count() AS customers, "
         "countIf(lifecycle_stage IN ('new', 'active', 'reactivated')) AS active_customers, "
@@ -89,11 +101,16 @@ def expected_headline(worker: Any, events: list[dict[str, Any]]) -> dict[str, fl
     )[0]
     day = datetime.fromtimestamp(newest, tz=timezone.utc).date().isoformat()
     alerts = worker.sql(f"SELECT count() AS n FROM churn_alerts FINAL WHERE toDate(as_of, 'UTC') = '{day}'")[0]["n"]
-    return state | {"revenue_30d": round(revenue, 2), "alerts_today": alerts, "churn_rate": round(state["churn_rate"], 4)}
+    return state | {
+        "revenue_30d": round(revenue, 2),
+        "alerts_today": alerts,
+        "churn_rate": round(state["churn_rate"], 4),
+    }
 
 
-def test_dashboard_live_in_chromium_and_report_offline(broker: str, start_worker: Any, browser: webdriver.Chrome,
-                                                      tmp_path: Path) -> None:
+def test_dashboard_live_in_chromium_and_report_offline(
+    broker: str, start_worker: Any, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
     worker = start_worker(**MODEL_ENV, CRM360_DASHBOARD_REFRESH_S="1")
     browser.get(worker.url + "/dashboard")
     until(lambda: browser.execute_script("return document.body.dataset.refreshed"), "the first refresh")
@@ -111,9 +128,16 @@ def test_dashboard_live_in_chromium_and_report_offline(broker: str, start_worker
     for key in CHARTS:
         until(lambda: browser.execute_script(MARKS_JS, f"body-{key}"), f"chart {key} drawn")
     alerts = until(lambda: worker.sql("SELECT count() AS n FROM churn_alerts FINAL")[0]["n"], "churn alerts")
-    until(lambda: browser.execute_script("return document.querySelectorAll('#body-alerts tbody tr').length")
-          == min(20, alerts), "the latest alerts on the page")
-    empty = browser.execute_script("return [...document.querySelectorAll('.panel .empty, .error')].map(e => e.closest('.panel').id)")
+    until(
+        lambda: (
+            browser.execute_script("return document.querySelectorAll('#body-alerts tbody tr').length")
+            == min(20, alerts)
+        ),
+        "the latest alerts on the page",
+    )
+    empty = browser.execute_script(
+        "return [...document.querySelectorAll('.panel .empty, .error')].map(e => e.closest('.panel').id)"
+    )
     assert empty == []
 
     # The headline numbers equal the SQL (polled: aging and re-scoring may still move them for a moment).
@@ -127,16 +151,25 @@ def test_dashboard_live_in_chromium_and_report_offline(broker: str, start_worker
 
     # The report: written through the worker's read-only path, opened with the network off.
     out = tmp_path / "report.html"
-    done = subprocess.run([sys.executable, "-m", "streams.cli", "report", "--out", str(out)], cwd=ROOT,
-                          env=worker.env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "report", "--out", str(out)],
+        cwd=ROOT,
+        env=worker.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert f"wrote {out}" in done.stdout
     browser.execute_cdp_cmd("Network.enable", {})
-    browser.execute_cdp_cmd("Network.emulateNetworkConditions",
-                            {"offline": True, "latency": 0, "downloadThroughput": 0, "uploadThroughput": 0})
+    browser.execute_cdp_cmd(
+        "Network.emulateNetworkConditions",
+        {"offline": True, "latency": 0, "downloadThroughput": 0, "uploadThroughput": 0},
+    )
     browser.get(out.as_uri())
     shown_sections = browser.execute_script(
-        "return [...document.querySelectorAll('section[data-section]')].map(s => s.dataset.section)")
+        "return [...document.querySelectorAll('section[data-section]')].map(s => s.dataset.section)"
+    )
     assert shown_sections == [s for s in SECTIONS if s != "Headline"]
     articles = browser.execute_script("return [...document.querySelectorAll('article.panel')].map(a => a.id)")
     assert articles == [f"panel-{k}" for k in PANELS if k != "headline"]
@@ -147,17 +180,25 @@ def test_dashboard_live_in_chromium_and_report_offline(broker: str, start_worker
         says = browser.execute_script(f"return document.querySelector('#panel-{key} .says')?.textContent")
         assert key == "headline" or says, f"report panel {key} has no key sentence"
     external = browser.execute_script(
-        "return document.querySelectorAll('script[src], link[href], img[src], iframe').length")
+        "return document.querySelectorAll('script[src], link[href], img[src], iframe').length"
+    )
     assert external == 0
     assert {k: number(v) for k, v in headline(browser).items()} == pytest.approx(
-        expected_headline(worker, events), abs=0.006)
+        expected_headline(worker, events), abs=0.006
+    )
     browser.save_screenshot(str(ARTIFACTS / "report.png"))
 
     # --since limits the time charts: the daily revenue sentence counts only the days from then on.
     since = datetime.fromtimestamp(max(e["ts"] for e in events), tz=timezone.utc).date() - timedelta(days=59)
     later = tmp_path / "later.html"
-    done = subprocess.run([sys.executable, "-m", "streams.cli", "report", "--out", str(later), "--since",
-                           since.isoformat()], cwd=ROOT, env=worker.env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "report", "--out", str(later), "--since", since.isoformat()],
+        cwd=ROOT,
+        env=worker.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     days = worker.sql(f"SELECT count() AS n FROM v_revenue_daily WHERE day >= '{since}'")[0]["n"]
     assert f"over {days} trading days" in later.read_text()
@@ -165,10 +206,20 @@ def test_dashboard_live_in_chromium_and_report_offline(broker: str, start_worker
 
 
 def test_report_fails_in_one_line_without_data(tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "CRM360_DATA_DIR": str(tmp_path / "nothing"), "CRM360_WEB_PORT": "1",
-           "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "streams.cli", "report", "--out", str(tmp_path / "r.html")],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "CRM360_DATA_DIR": str(tmp_path / "nothing"),
+        "CRM360_WEB_PORT": "1",
+        "PYTHONPATH": str(ROOT),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "report", "--out", str(tmp_path / "r.html")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         f"crm360: cannot read the crm360 data: no crm360 data at chdb://{tmp_path}/nothing/clickhouse: "

@@ -28,10 +28,14 @@ def test_compose_wires_worker_to_kafka_and_clickhouse() -> None:
     dsn = urlparse(env["CRM360_CLICKHOUSE_DSN"])
     assert (dsn.scheme, dsn.hostname, dsn.port) == ("http", "clickhouse", 8123)
     assert (dsn.username, dsn.password) == (
-        clickhouse["environment"]["CLICKHOUSE_USER"], clickhouse["environment"]["CLICKHOUSE_PASSWORD"])
+        clickhouse["environment"]["CLICKHOUSE_USER"],
+        clickhouse["environment"]["CLICKHOUSE_PASSWORD"],
+    )
     # The worker starts after both are healthy, listens where it is published, and builds here.
-    assert worker["depends_on"] == {"kafka": {"condition": "service_healthy"},
-                                    "clickhouse": {"condition": "service_healthy"}}
+    assert worker["depends_on"] == {
+        "kafka": {"condition": "service_healthy"},
+        "clickhouse": {"condition": "service_healthy"},
+    }
     assert f"{env['CRM360_WEB_PORT']}:{env['CRM360_WEB_PORT']}" in worker["ports"]
     assert env["CRM360_WEB_HOST"] == "0.0.0.0"
     assert worker["build"] == "." and (ROOT / "Dockerfile").exists()

@@ -28,8 +28,11 @@ def descendants(pid: int) -> dict[int, str]:
     while pending:
         parent = pending.pop()
         try:
-            children = [int(c) for task in Path(f"/proc/{parent}/task").iterdir()
-                        for c in (task / "children").read_text().split()]
+            children = [
+                int(c)
+                for task in Path(f"/proc/{parent}/task").iterdir()
+                for c in (task / "children").read_text().split()
+            ]
         except FileNotFoundError:
             continue
         for child in children:
@@ -55,14 +58,18 @@ class UpStack:
 
     def __init__(self, data_dir: Path, **env: str) -> None:
         self.log_path = data_dir.parent / f"up-{uuid.uuid4().hex[:6]}.log"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CRM360_")} | {
-            "CRM360_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
-            "CRM360_WEB_PORT": str(free_port()),
-            "CRM360_DATA_DIR": str(data_dir),
-            "CRM360_AGING_INTERVAL_S": "1.0",
-            "CRM360_AGING_MIN_ADVANCE_S": "0",
-            "PYTHONPATH": str(ROOT),
-        } | env
+        self.env = (
+            {k: v for k, v in os.environ.items() if not k.startswith("CRM360_")}
+            | {
+                "CRM360_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
+                "CRM360_WEB_PORT": str(free_port()),
+                "CRM360_DATA_DIR": str(data_dir),
+                "CRM360_AGING_INTERVAL_S": "1.0",
+                "CRM360_AGING_MIN_ADVANCE_S": "0",
+                "PYTHONPATH": str(ROOT),
+            }
+            | env
+        )
         self.process: subprocess.Popen[bytes] | None = None
         self.worker = WorkerProcess(self.env, None)
         self.seen: dict[int, str] = {}
@@ -75,8 +82,14 @@ class UpStack:
         """Start it; returns the seconds until the worker was healthy."""
         started = time.monotonic()
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "streams.cli", "up"], env=self.env, cwd=ROOT,
-                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "up"],
+                env=self.env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.wait_healthy(timeout)
         self.watch()
         return time.monotonic() - started
@@ -170,8 +183,12 @@ def test_a_restarted_stack_ends_exact_after_any_stop(up: Any, whole_group: bool)
     wait_applied(stack, 3_000)
     took = stack.stop(signal.SIGKILL if whole_group else signal.SIGTERM, whole_group=whole_group)
     assert whole_group or (stack.process and stack.process.returncode == 0 and took < 40), stack.log()
-    restarted = up(Path(stack.env["CRM360_DATA_DIR"]), CRM360_WORKER_PROCESSES="2",
-                   CRM360_WEB_PORT=stack.env["CRM360_WEB_PORT"], CRM360_KAFKA_BOOTSTRAP=stack.bootstrap)
+    restarted = up(
+        Path(stack.env["CRM360_DATA_DIR"]),
+        CRM360_WORKER_PROCESSES="2",
+        CRM360_WEB_PORT=stack.env["CRM360_WEB_PORT"],
+        CRM360_KAFKA_BOOTSTRAP=stack.bootstrap,
+    )
     filled_start = restarted.start()
     more, expected_more = purchases(2_000, 300, first=20_000)
     publish(restarted.bootstrap, more)
@@ -194,8 +211,12 @@ def test_the_model_and_its_labels_continue_across_a_restart(up: Any) -> None:
     before = settle(stack.worker)
     assert before["learned"] > 100
     stack.stop()
-    restarted = up(Path(stack.env["CRM360_DATA_DIR"]), **MODEL_ENV, CRM360_WEB_PORT=stack.env["CRM360_WEB_PORT"],
-                   CRM360_KAFKA_BOOTSTRAP=stack.bootstrap)
+    restarted = up(
+        Path(stack.env["CRM360_DATA_DIR"]),
+        **MODEL_ENV,
+        CRM360_WEB_PORT=stack.env["CRM360_WEB_PORT"],
+        CRM360_KAFKA_BOOTSTRAP=stack.bootstrap,
+    )
     restarted.start()
     assert restarted.worker.metric("crm360_model_version") == before["version"]
     assert restarted.worker.metric("crm360_model_labels_learned") == before["learned"]
@@ -284,9 +305,17 @@ def test_a_data_dir_in_use_is_refused_in_one_line(tmp_path: Path) -> None:
     first.start()
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CRM360_")} | {
-            "CRM360_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}", "PYTHONPATH": str(ROOT)}
-        done = subprocess.run([sys.executable, "-m", "streams.cli", "up", "--data-dir", str(tmp_path / "data")],
-                              env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+            "CRM360_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
+            "PYTHONPATH": str(ROOT),
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "streams.cli", "up", "--data-dir", str(tmp_path / "data")],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     finally:
         first.stop()
     assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr

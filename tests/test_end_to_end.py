@@ -29,21 +29,55 @@ def make_events(seed: int = 7, customers: int = 40, per_customer: int = 25) -> l
         cid = f"cust-{c}"
         for n in range(per_customer):
             ts = START + rng.uniform(0, 200) * DAY
-            base = {"event_id": f"{cid}-{n}", "customer_id": cid, "ts": ts, "channel": rng.choice(["web", "app", "pos"])}
+            base = {
+                "event_id": f"{cid}-{n}",
+                "customer_id": cid,
+                "ts": ts,
+                "channel": rng.choice(["web", "app", "pos"]),
+            }
             kind = rng.random()
             if kind < 0.35:
-                events.append(base | {"type": "purchase", "order_id": f"o-{cid}-{n}", "amount": round(rng.uniform(5, 200), 2),
-                                      "currency": "EUR", "kind": "refund" if rng.random() < 0.1 else "purchase",
-                                      "items": [{"sku": "s1", "category": rng.choice(["books", "music", "games"]),
-                                                 "quantity": rng.randint(1, 3), "unit_price": 9.5}]})
+                events.append(
+                    base
+                    | {
+                        "type": "purchase",
+                        "order_id": f"o-{cid}-{n}",
+                        "amount": round(rng.uniform(5, 200), 2),
+                        "currency": "EUR",
+                        "kind": "refund" if rng.random() < 0.1 else "purchase",
+                        "items": [
+                            {
+                                "sku": "s1",
+                                "category": rng.choice(["books", "music", "games"]),
+                                "quantity": rng.randint(1, 3),
+                                "unit_price": 9.5,
+                            }
+                        ],
+                    }
+                )
             elif kind < 0.7:
-                events.append(base | {"type": "visit", "session_id": f"s{n}", "page": "/p", "duration_s": rng.uniform(1, 600)})
+                events.append(
+                    base | {"type": "visit", "session_id": f"s{n}", "page": "/p", "duration_s": rng.uniform(1, 600)}
+                )
             elif kind < 0.9:
-                events.append(base | {"type": "social_interaction", "platform": "instagram",
-                                      "action": rng.choice(["like", "comment", "share", "follow"]), "content_id": "post"})
+                events.append(
+                    base
+                    | {
+                        "type": "social_interaction",
+                        "platform": "instagram",
+                        "action": rng.choice(["like", "comment", "share", "follow"]),
+                        "content_id": "post",
+                    }
+                )
             else:
-                events.append(base | {"type": "customer_profile", "region": rng.choice(["north", "south"]),
-                                      "city": rng.choice(["Lyon", "Graz"])})
+                events.append(
+                    base
+                    | {
+                        "type": "customer_profile",
+                        "region": rng.choice(["north", "south"]),
+                        "city": rng.choice(["Lyon", "Graz"]),
+                    }
+                )
     events.sort(key=lambda e: e["ts"])
     # Producers are not perfectly ordered: swap neighbours (well within the allowed lateness).
     for i in range(0, len(events) - 1, 7):
@@ -86,7 +120,9 @@ def expected_features(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]
             "visits_30d": sum(1 for v in visits if in30(v)),
             "purchases_30d": sum(1 for b in buys if in30(b)),
             "purchases_90d": sum(1 for b in buys if in90(b)),
-            "revenue_90d": round(sum(b["amount"] for b in buys if in90(b)) - sum(r["amount"] for r in refunds if in90(r)), 2),
+            "revenue_90d": round(
+                sum(b["amount"] for b in buys if in90(b)) - sum(r["amount"] for r in refunds if in90(r)), 2
+            ),
             "likes_30d": sum(1 for s in social if s["action"] == "like" and in30(s)),
             "shares_30d": sum(1 for s in social if s["action"] == "share" and in30(s)),
             "preferred_channel": min(channels, key=lambda ch: (-channels[ch], ch)),
@@ -157,7 +193,14 @@ def test_every_event_type_gives_exact_features(start_worker: Any, broker: str) -
 def test_bad_input_goes_to_dead_letters_and_valid_events_all_land(start_worker: Any, broker: str) -> None:
     worker = start_worker()
     producer = KafkaProducer(bootstrap_servers=broker)
-    good = {"type": "visit", "event_id": "ok-1", "customer_id": "alice", "ts": START, "channel": "web", "session_id": "s"}
+    good = {
+        "type": "visit",
+        "event_id": "ok-1",
+        "customer_id": "alice",
+        "ts": START,
+        "channel": "web",
+        "session_id": "s",
+    }
     p_alice = partition_for("alice", PARTITIONS)
     bad_values = [
         b"{not json",
@@ -185,8 +228,16 @@ def test_bad_input_goes_to_dead_letters_and_valid_events_all_land(start_worker: 
 
 def test_http_ingest_and_api_key(start_worker: Any) -> None:
     worker = start_worker(CRM360_API_KEY="s3cret")
-    event = {"type": "purchase", "event_id": "h1", "customer_id": "carol", "ts": "2024-03-01T12:00:00+01:00",
-             "channel": "pos", "order_id": "h1", "amount": 42.0, "currency": "EUR"}
+    event = {
+        "type": "purchase",
+        "event_id": "h1",
+        "customer_id": "carol",
+        "ts": "2024-03-01T12:00:00+01:00",
+        "channel": "pos",
+        "order_id": "h1",
+        "amount": 42.0,
+        "currency": "EUR",
+    }
     body = json.dumps(event).encode()
     assert worker.request("POST", "/events", body)[0] == 401
     assert worker.request("POST", "/events", body, {"Authorization": "Bearer wrong"})[0] == 401

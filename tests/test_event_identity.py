@@ -22,8 +22,16 @@ CONFLICT = "conflict: purchase event_id '{}' of customer 'ann' was applied befor
 
 
 def purchase(event_id: str, ts: float, amount: float) -> dict[str, Any]:
-    return {"type": "purchase", "event_id": event_id, "customer_id": "ann", "ts": ts, "channel": "pos",
-            "order_id": event_id, "amount": amount, "currency": "EUR"}
+    return {
+        "type": "purchase",
+        "event_id": event_id,
+        "customer_id": "ann",
+        "ts": ts,
+        "channel": "pos",
+        "order_id": event_id,
+        "amount": amount,
+        "currency": "EUR",
+    }
 
 
 def send(worker: Any, broker: str, path: str, events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -44,14 +52,19 @@ def send(worker: Any, broker: str, path: str, events: list[dict[str, Any]]) -> d
 def truth(worker: Any) -> dict[str, Any]:
     """What each place says of ann's purchases."""
     return {
-        "features": worker.sql("SELECT purchase_count, monetary_total FROM customer_features FINAL "
-                               "WHERE customer_id = 'ann'"),
+        "features": worker.sql(
+            "SELECT purchase_count, monetary_total FROM customer_features FINAL WHERE customer_id = 'ann'"
+        ),
         "live": worker.get("/customers/ann")[1].get("customer", {}).get("monetary_total"),
-        "purchases": worker.sql("SELECT event_id, amount, toUnixTimestamp(ts) AS ts FROM purchases FINAL "
-                                "WHERE customer_id = 'ann' ORDER BY event_id"),
+        "purchases": worker.sql(
+            "SELECT event_id, amount, toUnixTimestamp(ts) AS ts FROM purchases FINAL "
+            "WHERE customer_id = 'ann' ORDER BY event_id"
+        ),
         "revenue": worker.sql("SELECT toString(day) AS day, gross_revenue, orders FROM v_revenue_daily"),
-        "dead_letters": sorted(r["reason"].removeprefix("body[1]: ")[:len(CONFLICT.format("o-1"))]
-                               for r in worker.sql("SELECT reason FROM dead_letters")),
+        "dead_letters": sorted(
+            r["reason"].removeprefix("body[1]: ")[: len(CONFLICT.format("o-1"))]
+            for r in worker.sql("SELECT reason FROM dead_letters")
+        ),
     }
 
 
@@ -80,13 +93,16 @@ def test_an_event_id_sent_again_with_other_content_keeps_the_first_everywhere(
     if path == "http":
         assert (answer["accepted"], answer["rejected"]) == (1, 1), answer
         assert answer["errors"][0].startswith("body[1]: " + CONFLICT.format("o-1")), answer
-    assert_eventually(worker, {
-        "features": [{"purchase_count": 1, "monetary_total": 10.0}],
-        "live": 10.0,
-        "purchases": [{"event_id": "o-1", "amount": 10.0, "ts": START}],
-        "revenue": [{"day": "2024-01-01", "gross_revenue": 10.0, "orders": 1}],
-        "dead_letters": [CONFLICT.format("o-1")],
-    })
+    assert_eventually(
+        worker,
+        {
+            "features": [{"purchase_count": 1, "monetary_total": 10.0}],
+            "live": 10.0,
+            "purchases": [{"event_id": "o-1", "amount": 10.0, "ts": START}],
+            "revenue": [{"day": "2024-01-01", "gross_revenue": 10.0, "orders": 1}],
+            "dead_letters": [CONFLICT.format("o-1")],
+        },
+    )
     (letter,) = worker.sql("SELECT source, topic, offset, payload FROM dead_letters")
     assert '"amount":99.0' in letter["payload"], letter
     if path == "kafka":
@@ -128,15 +144,22 @@ def test_the_first_content_stands_across_a_restart_after_a_lost_write(start_work
     restarted.wait_for("SELECT count() FROM dead_letters", 1)
     answer = send(restarted, broker, "http", [purchase("o-1", START, 10.0), purchase("o-2", START + DAY, 77.0)])
     assert (answer["accepted"], answer["rejected"]) == (1, 1), answer
-    assert_eventually(restarted, {
-        "features": [{"purchase_count": 2, "monetary_total": 30.0}],
-        "live": 30.0,
-        "purchases": [{"event_id": "o-1", "amount": 10.0, "ts": START}, {"event_id": "o-2", "amount": 20.0,
-                                                                          "ts": START + DAY}],
-        "revenue": [{"day": "2024-01-01", "gross_revenue": 10.0, "orders": 1},
-                    {"day": "2024-01-02", "gross_revenue": 20.0, "orders": 1}],
-        "dead_letters": [CONFLICT.format("o-1"), CONFLICT.format("o-2")],
-    })
+    assert_eventually(
+        restarted,
+        {
+            "features": [{"purchase_count": 2, "monetary_total": 30.0}],
+            "live": 30.0,
+            "purchases": [
+                {"event_id": "o-1", "amount": 10.0, "ts": START},
+                {"event_id": "o-2", "amount": 20.0, "ts": START + DAY},
+            ],
+            "revenue": [
+                {"day": "2024-01-01", "gross_revenue": 10.0, "orders": 1},
+                {"day": "2024-01-02", "gross_revenue": 20.0, "orders": 1},
+            ],
+            "dead_letters": [CONFLICT.format("o-1"), CONFLICT.format("o-2")],
+        },
+    )
     # o-2 read again was applied (its state had not been sent: its rows were unwritten); over
     # HTTP o-2 with other content is a conflict and o-1 with its first content a duplicate.
     restarted.wait_for_metric("crm360_duplicates_skipped_total", 1)

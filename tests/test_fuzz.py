@@ -36,35 +36,89 @@ DAY = 86_400.0
 BYSTANDERS = [f"bystander-{n}" for n in range(8)]
 
 #: Values at and beyond the edges of each domain (schemas.events), valid ones included.
-edge_times = st.sampled_from([
-    0, -1, -0.001, 2e10, 2e10 + 1, 1.7e12, 1.7e15, 2**63, -(2**63), NOW, NOW + DAY - 60, NOW + DAY + 60,
-    "1970-01-01T00:00:00Z", "1969-12-31T23:59:59.999Z", "2200-01-01T00:00:00Z", "9999-12-31T23:59:59Z",
-    "2024-02-29T12:00:00+14:00", "2024-01-01T00:00:00", "yesterday", None,
-]) | st.floats(min_value=-1e12, max_value=1e13) | st.floats() | st.integers(min_value=-(2**70), max_value=2**70)
+edge_times = (
+    st.sampled_from(
+        [
+            0,
+            -1,
+            -0.001,
+            2e10,
+            2e10 + 1,
+            1.7e12,
+            1.7e15,
+            2**63,
+            -(2**63),
+            NOW,
+            NOW + DAY - 60,
+            NOW + DAY + 60,
+            "1970-01-01T00:00:00Z",
+            "1969-12-31T23:59:59.999Z",
+            "2200-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+            "2024-02-29T12:00:00+14:00",
+            "2024-01-01T00:00:00",
+            "yesterday",
+            None,
+        ]
+    )
+    | st.floats(min_value=-1e12, max_value=1e13)
+    | st.floats()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+)
 valid_times = st.floats(min_value=0, max_value=NOW + DAY - 60) | st.datetimes(
     min_value=datetime(1970, 1, 1), max_value=datetime(2026, 1, 1), timezones=st.just(timezone.utc)
 ).map(lambda d: d.isoformat())
 edge_amounts = st.sampled_from([0.0, -0.0, 5e-324, 1e9, 1e9 + 1, 1e308, -1.0, float("inf"), float("nan"), 2**64, "10"])
 valid_amounts = st.floats(min_value=0, max_value=1e9)
 edge_texts = st.sampled_from([0, 1, 3, 32, 33, 127, 128, 129, 256, 257, 10_001]).map(lambda n: "é" * n) | st.just(
-    "\x00\n\t\"\\")
+    '\x00\n\t"\\'
+)
 valid_ids = st.text(min_size=1, max_size=12)
-items = st.lists(st.fixed_dictionaries({"sku": valid_ids}, optional={
-    "category": st.none() | valid_ids | edge_texts, "quantity": st.integers(-1, 2_000_000), "unit_price": valid_amounts
-    | edge_amounts}), max_size=3)
+items = st.lists(
+    st.fixed_dictionaries(
+        {"sku": valid_ids},
+        optional={
+            "category": st.none() | valid_ids | edge_texts,
+            "quantity": st.integers(-1, 2_000_000),
+            "unit_price": valid_amounts | edge_amounts,
+        },
+    ),
+    max_size=3,
+)
 VALID: dict[str, st.SearchStrategy[Any]] = {
-    "event_id": valid_ids, "customer_id": st.sampled_from(["zoe", "yan", "xia", "wim"]), "ts": valid_times,
-    "channel": st.sampled_from(["web", "pos", "app"]), "order_id": valid_ids, "amount": valid_amounts,
-    "currency": st.just("EUR"), "kind": st.sampled_from(["purchase", "refund"]), "items": items,
-    "discount": valid_amounts, "session_id": valid_ids, "duration_s": st.floats(0, 86_400), "page": st.text(),
-    "platform": st.just("instagram"), "action": st.sampled_from(["like", "comment", "share", "review"]),
-    "text": st.text(), "rating": st.floats(0, 5), "region": st.text(max_size=20), "signup_at": valid_times,
-    "city": st.text(max_size=20), "schema_version": st.just(1),
+    "event_id": valid_ids,
+    "customer_id": st.sampled_from(["zoe", "yan", "xia", "wim"]),
+    "ts": valid_times,
+    "channel": st.sampled_from(["web", "pos", "app"]),
+    "order_id": valid_ids,
+    "amount": valid_amounts,
+    "currency": st.just("EUR"),
+    "kind": st.sampled_from(["purchase", "refund"]),
+    "items": items,
+    "discount": valid_amounts,
+    "session_id": valid_ids,
+    "duration_s": st.floats(0, 86_400),
+    "page": st.text(),
+    "platform": st.just("instagram"),
+    "action": st.sampled_from(["like", "comment", "share", "review"]),
+    "text": st.text(),
+    "rating": st.floats(0, 5),
+    "region": st.text(max_size=20),
+    "signup_at": valid_times,
+    "city": st.text(max_size=20),
+    "schema_version": st.just(1),
 }
 EDGE: dict[str, st.SearchStrategy[Any]] = {
-    "ts": edge_times, "signup_at": edge_times, "amount": edge_amounts, "discount": edge_amounts,
-    "duration_s": edge_amounts, "rating": edge_amounts, "currency": st.sampled_from(["EURO", ""]),
-    "kind": st.just("gift"), "action": st.just("boo"), "schema_version": st.sampled_from([0, 2, 2**70]),
+    "ts": edge_times,
+    "signup_at": edge_times,
+    "amount": edge_amounts,
+    "discount": edge_amounts,
+    "duration_s": edge_amounts,
+    "rating": edge_amounts,
+    "currency": st.sampled_from(["EURO", ""]),
+    "kind": st.just("gift"),
+    "action": st.just("boo"),
+    "schema_version": st.sampled_from([0, 2, 2**70]),
     "items": st.lists(st.just({"sku": "s"}), min_size=999, max_size=1001),
 }
 FIELDS = {
@@ -114,8 +168,11 @@ def message_of(event: dict[str, Any], offset: int) -> Message:
     return Message(TOPIC_FOR_TYPE[event["type"]], home, offset, json.dumps(event).encode())
 
 
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(st.lists(fuzzed_event(), min_size=1, max_size=6))
 def test_accepted_events_are_written_and_change_only_their_customer(
     clickhouse: tuple[Client, Path], fuzzed: list[dict[str, Any]]
@@ -125,9 +182,25 @@ def test_accepted_events_are_written_and_change_only_their_customer(
     sink, table = ClickHouseSink(client, staging), {}
     pipeline = CustomerPipeline(config.feature_config(), sink, table, PARTITIONS, config.learning_config())
     start = 1_704_067_200.0  # 2024-01-01
-    pipeline.ingest([message_of({"type": "purchase", "event_id": f"{c}-{n}", "customer_id": c, "ts": start + n * DAY,
-                                 "channel": "web", "order_id": f"{c}-{n}", "amount": 10.0, "currency": "EUR"}, n)
-                     for n in range(3) for c in BYSTANDERS])
+    pipeline.ingest(
+        [
+            message_of(
+                {
+                    "type": "purchase",
+                    "event_id": f"{c}-{n}",
+                    "customer_id": c,
+                    "ts": start + n * DAY,
+                    "channel": "web",
+                    "order_id": f"{c}-{n}",
+                    "amount": 10.0,
+                    "currency": "EUR",
+                },
+                n,
+            )
+            for n in range(3)
+            for c in BYSTANDERS
+        ]
+    )
     sink.flush()
     before = {c: event_derived(table[c.encode()]) for c in BYSTANDERS}
     pipeline.ingest([message_of(event, offset) for offset, event in enumerate(fuzzed)])
@@ -156,8 +229,11 @@ message_values = st.one_of(
     json_values.map(lambda v: json.dumps(v).encode()),
     st.lists(fuzzed_event() | json_values, max_size=4).map(lambda evs: json.dumps({"events": evs}).encode()),
     st.integers(1, 200_000).map(lambda depth: ("[" * depth + "]" * depth).encode()),
-    st.integers(1, 2_000).map(lambda depth: json.dumps({"type": "purchase", "items": "ITEMS"}).replace(
-        '"ITEMS"', "[" * depth + "]" * depth).encode()),
+    st.integers(1, 2_000).map(
+        lambda depth: (
+            json.dumps({"type": "purchase", "items": "ITEMS"}).replace('"ITEMS"', "[" * depth + "]" * depth).encode()
+        )
+    ),
     st.integers(MAX_PAYLOAD_CHARS - 2, 3 * MAX_PAYLOAD_CHARS).map(lambda n: json.dumps({"event_id": "x" * n}).encode()),
 )
 

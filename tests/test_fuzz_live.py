@@ -33,9 +33,16 @@ class Live:
         customer = SENTINELS[self.sent % len(SENTINELS)]
         self.sent += 1
         self.expected[customer] += 1
-        return {"type": "purchase", "event_id": f"sentinel-{self.sent}", "customer_id": customer,
-                "ts": 1_700_000_000 + self.sent, "channel": "web", "order_id": f"o{self.sent}", "amount": 1.0,
-                "currency": "EUR"}
+        return {
+            "type": "purchase",
+            "event_id": f"sentinel-{self.sent}",
+            "customer_id": customer,
+            "ts": 1_700_000_000 + self.sent,
+            "channel": "web",
+            "order_id": f"o{self.sent}",
+            "amount": 1.0,
+            "currency": "EUR",
+        }
 
 
 @pytest.fixture
@@ -43,8 +50,11 @@ def live(start_worker: Any, broker: str) -> Live:
     return Live(start_worker(CRM360_WORKER_PROCESSES="2"), broker)
 
 
-@settings(max_examples=4, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=4,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(st.lists(message_values, min_size=8, max_size=16))
 def test_generated_input_never_harms_the_live_pipeline(live: Live, junk: list[bytes]) -> None:
     for n, value in enumerate(junk):
@@ -60,8 +70,12 @@ def test_generated_input_never_harms_the_live_pipeline(live: Live, junk: list[by
     deadline = time.monotonic() + 90
     counts: dict[str, int] = {}
     while time.monotonic() < deadline:
-        counts = {r["customer_id"]: r["purchase_count"] for r in live.worker.sql(
-            "SELECT customer_id, purchase_count FROM customer_features FINAL WHERE startsWith(customer_id, 'sentinel-')")}
+        counts = {
+            r["customer_id"]: r["purchase_count"]
+            for r in live.worker.sql(
+                "SELECT customer_id, purchase_count FROM customer_features FINAL WHERE startsWith(customer_id, 'sentinel-')"
+            )
+        }
         if counts == dict(live.expected) and live.worker.get("/health")[0] == 200:
             break
         time.sleep(0.5)

@@ -50,17 +50,49 @@ def dataset(writer: Client, reader: Client) -> Iterator[Client]:  # noqa: F811
     """The views' dataset, plus what the model writes: a segment's description, an alert on the
     data's last day and two quality measurements, so that every panel has rows."""
     sink = ClickHouseSink(writer)
-    sink.add_row("segments", {"segment": 1, "description": "big spenders", "spend_per_order": 1.0,
-                              "purchases_per_month": 1.0, "visits_per_month": 1.0, "model_version": 1})
-    alert = ChurnAlert(alert_id="a1", customer_id="c1", churn_probability=0.8, previous_probability=0.6, threshold=0.7,
-                       drivers={"recency_days": 1.2}, segment=1, segment_description="big spenders",
-                       value_tier="platinum", monetary_total=320.0, last_purchase_at=utc("2024-03-02T15:00:00"),
-                       model_version=2, as_of=utc("2024-04-01T00:00:00"), created_at=utc("2024-04-01T00:00:01"))
+    sink.add_row(
+        "segments",
+        {
+            "segment": 1,
+            "description": "big spenders",
+            "spend_per_order": 1.0,
+            "purchases_per_month": 1.0,
+            "visits_per_month": 1.0,
+            "model_version": 1,
+        },
+    )
+    alert = ChurnAlert(
+        alert_id="a1",
+        customer_id="c1",
+        churn_probability=0.8,
+        previous_probability=0.6,
+        threshold=0.7,
+        drivers={"recency_days": 1.2},
+        segment=1,
+        segment_description="big spenders",
+        value_tier="platinum",
+        monetary_total=320.0,
+        last_purchase_at=utc("2024-03-02T15:00:00"),
+        model_version=2,
+        as_of=utc("2024-04-01T00:00:00"),
+        created_at=utc("2024-04-01T00:00:01"),
+    )
     sink.add_row("churn_alerts", alert.model_dump())
     for version, at, auc in ((1, "2024-03-01T00:00:00", 0.7), (2, "2024-04-01T00:00:00", 0.75)):
-        sink.add_row("model_metrics", {"measured_at": utc(at), "model_version": version, "labels_learned": 10 * version,
-                                       "labels": 10 * version, "churn_rate": 0.2, "roc_auc": auc, "log_loss": 0.5,
-                                       "brier": 0.2, "calibration_error": 0.1})
+        sink.add_row(
+            "model_metrics",
+            {
+                "measured_at": utc(at),
+                "model_version": version,
+                "labels_learned": 10 * version,
+                "labels": 10 * version,
+                "churn_rate": 0.2,
+                "roc_auc": auc,
+                "log_loss": 0.5,
+                "brier": 0.2,
+                "calibration_error": 0.1,
+            },
+        )
     assert sink.flush() == 4
     yield reader
 
@@ -97,7 +129,10 @@ def test_compose_wires_grafana_to_clickhouse() -> None:
     settings, env = source["jsonData"], clickhouse["environment"]
     assert (settings["protocol"], settings["host"], settings["port"]) == ("http", "clickhouse", 8123)
     assert "8123:8123" in clickhouse["ports"]
-    assert (settings["username"], source["secureJsonData"]["password"]) == (env["CLICKHOUSE_USER"], env["CLICKHOUSE_PASSWORD"])
+    assert (settings["username"], source["secureJsonData"]["password"]) == (
+        env["CLICKHOUSE_USER"],
+        env["CLICKHOUSE_PASSWORD"],
+    )
     assert settings["defaultDatabase"] == "crm360"
     # Every panel and every query names that data source.
     for panel in panels():
@@ -163,6 +198,7 @@ def test_every_panel_query_runs_on_chdb(dataset: Client, title: str) -> None:
 
 def test_wrapped_queries_keep_the_panels_rows(dataset: Client) -> None:
     """A wrapped query shows the panel's own rows, in its order."""
+
     def query(title: str) -> list[list[Any]]:
         (panel,) = [p for p in panels() if p["title"] == title]
         return run_readonly(dataset, panel["targets"][0]["rawSql"]).rows

@@ -23,8 +23,16 @@ PARTITIONS = 4
 
 
 def purchase(event_id: str, customer: str, ts: Any, amount: float = 20.0) -> dict[str, Any]:
-    return {"type": "purchase", "event_id": event_id, "customer_id": customer, "ts": ts, "channel": "pos",
-            "order_id": event_id, "amount": amount, "currency": "EUR"}
+    return {
+        "type": "purchase",
+        "event_id": event_id,
+        "customer_id": customer,
+        "ts": ts,
+        "channel": "pos",
+        "order_id": event_id,
+        "amount": amount,
+        "currency": "EUR",
+    }
 
 
 def test_out_of_domain_times_and_amounts_are_dead_lettered_and_change_nothing(start_worker: Any, broker: str) -> None:
@@ -44,8 +52,9 @@ def test_out_of_domain_times_and_amounts_are_dead_lettered_and_change_nothing(st
     assert status == 200 and answer["accepted"] == len(normal) and answer["rejected"] == len(outliers), answer
     producer = KafkaProducer(bootstrap_servers=broker)  # the same through Kafka
     for event in (purchase("far-kafka", "zed", "9999-01-01T00:00:00Z"), purchase("soon", "zed", time.time() + 2 * DAY)):
-        producer.send(PURCHASES, key=b"zed", value=json.dumps(event).encode(),
-                      partition=partition_for("zed", PARTITIONS))
+        producer.send(
+            PURCHASES, key=b"zed", value=json.dumps(event).encode(), partition=partition_for("zed", PARTITIONS)
+        )
     producer.flush()
     worker.wait_for("SELECT count() FROM dead_letters", len(outliers) + 2)
     reasons = " | ".join(r["reason"] for r in worker.sql("SELECT reason FROM dead_letters"))
@@ -57,8 +66,10 @@ def test_out_of_domain_times_and_amounts_are_dead_lettered_and_change_nothing(st
     status, answer = worker.request("POST", "/events", json.dumps(purchase("late", "ann", START + 30 * DAY)).encode())
     assert status == 200 and answer["accepted"] == 1
     worker.wait_for("SELECT purchase_count FROM customer_features FINAL WHERE customer_id = 'ann'", 4)
-    rows = worker.sql("SELECT customer_id, monetary_total, lifecycle_stage, toUnixTimestamp(as_of) AS as_of, version "
-                      "FROM customer_features FINAL ORDER BY customer_id")
+    rows = worker.sql(
+        "SELECT customer_id, monetary_total, lifecycle_stage, toUnixTimestamp(as_of) AS as_of, version "
+        "FROM customer_features FINAL ORDER BY customer_id"
+    )
     newest: dict[int, float] = {}
     for event in normal + [purchase("late", "ann", START + 30 * DAY)]:
         home = partition_for(event["customer_id"], PARTITIONS)
@@ -74,29 +85,48 @@ def test_out_of_domain_times_and_amounts_are_dead_lettered_and_change_nothing(st
 
 
 def visit(event_id: str, customer: str, ts: float) -> dict[str, Any]:
-    return {"type": "visit", "event_id": event_id, "customer_id": customer, "ts": ts, "channel": "web",
-            "session_id": "s"}
+    return {
+        "type": "visit",
+        "event_id": event_id,
+        "customer_id": customer,
+        "ts": ts,
+        "channel": "web",
+        "session_id": "s",
+    }
 
 
 def test_dead_letters_of_big_payloads_are_kept_clipped(start_worker: Any, broker: str) -> None:
     worker = start_worker()
     mega = "x" * (1 << 20)
-    social = {"type": "social_interaction", "event_id": "s1", "customer_id": "ann", "ts": START, "channel": "social",
-              "platform": "instagram", "action": "comment", "text": mega}
+    social = {
+        "type": "social_interaction",
+        "event_id": "s1",
+        "customer_id": "ann",
+        "ts": START,
+        "channel": "social",
+        "platform": "instagram",
+        "action": "comment",
+        "text": mega,
+    }
     body = [visit(mega, "ann", START), visit("v1", mega, START), social, visit("v2", "ann", START)]
     status, answer = worker.request("POST", "/events", json.dumps(body).encode())  # was a 500
     assert status == 200 and answer["accepted"] == 1 and answer["rejected"] == 3, answer
     # 5 MB through Kafka between valid events of its partition: processing crashed and restarted.
     producer = KafkaProducer(bootstrap_servers=broker, max_request_size=8 << 20)
     home = partition_for("ann", PARTITIONS)
-    for value in (visit("v3", "ann", START + 1), visit("x" * (5 << 20), "ann", START + 2),
-                  visit("v4", "ann", START + 3)):
+    for value in (
+        visit("v3", "ann", START + 1),
+        visit("x" * (5 << 20), "ann", START + 2),
+        visit("v4", "ann", START + 3),
+    ):
         producer.send("visits", key=b"ann", value=json.dumps(value).encode(), partition=home)
     producer.flush()
     worker.wait_for("SELECT count() FROM dead_letters", 4)
     worker.wait_for("SELECT visit_count FROM customer_features FINAL WHERE customer_id = 'ann'", 3)
-    rows = worker.sql("SELECT source, length(payload) AS size, payload LIKE '%...[truncated: % characters in all]' "
-                      "AS marked, reason FROM dead_letters ORDER BY source, size")
+    rows = worker.sql(
+        "SELECT source, length(payload) AS size, payload LIKE '%...[truncated: % characters in all]' "
+        "AS marked, reason FROM dead_letters ORDER BY source, size"
+    )
     assert [(r["source"], r["marked"]) for r in rows] == [("http", 1)] * 3 + [("kafka", 1)], rows
     assert all(65_536 < r["size"] < 65_536 + 100 for r in rows), rows
     assert "event_id" in rows[-1]["reason"] and worker.metric("crm360_dead_letters_total") == 4
@@ -131,7 +161,8 @@ def test_a_deeply_nested_record_is_isolated_and_its_neighbours_apply_once(start_
     status, answer = worker.request("POST", "/events", f'{{"events": [{deep_items}, {good}, {deep_field}]}}'.encode())
     assert status == 200 and answer["accepted"] == 1 and answer["rejected"] == 2, answer
     assert answer["errors"][0].startswith("body[0]: invalid event: purchase.items") and answer["errors"][1].startswith(
-        "body[2]: invalid event: visit.page"), answer
+        "body[2]: invalid event: visit.page"
+    ), answer
     worker.wait_for("SELECT visit_count FROM customer_features FINAL WHERE customer_id = 'ann'", 7)
     worker.wait_for("SELECT count() FROM dead_letters", 3)
     payloads = [r["payload"] for r in worker.sql("SELECT payload FROM dead_letters WHERE source = 'http'")]
@@ -146,26 +177,42 @@ def test_rows_clickhouse_refuses_are_dead_lettered_and_the_rest_written_once(
     ``purchases``): its raw row is dead-lettered with ClickHouse's reason, the rows written
     with it go in once each, and the worker stays healthy, in the main process and in a
     helper, whose rows the main one inserts (every write of the process failed for good)."""
-    subprocess.run([sys.executable, "-c", (
-        "from sinks.clickhouse import connect, migrate; import sys; client = connect(sys.argv[1]); migrate(client); "
-        "client.command('ALTER TABLE crm360.purchases ADD CONSTRAINT amount_cap CHECK amount < 1000')"),
-        f"chdb://{worker_env['CRM360_DATA_DIR']}/clickhouse"], check=True, env=worker_env, timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            (
+                "from sinks.clickhouse import connect, migrate; import sys; client = connect(sys.argv[1]); migrate(client); "
+                "client.command('ALTER TABLE crm360.purchases ADD CONSTRAINT amount_cap CHECK amount < 1000')"
+            ),
+            f"chdb://{worker_env['CRM360_DATA_DIR']}/clickhouse",
+        ],
+        check=True,
+        env=worker_env,
+        timeout=120,
+    )
     worker = start_worker(CRM360_WORKER_PROCESSES="2")
     events, expected = purchases(400, 40)
     refused = [f"big-{p}" for p in range(PARTITIONS)]
     customers = {partition_for(f"k{n}", PARTITIONS): f"k{n}" for n in range(40)}
-    events[100:100] = [purchase(event_id, customers[p], 1_700_000_000 + 6_000 + p, 5_000.0)
-                       for p, event_id in enumerate(refused)]
+    events[100:100] = [
+        purchase(event_id, customers[p], 1_700_000_000 + 6_000 + p, 5_000.0) for p, event_id in enumerate(refused)
+    ]
     publish(broker, events)
     worker.wait_for("SELECT sum(purchase_count) FROM customer_features FINAL", len(events))  # features count them all
     worker.wait_for("SELECT count() FROM dead_letters", len(refused))
     letters = worker.sql("SELECT source, topic, partition, offset, reason, payload FROM dead_letters")
     assert sorted(json.loads(row["payload"])["event_id"] for row in letters) == refused
     for row in letters:
-        assert (row["source"], row["topic"], row["partition"], row["offset"]) == ("clickhouse", "clickhouse:purchases",
-                                                                                  -1, -1)
+        assert (row["source"], row["topic"], row["partition"], row["offset"]) == (
+            "clickhouse",
+            "clickhouse:purchases",
+            -1,
+            -1,
+        )
         assert row["reason"].startswith("ClickHouse refused this row of purchases: Code: 469.") and (
-            "amount_cap" in row["reason"]), row
+            "amount_cap" in row["reason"]
+        ), row
     written = worker.sql("SELECT count() AS n, uniqExact(event_id) AS ids, sum(amount) AS total FROM purchases")
     assert written == [{"n": 400, "ids": 400, "total": pytest.approx(sum(t for _, t in expected.values()))}]
     assert worker.get("/health")[0] == 200 and worker.metric("crm360_dead_letters_total") == len(refused)

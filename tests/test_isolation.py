@@ -31,8 +31,16 @@ POISON = {"poison-1", "poison-2"}
 
 
 def purchase(event_id: str, customer: str, day: float, amount: float = 10.0, channel: str = "web") -> dict[str, Any]:
-    return {"type": "purchase", "event_id": event_id, "customer_id": customer, "ts": START + day * DAY,
-            "channel": channel, "order_id": event_id, "amount": amount, "currency": "EUR"}
+    return {
+        "type": "purchase",
+        "event_id": event_id,
+        "customer_id": customer,
+        "ts": START + day * DAY,
+        "channel": channel,
+        "order_id": event_id,
+        "amount": amount,
+        "currency": "EUR",
+    }
 
 
 def batches(with_poison: bool) -> list[list[Message]]:
@@ -40,8 +48,16 @@ def batches(with_poison: bool) -> list[list[Message]]:
     customer "ann", sit between valid events of theirs and of others, in batches 2 and 3."""
     plan = [
         [[purchase("a1", "ann", 0), purchase("b1", "bob", 0)], [purchase("a2", "ann", 3, 25.0)]],
-        [[purchase("c1", "cid", 4), purchase("a3", "ann", 5), purchase("poison-1", "ann", 6, 999.0),
-          purchase("b2", "bob", 6), purchase("a4", "ann", 7, 5.0)], [purchase("c2", "cid", 8)]],
+        [
+            [
+                purchase("c1", "cid", 4),
+                purchase("a3", "ann", 5),
+                purchase("poison-1", "ann", 6, 999.0),
+                purchase("b2", "bob", 6),
+                purchase("a4", "ann", 7, 5.0),
+            ],
+            [purchase("c2", "cid", 8)],
+        ],
         [[purchase("poison-2", "ann", 9, 7.0), purchase("a5", "ann", 10)], [purchase("a6", "ann", 2)]],  # a6: late
     ]
     offset, out = 0, []
@@ -62,8 +78,9 @@ def run(tmp_path: Path, store: str, checkpoint: bool, with_poison: bool) -> tupl
     if store == "disk":
         database = Rdict(str(tmp_path / f"customers-{with_poison}"), Options(raw_mode=True))
         table = DiskTable(lambda p: database, lambda: {0}, lambda key: 0, cache_size=1)
-    pipeline = CustomerPipeline(settings.feature_config(), sink, table, 1, settings.learning_config(),
-                                clock=lambda: START + 30 * DAY)
+    pipeline = CustomerPipeline(
+        settings.feature_config(), sink, table, 1, settings.learning_config(), clock=lambda: START + 30 * DAY
+    )
     for number, batch in enumerate(batches(with_poison)):
         pipeline.ingest(batch)  # type: ignore[arg-type]
         if checkpoint and number == 0:
@@ -113,8 +130,10 @@ def test_an_event_meeting_a_bug_is_left_out_and_its_neighbours_count_once(
     assert last_rows(sink) == last_rows(expected_sink)
     assert sorted(e.event_id for e in sink.events) == sorted(e.event_id for e in expected_sink.events)
     assert pipeline.counters.events_applied == expected_pipeline.counters.events_applied == 10
-    dead = [(topic, partition, offset, json.loads(payload)["event_id"], reason)
-            for _, topic, partition, offset, reason, payload, _ in sink.dead]
+    dead = [
+        (topic, partition, offset, json.loads(payload)["event_id"], reason)
+        for _, topic, partition, offset, reason, payload, _ in sink.dead
+    ]
     assert [d[:4] for d in dead] == [("purchases", 0, 2, "poison-1"), ("purchases", 0, 4, "poison-2")]
     assert [d[4] for d in dead] == [
         f"processing failed on valid event {n} of the message: ZeroDivisionError: injected (a bug: please report it)"
@@ -162,6 +181,10 @@ def test_events_meeting_a_bug_in_a_running_worker_are_dead_lettered_and_the_rest
     worker.wait_for("SELECT count() AS n FROM dead_letters", 2)
     letters = worker.sql("SELECT topic, reason, payload FROM dead_letters ORDER BY payload")
     assert [json.loads(letter["payload"])["event_id"] for letter in letters] == ["e10", "e3"]
-    assert all(letter["topic"] == "purchases" and letter["reason"].startswith("processing failed on valid event ")
-               and "ZeroDivisionError: injected by tests/faults" in letter["reason"] for letter in letters), letters
+    assert all(
+        letter["topic"] == "purchases"
+        and letter["reason"].startswith("processing failed on valid event ")
+        and "ZeroDivisionError: injected by tests/faults" in letter["reason"]
+        for letter in letters
+    ), letters
     assert worker.get("/health")[0] == 200

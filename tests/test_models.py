@@ -31,14 +31,31 @@ T0 = 1_600_000_000 // (14 * 86_400) * (14 * 86_400)  # on the snapshot grid
 
 
 def purchase(customer: str, n: int, day: float, amount: float = 20.0) -> Any:
-    return parse_event({"type": "purchase", "event_id": f"{customer}-p{n}", "customer_id": customer,
-                        "ts": T0 + day * DAY, "channel": "web", "order_id": f"{customer}-o{n}",
-                        "amount": amount, "currency": "EUR"})
+    return parse_event(
+        {
+            "type": "purchase",
+            "event_id": f"{customer}-p{n}",
+            "customer_id": customer,
+            "ts": T0 + day * DAY,
+            "channel": "web",
+            "order_id": f"{customer}-o{n}",
+            "amount": amount,
+            "currency": "EUR",
+        }
+    )
 
 
 def visit(customer: str, n: int, day: float) -> Any:
-    return parse_event({"type": "visit", "event_id": f"{customer}-v{n}", "customer_id": customer,
-                        "ts": T0 + day * DAY, "channel": "app", "session_id": f"s{n}"})
+    return parse_event(
+        {
+            "type": "visit",
+            "event_id": f"{customer}-v{n}",
+            "customer_id": customer,
+            "ts": T0 + day * DAY,
+            "channel": "app",
+            "session_id": f"s{n}",
+        }
+    )
 
 
 def feed(pipeline: CustomerPipeline, events: list[Any]) -> None:
@@ -93,7 +110,10 @@ def test_a_snapshot_is_kept_as_its_time_its_outcome_and_every_input() -> None:
     apply(before, purchase("a", 1, 0.0), FEATURES)
     rows = table[b"a"].snapshots
     expected = [[T0 + day * DAY, STAYED, *inputs_at(before, T0 + day * DAY, FEATURES)] for day in (0, 14, 28)]
-    assert SNAPSHOT_WIDTH == 2 + len(INPUTS) and [rows[i : i + SNAPSHOT_WIDTH].tolist() for i in range(0, len(rows), SNAPSHOT_WIDTH)] == expected
+    assert (
+        SNAPSHOT_WIDTH == 2 + len(INPUTS)
+        and [rows[i : i + SNAPSHOT_WIDTH].tolist() for i in range(0, len(rows), SNAPSHOT_WIDTH)] == expected
+    )
     assert CustomerState.from_json(table[b"a"].to_json()) == table[b"a"]
 
 
@@ -158,8 +178,10 @@ def test_membership_counts_follow_customers_between_groups_exactly() -> None:
     pipeline.age({0, 1})
     expected: dict[tuple[str, str], int] = {}
     for state in table.values():
-        for key in (("segment", "unscored" if state.segment is None else str(state.segment)),
-                    ("rfm_segment", state.rfm_segment)):
+        for key in (
+            ("segment", "unscored" if state.segment is None else str(state.segment)),
+            ("rfm_segment", state.rfm_segment),
+        ):
             expected[key] = expected.get(key, 0) + 1
     counts = {key: n for key, n in sink.membership.items() if n}
     assert counts == expected
@@ -168,11 +190,25 @@ def test_membership_counts_follow_customers_between_groups_exactly() -> None:
 
 
 def test_alerts_fire_on_crossing_with_hysteresis_cooldown_and_tiers() -> None:
-    config = ModelConfig(alert_threshold=0.7, alert_rearm_below=0.5, alert_cooldown_days=30,
-                         alert_value_tiers=frozenset({"gold", "platinum"}))
+    config = ModelConfig(
+        alert_threshold=0.7,
+        alert_rearm_below=0.5,
+        alert_cooldown_days=30,
+        alert_value_tiers=frozenset({"gold", "platinum"}),
+    )
     state = CustomerState("c1")
-    path = [(0, 0.75, "silver"), (1, 0.8, "gold"), (2, 0.9, "gold"), (3, 0.55, "gold"), (4, 0.75, "gold"),
-            (5, 0.3, "gold"), (6, 0.8, "gold"), (40, 0.2, "gold"), (41, 0.71, "platinum"), (42, 0.95, "platinum")]
+    path = [
+        (0, 0.75, "silver"),
+        (1, 0.8, "gold"),
+        (2, 0.9, "gold"),
+        (3, 0.55, "gold"),
+        (4, 0.75, "gold"),
+        (5, 0.3, "gold"),
+        (6, 0.8, "gold"),
+        (40, 0.2, "gold"),
+        (41, 0.71, "platinum"),
+        (42, 0.95, "platinum"),
+    ]
     fired = [day for day, p, tier in path if should_alert(state, p, tier, day * DAY, config)]
     # day 0: wrong tier; 1: fires; 2-4: disarmed (no drop below 0.5); 6: re-armed but in cooldown;
     # 41: re-armed and cooldown over; 42: disarmed again.
@@ -180,8 +216,9 @@ def test_alerts_fire_on_crossing_with_hysteresis_cooldown_and_tiers() -> None:
 
 
 def test_pipeline_alerts_carry_the_drivers_and_previous_probability() -> None:
-    config = ModelConfig(alert_threshold=0.6, alert_rearm_below=0.4, segment_warmup=3,
-                         churn_horizon_days=30, snapshot_every_days=14)
+    config = ModelConfig(
+        alert_threshold=0.6, alert_rearm_below=0.4, segment_warmup=3, churn_horizon_days=30, snapshot_every_days=14
+    )
     pipeline, sink, _ = new_pipeline(config)
     trainer = Trainer(config)
     # Train: one-time buyers never come back; a regular keeps buying every 7 days.
@@ -229,10 +266,22 @@ def test_webhook_forwarding_retries_server_errors_and_gives_up_with_a_clear_erro
     server = HTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}/hook"
-    alert = ChurnAlert(alert_id="c1:0", customer_id="c1", churn_probability=0.8, previous_probability=0.3,
-                       threshold=0.7, drivers={"log_recency": 1.2}, segment=1, segment_description="low spend",
-                       value_tier="gold", monetary_total=99.0, last_purchase_at=None, model_version=3, as_of=0,
-                       created_at=0)
+    alert = ChurnAlert(
+        alert_id="c1:0",
+        customer_id="c1",
+        churn_probability=0.8,
+        previous_probability=0.3,
+        threshold=0.7,
+        drivers={"log_recency": 1.2},
+        segment=1,
+        segment_description="low spend",
+        value_tier="gold",
+        monetary_total=99.0,
+        last_purchase_at=None,
+        model_version=3,
+        as_of=0,
+        created_at=0,
+    )
     try:
         assert forward_to_webhook(alert, url, retries=3, backoff_s=0.01) == 200
         assert len(received) == 3 and {key for key, _ in received} == {"c1:0"}
@@ -273,7 +322,7 @@ def test_an_aging_pass_in_slices_emits_each_customer_once_and_skips_partitions_g
     emitted = [row["customer_id"] for row in sink.features[start:]]
     assert emitted == in_order[0][:3] + ["c0"] + in_order[0][3:], (emitted, in_order)
     watermark = pipeline.watermarks[0]
-    assert all(row["as_of"] == watermark for row in sink.features[start + 4:])  # the newest watermark
+    assert all(row["as_of"] == watermark for row in sink.features[start + 4 :])  # the newest watermark
 
 
 def history(customers: int, days: int, seed: int = 3) -> list[Any]:
@@ -344,8 +393,10 @@ def test_cdnow_churn_ranking_holds_whatever_order_the_partitions_release_labels_
         for label in pipeline.take_training().labels:
             by_partition[pipeline.home(label.customer_id.encode())].append(label)
     watermarks = pipeline.watermarks
-    customers = [(key.decode(), profile_inputs(state, profile(state, watermarks[pipeline.home(key)], FEATURES)))
-                 for key, state in table.items()]
+    customers = [
+        (key.decode(), profile_inputs(state, profile(state, watermarks[pipeline.home(key)], FEATURES)))
+        for key, state in table.items()
+    ]
     churned = [customer not in holdout_buyers for customer, _ in customers]
     aucs = []
     for order in ([0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2]):  # one partition's labels after another
@@ -380,9 +431,19 @@ def test_learning_a_label_returns_the_probability_the_model_gave_it_before() -> 
     model = ChurnModel(learning_rate=0.05)
     rng = random.Random(3)
     for n in range(300):
-        inputs = [rng.uniform(0, 300), float(rng.randint(1, 9)), rng.uniform(5, 900), rng.uniform(300, 600),
-                  rng.uniform(5, 60), float(rng.randint(0, 4)), rng.uniform(0, 200), rng.uniform(0, 5),
-                  float(rng.randint(0, 9)), float(rng.randint(0, 60)), rng.uniform(0, 300)]
+        inputs = [
+            rng.uniform(0, 300),
+            float(rng.randint(1, 9)),
+            rng.uniform(5, 900),
+            rng.uniform(300, 600),
+            rng.uniform(5, 60),
+            float(rng.randint(0, 4)),
+            rng.uniform(0, 200),
+            rng.uniform(0, 5),
+            float(rng.randint(0, 9)),
+            float(rng.randint(0, 60)),
+            rng.uniform(0, 300),
+        ]
         expected = model.probability(inputs)
         assert model.learn(inputs, churned=inputs[0] > 150) == pytest.approx(expected, abs=1e-9), n
     assert model.probability(inputs) != expected  # it did learn
@@ -394,8 +455,13 @@ def test_the_trainer_skips_non_finite_inputs_and_keeps_learning() -> None:
     loyal = [2.0, 9.0, 500.0, 300.0, 30.0, 3.0, 150.0, 2.0, 4.0, 40.0, 298.0]
     infinite = lapsed[:2] + [float("inf")] + lapsed[3:]  # two purchases of 1e308: an infinite total
     trainer.observe([lapsed, infinite, loyal])  # seeding centroids on it crashed (NaN probabilities)
-    trainer.learn([LabelledSnapshot("c1", 0.0, True, lapsed), LabelledSnapshot("c2", 1.0, False, infinite),
-                   LabelledSnapshot("c3", 2.0, False, loyal)])
+    trainer.learn(
+        [
+            LabelledSnapshot("c1", 0.0, True, lapsed),
+            LabelledSnapshot("c2", 1.0, False, infinite),
+            LabelledSnapshot("c3", 2.0, False, loyal),
+        ]
+    )
     models = Models.from_bytes(trainer.publish(training_offset=1))
     assert models.churn.labels_learned == 2
     assert 0.0 < models.score(lapsed).churn_probability < 1.0 and models.score(loyal).segment is not None

@@ -14,6 +14,7 @@ from streams.sdk.subscriber import AlertSubscriber
 from streams.local.simulate import Simulation
 from tests.conftest import CDNOW, MODEL_ENV, ROOT, publish, settle
 
+
 def test_models_are_shared_survive_a_restart_and_alert_subscribers(broker: str, start_worker: Any) -> None:
     events = list(Simulation(customers=200, days=240, seed=5).events())
     cut = events[0]["ts"] + 160 * 86_400
@@ -24,15 +25,23 @@ def test_models_are_shared_survive_a_restart_and_alert_subscribers(broker: str, 
     assert before["learned"] > 100
     # Every customer is scored; membership counts (no FINAL) equal the live profiles (FINAL).
     assert worker.sql("SELECT countIf(churn_probability IS NULL) AS n FROM customer_features FINAL")[0]["n"] == 0
-    final = worker.sql("SELECT ifNull(toString(segment), 'unscored') AS name, count() AS n "
-                       "FROM customer_features FINAL GROUP BY name ORDER BY name")
-    membership = worker.sql("SELECT name, sum(customers) AS n FROM segment_membership WHERE dimension = 'segment' "
-                            "GROUP BY name HAVING n != 0 ORDER BY name")
+    final = worker.sql(
+        "SELECT ifNull(toString(segment), 'unscored') AS name, count() AS n "
+        "FROM customer_features FINAL GROUP BY name ORDER BY name"
+    )
+    membership = worker.sql(
+        "SELECT name, sum(customers) AS n FROM segment_membership WHERE dimension = 'segment' "
+        "GROUP BY name HAVING n != 0 ORDER BY name"
+    )
     assert membership == final and len(final) > 1
-    rfm = worker.sql("SELECT ifNull(rfm_segment, 'unscored') AS name, count() AS n FROM customer_features FINAL "
-                     "GROUP BY name ORDER BY name")
-    rfm_membership = worker.sql("SELECT name, sum(customers) AS n FROM segment_membership "
-                                "WHERE dimension = 'rfm_segment' GROUP BY name HAVING n != 0 ORDER BY name")
+    rfm = worker.sql(
+        "SELECT ifNull(rfm_segment, 'unscored') AS name, count() AS n FROM customer_features FINAL "
+        "GROUP BY name ORDER BY name"
+    )
+    rfm_membership = worker.sql(
+        "SELECT name, sum(customers) AS n FROM segment_membership "
+        "WHERE dimension = 'rfm_segment' GROUP BY name HAVING n != 0 ORDER BY name"
+    )
     assert rfm_membership == rfm
     assert worker.sql("SELECT count() AS n FROM segments")[0]["n"] > 0
     worker.wait_for("SELECT count() > 0 AS measured FROM model_metrics WHERE roc_auc > 0.5", 1)  # every ~5 s
@@ -42,10 +51,18 @@ def test_models_are_shared_survive_a_restart_and_alert_subscribers(broker: str, 
     stored = worker.sql("SELECT alert_id FROM churn_alerts FINAL")
     assert published and set(published) == {row["alert_id"] for row in stored}
     assert all(a.churn_probability >= 0.6 and a.drivers for a in published.values())
-    shown = subprocess.run([sys.executable, "-m", "streams.cli", "alerts", "--json", "--limit", "3"], cwd=ROOT,
-                           env=worker.env, capture_output=True, text=True, timeout=60)
+    shown = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "alerts", "--json", "--limit", "3"],
+        cwd=ROOT,
+        env=worker.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert shown.returncode == 0, shown.stderr
-    assert [json.loads(line)["alert_id"] in published for line in shown.stdout.splitlines()] == [True] * min(3, len(published))
+    assert [json.loads(line)["alert_id"] in published for line in shown.stdout.splitlines()] == [True] * min(
+        3, len(published)
+    )
 
     worker.stop()
     restarted = start_worker(**MODEL_ENV)
@@ -61,8 +78,13 @@ def test_models_are_shared_survive_a_restart_and_alert_subscribers(broker: str, 
 
 @pytest.mark.skipif(not CDNOW.exists(), reason="the CDNOW development file is not next to the checkout")
 def test_evaluate_command_ranks_cdnow_churn_above_the_target() -> None:
-    result = subprocess.run([sys.executable, "-m", "streams.cli", "evaluate", str(CDNOW)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "evaluate", str(CDNOW)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["customers"] == figures["scored"] == 11_785

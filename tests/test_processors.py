@@ -28,30 +28,71 @@ T0 = 1_700_006_400.0  # a midnight, so day windows are easy to reason about
 
 
 def purchase(n: int, day: float, amount: float, kind: str = "purchase", category: str = "books", qty: int = 1) -> Any:
-    return parse_event({"type": "purchase", "event_id": f"p{n}", "customer_id": "c", "ts": T0 + day * DAY,
-                        "channel": "web", "order_id": f"o{n}", "amount": amount, "currency": "EUR", "kind": kind,
-                        "items": [{"sku": "x", "category": category, "quantity": qty, "unit_price": amount}]})
+    return parse_event(
+        {
+            "type": "purchase",
+            "event_id": f"p{n}",
+            "customer_id": "c",
+            "ts": T0 + day * DAY,
+            "channel": "web",
+            "order_id": f"o{n}",
+            "amount": amount,
+            "currency": "EUR",
+            "kind": kind,
+            "items": [{"sku": "x", "category": category, "quantity": qty, "unit_price": amount}],
+        }
+    )
 
 
 def visit(n: int, day: float, seconds: float = 60.0, channel: str = "app") -> Any:
-    return parse_event({"type": "visit", "event_id": f"v{n}", "customer_id": "c", "ts": T0 + day * DAY,
-                        "channel": channel, "session_id": f"s{n}", "duration_s": seconds})
+    return parse_event(
+        {
+            "type": "visit",
+            "event_id": f"v{n}",
+            "customer_id": "c",
+            "ts": T0 + day * DAY,
+            "channel": channel,
+            "session_id": f"s{n}",
+            "duration_s": seconds,
+        }
+    )
 
 
 def social(n: int, day: float, action: str) -> Any:
-    return parse_event({"type": "social_interaction", "event_id": f"s{n}", "customer_id": "c", "ts": T0 + day * DAY,
-                        "channel": "social", "platform": "instagram", "action": action})
+    return parse_event(
+        {
+            "type": "social_interaction",
+            "event_id": f"s{n}",
+            "customer_id": "c",
+            "ts": T0 + day * DAY,
+            "channel": "social",
+            "platform": "instagram",
+            "action": action,
+        }
+    )
 
 
 def profile_update(n: int, day: float, **fields: Any) -> Any:
-    return parse_event({"type": "customer_profile", "event_id": f"u{n}", "customer_id": "c", "ts": T0 + day * DAY,
-                        "channel": "web", **fields})
+    return parse_event(
+        {
+            "type": "customer_profile",
+            "event_id": f"u{n}",
+            "customer_id": "c",
+            "ts": T0 + day * DAY,
+            "channel": "web",
+            **fields,
+        }
+    )
 
 
 def test_purchase_windows_refunds_and_averages() -> None:
     state = CustomerState("c")
-    for event in [purchase(1, 0, 100), purchase(2, 50, 40, category="music", qty=5), purchase(3, 100, 60),
-                  purchase(4, 101, 25, kind="refund")]:
+    for event in [
+        purchase(1, 0, 100),
+        purchase(2, 50, 40, category="music", qty=5),
+        purchase(3, 100, 60),
+        purchase(4, 101, 25, kind="refund"),
+    ]:
         assert apply(state, event, CFG) == "applied"
     row = profile(state, watermark=T0 + 110 * DAY, config=CFG)
     assert row["purchase_count"] == 3
@@ -100,8 +141,17 @@ def test_a_purchase_two_weeks_late_counts_once_in_lifetime_figures_and_windows()
 @pytest.mark.parametrize("seed", range(5))
 def test_events_in_any_order_give_the_profile_of_events_in_order(seed: int) -> None:
     rng = random.Random(seed)
-    events = [purchase(n, rng.uniform(0, 400), round(rng.uniform(1, 90), 2), rng.choice(["purchase"] * 5 + ["refund"]),
-                       rng.choice(["books", "music", "games"]), rng.randint(1, 3)) for n in range(25)]
+    events = [
+        purchase(
+            n,
+            rng.uniform(0, 400),
+            round(rng.uniform(1, 90), 2),
+            rng.choice(["purchase"] * 5 + ["refund"]),
+            rng.choice(["books", "music", "games"]),
+            rng.randint(1, 3),
+        )
+        for n in range(25)
+    ]
     events += [visit(n, rng.uniform(0, 400), rng.uniform(1, 300), rng.choice(["app", "web"])) for n in range(20)]
     events += [social(n, rng.uniform(0, 400), rng.choice(["like", "comment", "share"])) for n in range(20)]
     in_order, shuffled = CustomerState("c"), CustomerState("c")
@@ -144,8 +194,9 @@ def test_old_states_load_and_keep_de_duplicating() -> None:
     written = json.loads(state.to_json())
     for name in ("applied_ids", "applied_contents", "ids_known_from", "reactivated_after"):
         del written[name]
-    written["recent_events"] = {"purchase": {hashlib.blake2b(f"p{n}".encode(), digest_size=8).hexdigest(): T0 + n * DAY
-                                             for n in range(16, 20)}}
+    written["recent_events"] = {
+        "purchase": {hashlib.blake2b(f"p{n}".encode(), digest_size=8).hexdigest(): T0 + n * DAY for n in range(16, 20)}
+    }
     old = CustomerState.from_json(json.dumps(written).encode())
     assert apply(old, purchase(19, 19, 10), CFG) == "duplicate"  # remembered
     assert apply(old, purchase(3, 3, 10), CFG) == "duplicate"  # older than what it remembers: maybe applied
@@ -180,8 +231,12 @@ def test_the_pipeline_dead_letters_a_conflict_and_writes_the_first_content_only(
     table: dict[bytes, CustomerState] = {}
     pipeline = CustomerPipeline(CFG, sink, table, partitions=4)  # type: ignore[arg-type]
     home = partition_for("c", 4)
-    dead = pipeline.ingest([Message("purchases", home, offset, encode_envelope([event])) for offset, event in
-                            enumerate((purchase(1, 0, 10), purchase(1, 40, 99), purchase(1, 0, 10)))])
+    dead = pipeline.ingest(
+        [
+            Message("purchases", home, offset, encode_envelope([event]))
+            for offset, event in enumerate((purchase(1, 0, 10), purchase(1, 40, 99), purchase(1, 0, 10)))
+        ]
+    )
     assert [(e.event_id, e.amount) for e in sink.events] == [("p1", 10.0), ("p1", 10.0)]
     assert [(d.offset, d.reason[:52]) for d in dead] == [(1, "conflict: purchase event_id 'p1' of customer 'c' was")]
     assert '"amount":99.0' in dead[0].payload and len(sink.dead) == 1
@@ -287,14 +342,19 @@ def test_pipeline_writes_each_customer_once_per_batch_and_rejects_misrouted_even
     events = [purchase(i, i, 10.0) for i in range(5)]
     right = partition_for("c", 4)
     wrong = (right + 1) % 4
-    dead = pipeline.ingest([
-        Message("purchases", right, 0, encode_envelope(events)),
-        Message("purchases", wrong, 0, encode_envelope([purchase(9, 9, 1.0)])),
-        Message("purchases", right, 1, b"{broken"),
-    ])
+    dead = pipeline.ingest(
+        [
+            Message("purchases", right, 0, encode_envelope(events)),
+            Message("purchases", wrong, 0, encode_envelope([purchase(9, 9, 1.0)])),
+            Message("purchases", right, 1, b"{broken"),
+        ]
+    )
     assert len(sink.events) == 5 and len(sink.features) == 1
     assert table[b"c"].purchase_count == 5
-    assert [d.reason.split(":")[0] for d in dead] == ["customer_id 'c' belongs to partition " + str(right) + " but arrived on " + str(wrong), "invalid JSON"]
+    assert [d.reason.split(":")[0] for d in dead] == [
+        "customer_id 'c' belongs to partition " + str(right) + " but arrived on " + str(wrong),
+        "invalid JSON",
+    ]
     assert pipeline.counters.dead_letters == 2
     assert pipeline.watermarks[right] == T0 + 4 * DAY
     assert pipeline.age({right}, min_advance_s=0.0) == 1
@@ -302,8 +362,19 @@ def test_pipeline_writes_each_customer_once_per_batch_and_rejects_misrouted_even
 
 
 def test_pack_routes_every_event_to_its_customers_partition() -> None:
-    events = [parse_event({"type": "visit", "event_id": f"v{i}", "customer_id": f"c{i}", "ts": T0, "channel": "web",
-                           "session_id": "s"}) for i in range(200)]
+    events = [
+        parse_event(
+            {
+                "type": "visit",
+                "event_id": f"v{i}",
+                "customer_id": f"c{i}",
+                "ts": T0,
+                "channel": "web",
+                "session_id": "s",
+            }
+        )
+        for i in range(200)
+    ]
     for message in pack(events, partitions=4, envelope_size=30):
         decoded = json.loads(message.value)
         for e in decoded.get("events", [decoded]):
@@ -313,10 +384,19 @@ def test_pack_routes_every_event_to_its_customers_partition() -> None:
 @pytest.mark.parametrize(
     "value",
     [
-        b'{"events":[VISIT,VISIT2]}', b'{"events":[VISIT],"note":1}', b'{"events":[],"events":[VISIT]}',
-        b'{"events":[VISIT,{"type":"nope"}]}', b'{"events":[VISIT]', b'{"events":5}', b'VISIT',
-        b'VISIT x', b'{"events":[VISIT_DUPLICATE_KEY]}', b'{"events":[VISIT_BAD_UTF8]}', b'{"events":[VISIT_LONE_SURROGATE]}',
-        b'{"events":[VISIT_TS_TEXT,VISIT_INT_AS_FLOAT]}', b'[VISIT]',
+        b'{"events":[VISIT,VISIT2]}',
+        b'{"events":[VISIT],"note":1}',
+        b'{"events":[],"events":[VISIT]}',
+        b'{"events":[VISIT,{"type":"nope"}]}',
+        b'{"events":[VISIT]',
+        b'{"events":5}',
+        b"VISIT",
+        b"VISIT x",
+        b'{"events":[VISIT_DUPLICATE_KEY]}',
+        b'{"events":[VISIT_BAD_UTF8]}',
+        b'{"events":[VISIT_LONE_SURROGATE]}',
+        b'{"events":[VISIT_TS_TEXT,VISIT_INT_AS_FLOAT]}',
+        b"[VISIT]",
     ],
 )
 def test_decoding_a_whole_envelope_at_once_gives_what_event_by_event_decoding_gives(value: bytes) -> None:
@@ -341,13 +421,28 @@ def test_decoding_a_whole_envelope_at_once_gives_what_event_by_event_decoding_gi
 
 @pytest.mark.parametrize(
     "change, field",
-    [({"amount": -1}, "amount"), ({"amount": "ten"}, "amount"), ({"ts": "2024-01-01T00:00:00"}, "ts"),
-     ({"ts": True}, "ts"), ({"customer_id": ""}, "customer_id"), ({"event_id": "x" * 500}, "event_id"),
-     ({"kind": "gift"}, "kind"), ({"surprise": 1}, "surprise")],
+    [
+        ({"amount": -1}, "amount"),
+        ({"amount": "ten"}, "amount"),
+        ({"ts": "2024-01-01T00:00:00"}, "ts"),
+        ({"ts": True}, "ts"),
+        ({"customer_id": ""}, "customer_id"),
+        ({"event_id": "x" * 500}, "event_id"),
+        ({"kind": "gift"}, "kind"),
+        ({"surprise": 1}, "surprise"),
+    ],
 )
 def test_invalid_purchases_are_rejected_with_the_field_named(change: dict[str, Any], field: str) -> None:
-    good = {"type": "purchase", "event_id": "e", "customer_id": "c", "ts": 0, "channel": "pos", "order_id": "o",
-            "amount": 1.0, "currency": "EUR"}
+    good = {
+        "type": "purchase",
+        "event_id": "e",
+        "customer_id": "c",
+        "ts": 0,
+        "channel": "pos",
+        "order_id": "o",
+        "amount": 1.0,
+        "currency": "EUR",
+    }
     parse_event(good)
     with pytest.raises(ValidationError) as error:
         parse_event(good | change)
@@ -357,10 +452,18 @@ def test_invalid_purchases_are_rejected_with_the_field_named(change: dict[str, A
 def test_json_schema_export(tmp_path: Path) -> None:
     paths = export_json_schemas(tmp_path)
     names = sorted(p.name for p in paths)
-    assert names == ["churn_alert.schema.json", "customer_profile.schema.json", "event.schema.json",
-                     "purchase.schema.json", "social_interaction.schema.json", "visit.schema.json"]
+    assert names == [
+        "churn_alert.schema.json",
+        "customer_profile.schema.json",
+        "event.schema.json",
+        "purchase.schema.json",
+        "social_interaction.schema.json",
+        "visit.schema.json",
+    ]
     alert_schema = json.loads((tmp_path / "churn_alert.schema.json").read_text())
-    assert {"customer_id", "churn_probability", "previous_probability", "drivers", "model_version"} <= set(alert_schema["required"])
+    assert {"customer_id", "churn_probability", "previous_probability", "drivers", "model_version"} <= set(
+        alert_schema["required"]
+    )
     purchase_schema = json.loads((tmp_path / "purchase.schema.json").read_text())
     assert set(purchase_schema["required"]) >= {"event_id", "customer_id", "ts", "channel", "order_id", "amount"}
     assert purchase_schema["properties"]["amount"]["minimum"] == 0

@@ -80,8 +80,9 @@ def reader(data: tuple[Client, str]) -> Iterator[Client]:
     client.close()
 
 
-def test_one_select_over_crm360_and_a_refusal_changes_nothing(data: tuple[Client, str], reader: Client,
-                                                               attempts: list[tuple[str, str]]) -> None:
+def test_one_select_over_crm360_and_a_refusal_changes_nothing(
+    data: tuple[Client, str], reader: Client, attempts: list[tuple[str, str]]
+) -> None:
     writer, _ = data
     before = run_readonly(reader, LIMITS).rows
     assert before == [[1, READONLY_SETTINGS["max_execution_time"], DATABASE]]
@@ -95,9 +96,14 @@ def test_one_select_over_crm360_and_a_refusal_changes_nothing(data: tuple[Client
     assert writer.query(f"EXISTS TABLE {DATABASE}.t").result_rows == [(0,)]
     assert not Path("/tmp/crm360-outfile").exists()
     # What analysts need still runs: views, CTEs, unions, generators, crm360.-qualified names.
-    assert sorted(run_readonly(reader, "WITH d AS (SELECT reason FROM dead_letters) SELECT reason FROM d UNION ALL "
-                                       "SELECT toString(number) FROM numbers(1) UNION ALL "
-                                       "SELECT reason FROM crm360.dead_letters").rows) == [["0"], ["seen"], ["seen"]]
+    assert sorted(
+        run_readonly(
+            reader,
+            "WITH d AS (SELECT reason FROM dead_letters) SELECT reason FROM d UNION ALL "
+            "SELECT toString(number) FROM numbers(1) UNION ALL "
+            "SELECT reason FROM crm360.dead_letters",
+        ).rows
+    ) == [["0"], ["seen"], ["seen"]]
     assert run_readonly(reader, "SELECT count() FROM v_funnel").rows == [[0]]
     with pytest.raises(Refused, match="nested too deeply"):  # the parser's 1000 levels are deeper than JSON's 1024
         run_readonly(reader, "SELECT " + "[" * 900 + "1" + "]" * 900)
@@ -119,11 +125,20 @@ def post_sql(worker: Any, sql: str) -> tuple[int, Any]:
     return worker.request("POST", "/sql", sql.encode())
 
 
-def test_sql_refusals_leave_sql_the_cli_and_the_dashboard_working(start_worker: Any,
-                                                                  attempts: list[tuple[str, str]]) -> None:
+def test_sql_refusals_leave_sql_the_cli_and_the_dashboard_working(
+    start_worker: Any, attempts: list[tuple[str, str]]
+) -> None:
     worker = start_worker()
-    event = {"type": "purchase", "event_id": "s1", "customer_id": "ann", "ts": "2024-03-01T12:00:00Z",
-             "channel": "pos", "order_id": "s1", "amount": 10.0, "currency": "EUR"}
+    event = {
+        "type": "purchase",
+        "event_id": "s1",
+        "customer_id": "ann",
+        "ts": "2024-03-01T12:00:00Z",
+        "channel": "pos",
+        "order_id": "s1",
+        "amount": 10.0,
+        "currency": "EUR",
+    }
     assert worker.request("POST", "/events", json.dumps(event).encode())[0] == 200
     worker.wait_for("SELECT count() AS n FROM customer_features FINAL", 1)
     for sql, reason in attempts:
@@ -135,8 +150,15 @@ def test_sql_refusals_leave_sql_the_cli_and_the_dashboard_working(start_worker: 
     status, board = worker.get("/dashboard/data")
     assert status == 200 and board["headline_error"] is None
     assert board["headline"][0] == {"key": "customers", "label": "Customers", "value": 1, "text": "1"}
-    done = subprocess.run([sys.executable, "-m", "streams.cli", "sql", "SELECT count() AS n FROM customer_features"],
-                          cwd=ROOT, env=worker.env, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "sql", "SELECT count() AS n FROM customer_features"],
+        cwd=ROOT,
+        env=worker.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert worker.get("/customers/nobody")[0] == 404  # read from ClickHouse, on the dashboard's connection
     assert worker.get("/health")[0] == 200

@@ -45,7 +45,18 @@ def _epoch(value: str) -> float:
 @pytest.mark.skipif(not CDNOW.exists(), reason="needs ../shared/data/cdnow_dev.txt")
 def test_cdnow_replayed_twice_gives_exact_customers(start_worker: Any) -> None:
     worker = start_worker()
-    command = [sys.executable, "-m", "streams.cli", "replay", str(CDNOW), "--format", "cdnow", "--wait", "--timeout", "300"]
+    command = [
+        sys.executable,
+        "-m",
+        "streams.cli",
+        "replay",
+        str(CDNOW),
+        "--format",
+        "cdnow",
+        "--wait",
+        "--timeout",
+        "300",
+    ]
     for _ in range(2):
         done = subprocess.run(command, env=worker.env, cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-2000:]
@@ -77,11 +88,21 @@ def test_a_purchase_two_weeks_late_counts_once_also_when_published_again(start_w
     start = datetime(2024, 3, 1, tzinfo=timezone.utc).timestamp()
 
     def bought(n: int, day: int, amount: float) -> dict[str, Any]:
-        return {"type": "purchase", "event_id": f"till-7:{n}", "customer_id": "c-late", "ts": start + day * 86_400,
-                "channel": "pos", "order_id": f"o{n}", "amount": amount, "currency": "EUR"}
+        return {
+            "type": "purchase",
+            "event_id": f"till-7:{n}",
+            "customer_id": "c-late",
+            "ts": start + day * 86_400,
+            "channel": "pos",
+            "order_id": f"o{n}",
+            "amount": amount,
+            "currency": "EUR",
+        }
 
-    features = ("SELECT purchase_count, monetary_total, first_purchase_at, purchases_30d, revenue_30d "
-                "FROM customer_features FINAL WHERE customer_id = 'c-late'")
+    features = (
+        "SELECT purchase_count, monetary_total, first_purchase_at, purchases_30d, revenue_30d "
+        "FROM customer_features FINAL WHERE customer_id = 'c-late'"
+    )
     publish(broker, [bought(1, 0, 10.0), bought(2, 10, 20.0), bought(3, 20, 30.0)])
     worker.wait_for(features, 3)
     late = bought(4, 6, 45.5)  # two weeks older than the newest purchase
@@ -132,9 +153,18 @@ def test_worker_stopped_mid_stream_restarts_with_exact_state(
                 for _ in range(per_round):
                     cid = f"k{n % customers}"
                     amount = float(n % 97)
-                    publisher.publish({"type": "purchase", "event_id": f"e{n}", "customer_id": cid,
-                                       "ts": 1_700_000_000 + n, "channel": "web", "order_id": f"o{n}",
-                                       "amount": amount, "currency": "EUR"})
+                    publisher.publish(
+                        {
+                            "type": "purchase",
+                            "event_id": f"e{n}",
+                            "customer_id": cid,
+                            "ts": 1_700_000_000 + n,
+                            "channel": "web",
+                            "order_id": f"o{n}",
+                            "amount": amount,
+                            "currency": "EUR",
+                        }
+                    )
                     expected[cid][0] += 1
                     expected[cid][1] += amount
                     n += 1
@@ -161,8 +191,10 @@ def test_worker_stopped_mid_stream_restarts_with_exact_state(
     rows: dict[str, Any] = {}
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        rows = {r["customer_id"]: r for r in restarted.sql(
-            "SELECT customer_id, purchase_count, monetary_total FROM customer_features FINAL")}
+        rows = {
+            r["customer_id"]: r
+            for r in restarted.sql("SELECT customer_id, purchase_count, monetary_total FROM customer_features FINAL")
+        }
         if sum(r["purchase_count"] for r in rows.values()) == rounds * per_round:
             break
         time.sleep(0.5)
@@ -182,8 +214,16 @@ def test_offsets_are_committed_only_after_their_rows_are_written(start_worker: A
     producer = KafkaProducer(bootstrap_servers=broker)  # plain single-event messages
     for i in range(events):
         customer = f"c{i % 30}"
-        value = json.dumps({"type": "visit", "event_id": f"v{i}", "customer_id": customer, "ts": 1_700_000_000 + i,
-                            "channel": "web", "session_id": f"s{i}"}).encode()
+        value = json.dumps(
+            {
+                "type": "visit",
+                "event_id": f"v{i}",
+                "customer_id": customer,
+                "ts": 1_700_000_000 + i,
+                "channel": "web",
+                "session_id": f"s{i}",
+            }
+        ).encode()
         producer.send("visits", key=customer.encode(), value=value)
     producer.flush()
     producer.close()
@@ -219,17 +259,30 @@ def test_a_killed_helper_process_is_restarted_and_no_event_is_lost(start_worker:
                 os.kill(helper, signal.SIGKILL)  # its partitions move to the main process, then back
             customer = f"k{n % (customers // 2 if n < events // 2 else customers)}"  # half are new after the kill
             expected[customer] += 1
-            publisher.publish({"type": "purchase", "event_id": f"e{n}", "customer_id": customer,
-                               "ts": 1_700_000_000 + n, "channel": "web", "order_id": f"o{n}",
-                               "amount": 1.0, "currency": "EUR"})
+            publisher.publish(
+                {
+                    "type": "purchase",
+                    "event_id": f"e{n}",
+                    "customer_id": customer,
+                    "ts": 1_700_000_000 + n,
+                    "channel": "web",
+                    "order_id": f"o{n}",
+                    "amount": 1.0,
+                    "currency": "EUR",
+                }
+            )
     deadline = time.monotonic() + 60
-    while (worker.get("/health")[0] != 200 or _children(worker.process.pid) == [helper]) and time.monotonic() < deadline:
+    while (
+        worker.get("/health")[0] != 200 or _children(worker.process.pid) == [helper]
+    ) and time.monotonic() < deadline:
         time.sleep(0.5)
     (restarted,) = _children(worker.process.pid)
     assert restarted != helper and worker.get("/health")[0] == 200
     worker.wait_for("SELECT sum(purchase_count) AS n FROM customer_features FINAL", events, timeout=90)
-    rows = {r["customer_id"]: r["purchase_count"]
-            for r in worker.sql("SELECT customer_id, purchase_count FROM customer_features FINAL")}
+    rows = {
+        r["customer_id"]: r["purchase_count"]
+        for r in worker.sql("SELECT customer_id, purchase_count FROM customer_features FINAL")
+    }
     assert rows == dict(expected)  # none lost, none counted twice
     # The main process gave the partitions back: it keeps no stale copy of their customers,
     # and each customer's live profile comes from its owner.
@@ -246,17 +299,30 @@ def test_a_worker_that_gives_partitions_away_keeps_no_copy_of_their_customers(
     customers = [f"c{n}" for n in range(200)]
     with EventPublisher(broker, partitions=4, envelope_size=50) as publisher:
         for n, customer in enumerate(customers):
-            publisher.publish({"type": "visit", "event_id": f"v{n}", "customer_id": customer, "ts": 1_700_000_000 + n,
-                               "channel": "web", "session_id": f"s{n}"})
+            publisher.publish(
+                {
+                    "type": "visit",
+                    "event_id": f"v{n}",
+                    "customer_id": customer,
+                    "ts": 1_700_000_000 + n,
+                    "channel": "web",
+                    "session_id": f"s{n}",
+                }
+            )
     first.wait_for_metric("crm360_customers", len(customers))
     # A second worker joins the group (its own ClickHouse: only the first one's figures matter).
-    start_worker(CRM360_WORKER_PROCESSES="1", CRM360_DATA_DIR=str(tmp_path / "second"), CRM360_WEB_PORT=str(free_port()))
+    start_worker(
+        CRM360_WORKER_PROCESSES="1", CRM360_DATA_DIR=str(tmp_path / "second"), CRM360_WEB_PORT=str(free_port())
+    )
     kept: set[int] = set()
     deadline = time.monotonic() + 30  # the second is up; the first may still be taking its share
     while not 0 < len(kept) < 4 and time.monotonic() < deadline:
         _, text = first.get("/metrics")
-        kept = {int(line.split('partition="')[1].split('"')[0]) for line in text.splitlines()
-                if line.startswith('crm360_consumer_lag{topic="purchases"')}
+        kept = {
+            int(line.split('partition="')[1].split('"')[0])
+            for line in text.splitlines()
+            if line.startswith('crm360_consumer_lag{topic="purchases"')
+        }
         time.sleep(0.2)
     assert 0 < len(kept) < 4, kept
     first.wait_for_metric("crm360_customers", sum(partition_for(c.encode(), 4) in kept for c in customers))

@@ -38,9 +38,19 @@ def test_migrations_idempotent_writes_and_reads(tmp_path: Path) -> None:
     assert migrate(client) == [1, 2, 5, 6]
     assert migrate(client) == []
     sink = ClickHouseSink(client)
-    event = parse_event({"type": "purchase", "event_id": "e1", "customer_id": "c1", "ts": 1_700_000_000,
-                         "channel": "pos", "order_id": "o1", "amount": 12.5, "currency": "EUR",
-                         "items": [{"sku": "a", "category": "books", "quantity": 2, "unit_price": 6.25}]})
+    event = parse_event(
+        {
+            "type": "purchase",
+            "event_id": "e1",
+            "customer_id": "c1",
+            "ts": 1_700_000_000,
+            "channel": "pos",
+            "order_id": "o1",
+            "amount": 12.5,
+            "currency": "EUR",
+            "items": [{"sku": "a", "category": "books", "quantity": 2, "unit_price": 6.25}],
+        }
+    )
     state = CustomerState("c1")
     apply(state, event, FeatureConfig())
     old = profile(state, 1_700_000_000, FeatureConfig())
@@ -61,29 +71,91 @@ def test_migrations_idempotent_writes_and_reads(tmp_path: Path) -> None:
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "CRM360_WEB_PORT": "1", "CRM360_DATA_DIR": str(tmp_path / "none")}
-    done = subprocess.run([sys.executable, "-m", "streams.cli", "sql", "SELECT 1"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "sql", "SELECT 1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1
     assert done.stderr.strip().count("\n") == 0 and "crm360 up" in done.stderr
-    done = subprocess.run([sys.executable, "-m", "streams.cli", "worker"], cwd=ROOT,
-                          env=env | {"CRM360_KAFKA_BOOTSTRAP": "127.0.0.1:1"}, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "worker"],
+        cwd=ROOT,
+        env=env | {"CRM360_KAFKA_BOOTSTRAP": "127.0.0.1:1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1 and "no Kafka broker answers" in done.stderr and "Traceback" not in done.stderr
 
 
 EVERY_TYPE = [
-    {"type": "purchase", "event_id": "p1", "customer_id": "c1", "ts": "2024-05-01T12:00:00.123456+02:00",
-     "channel": "pos", "order_id": "o1", "amount": 30.0, "currency": "EUR", "kind": "refund", "store_id": "s9",
-     "region": "north", "discount": 1.5, "items": [{"sku": "a", "category": "books", "quantity": 2, "unit_price": 6.25},
-                                                   {"sku": "b", "quantity": 1, "unit_price": 17.5}]},
-    {"type": "purchase", "event_id": "p2", "customer_id": "c2", "ts": 0, "channel": "web", "order_id": "o2",
-     "amount": 0.0, "currency": "USD"},
-    {"type": "visit", "event_id": "v1", "customer_id": "c1", "ts": 1_700_000_000.5, "channel": "web",
-     "session_id": "s1", "page": "/x?q=\"quoted\"\n", "duration_s": 12.5, "referrer": "https://e.com",
-     "utm_source": "news", "utm_campaign": "spring", "device": "mobile"},
-    {"type": "social_interaction", "event_id": "si1", "customer_id": "c1", "ts": 1_700_000_001, "channel": "social",
-     "platform": "instagram", "action": "review", "content_id": "post-1", "text": "très bien ✓", "rating": 4.5},
-    {"type": "customer_profile", "event_id": "cp1", "customer_id": "c1", "ts": 1_700_000_002, "channel": "app",
-     "city": "Lyon", "signup_at": "2020-02-29T23:59:59Z"},
+    {
+        "type": "purchase",
+        "event_id": "p1",
+        "customer_id": "c1",
+        "ts": "2024-05-01T12:00:00.123456+02:00",
+        "channel": "pos",
+        "order_id": "o1",
+        "amount": 30.0,
+        "currency": "EUR",
+        "kind": "refund",
+        "store_id": "s9",
+        "region": "north",
+        "discount": 1.5,
+        "items": [
+            {"sku": "a", "category": "books", "quantity": 2, "unit_price": 6.25},
+            {"sku": "b", "quantity": 1, "unit_price": 17.5},
+        ],
+    },
+    {
+        "type": "purchase",
+        "event_id": "p2",
+        "customer_id": "c2",
+        "ts": 0,
+        "channel": "web",
+        "order_id": "o2",
+        "amount": 0.0,
+        "currency": "USD",
+    },
+    {
+        "type": "visit",
+        "event_id": "v1",
+        "customer_id": "c1",
+        "ts": 1_700_000_000.5,
+        "channel": "web",
+        "session_id": "s1",
+        "page": '/x?q="quoted"\n',
+        "duration_s": 12.5,
+        "referrer": "https://e.com",
+        "utm_source": "news",
+        "utm_campaign": "spring",
+        "device": "mobile",
+    },
+    {
+        "type": "social_interaction",
+        "event_id": "si1",
+        "customer_id": "c1",
+        "ts": 1_700_000_001,
+        "channel": "social",
+        "platform": "instagram",
+        "action": "review",
+        "content_id": "post-1",
+        "text": "très bien ✓",
+        "rating": 4.5,
+    },
+    {
+        "type": "customer_profile",
+        "event_id": "cp1",
+        "customer_id": "c1",
+        "ts": 1_700_000_002,
+        "channel": "app",
+        "city": "Lyon",
+        "signup_at": "2020-02-29T23:59:59Z",
+    },
 ]
 
 
@@ -102,17 +174,22 @@ def test_raw_events_land_column_for_column(tmp_path: Path, staged: bool) -> None
     for event in events:
         table = RAW_EVENT_TABLES[type(event)]
         names = [n for n in TABLES[table].column_names if n != "ingested_at"]
-        result = client.query(f"SELECT {', '.join(names)}, toUnixTimestamp64Milli(ts), "
-                              f"dateDiff('second', ingested_at, now64(3)) FROM {DATABASE}.{table} "
-                              f"WHERE event_id = '{event.event_id}'")
+        result = client.query(
+            f"SELECT {', '.join(names)}, toUnixTimestamp64Milli(ts), "
+            f"dateDiff('second', ingested_at, now64(3)) FROM {DATABASE}.{table} "
+            f"WHERE event_id = '{event.event_id}'"
+        )
         ((*stored, ts_ms, age_s),) = result.result_rows
         row = dict(zip(names, stored))
         assert ts_ms == int(event.ts.timestamp() * 1000) and 0 <= age_s < 60
         expected = {name: getattr(event, name) for name in names if not name.startswith("item_") and name != "ts"}
         if isinstance(event, Purchase):
-            expected |= {"item_skus": [i.sku for i in event.items], "item_categories": [i.category or "" for i in event.items],
-                         "item_quantities": [i.quantity for i in event.items],
-                         "item_unit_prices": [i.unit_price for i in event.items]}
+            expected |= {
+                "item_skus": [i.sku for i in event.items],
+                "item_categories": [i.category or "" for i in event.items],
+                "item_quantities": [i.quantity for i in event.items],
+                "item_unit_prices": [i.unit_price for i in event.items],
+            }
         for name, value in expected.items():
             got = row[name]
             if isinstance(value, datetime):
@@ -133,8 +210,10 @@ def test_events_retracted_before_the_write_are_not_written(tmp_path: Path) -> No
     sink.add_events(events[1:2])
     sink.retract_events(since, [events[0], events[1]])
     assert sink.flush() == len(events) - 1
-    counts = {table: client.query(f"SELECT count() FROM {DATABASE}.{table}").result_rows[0][0]
-              for table in {RAW_EVENT_TABLES[type(e)] for e in events}}
+    counts = {
+        table: client.query(f"SELECT count() FROM {DATABASE}.{table}").result_rows[0][0]
+        for table in {RAW_EVENT_TABLES[type(e)] for e in events}
+    }
     expected: dict[str, int] = {}
     for event in [events[0], *events[2:]]:
         expected[RAW_EVENT_TABLES[type(event)]] = expected.get(RAW_EVENT_TABLES[type(event)], 0) + 1
@@ -168,9 +247,11 @@ def test_a_failed_write_is_retried_without_losing_or_repeating_rows(tmp_path: Pa
     assert [name for name, rows in batch.items() if rows] == ["visits", "social_interactions", "customer_profiles"]
     assert sink.write(batch) == 3 and not any(batch.values())
     assert sink.pending_rows == 1 and sink.flush() == 1
-    counts = client.query(f"SELECT (SELECT count() FROM {DATABASE}.purchases), (SELECT count() FROM {DATABASE}.visits), "
-                          f"(SELECT count() FROM {DATABASE}.social_interactions), "
-                          f"(SELECT count() FROM {DATABASE}.customer_profiles)").result_rows
+    counts = client.query(
+        f"SELECT (SELECT count() FROM {DATABASE}.purchases), (SELECT count() FROM {DATABASE}.visits), "
+        f"(SELECT count() FROM {DATABASE}.social_interactions), "
+        f"(SELECT count() FROM {DATABASE}.customer_profiles)"
+    ).result_rows
     assert counts == [(3, 1, 1, 1)]
 
 
@@ -209,33 +290,47 @@ def test_a_helper_process_write_reaches_clickhouse_in_one_request(tmp_path: Path
     assert client.query(f"SELECT name, customers FROM {DATABASE}.segment_membership").result_rows == [("Lost", 2)]
     # Each table's file is rewritten in place, write after write.
     assert sorted(path.name for path in (staging / "40123").iterdir()) == sorted(
-        [*RAW_EVENT_TABLES.values(), "segment_membership"])
+        [*RAW_EVENT_TABLES.values(), "segment_membership"]
+    )
 
     # What the main process refuses, it refuses whole: an insert it would not make itself, or a
     # file that is not as the request says.
     good = stage(encode("segment_membership", [["rfm_segment", "Lost", 1]]), link.directory)
     bad = encode("visits", [])
-    for wrong in (StagedInsert("schema_migrations", bad.columns, bad.fmt, 0, good.path, good.size),
-                  StagedInsert("visits", bad.columns[:-1], bad.fmt, 0, good.path, good.size),
-                  StagedInsert("visits", bad.columns, "CSV", 0, good.path, good.size)):
+    for wrong in (
+        StagedInsert("schema_migrations", bad.columns, bad.fmt, 0, good.path, good.size),
+        StagedInsert("visits", bad.columns[:-1], bad.fmt, 0, good.path, good.size),
+        StagedInsert("visits", bad.columns, "CSV", 0, good.path, good.size),
+    ):
         with pytest.raises(ValueError, match="not the table, columns and format"):
             main.insert([good, wrong])
     body = describe(link.directory, [good])
     with pytest.raises(ValueError, match="not a body of staged inserts"):
         staged_inserts(body[:-1], staging)
-    for wrong_body, reason in ((body.replace(b'"40123"', b'"main"'), "not a helper's staging directory"),
-                               (body.replace(b'"table":"segment_membership"', b'"table":"../main/visits"'),
-                                "not a table name"),
-                               (body.replace(b'"bytes":', b'"bytes":1'), "holds"),
-                               (body.replace(b'"40123"', b'"40124"'), "no staged insert")):
+    for wrong_body, reason in (
+        (body.replace(b'"40123"', b'"main"'), "not a helper's staging directory"),
+        (body.replace(b'"table":"segment_membership"', b'"table":"../main/visits"'), "not a table name"),
+        (body.replace(b'"bytes":', b'"bytes":1'), "holds"),
+        (body.replace(b'"40123"', b'"40124"'), "no staged insert"),
+    ):
         with pytest.raises(ValueError, match=reason):
             staged_inserts(wrong_body, staging)
     assert client.query(f"SELECT sum(customers) FROM {DATABASE}.segment_membership").result_rows == [(2,)]
 
 
 def purchase(n: int, amount: float) -> Purchase:
-    event = parse_event({"type": "purchase", "event_id": f"p{n}", "customer_id": f"c{n % 3}", "ts": 1_700_000_000 + n,
-                         "channel": "pos", "order_id": f"o{n}", "amount": amount, "currency": "EUR"})
+    event = parse_event(
+        {
+            "type": "purchase",
+            "event_id": f"p{n}",
+            "customer_id": f"c{n % 3}",
+            "ts": 1_700_000_000 + n,
+            "channel": "pos",
+            "order_id": f"o{n}",
+            "amount": amount,
+            "currency": "EUR",
+        }
+    )
     assert isinstance(event, Purchase)
     return event
 
@@ -258,18 +353,27 @@ def test_rows_clickhouse_refuses_are_dead_lettered_and_the_rest_written_once(tmp
     written = sink.flush()
     assert path == "helper" or written == 37 + 3 + 4  # purchases, memberships, dead letters
     refused = main.take_refused()
-    assert sorted((row.topic, orjson.loads(row.rejected.payload)["event_id" if "purchases" in row.topic else "name"])
-                  for row in refused) == [("clickhouse:purchases", "p17"), ("clickhouse:purchases", "p18"),
-                                          ("clickhouse:purchases", "p3"), ("clickhouse:segment_membership", "poison")]
+    assert sorted(
+        (row.topic, orjson.loads(row.rejected.payload)["event_id" if "purchases" in row.topic else "name"])
+        for row in refused
+    ) == [
+        ("clickhouse:purchases", "p17"),
+        ("clickhouse:purchases", "p18"),
+        ("clickhouse:purchases", "p3"),
+        ("clickhouse:segment_membership", "poison"),
+    ]
     assert all("VIOLATED_CONSTRAINT" in row.rejected.reason for row in refused)
     counts = client.query(f"SELECT count(), uniqExact(event_id), sum(amount) FROM {DATABASE}.purchases").result_rows
     assert counts == [(37, 37, 370.0)]  # no FINAL: each written once
-    assert client.query(f"SELECT name, sum(customers) FROM {DATABASE}.segment_membership GROUP BY name "
-                        "ORDER BY name").result_rows == [("Champions", 1), ("Lost", 2)]
-    letters = client.query(f"SELECT source, topic, partition, offset, reason, payload FROM {DATABASE}.dead_letters "
-                           "ORDER BY topic, payload").result_rows
+    assert client.query(
+        f"SELECT name, sum(customers) FROM {DATABASE}.segment_membership GROUP BY name ORDER BY name"
+    ).result_rows == [("Champions", 1), ("Lost", 2)]
+    letters = client.query(
+        f"SELECT source, topic, partition, offset, reason, payload FROM {DATABASE}.dead_letters ORDER BY topic, payload"
+    ).result_rows
     assert [(source, topic, partition, offset) for source, topic, partition, offset, _, _ in letters] == [
-        ("clickhouse", "clickhouse:purchases", -1, -1)] * 3 + [("clickhouse", "clickhouse:segment_membership", -1, -1)]
+        ("clickhouse", "clickhouse:purchases", -1, -1)
+    ] * 3 + [("clickhouse", "clickhouse:segment_membership", -1, -1)]
     assert letters[0][4].startswith("ClickHouse refused this row of purchases: Code: 469.")
     assert orjson.loads(letters[0][5])["amount"] == 5000.0
     assert orjson.loads(letters[3][5]) == {"dimension": "rfm_segment", "name": "poison", "customers": 1}

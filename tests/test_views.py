@@ -44,18 +44,41 @@ def at(iso: str) -> float:
 
 
 def purchase(event_id: str, customer_id: str, ts: str, amount: float, kind: str = "purchase") -> dict[str, Any]:
-    return {"type": "purchase", "event_id": event_id, "customer_id": customer_id, "ts": ts, "channel": "web",
-            "order_id": event_id, "amount": amount, "currency": "EUR", "kind": kind}
+    return {
+        "type": "purchase",
+        "event_id": event_id,
+        "customer_id": customer_id,
+        "ts": ts,
+        "channel": "web",
+        "order_id": event_id,
+        "amount": amount,
+        "currency": "EUR",
+        "kind": kind,
+    }
 
 
 def visit(event_id: str, customer_id: str, ts: str, utm_campaign: str | None) -> dict[str, Any]:
-    return {"type": "visit", "event_id": event_id, "customer_id": customer_id, "ts": ts, "channel": "web",
-            "session_id": event_id, "utm_campaign": utm_campaign}
+    return {
+        "type": "visit",
+        "event_id": event_id,
+        "customer_id": customer_id,
+        "ts": ts,
+        "channel": "web",
+        "session_id": event_id,
+        "utm_campaign": utm_campaign,
+    }
 
 
 def social(event_id: str, customer_id: str, ts: str, platform: str, action: str) -> dict[str, Any]:
-    return {"type": "social_interaction", "event_id": event_id, "customer_id": customer_id, "ts": ts,
-            "channel": "social", "platform": platform, "action": action}
+    return {
+        "type": "social_interaction",
+        "event_id": event_id,
+        "customer_id": customer_id,
+        "ts": ts,
+        "channel": "social",
+        "platform": platform,
+        "action": action,
+    }
 
 
 def features(customer_id: str, **values: Any) -> dict[str, Any]:
@@ -93,25 +116,98 @@ EVENTS = [
 ]
 DUPLICATE_EVENTS = ["p1", "v5", "s3"]
 
-C1 = features("c1", purchase_count=4, monetary_total=320.0, last_purchase_at=at("2024-03-02T15:00:00+00:00"),
-              engagement_score=4.0, region="North", city="Oslo", age_band="25-34", gender="f",
-              acquisition_channel="search", rfm_r=5, rfm_f=4, rfm_m=5, rfm_segment="Champions",
-              value_tier="platinum", lifecycle_stage="active", segment=1, churn_probability=0.8)
-C1_OLDER = features("c1", purchase_count=1, monetary_total=100.0, last_purchase_at=at("2024-01-06T10:00:00+00:00"),
-                    engagement_score=1.0, region="North", city="Oslo", rfm_r=3, rfm_f=1, rfm_m=3,
-                    rfm_segment="Need Attention", value_tier="silver", lifecycle_stage="new", segment=2,
-                    churn_probability=0.1)
-C2 = features("c2", purchase_count=2, monetary_total=200.0, last_purchase_at=at("2024-03-15T08:00:00+00:00"),
-              engagement_score=2.0, region="North", city="Bergen", age_band="35-44", gender="m",
-              acquisition_channel="social", rfm_r=2, rfm_f=2, rfm_m=4, rfm_segment="At Risk",
-              value_tier="gold", lifecycle_stage="at_risk", segment=1, churn_probability=0.5)
-C3 = features("c3", purchase_count=1, monetary_total=40.0, last_purchase_at=at("2024-02-10T23:30:00+00:00"),
-              engagement_score=0.5, region="South", city="Rome", age_band="25-34", gender="m",
-              acquisition_channel="search", rfm_r=1, rfm_f=1, rfm_m=1, rfm_segment="Lost",
-              value_tier="bronze", lifecycle_stage="churned", segment=2, churn_probability=0.2)
-C4 = features("c4", purchase_count=1, monetary_total=60.0, last_purchase_at=at("2024-03-02T01:00:00+00:00"),
-              engagement_score=1.0, region="South", city="Rome", rfm_r=5, rfm_f=1, rfm_m=2,
-              rfm_segment="Potential Loyalist", value_tier="silver", lifecycle_stage="new")
+C1 = features(
+    "c1",
+    purchase_count=4,
+    monetary_total=320.0,
+    last_purchase_at=at("2024-03-02T15:00:00+00:00"),
+    engagement_score=4.0,
+    region="North",
+    city="Oslo",
+    age_band="25-34",
+    gender="f",
+    acquisition_channel="search",
+    rfm_r=5,
+    rfm_f=4,
+    rfm_m=5,
+    rfm_segment="Champions",
+    value_tier="platinum",
+    lifecycle_stage="active",
+    segment=1,
+    churn_probability=0.8,
+)
+C1_OLDER = features(
+    "c1",
+    purchase_count=1,
+    monetary_total=100.0,
+    last_purchase_at=at("2024-01-06T10:00:00+00:00"),
+    engagement_score=1.0,
+    region="North",
+    city="Oslo",
+    rfm_r=3,
+    rfm_f=1,
+    rfm_m=3,
+    rfm_segment="Need Attention",
+    value_tier="silver",
+    lifecycle_stage="new",
+    segment=2,
+    churn_probability=0.1,
+)
+C2 = features(
+    "c2",
+    purchase_count=2,
+    monetary_total=200.0,
+    last_purchase_at=at("2024-03-15T08:00:00+00:00"),
+    engagement_score=2.0,
+    region="North",
+    city="Bergen",
+    age_band="35-44",
+    gender="m",
+    acquisition_channel="social",
+    rfm_r=2,
+    rfm_f=2,
+    rfm_m=4,
+    rfm_segment="At Risk",
+    value_tier="gold",
+    lifecycle_stage="at_risk",
+    segment=1,
+    churn_probability=0.5,
+)
+C3 = features(
+    "c3",
+    purchase_count=1,
+    monetary_total=40.0,
+    last_purchase_at=at("2024-02-10T23:30:00+00:00"),
+    engagement_score=0.5,
+    region="South",
+    city="Rome",
+    age_band="25-34",
+    gender="m",
+    acquisition_channel="search",
+    rfm_r=1,
+    rfm_f=1,
+    rfm_m=1,
+    rfm_segment="Lost",
+    value_tier="bronze",
+    lifecycle_stage="churned",
+    segment=2,
+    churn_probability=0.2,
+)
+C4 = features(
+    "c4",
+    purchase_count=1,
+    monetary_total=60.0,
+    last_purchase_at=at("2024-03-02T01:00:00+00:00"),
+    engagement_score=1.0,
+    region="South",
+    city="Rome",
+    rfm_r=5,
+    rfm_f=1,
+    rfm_m=2,
+    rfm_segment="Potential Loyalist",
+    value_tier="silver",
+    lifecycle_stage="new",
+)
 C5 = features("c5", engagement_score=0.25)
 
 
@@ -157,15 +253,25 @@ def test_duplicates_are_stored_and_views_are_migrated_once(writer: Client, reade
     assert run_readonly(reader, stored.format("visits")).rows == [[8, 7]]
     assert run_readonly(reader, stored.format("social_interactions")).rows == [[8, 7]]
     assert run_readonly(reader, stored.format("customer_features")).rows == [[7, 5]]
-    assert writer.query("SELECT name FROM system.tables WHERE database = 'crm360' AND engine = 'View' "
-                        "ORDER BY name").result_rows == [(name,) for name in sorted(VIEWS)]
+    assert writer.query(
+        "SELECT name FROM system.tables WHERE database = 'crm360' AND engine = 'View' ORDER BY name"
+    ).result_rows == [(name,) for name in sorted(VIEWS)]
     assert migrate(writer) == []
 
 
 def test_segment_summary(reader: Client) -> None:
     columns, rows = view(reader, "v_segment_summary")
-    assert columns == ["dimension", "name", "customers", "share", "revenue", "orders", "avg_order_value",
-                       "avg_churn_probability", "at_risk_customers"]
+    assert columns == [
+        "dimension",
+        "name",
+        "customers",
+        "share",
+        "revenue",
+        "orders",
+        "avg_order_value",
+        "avg_churn_probability",
+        "at_risk_customers",
+    ]
     assert rows == [
         ["rfm_segment", "At Risk", 1, 0.2, 200.0, 2, 100.0, 0.5, 1],
         ["rfm_segment", "Champions", 1, 0.2, 320.0, 4, 80.0, 0.8, 1],
@@ -200,8 +306,17 @@ def test_cohort_retention(reader: Client) -> None:
 
 def test_funnel(reader: Client) -> None:
     columns, rows = view(reader, "v_funnel")
-    assert columns == ["dimension", "value", "visited", "purchased", "repeated", "visit_to_purchase_rate",
-                       "purchase_to_repeat_rate", "median_days_to_purchase", "median_days_to_repeat"]
+    assert columns == [
+        "dimension",
+        "value",
+        "visited",
+        "purchased",
+        "repeated",
+        "visit_to_purchase_rate",
+        "purchase_to_repeat_rate",
+        "median_days_to_purchase",
+        "median_days_to_repeat",
+    ]
     # Days to the first purchase: c1 1, c2 2, c3 2; to the repeat: c1 35, c2 55.
     # c4 bought only before its first visit, c5 never.
     assert rows == [
@@ -217,8 +332,17 @@ def test_funnel(reader: Client) -> None:
 
 def test_revenue_daily(reader: Client) -> None:
     columns, rows = view(reader, "v_revenue_daily")
-    assert columns == ["day", "gross_revenue", "refund_amount", "net_revenue", "orders", "buyers", "new_buyers",
-                       "returning_buyers", "refund_count"]
+    assert columns == [
+        "day",
+        "gross_revenue",
+        "refund_amount",
+        "net_revenue",
+        "orders",
+        "buyers",
+        "new_buyers",
+        "returning_buyers",
+        "refund_count",
+    ]
     assert rows == [
         ["2024-01-06", 100.0, 0.0, 100.0, 1, 1, 1, 0, 0],
         ["2024-01-20", 150.0, 0.0, 150.0, 1, 1, 1, 0, 0],
@@ -240,8 +364,14 @@ def test_churn_risk_and_top_at_risk(reader: Client) -> None:
         ["silver", None, 1, 60.0],
     ]
     columns, rows = view(reader, "v_top_at_risk")
-    assert columns == ["customer_id", "churn_probability", "monetary_total", "value_tier", "rfm_segment",
-                       "last_purchase_at"]
+    assert columns == [
+        "customer_id",
+        "churn_probability",
+        "monetary_total",
+        "value_tier",
+        "rfm_segment",
+        "last_purchase_at",
+    ]
     assert rows == [
         ["c1", 0.8, 320.0, "platinum", "Champions", "2024-03-02T15:00:00"],
         ["c2", 0.5, 200.0, "gold", "At Risk", "2024-03-15T08:00:00"],
@@ -283,8 +413,19 @@ def test_demographics(reader: Client) -> None:
 
 def test_engagement(reader: Client) -> None:
     columns, rows = view(reader, "v_engagement")
-    assert columns == ["platform", "segment", "interactions", "likes", "comments", "shares", "follows", "mentions",
-                       "reviews", "customers", "avg_engagement_score"]
+    assert columns == [
+        "platform",
+        "segment",
+        "interactions",
+        "likes",
+        "comments",
+        "shares",
+        "follows",
+        "mentions",
+        "reviews",
+        "customers",
+        "avg_engagement_score",
+    ]
     assert rows == [
         ["instagram", "1", 4, 3, 1, 0, 0, 0, 0, 2, 3.0],  # c1 (4.0) and c2 (2.0), each once
         ["instagram", "unscored", 1, 0, 0, 0, 1, 0, 0, 1, 0.25],

@@ -94,7 +94,9 @@ class DashboardCache:
 def dashboard_page(refresh_s: float) -> str:
     """The page; it draws ``/dashboard/data`` every ``refresh_s`` seconds."""
     panels = [
-        {"key": p.key, "title": p.title, "shows": p.shows, "kind": p.kind} for p in DASHBOARD_PANELS if p.kind != "stats"
+        {"key": p.key, "title": p.title, "shows": p.shows, "kind": p.kind}
+        for p in DASHBOARD_PANELS
+        if p.kind != "stats"
     ]
     return (
         PAGE.replace("__PANELS__", json.dumps(panels))

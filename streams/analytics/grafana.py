@@ -60,14 +60,23 @@ def target(sql: str, fmt: int = TABLE) -> Json:
 
 def override(name: str, **properties: Any) -> Json:
     """Field settings for the column ``name`` (``a__b`` stands for Grafana's ``a.b``)."""
-    return {"matcher": {"id": "byName", "options": name},
-            "properties": [{"id": key.replace("__", "."), "value": value} for key, value in properties.items()]}
+    return {
+        "matcher": {"id": "byName", "options": name},
+        "properties": [{"id": key.replace("__", "."), "value": value} for key, value in properties.items()],
+    }
 
 
 def base(panel: Panel, kind: str, sql: str, fmt: int = TABLE, title: str | None = None) -> Json:
     """A Grafana panel of ``kind`` running ``sql``, described by what the panel shows."""
-    return {"type": kind, "title": title or panel.title, "description": panel.shows, "datasource": DATASOURCE,
-            "targets": [target(sql, fmt)], "fieldConfig": {"defaults": {}, "overrides": []}, "options": {}}
+    return {
+        "type": kind,
+        "title": title or panel.title,
+        "description": panel.shows,
+        "datasource": DATASOURCE,
+        "targets": [target(sql, fmt)],
+        "fieldConfig": {"defaults": {}, "overrides": []},
+        "options": {},
+    }
 
 
 def stats(panel: Panel) -> list[Json]:
@@ -76,9 +85,17 @@ def stats(panel: Panel) -> list[Json]:
     for column, label, how in HEADLINES:
         unit, decimals = UNITS[how]
         stat = base(panel, "stat", wrap(panel.sql, column), title=label)
-        stat["fieldConfig"]["defaults"] = {"unit": unit, "decimals": decimals, "color": {"mode": "fixed", "fixedColor": BLUE}}
-        stat["options"] = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-                           "colorMode": "value", "graphMode": "none", "textMode": "value"}
+        stat["fieldConfig"]["defaults"] = {
+            "unit": unit,
+            "decimals": decimals,
+            "color": {"mode": "fixed", "fixedColor": BLUE},
+        }
+        stat["options"] = {
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "colorMode": "value",
+            "graphMode": "none",
+            "textMode": "value",
+        }
         shown.append(stat)
     return shown
 
@@ -87,18 +104,28 @@ def bars(panel: Panel, sql: str, x: str, unit: str = "none", **options: Any) -> 
     """A bar chart: one bar per row, labelled by column ``x``, for each other number column."""
     chart = base(panel, "barchart", sql)
     chart["fieldConfig"]["defaults"] = {"unit": unit, "color": {"mode": "palette-classic"}}
-    chart["options"] = {"xField": x, "orientation": "auto", "showValue": "auto", "stacking": "none",
-                        "legend": {"showLegend": True, "displayMode": "list", "placement": "bottom"}, **options}
+    chart["options"] = {
+        "xField": x,
+        "orientation": "auto",
+        "showValue": "auto",
+        "stacking": "none",
+        "legend": {"showLegend": True, "displayMode": "list", "placement": "bottom"},
+        **options,
+    }
     return chart
 
 
 def matrix(panel: Panel, row: str, column: str, value: str, unit: str) -> Json:
     """A grid (rows x columns) as a table with colour-graded cells, pivoted by Grafana."""
     grid = base(panel, "table", panel.sql.strip())
-    grid["transformations"] = [{"id": "groupingToMatrix",
-                                "options": {"rowField": row, "columnField": column, "valueField": value}}]
-    grid["fieldConfig"]["defaults"] = {"unit": unit, "color": {"mode": "continuous-blues"},
-                                       "custom": {"cellOptions": {"type": "color-background", "mode": "gradient"}}}
+    grid["transformations"] = [
+        {"id": "groupingToMatrix", "options": {"rowField": row, "columnField": column, "valueField": value}}
+    ]
+    grid["fieldConfig"]["defaults"] = {
+        "unit": unit,
+        "color": {"mode": "continuous-blues"},
+        "custom": {"cellOptions": {"type": "color-background", "mode": "gradient"}},
+    }
     grid["fieldConfig"]["overrides"] = [override(f"{row}\\{column}", unit="none", custom__cellOptions={"type": "auto"})]
     return grid
 
@@ -115,8 +142,14 @@ def table(panel: Panel) -> Json:
     """The panel's rows as they are, rates as percentages and amounts as money."""
     shown = base(panel, "table", panel.sql.strip())
     shown["fieldConfig"]["overrides"] = [
-        {"matcher": {"id": "byRegexp", "options": "/rate$|^churn_probability$/"}, "properties": [{"id": "unit", "value": "percentunit"}]},
-        {"matcher": {"id": "byRegexp", "options": "/^monetary/"}, "properties": [{"id": "unit", "value": "currencyUSD"}]},
+        {
+            "matcher": {"id": "byRegexp", "options": "/rate$|^churn_probability$/"},
+            "properties": [{"id": "unit", "value": "percentunit"}],
+        },
+        {
+            "matcher": {"id": "byRegexp", "options": "/^monetary/"},
+            "properties": [{"id": "unit", "value": "currencyUSD"}],
+        },
     ]
     return shown
 
@@ -133,18 +166,30 @@ def chart(panel: Panel) -> Json:
         return bars(panel, wrap(sql, "platform, likes, comments, shares"), "platform", stacking="normal")
     if panel.key == "funnel":
         steps = "step, customers"
-        unpivot = ("ARRAY JOIN ['visited', 'first purchase', 'repeat purchase'] AS step, "
-                   "[visited, purchased, repeated] AS customers")
+        unpivot = (
+            "ARRAY JOIN ['visited', 'first purchase', 'repeat purchase'] AS step, "
+            "[visited, purchased, repeated] AS customers"
+        )
         return bars(panel, wrap(sql, steps, unpivot), "step", orientation="horizontal")
     if panel.key == "churn_histogram":
         # Bars coloured by their bucket: orange from AT_RISK_PROBABILITY on, as on the live dashboard.
-        shown = bars(panel, wrap(sql, "toString(churn_bucket) AS churn_probability, customers, churn_bucket"),
-                     "churn_probability", colorByField="churn_bucket")
-        shown["fieldConfig"]["overrides"] = [override(
-            "churn_bucket", custom__hideFrom={"viz": True, "legend": True, "tooltip": True},
-            color={"mode": "thresholds"},
-            thresholds={"mode": "absolute", "steps": [{"color": BLUE, "value": None},
-                                                      {"color": ORANGE, "value": AT_RISK_PROBABILITY}]})]
+        shown = bars(
+            panel,
+            wrap(sql, "toString(churn_bucket) AS churn_probability, customers, churn_bucket"),
+            "churn_probability",
+            colorByField="churn_bucket",
+        )
+        shown["fieldConfig"]["overrides"] = [
+            override(
+                "churn_bucket",
+                custom__hideFrom={"viz": True, "legend": True, "tooltip": True},
+                color={"mode": "thresholds"},
+                thresholds={
+                    "mode": "absolute",
+                    "steps": [{"color": BLUE, "value": None}, {"color": ORANGE, "value": AT_RISK_PROBABILITY}],
+                },
+            )
+        ]
         return shown
     if panel.key == "at_risk_by_tier":
         return bars(panel, wrap(sql, "value_tier, monetary_at_risk"), "value_tier", "currencyUSD")
@@ -191,8 +236,15 @@ def dashboard() -> Json:
     panels: list[Json] = []
     y = 0
     for section in SECTIONS:
-        panels.append({"type": "row", "title": section, "collapsed": False, "panels": [],
-                       "gridPos": {"x": 0, "y": y, "w": WIDTH, "h": 1}})
+        panels.append(
+            {
+                "type": "row",
+                "title": section,
+                "collapsed": False,
+                "panels": [],
+                "gridPos": {"x": 0, "y": y, "w": WIDTH, "h": 1},
+            }
+        )
         y += 1
         shown = [g for p in PANELS.values() if p.section == section for g in grafana_panels(p)]
         for line in lines(shown):

@@ -142,15 +142,30 @@ def bar(x: list[Any], y: list[Any], x_title: str, y_title: str, text: list[str] 
     trace: dict[str, Any] = {"type": "bar", "x": x, "y": y}
     if text is not None:
         trace |= {"text": text, "textposition": "auto"}
-    return {"data": [trace], "layout": layout(xaxis={"title": {"text": x_title}, "type": "category"},
-                                              yaxis={"title": {"text": y_title}})}
+    return {
+        "data": [trace],
+        "layout": layout(xaxis={"title": {"text": x_title}, "type": "category"}, yaxis={"title": {"text": y_title}}),
+    }
 
 
 def heatmap(x: list[Any], y: list[Any], z: list[list[Any]], x_title: str, y_title: str, z_title: str) -> Figure:
-    trace = {"type": "heatmap", "x": x, "y": y, "z": z, "colorscale": "Blues", "reversescale": True, "colorbar": {"title": {"text": z_title}},
-             "hoverongaps": False}
-    return {"data": [trace], "layout": layout(xaxis={"title": {"text": x_title}, "type": "category"},
-                                              yaxis={"title": {"text": y_title}, "type": "category"})}
+    trace = {
+        "type": "heatmap",
+        "x": x,
+        "y": y,
+        "z": z,
+        "colorscale": "Blues",
+        "reversescale": True,
+        "colorbar": {"title": {"text": z_title}},
+        "hoverongaps": False,
+    }
+    return {
+        "data": [trace],
+        "layout": layout(
+            xaxis={"title": {"text": x_title}, "type": "category"},
+            yaxis={"title": {"text": y_title}, "type": "category"},
+        ),
+    }
 
 
 def grid(rows: list[Row], x: str, y: str, z: str) -> tuple[list[Any], list[Any], list[list[Any]]]:
@@ -237,10 +252,21 @@ def _segment_label(row: Row) -> str:
 
 
 def figure_segments(rows: list[Row]) -> Figure:
-    trace = {"type": "bar", "orientation": "h", "y": [_segment_label(r) for r in rows], "x": [r["customers"] for r in rows],
-             "text": [share_words(r["share"]) for r in rows], "textposition": "auto"}
-    return {"data": [trace], "layout": layout(xaxis={"title": {"text": "customers"}},
-                                              yaxis={"type": "category", "autorange": "reversed", "automargin": True})}
+    trace = {
+        "type": "bar",
+        "orientation": "h",
+        "y": [_segment_label(r) for r in rows],
+        "x": [r["customers"] for r in rows],
+        "text": [share_words(r["share"]) for r in rows],
+        "textposition": "auto",
+    }
+    return {
+        "data": [trace],
+        "layout": layout(
+            xaxis={"title": {"text": "customers"}},
+            yaxis={"type": "category", "autorange": "reversed", "automargin": True},
+        ),
+    }
 
 
 def summarize_segments(rows: list[Row]) -> str:
@@ -262,8 +288,13 @@ ORDER BY customers DESC, rfm_segment
 
 
 def figure_rfm_segments(rows: list[Row]) -> Figure:
-    return bar([r["rfm_segment"] for r in rows], [r["customers"] for r in rows], "RFM segment", "customers",
-               [share_words(r["share"]) for r in rows])
+    return bar(
+        [r["rfm_segment"] for r in rows],
+        [r["customers"] for r in rows],
+        "RFM segment",
+        "customers",
+        [share_words(r["share"]) for r in rows],
+    )
 
 
 def summarize_rfm_segments(rows: list[Row]) -> str:
@@ -314,10 +345,18 @@ ORDER BY interactions DESC, platform
 
 def figure_engagement(rows: list[Row]) -> Figure:
     platforms = [r["platform"] for r in rows]
-    data = [{"type": "bar", "name": action, "x": platforms, "y": [r[action] for r in rows]}
-            for action in ("likes", "comments", "shares")]
-    return {"data": data, "layout": layout(barmode="stack", xaxis={"title": {"text": "platform"}, "type": "category"},
-                                           yaxis={"title": {"text": "social actions"}})}
+    data = [
+        {"type": "bar", "name": action, "x": platforms, "y": [r[action] for r in rows]}
+        for action in ("likes", "comments", "shares")
+    ]
+    return {
+        "data": data,
+        "layout": layout(
+            barmode="stack",
+            xaxis={"title": {"text": "platform"}, "type": "category"},
+            yaxis={"title": {"text": "social actions"}},
+        ),
+    }
 
 
 def summarize_engagement(rows: list[Row]) -> str:
@@ -343,8 +382,12 @@ FUNNEL_BY_CHANNEL_SQL = (
 
 def figure_funnel(rows: list[Row]) -> Figure:
     f = rows[0]
-    trace = {"type": "funnel", "y": ["visited", "first purchase", "repeat purchase"],
-             "x": [f["visited"], f["purchased"], f["repeated"]], "textinfo": "value+percent initial"}
+    trace = {
+        "type": "funnel",
+        "y": ["visited", "first purchase", "repeat purchase"],
+        "x": [f["visited"], f["purchased"], f["repeated"]],
+        "textinfo": "value+percent initial",
+    }
     return {"data": [trace], "layout": layout(margin={"l": 120, "r": 20, "t": 10, "b": 30})}
 
 
@@ -378,8 +421,9 @@ ORDER BY cohort_month, months_since
 
 def figure_cohorts(rows: list[Row]) -> Figure:
     xs, ys, z = grid(rows, "months_since", "cohort_month", "retention")
-    figure = heatmap(xs, [str(y)[:7] for y in ys], z, "months since first purchase", "cohort (first purchase month)",
-                     "retention")
+    figure = heatmap(
+        xs, [str(y)[:7] for y in ys], z, "months since first purchase", "cohort (first purchase month)", "retention"
+    )
     figure["layout"]["yaxis"]["autorange"] = "reversed"
     figure["layout"]["margin"]["l"] = 90
     return figure
@@ -415,11 +459,23 @@ ORDER BY day
 def figure_revenue_daily(rows: list[Row]) -> Figure:
     days = [str(r["day"]) for r in rows]
     data = [
-        {"type": "scatter", "mode": "lines", "name": "gross revenue", "x": days, "y": [r["gross_revenue"] for r in rows]},
+        {
+            "type": "scatter",
+            "mode": "lines",
+            "name": "gross revenue",
+            "x": days,
+            "y": [r["gross_revenue"] for r in rows],
+        },
         {"type": "scatter", "mode": "lines", "name": "net revenue", "x": days, "y": [r["net_revenue"] for r in rows]},
     ]
-    return {"data": data, "layout": layout(xaxis={"title": {"text": "day (UTC)"}, "type": "date"},
-                                           yaxis={"title": {"text": "revenue"}}, legend={"orientation": "h"})}
+    return {
+        "data": data,
+        "layout": layout(
+            xaxis={"title": {"text": "day (UTC)"}, "type": "date"},
+            yaxis={"title": {"text": "revenue"}},
+            legend={"orientation": "h"},
+        ),
+    }
 
 
 def summarize_revenue_daily(rows: list[Row]) -> str:
@@ -477,8 +533,13 @@ ORDER BY indexOf(['platinum', 'gold', 'silver', 'bronze', 'none'], value_tier), 
 
 
 def figure_at_risk_by_tier(rows: list[Row]) -> Figure:
-    return bar([r["value_tier"] for r in rows], [r["monetary_at_risk"] for r in rows], "value tier",
-               "purchases of customers at risk", [f"{count_words(r['at_risk_customers'])} customers" for r in rows])
+    return bar(
+        [r["value_tier"] for r in rows],
+        [r["monetary_at_risk"] for r in rows],
+        "value tier",
+        "purchases of customers at risk",
+        [f"{count_words(r['at_risk_customers'])} customers" for r in rows],
+    )
 
 
 def summarize_at_risk_by_tier(rows: list[Row]) -> str:
@@ -549,12 +610,22 @@ def figure_model_quality(rows: list[Row]) -> Figure:
     x = [r["labels_learned"] for r in rows]
     data = [
         {"type": "scatter", "mode": "lines+markers", "name": "ROC AUC", "x": x, "y": [r["roc_auc"] for r in rows]},
-        {"type": "scatter", "mode": "lines+markers", "name": "calibration error", "x": x,
-         "y": [r["calibration_error"] for r in rows]},
+        {
+            "type": "scatter",
+            "mode": "lines+markers",
+            "name": "calibration error",
+            "x": x,
+            "y": [r["calibration_error"] for r in rows],
+        },
     ]
-    return {"data": data, "layout": layout(xaxis={"title": {"text": "labels learned"}},
-                                           yaxis={"title": {"text": "prequential score"}, "range": [0, 1]},
-                                           legend={"orientation": "h"})}
+    return {
+        "data": data,
+        "layout": layout(
+            xaxis={"title": {"text": "labels learned"}},
+            yaxis={"title": {"text": "prequential score"}, "range": [0, 1]},
+            legend={"orientation": "h"},
+        ),
+    }
 
 
 def summarize_model_quality(rows: list[Row]) -> str:
@@ -571,57 +642,176 @@ def summarize_model_quality(rows: list[Row]) -> str:
 # --- the panels ----------------------------------------------------------------------------
 
 _PANELS = [
-    Panel("headline", "Headline", "Headline",
-          "The customer base now: customers, active customers, revenue in the last 30 days, churn rate, "
-          f"customers at risk (churn probability >= {AT_RISK_PROBABILITY}) and churn alerts today (event time).",
-          HEADLINE_SQL, "stats", None, summarize_headline, True, counted_by="customers"),
-    Panel("segments", "Segment sizes", "Segmentation",
-          "Customers per model segment (labelled by what its centroid stands for), with the share of all customers.",
-          SEGMENTS_SQL, "chart", figure_segments, summarize_segments, True, needs="customers"),
-    Panel("rfm_segments", "RFM segments", "RFM",
-          "Customers per RFM segment (recency, frequency and monetary scores against the live quintiles).",
-          RFM_SEGMENTS_SQL, "chart", figure_rfm_segments, summarize_rfm_segments, False),
-    Panel("rfm_grid", "RFM grid", "RFM",
-          "Scored customers by recency score (rows) and frequency score (columns): the classic 5x5 grid.",
-          RFM_GRID_SQL, "chart", figure_rfm_grid, summarize_rfm_grid, True, counted_by="customers"),
-    Panel("engagement", "Social engagement by platform", "Interaction and engagement",
-          "Likes, comments and shares per social platform.",
-          ENGAGEMENT_SQL, "chart", figure_engagement, summarize_engagement, False,
-          needs="social interaction events"),
-    Panel("funnel", "Funnel", "Sales funnel",
-          "Customers who visited, then made a first purchase, then a repeat purchase.",
-          FUNNEL_SQL, "chart", figure_funnel, summarize_funnel, True, needs="visit events (the funnel starts at a visit)"),
-    Panel("funnel_by_channel", "Funnel by acquisition channel", "Sales funnel",
-          "The same funnel per acquisition channel, with conversion rates and median days between steps.",
-          FUNNEL_BY_CHANNEL_SQL, "table", None, summarize_funnel_by_channel, False,
-          needs="visit events (the funnel starts at a visit)"),
-    Panel("cohorts", "Cohort retention", "Cohorts and retention",
-          "Share of each monthly cohort (month of first purchase) buying again N months later.",
-          COHORTS_SQL, "chart", figure_cohorts, summarize_cohorts, True, "cohort_month"),
-    Panel("revenue_daily", "Daily revenue", "Cohorts and retention",
-          "Gross and net (after refunds) revenue per UTC day.",
-          REVENUE_DAILY_SQL, "chart", figure_revenue_daily, summarize_revenue_daily, True, "day"),
-    Panel("churn_histogram", "Churn risk", "Churn and at-risk value",
-          f"Scored customers by churn probability; orange bars are at risk (>= {AT_RISK_PROBABILITY}).",
-          CHURN_HISTOGRAM_SQL, "chart", figure_churn_histogram, summarize_churn_histogram, True,
-          needs="customers scored by the churn model"),
-    Panel("at_risk_by_tier", "Value at risk by tier", "Churn and at-risk value",
-          "What customers at risk have bought so far, per value tier.",
-          AT_RISK_BY_TIER_SQL, "chart", figure_at_risk_by_tier, summarize_at_risk_by_tier, False,
-          needs="customers scored by the churn model"),
-    Panel("top_at_risk", "Most valuable customers at risk", "Churn and at-risk value",
-          "The ten customers at risk who have bought the most.",
-          TOP_AT_RISK_SQL, "table", None, summarize_top_at_risk, False,
-          needs=f"customers with a churn probability of {AT_RISK_PROBABILITY} or more"),
-    Panel("alerts", "Latest churn alerts", "Churn and at-risk value",
-          "The newest churn alerts sent to marketing tools.",
-          ALERTS_SQL, "table", None, summarize_alerts, True, "as_of",
-          needs="churn alerts (customers whose churn probability crossed the alert threshold)"),
-    Panel("model_quality", "Churn model quality", "Model quality",
-          "Prequential ROC AUC and calibration error of the churn model on its last 20,000 matured labels, "
-          "per model version.",
-          MODEL_QUALITY_SQL, "chart", figure_model_quality, summarize_model_quality, False,
-          needs="matured churn labels (a churn horizon of event time after the first customers)"),
+    Panel(
+        "headline",
+        "Headline",
+        "Headline",
+        "The customer base now: customers, active customers, revenue in the last 30 days, churn rate, "
+        f"customers at risk (churn probability >= {AT_RISK_PROBABILITY}) and churn alerts today (event time).",
+        HEADLINE_SQL,
+        "stats",
+        None,
+        summarize_headline,
+        True,
+        counted_by="customers",
+    ),
+    Panel(
+        "segments",
+        "Segment sizes",
+        "Segmentation",
+        "Customers per model segment (labelled by what its centroid stands for), with the share of all customers.",
+        SEGMENTS_SQL,
+        "chart",
+        figure_segments,
+        summarize_segments,
+        True,
+        needs="customers",
+    ),
+    Panel(
+        "rfm_segments",
+        "RFM segments",
+        "RFM",
+        "Customers per RFM segment (recency, frequency and monetary scores against the live quintiles).",
+        RFM_SEGMENTS_SQL,
+        "chart",
+        figure_rfm_segments,
+        summarize_rfm_segments,
+        False,
+    ),
+    Panel(
+        "rfm_grid",
+        "RFM grid",
+        "RFM",
+        "Scored customers by recency score (rows) and frequency score (columns): the classic 5x5 grid.",
+        RFM_GRID_SQL,
+        "chart",
+        figure_rfm_grid,
+        summarize_rfm_grid,
+        True,
+        counted_by="customers",
+    ),
+    Panel(
+        "engagement",
+        "Social engagement by platform",
+        "Interaction and engagement",
+        "Likes, comments and shares per social platform.",
+        ENGAGEMENT_SQL,
+        "chart",
+        figure_engagement,
+        summarize_engagement,
+        False,
+        needs="social interaction events",
+    ),
+    Panel(
+        "funnel",
+        "Funnel",
+        "Sales funnel",
+        "Customers who visited, then made a first purchase, then a repeat purchase.",
+        FUNNEL_SQL,
+        "chart",
+        figure_funnel,
+        summarize_funnel,
+        True,
+        needs="visit events (the funnel starts at a visit)",
+    ),
+    Panel(
+        "funnel_by_channel",
+        "Funnel by acquisition channel",
+        "Sales funnel",
+        "The same funnel per acquisition channel, with conversion rates and median days between steps.",
+        FUNNEL_BY_CHANNEL_SQL,
+        "table",
+        None,
+        summarize_funnel_by_channel,
+        False,
+        needs="visit events (the funnel starts at a visit)",
+    ),
+    Panel(
+        "cohorts",
+        "Cohort retention",
+        "Cohorts and retention",
+        "Share of each monthly cohort (month of first purchase) buying again N months later.",
+        COHORTS_SQL,
+        "chart",
+        figure_cohorts,
+        summarize_cohorts,
+        True,
+        "cohort_month",
+    ),
+    Panel(
+        "revenue_daily",
+        "Daily revenue",
+        "Cohorts and retention",
+        "Gross and net (after refunds) revenue per UTC day.",
+        REVENUE_DAILY_SQL,
+        "chart",
+        figure_revenue_daily,
+        summarize_revenue_daily,
+        True,
+        "day",
+    ),
+    Panel(
+        "churn_histogram",
+        "Churn risk",
+        "Churn and at-risk value",
+        f"Scored customers by churn probability; orange bars are at risk (>= {AT_RISK_PROBABILITY}).",
+        CHURN_HISTOGRAM_SQL,
+        "chart",
+        figure_churn_histogram,
+        summarize_churn_histogram,
+        True,
+        needs="customers scored by the churn model",
+    ),
+    Panel(
+        "at_risk_by_tier",
+        "Value at risk by tier",
+        "Churn and at-risk value",
+        "What customers at risk have bought so far, per value tier.",
+        AT_RISK_BY_TIER_SQL,
+        "chart",
+        figure_at_risk_by_tier,
+        summarize_at_risk_by_tier,
+        False,
+        needs="customers scored by the churn model",
+    ),
+    Panel(
+        "top_at_risk",
+        "Most valuable customers at risk",
+        "Churn and at-risk value",
+        "The ten customers at risk who have bought the most.",
+        TOP_AT_RISK_SQL,
+        "table",
+        None,
+        summarize_top_at_risk,
+        False,
+        needs=f"customers with a churn probability of {AT_RISK_PROBABILITY} or more",
+    ),
+    Panel(
+        "alerts",
+        "Latest churn alerts",
+        "Churn and at-risk value",
+        "The newest churn alerts sent to marketing tools.",
+        ALERTS_SQL,
+        "table",
+        None,
+        summarize_alerts,
+        True,
+        "as_of",
+        needs="churn alerts (customers whose churn probability crossed the alert threshold)",
+    ),
+    Panel(
+        "model_quality",
+        "Churn model quality",
+        "Model quality",
+        "Prequential ROC AUC and calibration error of the churn model on its last 20,000 matured labels, "
+        "per model version.",
+        MODEL_QUALITY_SQL,
+        "chart",
+        figure_model_quality,
+        summarize_model_quality,
+        False,
+        needs="matured churn labels (a churn horizon of event time after the first customers)",
+    ),
 ]
 
 #: Every panel, by key, in the order of the report.
@@ -642,8 +832,16 @@ class Shown:
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"title": self.panel.title, "shows": self.panel.shows, "kind": self.panel.kind, "rows": self.rows,
-                "figure": self.figure, "summary": self.summary, "error": self.error, "empty": self.panel.empty_message}
+        return {
+            "title": self.panel.title,
+            "shows": self.panel.shows,
+            "kind": self.panel.kind,
+            "rows": self.rows,
+            "figure": self.figure,
+            "summary": self.summary,
+            "error": self.error,
+            "empty": self.panel.empty_message,
+        }
 
 
 def has_data(panel: Panel, rows: list[Row]) -> bool:

@@ -47,8 +47,11 @@ def script_json(value: Any) -> str:
 
 def panel_html(shown: Shown) -> str:
     panel = shown.panel
-    parts = [f'<article class="panel" id="panel-{panel.key}">', f"<h3>{html.escape(panel.title)}</h3>",
-             f'<p class="shows">{html.escape(panel.shows)}</p>']
+    parts = [
+        f'<article class="panel" id="panel-{panel.key}">',
+        f"<h3>{html.escape(panel.title)}</h3>",
+        f'<p class="shows">{html.escape(panel.shows)}</p>',
+    ]
     if shown.error:
         parts.append(f'<div class="empty">This panel\'s query failed: {html.escape(shown.error)}</div>')
     elif shown.summary is None:
@@ -82,7 +85,7 @@ def build_report(
     figures = "".join(
         f'<div class="figure"><div class="label">{html.escape(f["label"])}</div>'
         f'<div class="value" data-headline="{f["key"]}" data-value="{html.escape(str(f["value"] or ""))}">'
-        f'{html.escape(f["text"])}</div></div>'
+        f"{html.escape(f['text'])}</div></div>"
         for f in headline_figures(headline)
     )
     sections = [s for s in SECTIONS if s != "Headline"]

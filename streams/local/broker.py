@@ -38,8 +38,9 @@ def broker_binary() -> Path:
 class LocalBroker:
     """Tansu on ``address`` (a loopback host:port), its log in the bucket ``cluster`` of ``storage``."""
 
-    def __init__(self, address: str, storage: LocalStorage, cluster: str = "crm360",
-                 log_path: Path | None = None) -> None:
+    def __init__(
+        self, address: str, storage: LocalStorage, cluster: str = "crm360", log_path: Path | None = None
+    ) -> None:
         self.address = address
         self.storage = storage
         self.cluster = cluster
@@ -51,9 +52,18 @@ class LocalBroker:
             raise BrokerError(f"the local storage at {self.storage.endpoint} does not answer")
         url = f"tcp://{self.address}"
         self.process = spawn(
-            [str(broker_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", f"s3://{self.cluster}/"],
-            env=self.storage.broker_environment(), log_path=self.log_path,
+            [
+                str(broker_binary()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                f"s3://{self.cluster}/",
+            ],
+            env=self.storage.broker_environment(),
+            log_path=self.log_path,
         )
         try:
             wait_ready(self.process, lambda: answers(self.address), timeout, "the local broker")
@@ -78,8 +88,9 @@ class LocalKafka:
     ``cluster``); then it is neither started nor stopped here.
     """
 
-    def __init__(self, address: str, directory: Path, cluster: str = "crm360",
-                 storage: LocalStorage | None = None) -> None:
+    def __init__(
+        self, address: str, directory: Path, cluster: str = "crm360", storage: LocalStorage | None = None
+    ) -> None:
         self.owns_storage = storage is None
         self.directory = directory
         self.storage = storage or LocalStorage(directory / "kafka", log_path=directory / "storage.log")
@@ -111,8 +122,9 @@ class LocalKafka:
             lock.seek(0)
             holder = lock.read().strip() or "another process"
             lock.close()
-            raise BrokerError(f"the data dir {self.directory} is in use by {holder}: stop it, or give another "
-                              "--data-dir") from None
+            raise BrokerError(
+                f"the data dir {self.directory} is in use by {holder}: stop it, or give another --data-dir"
+            ) from None
         lock.truncate(0)
         lock.write(f"crm360 (process {os.getpid()}, broker {self.address})")
         lock.flush()
@@ -123,14 +135,17 @@ class LocalKafka:
         change); returns what happened, for the user."""
         happened: list[str] = []
         if self.owns_storage and not self.storage.running:
-            happened.append(f"the local storage exited (code {self.storage.process and self.storage.process.poll()}); "
-                            "restarted with the broker")
+            happened.append(
+                f"the local storage exited (code {self.storage.process and self.storage.process.poll()}); "
+                "restarted with the broker"
+            )
             self.broker.stop()
             self.storage.start()
             self.broker.start()
         elif not self.broker.running:
-            happened.append(f"the local broker exited (code {self.broker.process and self.broker.process.poll()}); "
-                            "restarted")
+            happened.append(
+                f"the local broker exited (code {self.broker.process and self.broker.process.poll()}); restarted"
+            )
             self.broker.start()
         return happened
 

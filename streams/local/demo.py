@@ -21,7 +21,7 @@ def run_demo(settings: Settings, seconds: float | None, customers: int, rate: fl
     worker = WorkerProcess.for_settings(settings, settings.data_path / "worker.log")
     click.echo("starting the worker ...")
     worker.start()
-    click.echo(f"worker ready: {settings.web_url}  (try: crm360 sql \"{SEGMENT_QUERY}\")")
+    click.echo(f'worker ready: {settings.web_url}  (try: crm360 sql "{SEGMENT_QUERY}")')
     click.echo(f"live dashboard: {settings.web_url}/dashboard  (open it in a browser; it refreshes itself)")
     simulation = Simulation(customers=customers, days=730, seed=seed)
     truth_path = settings.data_path / "simulation_truth.json"
@@ -61,8 +61,10 @@ def run_demo(settings: Settings, seconds: float | None, customers: int, rate: fl
         try:
             time.sleep(2.0)
             m = worker.metrics()
-            click.echo(f"summary: {sent} events sent, {int(m['crm360_events_applied_total'])} applied, "
-                       f"{int(m['crm360_customers'])} customers, {int(m['crm360_dead_letters_total'])} dead letters")
+            click.echo(
+                f"summary: {sent} events sent, {int(m['crm360_events_applied_total'])} applied, "
+                f"{int(m['crm360_customers'])} customers, {int(m['crm360_dead_letters_total'])} dead letters"
+            )
             for name, count in worker.sql(SEGMENT_QUERY):
                 click.echo(f"  {name:<20} {count}")
         finally:

@@ -39,8 +39,14 @@ def cdnow_event(line: str, number: int, source: str) -> Purchase:
         ts = datetime.strptime(day, "%Y%m%d").replace(tzinfo=timezone.utc)
         event_id = f"{source}:{number}"
         return Purchase(
-            type="purchase", event_id=event_id, customer_id=customer, ts=ts, channel="web",
-            order_id=event_id, amount=float(dollars), currency="USD",
+            type="purchase",
+            event_id=event_id,
+            customer_id=customer,
+            ts=ts,
+            channel="web",
+            order_id=event_id,
+            amount=float(dollars),
+            currency="USD",
             items=[PurchaseItem(sku="cd", category="music", quantity=int(cds), unit_price=0.0)],
         )
     except ValueError as error:

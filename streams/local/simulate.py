@@ -52,7 +52,12 @@ SEGMENTS = (
     LatentSegment("occasional", 0.30, 0.04, 0.20, 45.0, 0.01, 0.010),
 )
 CATEGORIES = ("music", "books", "games", "electronics", "fashion", "home")
-REGIONS = {"north": ("Hamburg", "Oslo"), "south": ("Milan", "Lyon"), "east": ("Vienna", "Graz"), "west": ("Porto", "Nantes")}
+REGIONS = {
+    "north": ("Hamburg", "Oslo"),
+    "south": ("Milan", "Lyon"),
+    "east": ("Vienna", "Graz"),
+    "west": ("Porto", "Nantes"),
+}
 ACQUISITION = ("search", "social", "referral", "email", "store")
 SOCIAL_ACTIONS = ("like", "like", "like", "comment", "share", "follow", "mention", "review")
 
@@ -60,8 +65,13 @@ SOCIAL_ACTIONS = ("like", "like", "like", "comment", "share", "follow", "mention
 class Simulation:
     """Seeded synthetic customers and their events, in event-time order."""
 
-    def __init__(self, customers: int = 2_000, days: int = 365, seed: int = 42,
-                 start: datetime = datetime(2024, 1, 1, tzinfo=timezone.utc)) -> None:
+    def __init__(
+        self,
+        customers: int = 2_000,
+        days: int = 365,
+        seed: int = 42,
+        start: datetime = datetime(2024, 1, 1, tzinfo=timezone.utc),
+    ) -> None:
         self.customers = customers
         self.days = days
         self.seed = seed
@@ -96,7 +106,7 @@ class Simulation:
         ts = self.start + day * DAY
         date = datetime.fromtimestamp(ts, tz=timezone.utc)
         weekly = 1.3 if date.weekday() >= 5 else 0.9
-        yearly = 1.0 + 0.35 * math.exp(-((date.timetuple().tm_yday - 340) / 20.0) ** 2)
+        yearly = 1.0 + 0.35 * math.exp(-(((date.timetuple().tm_yday - 340) / 20.0) ** 2))
         return weekly * yearly
 
     def events(self) -> Iterator[dict[str, Any]]:
@@ -117,47 +127,78 @@ class Simulation:
             day_events: list[dict[str, Any]] = []
             for i in np.flatnonzero(self.signup_day == day):
                 region = rng.choice(list(REGIONS))
-                day_events.append({
-                    "type": "customer_profile", "customer_id": self.customer_id(i),
-                    "ts": self.start + day * DAY + 60.0, "channel": "web",
-                    "region": str(region), "city": str(rng.choice(REGIONS[region])),
-                    "age_band": str(rng.choice(["18-24", "25-34", "35-44", "45-54", "55+"])),
-                    "gender": str(rng.choice(["f", "m", "x"])),
-                    "signup_at": self.start + day * DAY + 60.0,
-                    "acquisition_channel": str(rng.choice(ACQUISITION)),
-                })
+                day_events.append(
+                    {
+                        "type": "customer_profile",
+                        "customer_id": self.customer_id(i),
+                        "ts": self.start + day * DAY + 60.0,
+                        "channel": "web",
+                        "region": str(region),
+                        "city": str(rng.choice(REGIONS[region])),
+                        "age_band": str(rng.choice(["18-24", "25-34", "35-44", "45-54", "55+"])),
+                        "gender": str(rng.choice(["f", "m", "x"])),
+                        "signup_at": self.start + day * DAY + 60.0,
+                        "acquisition_channel": str(rng.choice(ACQUISITION)),
+                    }
+                )
             for i in np.flatnonzero(visits):
                 cid, s = self.customer_id(i), seg[i]
                 for _ in range(int(visits[i])):
                     ts = self.start + day * DAY + float(rng.uniform(120, DAY - 3_600))
                     session = f"{cid}-{day}-{int(ts)}"
                     device = str(rng.choice(["mobile", "desktop", "tablet"]))
-                    day_events.append({
-                        "type": "visit", "customer_id": cid, "ts": ts, "channel": "app" if device == "mobile" else "web",
-                        "session_id": session, "page": "/home", "duration_s": float(rng.gamma(2.0, 90.0)),
-                        "utm_source": str(rng.choice(["google", "newsletter", "instagram", "direct"])), "device": device,
-                    })
+                    day_events.append(
+                        {
+                            "type": "visit",
+                            "customer_id": cid,
+                            "ts": ts,
+                            "channel": "app" if device == "mobile" else "web",
+                            "session_id": session,
+                            "page": "/home",
+                            "duration_s": float(rng.gamma(2.0, 90.0)),
+                            "utm_source": str(rng.choice(["google", "newsletter", "instagram", "direct"])),
+                            "device": device,
+                        }
+                    )
                     if alive[i] and rng.random() < s.conversion:
                         amount = round(float(rng.lognormal(math.log(s.order_value_mean), 0.5)), 2)
                         category = CATEGORIES[(i + int(rng.integers(0, 2))) % len(CATEGORIES)]
                         quantity = int(rng.integers(1, 4))
                         refund = rng.random() < 0.03
-                        day_events.append({
-                            "type": "purchase", "customer_id": cid, "ts": ts + float(rng.uniform(60, 1_800)),
-                            "channel": str(rng.choice(["web", "app", "pos"])), "order_id": f"o-{session}",
-                            "amount": amount, "currency": "EUR", "kind": "refund" if refund else "purchase",
-                            "items": [{"sku": f"{category}-{int(rng.integers(0, 50))}", "category": category,
-                                       "quantity": quantity, "unit_price": round(amount / quantity, 2)}],
-                        })
+                        day_events.append(
+                            {
+                                "type": "purchase",
+                                "customer_id": cid,
+                                "ts": ts + float(rng.uniform(60, 1_800)),
+                                "channel": str(rng.choice(["web", "app", "pos"])),
+                                "order_id": f"o-{session}",
+                                "amount": amount,
+                                "currency": "EUR",
+                                "kind": "refund" if refund else "purchase",
+                                "items": [
+                                    {
+                                        "sku": f"{category}-{int(rng.integers(0, 50))}",
+                                        "category": category,
+                                        "quantity": quantity,
+                                        "unit_price": round(amount / quantity, 2),
+                                    }
+                                ],
+                            }
+                        )
             for i in np.flatnonzero(socials):
                 cid = self.customer_id(i)
                 for _ in range(int(socials[i])):
-                    day_events.append({
-                        "type": "social_interaction", "customer_id": cid,
-                        "ts": self.start + day * DAY + float(rng.uniform(0, DAY - 1)), "channel": "social",
-                        "platform": str(rng.choice(["instagram", "tiktok", "facebook"])),
-                        "action": str(rng.choice(SOCIAL_ACTIONS)), "content_id": f"post-{int(rng.integers(0, 500))}",
-                    })
+                    day_events.append(
+                        {
+                            "type": "social_interaction",
+                            "customer_id": cid,
+                            "ts": self.start + day * DAY + float(rng.uniform(0, DAY - 1)),
+                            "channel": "social",
+                            "platform": str(rng.choice(["instagram", "tiktok", "facebook"])),
+                            "action": str(rng.choice(SOCIAL_ACTIONS)),
+                            "content_id": f"post-{int(rng.integers(0, 500))}",
+                        }
+                    )
             day_events.sort(key=lambda e: e["ts"])
             for event in day_events:
                 counter += 1

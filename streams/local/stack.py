@@ -40,13 +40,17 @@ class WorkerProcess:
     @classmethod
     def for_settings(cls, settings: Settings, log_path: Path | None, **extra: str) -> WorkerProcess:
         """A worker for ``settings``; ``extra`` sets more ``CRM360_*`` variables (lower-case names)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CRM360_")} | {
-            "CRM360_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-            "CRM360_DATA_DIR": str(settings.data_path),
-            "CRM360_WEB_PORT": str(settings.web_port),
-            "CRM360_APP_ID": settings.app_id,
-            "CRM360_PARTITIONS": str(settings.partitions),
-        } | {f"CRM360_{name.upper()}": value for name, value in extra.items()}
+        env = (
+            {k: v for k, v in os.environ.items() if not k.startswith("CRM360_")}
+            | {
+                "CRM360_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+                "CRM360_DATA_DIR": str(settings.data_path),
+                "CRM360_WEB_PORT": str(settings.web_port),
+                "CRM360_APP_ID": settings.app_id,
+                "CRM360_PARTITIONS": str(settings.partitions),
+            }
+            | {f"CRM360_{name.upper()}": value for name, value in extra.items()}
+        )
         return cls(env, log_path)
 
     def start(self, timeout: float = 90.0) -> None:
@@ -106,8 +110,13 @@ def private_stack(purpose: str, partitions: int = 4, **worker_env: str) -> Itera
     temporary directory; everything is stopped and removed at the end."""
     workdir = Path(tempfile.mkdtemp(prefix=f"crm360-{purpose}-"))
     address = f"127.0.0.1:{free_port()}"
-    settings = Settings(kafka_bootstrap=address, data_dir=workdir, web_port=free_port(), partitions=partitions,
-                        app_id=f"crm360-{purpose}-{uuid.uuid4().hex[:6]}")
+    settings = Settings(
+        kafka_bootstrap=address,
+        data_dir=workdir,
+        web_port=free_port(),
+        partitions=partitions,
+        app_id=f"crm360-{purpose}-{uuid.uuid4().hex[:6]}",
+    )
     kafka = LocalKafka(address, workdir)
     worker = WorkerProcess.for_settings(settings, workdir / "worker.log", **worker_env)
     try:

@@ -54,14 +54,32 @@ class LocalStorage:
         master, volume, filer, s3 = (free_port() for _ in range(4))
         self.endpoint = f"http://127.0.0.1:{s3}"
         grpc = {name: free_port() for name in ("master", "volume", "filer", "s3")}
-        self.process = spawn([
-            str(weed_binary()), "server", f"-dir={self.directory}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-master.port={master}", f"-master.port.grpc={grpc['master']}", "-master.telemetry=false",
-            "-master.volumeSizeLimitMB=64", "-volume.max=0", "-volume.preStopSeconds=0",
-            f"-volume.port={volume}", f"-volume.port.grpc={grpc['volume']}",
-            "-filer", f"-filer.port={filer}", f"-filer.port.grpc={grpc['filer']}",
-            "-s3", f"-s3.port={s3}", f"-s3.port.grpc={grpc['s3']}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-        ], log_path=self.log_path)
+        self.process = spawn(
+            [
+                str(weed_binary()),
+                "server",
+                f"-dir={self.directory}",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                f"-master.port={master}",
+                f"-master.port.grpc={grpc['master']}",
+                "-master.telemetry=false",
+                "-master.volumeSizeLimitMB=64",
+                "-volume.max=0",
+                "-volume.preStopSeconds=0",
+                f"-volume.port={volume}",
+                f"-volume.port.grpc={grpc['volume']}",
+                "-filer",
+                f"-filer.port={filer}",
+                f"-filer.port.grpc={grpc['filer']}",
+                "-s3",
+                f"-s3.port={s3}",
+                f"-s3.port.grpc={grpc['s3']}",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+            ],
+            log_path=self.log_path,
+        )
         try:
             wait_ready(self.process, self.ready, timeout, "the local storage")
         except RuntimeError as error:
@@ -85,8 +103,13 @@ class LocalStorage:
 
     def broker_environment(self) -> dict[str, str]:
         """What the broker needs to reach this storage (S3 without credentials on loopback)."""
-        return {"AWS_ENDPOINT": self.endpoint, "AWS_ALLOW_HTTP": "true", "AWS_DEFAULT_REGION": "us-east-1",
-                "AWS_ACCESS_KEY_ID": "crm360", "AWS_SECRET_ACCESS_KEY": "crm360-local"}
+        return {
+            "AWS_ENDPOINT": self.endpoint,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "crm360",
+            "AWS_SECRET_ACCESS_KEY": "crm360-local",
+        }
 
     @property
     def running(self) -> bool:
@@ -97,4 +120,3 @@ class LocalStorage:
         broker is stopped nothing is in flight (a killed storage loses nothing it stored)."""
         stop_processes([self.process], signal.SIGTERM, grace_s=3.0)
         self.process = None
-

@@ -38,8 +38,9 @@ RESTART_PAUSE_S = 5.0
 class Supervisor:
     """Runs ``kafka`` (None: an external broker) and the worker until asked to stop."""
 
-    def __init__(self, settings: Settings, kafka: LocalKafka | None, say: Callable[[str], None],
-                 check_every_s: float = 0.5) -> None:
+    def __init__(
+        self, settings: Settings, kafka: LocalKafka | None, say: Callable[[str], None], check_every_s: float = 0.5
+    ) -> None:
         self.settings = settings
         self.kafka = kafka
         self.say = say
@@ -51,8 +52,10 @@ class Supervisor:
 
     def request_stop(self, signum: int, frame: FrameType | None = None) -> None:
         if self.stopping.is_set():
-            self.say("crm360 up: already stopping (the worker writes what it processed; it is killed after "
-                     f"{WORKER_GRACE_S:.0f} s)")
+            self.say(
+                "crm360 up: already stopping (the worker writes what it processed; it is killed after "
+                f"{WORKER_GRACE_S:.0f} s)"
+            )
         self.stopping.set()
 
     def run(self) -> int:

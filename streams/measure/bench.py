@@ -44,8 +44,9 @@ def _produce(bootstrap: str, messages: list[OutgoingMessage], topic: str | None 
 async def _produce_async(bootstrap: str, messages: list[OutgoingMessage], topic: str | None) -> None:
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20,
-                                max_request_size=16 << 20)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20, max_request_size=16 << 20
+    )
     await producer.start()
     try:
         sent = [await producer.send(topic or m.topic, m.value, key=m.key, partition=m.partition) for m in messages]
@@ -58,9 +59,15 @@ async def _raw_consume(bootstrap: str, events: int) -> float:
     """Baseline: aiokafka getmany + JSON decode + a per-customer [count, sum, max_ts] update."""
     from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(RAW_TOPIC, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                group_id=f"bench-{uuid.uuid4().hex[:6]}", enable_auto_commit=False,
-                                session_timeout_ms=6000, heartbeat_interval_ms=500)
+    consumer = AIOKafkaConsumer(
+        RAW_TOPIC,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=f"bench-{uuid.uuid4().hex[:6]}",
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
+    )
     await consumer.start()
     state: dict[str, list[Any]] = {}
     seen = 0
@@ -87,8 +94,9 @@ def process_cpu_seconds(pid: int) -> float | None:
     """
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
-                    for c in (task / "children").read_text().split()]
+        children = [
+            int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()
+        ]
     except OSError:
         return None
     own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -160,9 +168,18 @@ def _freshness(worker: WorkerProcess, bootstrap: str, partitions: int, seconds: 
         batch = [next(background) for _ in range(max(int(rate / 10), 1))]
         for m in pack(batch, partitions, 1000):
             producer.send(m.topic, key=m.key, value=m.value, partition=m.partition)
-        probe = parse_event({"type": "purchase", "event_id": f"probe-{tick}", "customer_id": f"probe-{tick}",
-                             "ts": batch[-1].epoch, "channel": "web", "order_id": f"probe-{tick}",
-                             "amount": 1.0, "currency": "EUR"})
+        probe = parse_event(
+            {
+                "type": "purchase",
+                "event_id": f"probe-{tick}",
+                "customer_id": f"probe-{tick}",
+                "ts": batch[-1].epoch,
+                "channel": "web",
+                "order_id": f"probe-{tick}",
+                "amount": 1.0,
+                "currency": "EUR",
+            }
+        )
         (m,) = pack([probe], partitions)
         producer.send(m.topic, key=m.key, value=m.value, partition=m.partition)
         producer.flush()
@@ -187,8 +204,9 @@ def disk_bytes(directory: Path) -> int:
 
 def run_bench(events: int, partitions: int = 4) -> dict[str, Any]:
     own = Settings()  # the store settings of the shell running the bench
-    with private_stack("bench", partitions, state_store=own.state_store,
-                       state_cache_customers=str(own.state_cache_customers)) as (settings, worker):
+    with private_stack(
+        "bench", partitions, state_store=own.state_store, state_cache_customers=str(own.state_cache_customers)
+    ) as (settings, worker):
         address = settings.kafka_bootstrap
         from kafka.admin import KafkaAdminClient, NewTopic
 
@@ -230,8 +248,10 @@ def run_bench(events: int, partitions: int = 4) -> dict[str, Any]:
         m = worker.metrics()
         # Everything the pipeline's events made the broker and ClickHouse store (the freshness
         # probes' few events included), per million events.
-        disk = {part: (disk_bytes(settings.data_path / part) - before) / events * 1e6 / 2**20
-                for part, before in disk_before.items()}
+        disk = {
+            part: (disk_bytes(settings.data_path / part) - before) / events * 1e6 / 2**20
+            for part, before in disk_before.items()
+        }
         result = {
             "events": events,
             "events_per_s": round(pipeline_rate, 1),

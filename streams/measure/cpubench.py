@@ -64,12 +64,22 @@ def run_cpu_bench(events: int, batch_messages: int = 50, age_every: int = 3, see
         if settings.state_store == "rocksdb":  # CRM360_STATE_STORE: states on disk, written every age_every batches
             options = RocksDBOptions(**settings.rocksdb_options())
             databases = {p: options.open(Path(workdir) / f"customers-{p}.db") for p in range(settings.partitions)}
-            table = DiskTable(databases.__getitem__, databases.keys, lambda key: partition_for(key, settings.partitions),
-                              settings.state_cache_customers)
+            table = DiskTable(
+                databases.__getitem__,
+                databases.keys,
+                lambda key: partition_for(key, settings.partitions),
+                settings.state_cache_customers,
+            )
         changelog_bytes = 0
-        pipeline = CustomerPipeline(settings.feature_config(), sink, table, settings.partitions,
-                                    settings.learning_config(), rescore_interval_s=float("inf"),
-                                    clock=lambda: FIXED_CLOCK)
+        pipeline = CustomerPipeline(
+            settings.feature_config(),
+            sink,
+            table,
+            settings.partitions,
+            settings.learning_config(),
+            rescore_interval_s=float("inf"),
+            clock=lambda: FIXED_CLOCK,
+        )
         trainer = Trainer(settings.learning_config())
         digest = hashlib.sha256()
         cpu = {"ingest": 0.0, "train": 0.0, "insert": 0.0}

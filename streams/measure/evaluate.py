@@ -32,16 +32,23 @@ def wait_for_models(worker: WorkerProcess, timeout: float) -> dict[str, float]:
         m = worker.metrics()
         version = int(m.get("crm360_model_version", 0))
         learned, released = m.get("crm360_model_labels_learned", 0), m.get("crm360_labels_released_total", 0)
-        low, high, rows = worker.sql("SELECT min(model_version), max(model_version), count() FROM customer_features FINAL")[0]
-        click.echo(f"\rmodel version {version}: {int(learned)}/{int(released)} labels learned, "
-                   f"{rows} customers, row versions {low}..{high}   ", nl=False)
+        low, high, rows = worker.sql(
+            "SELECT min(model_version), max(model_version), count() FROM customer_features FINAL"
+        )[0]
+        click.echo(
+            f"\rmodel version {version}: {int(learned)}/{int(released)} labels learned, "
+            f"{rows} customers, row versions {low}..{high}   ",
+            nl=False,
+        )
         if version and released and learned >= released and low == high == version:
             click.echo("")
             return m
         if time.monotonic() > deadline:
             click.echo("")
-            raise TimeoutError(f"the models did not settle within {timeout:.0f}s (version {version}, "
-                               f"{int(learned)}/{int(released)} labels learned)")
+            raise TimeoutError(
+                f"the models did not settle within {timeout:.0f}s (version {version}, "
+                f"{int(learned)}/{int(released)} labels learned)"
+            )
         time.sleep(1.0)
 
 
@@ -55,8 +62,9 @@ def run_evaluation(path: Path, until: datetime = CALIBRATION_END, timeout: float
         replay_file(settings, path, "cdnow", until, wait=True, timeout=timeout)
         metrics = wait_for_models(worker, timeout)
         rows = worker.sql("SELECT customer_id, churn_probability, recency_days FROM customer_features FINAL")
-        quality = worker.sql("SELECT roc_auc, log_loss, calibration_error, labels FROM model_metrics "
-                             "ORDER BY measured_at DESC LIMIT 1")
+        quality = worker.sql(
+            "SELECT roc_auc, log_loss, calibration_error, labels FROM model_metrics ORDER BY measured_at DESC LIMIT 1"
+        )
     churned = [customer not in holdout_buyers for customer, _, _ in rows]
     scored = [r for r in rows if r[1] is not None]
     return {
@@ -67,5 +75,7 @@ def run_evaluation(path: Path, until: datetime = CALIBRATION_END, timeout: float
         "recency_baseline_roc_auc": round(roc_auc(churned, [r[2] for r in rows]) or 0.0, 4),
         "model_version": int(metrics.get("crm360_model_version", 0)),
         "labels_learned": int(metrics.get("crm360_model_labels_learned", 0)),
-        "prequential": dict(zip(("roc_auc", "log_loss", "calibration_error", "labels"), quality[0])) if quality else None,
+        "prequential": dict(zip(("roc_auc", "log_loss", "calibration_error", "labels"), quality[0]))
+        if quality
+        else None,
     }

@@ -45,9 +45,21 @@ def purchases(customers: int, each: int, begin: int = 0, end: int | None = None)
     """
     span = 730 * DAY
     n = customers * each
-    return [parse_event({"type": "purchase", "event_id": f"s{i}", "customer_id": f"c{i % customers}",
-                         "ts": START + span * i / n, "channel": "web", "order_id": f"o{i}",
-                         "amount": float(i % 97) + 0.5, "currency": "EUR"}) for i in range(begin, min(end or n, n))]
+    return [
+        parse_event(
+            {
+                "type": "purchase",
+                "event_id": f"s{i}",
+                "customer_id": f"c{i % customers}",
+                "ts": START + span * i / n,
+                "channel": "web",
+                "order_id": f"o{i}",
+                "amount": float(i % 97) + 0.5,
+                "currency": "EUR",
+            }
+        )
+        for i in range(begin, min(end or n, n))
+    ]
 
 
 def publish(address: str, partitions: int, customers: int, each: int) -> None:
@@ -106,8 +118,9 @@ def wait_for(worker: WorkerProcess, name: str, at_least: float, timeout: float =
 
 def run(customers: int, each: int) -> dict[str, Any]:
     own = Settings()
-    with private_stack("scalebench", 4, state_store=own.state_store,
-                       state_cache_customers=str(own.state_cache_customers)) as (settings, worker):
+    with private_stack(
+        "scalebench", 4, state_store=own.state_store, state_cache_customers=str(own.state_cache_customers)
+    ) as (settings, worker):
         address = settings.kafka_bootstrap
         worker.start()
         assert worker.process is not None
@@ -125,9 +138,26 @@ def run(customers: int, each: int) -> dict[str, Any]:
         started = time.monotonic()
         worker.start(timeout=3_600)
         healthy_s = time.monotonic() - started
-        _produce(address, pack([parse_event({
-            "type": "purchase", "event_id": "after-restart", "customer_id": "c0", "ts": START + 731 * DAY,
-            "channel": "web", "order_id": "after-restart", "amount": 1.0, "currency": "EUR"})], settings.partitions))
+        _produce(
+            address,
+            pack(
+                [
+                    parse_event(
+                        {
+                            "type": "purchase",
+                            "event_id": "after-restart",
+                            "customer_id": "c0",
+                            "ts": START + 731 * DAY,
+                            "channel": "web",
+                            "order_id": "after-restart",
+                            "amount": 1.0,
+                            "currency": "EUR",
+                        }
+                    )
+                ],
+                settings.partitions,
+            ),
+        )
         wait_for(worker, "crm360_events_in_total", 1)
         first_s = time.monotonic() - started
         return {

@@ -84,12 +84,16 @@ def run(store: str, customers: int, cache: int, operations: int = 100_000, parti
             write_s += time.perf_counter() - began
         gc.collect()
         return {
-            "store": store, "customers": customers, "cache": cache if store != "memory" else None,
-            "fill_s": round(filled, 1), "resident_mb": round(resident / 2**20, 1),
+            "store": store,
+            "customers": customers,
+            "cache": cache if store != "memory" else None,
+            "fill_s": round(filled, 1),
+            "resident_mb": round(resident / 2**20, 1),
             "resident_bytes_per_customer": round(resident / customers),
             "resident_after_reads_per_customer": round((resident_bytes(os.getpid()) - before) / customers),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "read_us": round(read_s / operations * 1e6, 2), "write_us": round(write_s / operations * 1e6, 2),
+            "read_us": round(read_s / operations * 1e6, 2),
+            "write_us": round(write_s / operations * 1e6, 2),
         }
 
 

@@ -46,7 +46,10 @@ class EventPublisher:
         **producer_options: Any,
     ) -> None:
         self.producer = KafkaProducer(
-            bootstrap_servers=bootstrap, linger_ms=20, batch_size=1 << 20, max_request_size=16 << 20,
+            bootstrap_servers=bootstrap,
+            linger_ms=20,
+            batch_size=1 << 20,
+            max_request_size=16 << 20,
             **producer_options,
         )
         if partitions is None:
@@ -66,7 +69,10 @@ class EventPublisher:
         self._buffer.append(event if isinstance(event, BaseEvent) else parse_event(event))
         if self._oldest is None:
             self._oldest = time.monotonic()
-        if len(self._buffer) >= self.envelope_size * self.partitions or time.monotonic() - self._oldest >= self.linger_s:
+        if (
+            len(self._buffer) >= self.envelope_size * self.partitions
+            or time.monotonic() - self._oldest >= self.linger_s
+        ):
             self._send_buffer()
 
     def publish_many(self, events: Iterable[BaseEvent | dict[str, Any]]) -> None:
@@ -80,7 +86,9 @@ class EventPublisher:
             self._send_buffer()  # keep per-partition order: buffered events were published first
         key = parsed.customer_id.encode()
         self.producer.send(
-            TOPIC_FOR_TYPE[parsed.type], key=key, value=encode_event(parsed),  # type: ignore[attr-defined]
+            TOPIC_FOR_TYPE[parsed.type],
+            key=key,
+            value=encode_event(parsed),  # type: ignore[attr-defined]
             partition=partition_for(key, self.partitions),
         )
         self.sent_events += 1

@@ -38,8 +38,13 @@ class AlertSubscriber:
     it stopped; ``from_beginning`` reads the alerts already published too.
     """
 
-    def __init__(self, bootstrap: str, group_id: str | None = "crm360-alerts", from_beginning: bool = False,
-                 idle_timeout_s: float | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        group_id: str | None = "crm360-alerts",
+        from_beginning: bool = False,
+        idle_timeout_s: float | None = None,
+    ) -> None:
         self.consumer = KafkaConsumer(
             CHURN_ALERTS,
             bootstrap_servers=bootstrap,
@@ -63,15 +68,20 @@ class AlertSubscriber:
         self.close()
 
 
-def forward_to_webhook(alert: ChurnAlert, url: str, retries: int = 5, backoff_s: float = 0.5,
-                       timeout_s: float = 10.0) -> int:
+def forward_to_webhook(
+    alert: ChurnAlert, url: str, retries: int = 5, backoff_s: float = 0.5, timeout_s: float = 10.0
+) -> int:
     """POST the alert as JSON; retries failures and 5xx/429 answers with exponential backoff.
     Returns the HTTP status; raises :class:`WebhookError` when every attempt failed."""
     body = alert.model_dump_json().encode()
     last = ""
     for attempt in range(retries + 1):
-        request = urllib.request.Request(url, data=body, method="POST", headers={
-            "Content-Type": "application/json", "Idempotency-Key": alert.alert_id})
+        request = urllib.request.Request(
+            url,
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", "Idempotency-Key": alert.alert_id},
+        )
         try:
             with urllib.request.urlopen(request, timeout=timeout_s) as response:
                 return int(response.status)
@@ -90,9 +100,11 @@ def alert_line(alert: ChurnAlert) -> str:
     """One line for people watching alerts live."""
     drivers = ", ".join(f"{name} {value:+.2f}" for name, value in list(alert.drivers.items())[:3])
     previous = f"{alert.previous_probability:.2f}" if alert.previous_probability is not None else "-"
-    return (f"{alert.as_of:%Y-%m-%d} {alert.customer_id}  churn {previous} -> {alert.churn_probability:.2f}  "
-            f"{alert.value_tier}  spent {alert.monetary_total:.2f}  segment {alert.segment_description or alert.segment}"
-            f"  drivers: {drivers}")
+    return (
+        f"{alert.as_of:%Y-%m-%d} {alert.customer_id}  churn {previous} -> {alert.churn_probability:.2f}  "
+        f"{alert.value_tier}  spent {alert.monetary_total:.2f}  segment {alert.segment_description or alert.segment}"
+        f"  drivers: {drivers}"
+    )
 
 
 def alerts_json(alert: ChurnAlert) -> str:

@@ -100,7 +100,9 @@ class Worker:
             web_bind=settings.web_host,
             web_application_options={"client_max_size": MAX_BODY_BYTES + 1},  # a body may be that long
             # Each process its own (RocksDB locks its files), the same on every start.
-            datadir=str(settings.data_path / "faust" / (f"helper-{settings.helper_number}" if settings.main_url else "")),
+            datadir=str(
+                settings.data_path / "faust" / (f"helper-{settings.helper_number}" if settings.main_url else "")
+            ),
             autodiscover=False,
             TableManager=ExactTableManager,
         )
@@ -112,24 +114,44 @@ class Worker:
             partitions=settings.partitions,
             use_partitioner=True,
             # Declared here so its serializers are ours (raw customer-id keys, state values).
-            options={"driver": "rocksdict", **settings.rocksdb_options()} if settings.state_store == "rocksdb" else None,
+            options={"driver": "rocksdict", **settings.rocksdb_options()}
+            if settings.state_store == "rocksdb"
+            else None,
             changelog_topic=self.app.topic(
-                f"{settings.app_id}-customers-changelog", schema=state_schema, partitions=settings.partitions,
-                compacting=True, deleting=False, acks=False, internal=True, maxsize=131_072, allow_empty=True,
+                f"{settings.app_id}-customers-changelog",
+                schema=state_schema,
+                partitions=settings.partitions,
+                compacting=True,
+                deleting=False,
+                acks=False,
+                internal=True,
+                maxsize=131_072,
+                allow_empty=True,
             ),
         )
         self.table.key_serializer, self.table.value_serializer = "raw", "crm360_state"
         #: What the pipeline writes: the table's store, changes sent by :meth:`publish_state`.
-        self.customers = BufferedTable(self.table.data) if settings.state_store == "memory" else DiskTable(
-            self.table.data._db_for_partition, self._owned_partitions, lambda key: self.pipeline.home(key),
-            settings.state_cache_customers,
+        self.customers = (
+            BufferedTable(self.table.data)
+            if settings.state_store == "memory"
+            else DiskTable(
+                self.table.data._db_for_partition,
+                self._owned_partitions,
+                lambda key: self.pipeline.home(key),
+                settings.state_cache_customers,
+            )
         )
         self.source = self.app.topic(
-            *INPUT_TOPICS, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+            *INPUT_TOPICS,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
             maxsize=2 * settings.batch_max_messages,  # read ahead: the next batch, not a backlog's worth
         )
-        self.dead_letter_topic = self.app.topic(DEAD_LETTERS, key_type=bytes, value_type=bytes,
-                                                key_serializer="raw", value_serializer="raw")
+        self.dead_letter_topic = self.app.topic(
+            DEAD_LETTERS, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
         self.writer: Client | RemoteRows
         #: Read-only queries: the dashboard's and live profiles' on one connection, analysts'
         #: (/sql) on others, so that a long analyst query holds neither. None in a helper process.
@@ -151,11 +173,18 @@ class Worker:
                 staging = settings.staging_path / "main"
         self.sink = ClickHouseSink(self.writer, staging)  # type: ignore[arg-type]
         #: The other processes of this worker (the main process starts them).
-        self.helpers = Helpers(settings, settings.processes - 1) if settings.processes > 1 and not settings.main_url else None
-        self.alerts_topic = self.app.topic(CHURN_ALERTS, key_type=bytes, value_type=bytes,
-                                           key_serializer="raw", value_serializer="raw")
+        self.helpers = (
+            Helpers(settings, settings.processes - 1) if settings.processes > 1 and not settings.main_url else None
+        )
+        self.alerts_topic = self.app.topic(
+            CHURN_ALERTS, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
         self.pipeline = CustomerPipeline(
-            settings.feature_config(), self.sink, self.customers, settings.partitions, settings.learning_config(),
+            settings.feature_config(),
+            self.sink,
+            self.customers,
+            settings.partitions,
+            settings.learning_config(),
             rescore_interval_s=settings.rescore_interval_s,
         )
         self.models = ModelHub(self)
@@ -192,8 +221,9 @@ class Worker:
         batch_size, within = self.settings.batch_max_messages, self.settings.batch_within_s
         try:
             async for events in stream.take_events(batch_size, within=within):
-                messages = [Message(e.message.topic, e.message.partition, e.message.offset, e.message.value)
-                            for e in events]
+                messages = [
+                    Message(e.message.topic, e.message.partition, e.message.offset, e.message.value) for e in events
+                ]
                 await self.models.caught_up.wait()  # never score with less than the newest model
                 async with self.lock:
                     for run in slices(messages, SLICE_BYTES):
@@ -324,8 +354,10 @@ class Worker:
         with the changelog offsets they reach (a restart reads the changelog from there)."""
         topic = self.table.changelog_topic.get_topic_name()
         changes = self.customers.take_changes(self.pipeline.home)
-        last = {partition: await self.app.producer.send_records(topic, partition, records)
-                for partition, records in changes.items()}
+        last = {
+            partition: await self.app.producer.send_records(topic, partition, records)
+            for partition, records in changes.items()
+        }
         if isinstance(self.customers, DiskTable):
             offsets = {partition: (await sent).offset + count - 1 for partition, (sent, count) in last.items()}
             self.customers.persist(changes, offsets)
@@ -342,16 +374,24 @@ class Worker:
     async def publish_dead_letters(self, dead: list[DeadLetterRecord]) -> None:
         for record in dead:
             value = json.dumps(
-                {"received_at": time.time(), "source": record.source, "topic": record.topic,
-                 "partition": record.partition, "offset": record.offset, "reason": record.reason,
-                 "payload": record.payload}
+                {
+                    "received_at": time.time(),
+                    "source": record.source,
+                    "topic": record.topic,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                    "reason": record.reason,
+                    "payload": record.payload,
+                }
             ).encode()
             await self.dead_letter_topic.send(key=record.topic.encode(), value=value)
 
     async def publish_refused(self) -> None:
         """Rows ClickHouse refused (the sink wrote their dead letters) to the dead-letters topic."""
-        dead = [DeadLetterRecord(REFUSED_SOURCE, row.topic, -1, -1, row.rejected.reason, row.rejected.payload)
-                for row in self.sink.take_refused()]
+        dead = [
+            DeadLetterRecord(REFUSED_SOURCE, row.topic, -1, -1, row.rejected.reason, row.rejected.payload)
+            for row in self.sink.take_refused()
+        ]
         for record in dead:
             log.warning("dead-lettered a row ClickHouse refused: %s", record.reason)
         self.pipeline.counters.dead_letters += len(dead)
@@ -386,8 +426,10 @@ class Worker:
                 self.sink_error = f"{type(error).__name__}: {error}"[:500]
                 await self.publish_refused()  # found before the failure: their dead letters wait in the batch
                 if self.stopping.is_set():
-                    raise WriteAbandoned(f"stopping with {sum(map(len, batch.values()))} rows unwritten "
-                                         f"({self.sink_error}); the next start writes them") from None
+                    raise WriteAbandoned(
+                        f"stopping with {sum(map(len, batch.values()))} rows unwritten "
+                        f"({self.sink_error}); the next start writes them"
+                    ) from None
                 log.error("ClickHouse write failed, retrying in %.1fs: %s", delay, self.sink_error)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), delay)

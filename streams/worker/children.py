@@ -40,8 +40,9 @@ def die_with_parent() -> None:
         pass
 
 
-def spawn(command: list[str], env: Mapping[str, str] | None = None, log_path: Path | None = None,
-          own_group: bool = True) -> subprocess.Popen[bytes]:
+def spawn(
+    command: list[str], env: Mapping[str, str] | None = None, log_path: Path | None = None, own_group: bool = True
+) -> subprocess.Popen[bytes]:
     """Start ``command`` as a child that dies with this process; its output goes to
     ``log_path`` (appended), or to this process's own output when None."""
     parent = os.getpid()
@@ -53,8 +54,14 @@ def spawn(command: list[str], env: Mapping[str, str] | None = None, log_path: Pa
 
     log = log_path.open("ab") if log_path else None
     try:
-        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT if log else None,
-                                start_new_session=own_group, preexec_fn=prepare)
+        return subprocess.Popen(
+            command,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT if log else None,
+            start_new_session=own_group,
+            preexec_fn=prepare,
+        )
     finally:
         if log:
             log.close()

@@ -70,7 +70,9 @@ class FlushingProducer(faust_kafka.Producer):
         self._track(fut)
         super().send_soon(fut)
 
-    async def send_records(self, topic: str, partition: int, records: Iterable[Record]) -> tuple[asyncio.Future[Any], int]:
+    async def send_records(
+        self, topic: str, partition: int, records: Iterable[Record]
+    ) -> tuple[asyncio.Future[Any], int]:
         """Queue ``records`` (at least one) for ``partition`` in as few record batches as they
         fit in (the per-message path costs about 70 µs a record); :meth:`flush` waits for them.
         Returns the last batch's future (its offset is its first record's) and its records."""
@@ -137,8 +139,11 @@ async def fetched_end_offsets(bootstrap: list[str], tps: Iterable[TP], timeout_s
     """
     partitions = [aiokafka.TopicPartition(tp.topic, tp.partition) for tp in tps]
     consumer = aiokafka.AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
-        fetch_max_wait_ms=50, max_partition_fetch_bytes=1,  # the broker still returns one record batch
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=50,
+        max_partition_fetch_bytes=1,  # the broker still returns one record batch
     )
     await consumer.start()
     try:
@@ -186,8 +191,9 @@ class CustomerStore(faust_rocksdb.Store):
     writes the changelog into it: a worker new to a partition starts from them instead of reading
     every customer."""
 
-    def apply_changelog_batch(self, batch: Iterable[Any], to_key: Callable[[Any], Any],
-                              to_value: Callable[[Any], Any]) -> None:
+    def apply_changelog_batch(
+        self, batch: Iterable[Any], to_key: Callable[[Any], Any], to_value: Callable[[Any], Any]
+    ) -> None:
         events = list(batch)
         newest: dict[int, float] = {}
         new: dict[int, set[bytes]] = {}

@@ -46,8 +46,10 @@ def encode_training(batch: TrainingBatch) -> list[bytes]:
     labels = [[lb.customer_id, lb.at, lb.churned, lb.inputs] for lb in batch.labels]
     out = []
     for start in range(0, max(len(labels), len(batch.observations)), RECORDS_PER_MESSAGE):
-        chunk = {"labels": labels[start : start + RECORDS_PER_MESSAGE],
-                 "observations": batch.observations[start : start + RECORDS_PER_MESSAGE]}
+        chunk = {
+            "labels": labels[start : start + RECORDS_PER_MESSAGE],
+            "observations": batch.observations[start : start + RECORDS_PER_MESSAGE],
+        }
         out.append(orjson.dumps(chunk, option=orjson.OPT_SERIALIZE_NUMPY))
     return out
 
@@ -87,8 +89,12 @@ class ModelHub:
     async def _follow(self) -> None:
         """Keep the newest published model version; swap it into the pipeline."""
         settings = self.worker.settings
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-                                    max_partition_fetch_bytes=64 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=64 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
+        )
         await consumer.start()
         try:
             tp = TopicPartition(CHURN_MODELS, 0)
@@ -118,7 +124,9 @@ class ModelHub:
             self.worker.pipeline.use_models(models)
 
     async def _train(self, stream: faust.StreamT) -> None:
-        async for events in stream.take_events(MESSAGES_AT_ONCE, within=self.worker.settings.trainer_publish_interval_s):
+        async for events in stream.take_events(
+            MESSAGES_AT_ONCE, within=self.worker.settings.trainer_publish_interval_s
+        ):
             await self.caught_up.wait()
             trainer = self.trainer
             if trainer is None or (self.latest_version > trainer.models.version):
@@ -147,8 +155,22 @@ class ModelHub:
         models, sink = trainer.models, self.worker.sink
         at = datetime.fromtimestamp(time.time(), tz=timezone.utc)
         report: dict[str, Any] = trainer.quality.report()
-        sink.add_row("model_metrics", {"measured_at": at, "model_version": models.version,
-                                       "labels_learned": models.churn.labels_learned, **report})
+        sink.add_row(
+            "model_metrics",
+            {
+                "measured_at": at,
+                "model_version": models.version,
+                "labels_learned": models.churn.labels_learned,
+                **report,
+            },
+        )
         for segment, centroid in models.segmenter.centroids().items():
-            sink.add_row("segments", {"segment": segment, "description": models.descriptions.get(segment, ""),
-                                      "model_version": models.version, **centroid})
+            sink.add_row(
+                "segments",
+                {
+                    "segment": segment,
+                    "description": models.descriptions.get(segment, ""),
+                    "model_version": models.version,
+                    **centroid,
+                },
+            )

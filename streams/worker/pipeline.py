@@ -117,8 +117,10 @@ def processing_failed(error: Exception, index: int) -> str:
     >>> processing_failed(ZeroDivisionError("division by zero"), 2)
     'processing failed on valid event 3 of the message: ZeroDivisionError: division by zero (a bug: please report it)'
     """
-    return (f"processing failed on valid event {index + 1} of the message: {type(error).__name__}: "
-            f"{str(error)[:300]} (a bug: please report it)")
+    return (
+        f"processing failed on valid event {index + 1} of the message: {type(error).__name__}: "
+        f"{str(error)[:300]} (a bug: please report it)"
+    )
 
 
 def conflict(event: BaseEvent) -> str:
@@ -130,9 +132,11 @@ def conflict(event: BaseEvent) -> str:
     "conflict: visit event_id 'v1' of customer 'c1' was applied before with other content; the"
     """
     kind = event.type  # type: ignore[attr-defined]
-    return (f"conflict: {kind} event_id {event.event_id!r} of customer {event.customer_id!r} "
-            "was applied before with other content; the first stands (an event id names one event: "
-            "send a new or corrected event with a new id)")
+    return (
+        f"conflict: {kind} event_id {event.event_id!r} of customer {event.customer_id!r} "
+        "was applied before with other content; the first stands (an event id names one event: "
+        "send a new or corrected event with a new id)"
+    )
 
 
 def _time(epoch: float | None) -> datetime | None:
@@ -226,9 +230,14 @@ class CustomerPipeline:
         released = self.released.get(home)
         if released is None:
             kept = self.table.newest(home) if isinstance(self.table, DiskTable) else None
-            newest = kept if kept is not None else max(
-                (s.newest_event_at for _, _, s in self._customers({home}) if s.newest_event_at is not None),
-                default=float("-inf"))
+            newest = (
+                kept
+                if kept is not None
+                else max(
+                    (s.newest_event_at for _, _, s in self._customers({home}) if s.newest_event_at is not None),
+                    default=float("-inf"),
+                )
+            )
             released = self.released[home] = newest
             if newest > self.watermarks.get(home, float("-inf")):
                 self.watermarks[home] = newest
@@ -308,8 +317,20 @@ class CustomerPipeline:
                     seen = self._apply(state, event, ts, home)
                 except Exception as error:  # noqa: BLE001 - a bug one event meets must not fail the others
                     rejects.append(Rejected(processing_failed(error, index), event.model_dump_json()))
-                    self._held(touched, key, self._rebuilt(key, home, model_view(state), until=(entry, index),
-                                                           failed=(entry, index), dead=dead, source=source), home)
+                    self._held(
+                        touched,
+                        key,
+                        self._rebuilt(
+                            key,
+                            home,
+                            model_view(state),
+                            until=(entry, index),
+                            failed=(entry, index),
+                            dead=dead,
+                            source=source,
+                        ),
+                        home,
+                    )
                     continue
                 if seen == "conflict":  # neither applied nor written: features and raw tables keep the first
                     rejects.append(Rejected(conflict(event), event.model_dump_json()))
@@ -330,7 +351,9 @@ class CustomerPipeline:
             self.sink.add_events(accepted)  # now: kept until the batch's end, they cost fresh memory
             for reject in rejects:
                 dead.append(
-                    DeadLetterRecord(source, message.topic, message.partition, message.offset, reject.reason, reject.payload)
+                    DeadLetterRecord(
+                        source, message.topic, message.partition, message.offset, reject.reason, reject.payload
+                    )
                 )
         observations = self.training.observations
         for key, (state, home) in touched.items():
@@ -338,8 +361,17 @@ class CustomerPipeline:
             try:
                 inputs = self._emit(state, self.watermarks[home], now_ms)
             except Exception:  # noqa: BLE001 - find the event that makes the row fail, and go on without it
-                state = self._rebuilt(key, home, view, until=END, failed=None, dead=dead, source=source,
-                                      trial_from=(batch_start[home], 0), left_out=left_out)
+                state = self._rebuilt(
+                    key,
+                    home,
+                    view,
+                    until=END,
+                    failed=None,
+                    dead=dead,
+                    source=source,
+                    trial_from=(batch_start[home], 0),
+                    left_out=left_out,
+                )
                 try:
                     inputs = self._emit(state, self.watermarks[home], now_ms)
                 except Exception as error:  # noqa: BLE001 - none of this batch's events is to blame
@@ -369,8 +401,9 @@ class CustomerPipeline:
             record_purchase(state, ts, self.model_config)
         return counted
 
-    def _held(self, touched: dict[bytes, tuple[CustomerState, int]], key: bytes, state: CustomerState,
-              home: int) -> None:
+    def _held(
+        self, touched: dict[bytes, tuple[CustomerState, int]], key: bytes, state: CustomerState, home: int
+    ) -> None:
         """Keep a rebuilt state for the batch's end, unless the customer has no event left."""
         if state.events_applied or key in touched or self._image(key) is not None:
             touched[key] = (state, home)
@@ -432,8 +465,11 @@ class CustomerPipeline:
                 if left_out is not None:
                     left_out.append(event)
             topic, offset = self.journal.where(home, position)
-            dead.append(DeadLetterRecord(source, topic, home, offset, processing_failed(failure, position[1]),
-                                         event.model_dump_json()))
+            dead.append(
+                DeadLetterRecord(
+                    source, topic, home, offset, processing_failed(failure, position[1]), event.model_dump_json()
+                )
+            )
 
     def _uncount(self, outcome: str) -> None:
         """Take back the counts of an event of this batch that is left out."""
@@ -542,8 +578,9 @@ class CustomerPipeline:
         for home in assigned:
             self._released_until(home)
         watermarks = {home: self.watermarks[home] for home in assigned if home in self.watermarks}
-        releasing = {home: self.released[home] for home, watermark in watermarks.items()
-                     if self._labels_due(home, watermark)}
+        releasing = {
+            home: self.released[home] for home, watermark in watermarks.items() if self._labels_due(home, watermark)
+        }
         aging = {home for home, watermark in watermarks.items() if self._due(home, watermark, min_advance_s)}
         self.aging = AgingPass(self, watermarks, releasing, aging)
         return self.aging
@@ -589,4 +626,6 @@ class CustomerPipeline:
         released = self._released_until(home)
         horizon = self.model_config.churn_horizon_days * DAY
         every = self.model_config.snapshot_every_days * DAY
-        return released == float("-inf") or math.floor((watermark - horizon) / every) != math.floor((released - horizon) / every)
+        return released == float("-inf") or math.floor((watermark - horizon) / every) != math.floor(
+            (released - horizon) / every
+        )

@@ -44,9 +44,15 @@ def auth_headers(settings: Settings) -> dict[str, str]:
 def describe(directory: Path, staged: list[StagedInsert]) -> bytes:
     """The body of ``POST /internal/rows``: a helper's staged inserts, by the name of its
     staging directory."""
-    return orjson.dumps({"directory": directory.name, "inserts": [
-        {"table": i.table, "columns": i.columns, "format": i.fmt, "rows": i.rows, "bytes": i.size} for i in staged
-    ]})
+    return orjson.dumps(
+        {
+            "directory": directory.name,
+            "inserts": [
+                {"table": i.table, "columns": i.columns, "format": i.fmt, "rows": i.rows, "bytes": i.size}
+                for i in staged
+            ],
+        }
+    )
 
 
 def staged_inserts(body: bytes, staging: Path) -> list[StagedInsert]:
@@ -63,8 +69,16 @@ def staged_inserts(body: bytes, staging: Path) -> list[StagedInsert]:
             table = str(part["table"])
             if not table.isidentifier():
                 raise ValueError(f"not a table name: {table!r}")
-            staged.append(StagedInsert(table, [str(c) for c in part["columns"]], str(part["format"]),
-                                       int(part["rows"]), directory / table, int(part["bytes"])))
+            staged.append(
+                StagedInsert(
+                    table,
+                    [str(c) for c in part["columns"]],
+                    str(part["format"]),
+                    int(part["rows"]),
+                    directory / table,
+                    int(part["bytes"]),
+                )
+            )
     except (orjson.JSONDecodeError, KeyError, TypeError) as error:
         raise ValueError(f"not a body of staged inserts: {error}") from error
     for insert in staged:
@@ -91,8 +105,9 @@ class RemoteRows:
 
     def forward(self, inserts: list[Insert]) -> None:
         staged = [stage(insert, self.directory) for insert in inserts]
-        request = urllib.request.Request(self.url, data=describe(self.directory, staged), headers=self.headers,
-                                         method="POST")
+        request = urllib.request.Request(
+            self.url, data=describe(self.directory, staged), headers=self.headers, method="POST"
+        )
         try:
             with urllib.request.urlopen(request, timeout=120) as response:
                 response.read()

@@ -131,12 +131,12 @@ class DiskTable(BufferedTable):
         """The customers of the owned partitions: those on disk, and those new since the last
         :meth:`persist`."""
         owned = set(self.owned())
-        fresh = sum(1 for key in self._changed if (p := self.partition_of(key)) in owned and key not in self.database(p))
+        fresh = sum(
+            1 for key in self._changed if (p := self.partition_of(key)) in owned and key not in self.database(p)
+        )
         return sum(counted(self.database(p)) for p in owned) + fresh
 
-    def customers(
-        self, partitions: set[int], decode: bool = True
-    ) -> Iterator[tuple[int, bytes, CustomerState | None]]:
+    def customers(self, partitions: set[int], decode: bool = True) -> Iterator[tuple[int, bytes, CustomerState | None]]:
         """Every customer of ``partitions`` (partition, key, state), partition by partition: the
         cached states first, then the others from disk, decoded one at a time and not cached
         (a pass over every customer holds one state at a time; it must not change them)."""

@@ -62,7 +62,9 @@ def parse_body(body: bytes) -> list[Any]:
 
 def _plain_row(row: dict[str, Any]) -> dict[str, Any]:
     return {
-        k: (datetime.fromtimestamp(v, tz=timezone.utc).isoformat() if k in FEATURE_TIME_COLUMNS and v is not None else v)
+        k: (
+            datetime.fromtimestamp(v, tz=timezone.utc).isoformat() if k in FEATURE_TIME_COLUMNS and v is not None else v
+        )
         for k, v in row.items()
     }
 
@@ -82,12 +84,16 @@ def register_views(worker: Worker) -> None:
         return hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode())
 
     def denied(view: View) -> Response:
-        return view.json({"error": "missing or wrong API key: send 'Authorization: Bearer <CRM360_API_KEY>'"}, status=401)
+        return view.json(
+            {"error": "missing or wrong API key: send 'Authorization: Bearer <CRM360_API_KEY>'"}, status=401
+        )
 
     async def send_all(events: list[BaseEvent]) -> None:
         """Publish ``events`` and wait until Kafka has acknowledged every one."""
-        sends = [await app.producer.send(m.topic, m.key, m.value, m.partition, None, None)
-                 for m in pack(events, settings.partitions)]
+        sends = [
+            await app.producer.send(m.topic, m.key, m.value, m.partition, None, None)
+            for m in pack(events, settings.partitions)
+        ]
         await asyncio.gather(*sends)
 
     @app.page("/events")
@@ -113,8 +119,9 @@ def register_views(worker: Worker) -> None:
             for index, raw in enumerate(items):
                 result = validate(raw, f"body[{index}]")
                 if not isinstance(result, Rejected) and result.epoch > horizon:  # as the pipeline would
-                    result = Rejected(f"body[{index}]: {ahead_of_wall_clock(result.epoch, max_future_s)}",
-                                      result.model_dump_json())
+                    result = Rejected(
+                        f"body[{index}]: {ahead_of_wall_clock(result.epoch, max_future_s)}", result.model_dump_json()
+                    )
                 if not isinstance(result, Rejected):  # told now when this process holds the customer
                     state = worker.customers.get(result.customer_id.encode())
                     if state is not None and conflicts(state, result, result.epoch):
@@ -126,9 +133,14 @@ def register_views(worker: Worker) -> None:
             try:
                 await asyncio.wait_for(send_all(accepted), settings.publish_timeout_s)
             except asyncio.TimeoutError:
-                return self.json({"error": f"Kafka did not acknowledge the events within {settings.publish_timeout_s:g} s: "
-                                           "none is accepted for sure; send them again (their event ids make that "
-                                           "safe)"}, status=503)
+                return self.json(
+                    {
+                        "error": f"Kafka did not acknowledge the events within {settings.publish_timeout_s:g} s: "
+                        "none is accepted for sure; send them again (their event ids make that "
+                        "safe)"
+                    },
+                    status=503,
+                )
             if dead:
                 async with worker.lock:
                     worker.pipeline.record_dead_letters(dead)
@@ -175,8 +187,10 @@ def register_views(worker: Worker) -> None:
                         ok, reason = False, f"worker process at {url}: {answer.get('reason', status)}"
                         break
             processes = [settings.web_url, *(worker.helpers.urls if worker.helpers else [])]
-            return self.json({"status": "ok" if ok else "unhealthy", "reason": reason, "processes": processes},
-                             status=200 if ok else 503)
+            return self.json(
+                {"status": "ok" if ok else "unhealthy", "reason": reason, "processes": processes},
+                status=200 if ok else 503,
+            )
 
     @app.page("/metrics")
     class Metrics(View):
@@ -260,8 +274,9 @@ def register_views(worker: Worker) -> None:
     class PlotlyJs(View):
         async def get(self, request: Request) -> Response:
             script = await asyncio.to_thread(plotly_js)
-            return self.bytes(script, content_type="application/javascript",
-                              headers={"Cache-Control": "public, max-age=86400"})
+            return self.bytes(
+                script, content_type="application/javascript", headers={"Cache-Control": "public, max-age=86400"}
+            )
 
 
 def process_figures(worker: Worker) -> dict[str, float]:
