@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The dashboard tests drive Debian's Chromium (root installs it directly, others through sudo).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo lint test bench clean
 
 $(BIN)/crm360: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ setup: $(BIN)/crm360
 
 demo: setup
 	$(BIN)/crm360 demo
+
+# Lint and format: ruff, as pinned in pyproject.toml. CI runs it before the tests.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: setup /usr/bin/chromedriver
 	$(BIN)/python -m pytest

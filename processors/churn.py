@@ -35,7 +35,6 @@ from typing import Any
 
 from river import compose, linear_model, optim, preprocessing
 
-from processors.snapshots import INPUTS
 from processors.standardize import standard_scaling
 
 #: Feature names, in the user's words where possible.

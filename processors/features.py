@@ -353,13 +353,12 @@ def count_event(state: CustomerState, event: BaseEvent, config: FeatureConfig, t
         column = _SOCIAL_BUCKET.get(event.action)
         if column is not None:
             _bucket(state, ts, lateness)[column] += 1
-    elif isinstance(event, CustomerProfile):
-        if state.profile_updated_at is None or ts >= state.profile_updated_at:
-            state.profile_updated_at = ts
-            for name in PROFILE_FIELDS:
-                value = getattr(event, name)
-                if value is not None:
-                    state.profile[name] = value.timestamp() if name == "signup_at" else value
+    elif isinstance(event, CustomerProfile) and (state.profile_updated_at is None or ts >= state.profile_updated_at):
+        state.profile_updated_at = ts
+        for name in PROFILE_FIELDS:
+            value = getattr(event, name)
+            if value is not None:
+                state.profile[name] = value.timestamp() if name == "signup_at" else value
     return "late" if late else "applied"
 
 
@@ -438,7 +437,7 @@ def row_version(state: CustomerState, as_of: float) -> int:
     >>> 0 <= row_version(s, -1e12) < row_version(s, 1e12) < 1 << 64
     True
     """
-    millis = min(max(int(round(as_of * 1000)), 0), _MAX_VERSION_MILLIS)
+    millis = min(max(round(as_of * 1000), 0), _MAX_VERSION_MILLIS)
     return (millis << 20) + min(state.events_applied, (1 << 20) - 1)
 
 
@@ -467,17 +466,17 @@ def window_sums(state: CustomerState, at: float) -> tuple[list[float], list[floa
             purchases, revenue, visits, likes, comments, shares = bucket
             last_90d[0] += purchases
             last_90d[1] += revenue
-            last_90d[2] += visits  # noqa: E702
+            last_90d[2] += visits
             last_90d[3] += likes
             last_90d[4] += comments
-            last_90d[5] += shares  # noqa: E702
+            last_90d[5] += shares
             if day >= first_30:
                 last_30d[0] += purchases
                 last_30d[1] += revenue
-                last_30d[2] += visits  # noqa: E702
+                last_30d[2] += visits
                 last_30d[3] += likes
                 last_30d[4] += comments
-                last_30d[5] += shares  # noqa: E702
+                last_30d[5] += shares
     return last_30d, last_90d
 
 

@@ -78,7 +78,7 @@ class Models:
 
     @staticmethod
     def from_bytes(raw: bytes) -> Models:
-        models = pickle.loads(raw)  # noqa: S301 - written only by crm360's own trainer
+        models = pickle.loads(raw)  # written only by crm360's own trainer
         if not isinstance(models, Models):
             raise TypeError(f"not a crm360 model snapshot: {type(models).__name__}")
         return models

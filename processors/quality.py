@@ -85,7 +85,7 @@ def adjusted_rand_index(truth: Sequence[object], found: Sequence[object]) -> flo
     _, f = np.unique(np.asarray(found, dtype=str), return_inverse=True)
     table = np.zeros((t.max() + 1, f.max() + 1))
     np.add.at(table, (t, f), 1)
-    pairs = lambda counts: float((counts * (counts - 1) / 2).sum())  # noqa: E731
+    pairs = lambda counts: float((counts * (counts - 1) / 2).sum())
     both, rows, cols, total = pairs(table), pairs(table.sum(1)), pairs(table.sum(0)), pairs(np.array([len(t)]))
     expected = rows * cols / total
     best = (rows + cols) / 2

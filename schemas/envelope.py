@@ -18,8 +18,9 @@ Examples
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 from pydantic import TypeAdapter, ValidationError

@@ -41,7 +41,7 @@ visit.ts
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
@@ -53,8 +53,8 @@ SCHEMA_VERSION = 1
 MAX_AMOUNT = 1e9
 #: Event times every part of the system holds: from 1970 (a row's ``version`` is built from
 #: epoch milliseconds in a UInt64) to 2200 (ClickHouse's DateTime64 ends in 2299).
-EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)
-LATEST_TIME = datetime(2200, 1, 1, tzinfo=timezone.utc)
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2200, 1, 1, tzinfo=UTC)
 
 Id = Annotated[str, Field(min_length=1, max_length=128)]
 ShortText = Annotated[str, Field(max_length=256)]
@@ -75,7 +75,7 @@ def ahead_of_wall_clock(epoch: float, max_future_s: float) -> str:
     >>> ahead_of_wall_clock(4_102_444_800.0, 86_400)[:74]
     'ts: 2100-01-01T00:00:00+00:00 is more than 86400 s ahead of the wall clock'
     """
-    when = datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat()
+    when = datetime.fromtimestamp(epoch, tz=UTC).isoformat()
     return (
         f"ts: {when} is more than {max_future_s:.0f} s ahead of the wall clock "
         "(CRM360_MAX_FUTURE_S; numbers are epoch seconds)"

@@ -58,11 +58,15 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         6,
         "raw events written as JSON: a purchase's items flattened and ingested_at stamped by ClickHouse",
         [
-            f"ALTER TABLE {DATABASE}.purchases ADD COLUMN IF NOT EXISTS items "
-            "Array(Tuple(sku String, category Nullable(String), quantity Int64, unit_price Float64)) EPHEMERAL",
+            (
+                f"ALTER TABLE {DATABASE}.purchases ADD COLUMN IF NOT EXISTS items "
+                "Array(Tuple(sku String, category Nullable(String), quantity Int64, unit_price Float64)) EPHEMERAL"
+            ),
             f"ALTER TABLE {DATABASE}.purchases MODIFY COLUMN item_skus Array(String) DEFAULT items.sku",
-            f"ALTER TABLE {DATABASE}.purchases MODIFY COLUMN item_categories Array(String) "
-            "DEFAULT arrayMap(c -> ifNull(c, ''), items.category)",
+            (
+                f"ALTER TABLE {DATABASE}.purchases MODIFY COLUMN item_categories Array(String) "
+                "DEFAULT arrayMap(c -> ifNull(c, ''), items.category)"
+            ),
             f"ALTER TABLE {DATABASE}.purchases MODIFY COLUMN item_quantities Array(Int64) DEFAULT items.quantity",
             f"ALTER TABLE {DATABASE}.purchases MODIFY COLUMN item_unit_prices Array(Float64) DEFAULT items.unit_price",
         ]

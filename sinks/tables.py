@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel
 
-from schemas.events import BaseEvent, CustomerProfile, Purchase, SocialInteraction, Visit
 from schemas.alerts import ChurnAlert
+from schemas.events import BaseEvent, CustomerProfile, Purchase, SocialInteraction, Visit
 from schemas.rows import CustomerFeatures, DeadLetter, MembershipChange, ModelMetrics, SegmentInfo
 
 DATABASE = "crm360"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -41,8 +41,8 @@ def start_local_kafka(settings: Settings) -> Any:
     """The local broker and its storage under the data dir, unless a broker answers already
     (then None)."""
     from streams.local.broker import BrokerError, LocalKafka
-    from streams.worker.ports import answers
     from streams.local.storage import StorageError
+    from streams.worker.ports import answers
 
     if answers(settings.kafka_bootstrap):
         return None
@@ -188,8 +188,8 @@ def sql(query: str, fmt: str, data_dir: Path | None) -> None:
 @data_dir_option
 def report(out: Path, since: datetime | None, data_dir: Path | None) -> None:
     """Write the CRM analysis report: one self-contained HTML file (charts embedded, opens offline)."""
-    from streams.sdk.client import QueryClient, QueryError
     from streams.analytics.report import build_report
+    from streams.sdk.client import QueryClient, QueryError
 
     client = QueryClient(load_settings(data_dir=data_dir))
     try:
@@ -309,8 +309,8 @@ def schema_export(directory: Path) -> None:
 @click.option("--timeout", type=float, default=600.0, show_default=True, help="Seconds --wait waits.")
 def replay(path: Path, fmt: str, until: Any, wait: bool, timeout: float) -> None:
     """Publish a historical file as events with their original event times."""
-    from streams.sdk.client import QueryError
     from streams.local.replay import ReplayError, replay_file
+    from streams.sdk.client import QueryError
 
     settings = load_settings()
     prepare_topics(settings)
@@ -374,11 +374,13 @@ def simulate(customers: int, days: int, seed: int, truth_path: Path, out: Path |
 
         settings = load_settings()
         prepare_topics(settings)
-        with EventPublisher(settings.kafka_bootstrap, partitions=settings.partitions) as publisher:
-            with click.progressbar(simulation.events(), label="publishing", show_pos=True) as events:
-                for event in events:
-                    publisher.publish(event)
-                    count += 1
+        with (
+            EventPublisher(settings.kafka_bootstrap, partitions=settings.partitions) as publisher,
+            click.progressbar(simulation.events(), label="publishing", show_pos=True) as events,
+        ):
+            for event in events:
+                publisher.publish(event)
+                count += 1
     click.echo(f"{count} events for {customers} customers over {days} days; ground truth in {truth_path}")
 
 
@@ -402,7 +404,7 @@ def evaluate(path: Path | None, until: datetime, min_auc: float) -> None:
     if not path.is_file():
         fail(f"no CDNOW file at {path}: give its path, e.g. crm360 evaluate ../shared/data/cdnow_dev.txt")
     try:
-        result = run_evaluation(path, until.replace(tzinfo=timezone.utc))
+        result = run_evaluation(path, until.replace(tzinfo=UTC))
     except (RuntimeError, TimeoutError) as error:
         fail(str(error))
     click.echo(

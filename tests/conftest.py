@@ -17,9 +17,9 @@ import pytest
 
 from streams.local import stack
 from streams.local.broker import LocalKafka
-from streams.worker.ports import free_port
-from streams.sdk.publisher import EventPublisher
 from streams.local.storage import LocalStorage
+from streams.sdk.publisher import EventPublisher
+from streams.worker.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CDNOW = ROOT.parent / "shared" / "data" / "cdnow_dev.txt"
@@ -105,7 +105,7 @@ class WorkerProcess(stack.WorkerProcess):
         rows: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
             rows = self.sql(query)
-            if rows and list(rows[0].values())[0] == expected:
+            if rows and next(iter(rows[0].values())) == expected:
                 return rows
             time.sleep(0.3)
         raise AssertionError(f"{query!r} gave {rows!r}, expected {expected!r}")

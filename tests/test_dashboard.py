@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +99,7 @@ def expected_headline(worker: Any, events: list[dict[str, Any]]) -> dict[str, fl
         "countIf(lifecycle_stage = 'churned') / countIf(purchase_count > 0) AS churn_rate, "
         "countIf(churn_probability >= 0.5) AS at_risk_customers FROM customer_features FINAL"
     )[0]
-    day = datetime.fromtimestamp(newest, tz=timezone.utc).date().isoformat()
+    day = datetime.fromtimestamp(newest, tz=UTC).date().isoformat()
     alerts = worker.sql(f"SELECT count() AS n FROM churn_alerts FINAL WHERE toDate(as_of, 'UTC') = '{day}'")[0]["n"]
     return state | {
         "revenue_30d": round(revenue, 2),
@@ -126,7 +126,7 @@ def test_dashboard_live_in_chromium_and_report_offline(
     # The page refreshes itself: no reload, the customers appear.
     until(lambda: headline(browser)["customers"] == "200", "200 customers on the page")
     for key in CHARTS:
-        until(lambda: browser.execute_script(MARKS_JS, f"body-{key}"), f"chart {key} drawn")
+        until(lambda key=key: browser.execute_script(MARKS_JS, f"body-{key}"), f"chart {key} drawn")
     alerts = until(lambda: worker.sql("SELECT count() AS n FROM churn_alerts FINAL")[0]["n"], "churn alerts")
     until(
         lambda: (
@@ -158,6 +158,7 @@ def test_dashboard_live_in_chromium_and_report_offline(
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert f"wrote {out}" in done.stdout
@@ -189,7 +190,7 @@ def test_dashboard_live_in_chromium_and_report_offline(
     browser.save_screenshot(str(ARTIFACTS / "report.png"))
 
     # --since limits the time charts: the daily revenue sentence counts only the days from then on.
-    since = datetime.fromtimestamp(max(e["ts"] for e in events), tz=timezone.utc).date() - timedelta(days=59)
+    since = datetime.fromtimestamp(max(e["ts"] for e in events), tz=UTC).date() - timedelta(days=59)
     later = tmp_path / "later.html"
     done = subprocess.run(
         [sys.executable, "-m", "streams.cli", "report", "--out", str(later), "--since", since.isoformat()],
@@ -198,6 +199,7 @@ def test_dashboard_live_in_chromium_and_report_offline(
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     days = worker.sql(f"SELECT count() AS n FROM v_revenue_daily WHERE day >= '{since}'")[0]["n"]
@@ -219,10 +221,13 @@ def test_report_fails_in_one_line_without_data(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        f"crm360: cannot read the crm360 data: no crm360 data at chdb://{tmp_path}/nothing/clickhouse: "
-        "run 'crm360 up' first (or pass --data-dir)"
+        (
+            f"crm360: cannot read the crm360 data: no crm360 data at chdb://{tmp_path}/nothing/clickhouse: "
+            "run 'crm360 up' first (or pass --data-dir)"
+        )
     ]
     assert not (tmp_path / "r.html").exists()

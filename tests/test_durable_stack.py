@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from streams.worker.ports import free_port
 from streams.sdk.publisher import EventPublisher
+from streams.worker.ports import free_port
 from tests.conftest import MODEL_ENV, ROOT, WorkerProcess, assert_exact_purchases, publish, purchases, settle
 
 
@@ -315,6 +315,7 @@ def test_a_data_dir_in_use_is_refused_in_one_line(tmp_path: Path) -> None:
             capture_output=True,
             text=True,
             timeout=60,
+            check=False,
         )
     finally:
         first.stop()

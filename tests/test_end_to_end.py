@@ -7,7 +7,7 @@ import random
 import time
 import urllib.request
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -18,7 +18,7 @@ from streams.sdk.publisher import EventPublisher
 from streams.worker.web import MAX_BODY_BYTES
 
 DAY = 86_400.0
-START = datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp()
+START = datetime(2024, 1, 1, tzinfo=UTC).timestamp()
 PARTITIONS = 4
 
 
@@ -104,8 +104,8 @@ def expected_features(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]
         profiles = sorted((e for e in evs if e["type"] == "customer_profile"), key=lambda e: e["ts"])
         first_day_30 = int(now // DAY) - 29
         first_day_90 = int(now // DAY) - 89
-        in30 = lambda e: int(e["ts"] // DAY) >= first_day_30  # noqa: E731
-        in90 = lambda e: int(e["ts"] // DAY) >= first_day_90  # noqa: E731
+        in30 = lambda e, first=first_day_30: int(e["ts"] // DAY) >= first
+        in90 = lambda e, first=first_day_90: int(e["ts"] // DAY) >= first
         categories: Counter[str] = Counter()
         for b in buys:
             for item in b["items"]:
@@ -149,7 +149,7 @@ def process_figures(url: str) -> dict[str, float]:
 
 
 def _epoch(value: str | None) -> float | None:
-    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=timezone.utc).timestamp()
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp()
 
 
 def test_every_event_type_gives_exact_features(start_worker: Any, broker: str) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from kafka import KafkaProducer
 from schemas.topics import PURCHASES, partition_for
 
 DAY = 86_400.0
-START = datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp()
+START = datetime(2024, 1, 1, tzinfo=UTC).timestamp()
 CONFLICT = "conflict: purchase event_id '{}' of customer 'ann' was applied before with other content; the first stands"
 
 

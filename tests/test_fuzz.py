@@ -10,15 +10,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from clickhouse_connect.driver.client import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from clickhouse_connect.driver.client import Client
 
 from processors.features import CustomerState
 from processors.models import Trainer
@@ -26,8 +26,8 @@ from schemas.envelope import MAX_PAYLOAD_CHARS, MAX_REASON_CHARS, Rejected, deco
 from schemas.topics import TOPIC_FOR_TYPE, partition_for
 from sinks.clickhouse import ClickHouseSink, connect, migrate
 from sinks.tables import RAW_EVENT_TABLES
-from streams.worker.pipeline import CustomerPipeline, Message
 from streams.settings import Settings
+from streams.worker.pipeline import CustomerPipeline, Message
 from streams.worker.web import BadRequest, parse_body
 
 PARTITIONS = 4
@@ -66,7 +66,7 @@ edge_times = (
     | st.integers(min_value=-(2**70), max_value=2**70)
 )
 valid_times = st.floats(min_value=0, max_value=NOW + DAY - 60) | st.datetimes(
-    min_value=datetime(1970, 1, 1), max_value=datetime(2026, 1, 1), timezones=st.just(timezone.utc)
+    min_value=datetime(1970, 1, 1), max_value=datetime(2026, 1, 1), timezones=st.just(UTC)
 ).map(lambda d: d.isoformat())
 edge_amounts = st.sampled_from([0.0, -0.0, 5e-324, 1e9, 1e9 + 1, 1e308, -1.0, float("inf"), float("nan"), 2**64, "10"])
 valid_amounts = st.floats(min_value=0, max_value=1e9)
@@ -241,7 +241,7 @@ message_values = st.one_of(
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(message_values)
 def test_no_message_or_body_makes_decoding_fail(value: bytes) -> None:
-    events, rejects = decode_message(value)
+    _, rejects = decode_message(value)
     for reject in rejects:
         assert len(reject.reason) <= MAX_REASON_CHARS + 50 and len(reject.payload) <= MAX_PAYLOAD_CHARS + 50
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ def mounts(service: dict[str, Any]) -> dict[str, str]:
 
 
 def utc(iso: str) -> datetime:
-    return datetime.fromisoformat(iso).replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(iso).replace(tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +207,8 @@ def test_wrapped_queries_keep_the_panels_rows(dataset: Client) -> None:
         result = run_readonly(dataset, PANELS[key].sql)
         return [[row[result.columns.index(c)] for c in columns] for row in result.rows]
 
-    headline = dict(zip(*(lambda r: (r.columns, r.rows[0]))(run_readonly(dataset, PANELS["headline"].sql))))
+    result = run_readonly(dataset, PANELS["headline"].sql)
+    headline = dict(zip(result.columns, result.rows[0], strict=True))
     for column, label, _ in HEADLINES:
         assert query(label) == [[headline[column]]]
     assert query("Segment sizes") == [["1 (big spenders)", 2], ["2", 1], ["unscored", 2]]

@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -18,7 +18,7 @@ from schemas.topics import PURCHASES, partition_for
 from tests.conftest import publish, purchases
 
 DAY = 86_400.0
-START = datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp()
+START = datetime(2024, 1, 1, tzinfo=UTC).timestamp()
 PARTITIONS = 4
 
 

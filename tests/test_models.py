@@ -10,8 +10,8 @@ import pytest
 from rocksdict import Options, Rdict
 
 from processors.alerts import should_alert
-from processors.config import DAY, FeatureConfig, ModelConfig
 from processors.churn import ChurnModel, churn_features
+from processors.config import DAY, FeatureConfig, ModelConfig
 from processors.features import SNAPSHOT_WIDTH, CustomerState, apply, profile
 from processors.models import Models, Trainer
 from processors.quality import roc_auc
@@ -19,10 +19,10 @@ from processors.segments import Segmenter
 from processors.snapshots import INPUTS, STAYED, LabelledSnapshot, inputs_at, profile_inputs
 from schemas.envelope import pack
 from schemas.events import parse_event
+from streams.local.replay import read_events
 from streams.measure.evaluate import CALIBRATION_END
 from streams.worker.pipeline import CustomerPipeline, Message
 from streams.worker.statestore import DiskTable
-from streams.local.replay import read_events
 from tests.conftest import CDNOW
 from tests.memory_sink import MemorySink
 
@@ -255,7 +255,7 @@ def test_webhook_forwarding_retries_server_errors_and_gives_up_with_a_clear_erro
     answers, received = [503, 500, 200], []
 
     class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:  # http.server's naming
             received.append((self.headers["Idempotency-Key"], self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(answers.pop(0) if answers else 503)
             self.end_headers()
@@ -354,7 +354,7 @@ def test_batches_between_the_slices_of_an_aging_pass_release_each_label_once(tmp
         table: Any = {}
         if store == "disk":
             database = Rdict(str(tmp_path / f"db-{sliced}"), Options(raw_mode=True))
-            table = DiskTable(lambda p: database, lambda: {0}, lambda key: 0, cache_size=10)
+            table = DiskTable(lambda p, database=database: database, lambda: {0}, lambda key: 0, cache_size=10)
         pipeline = CustomerPipeline(FEATURES, MemorySink(), table, 1, config, rescore_interval_s=0)  # type: ignore[arg-type]
         feed(pipeline, first)
         pipeline.age({0})

@@ -17,8 +17,8 @@ from faust.types import TP
 from rocksdict import AccessType, Options, Rdict
 
 from schemas.topics import partition_for
-from streams.worker.faust_corrections import fetched_end_offsets
 from streams.sdk.publisher import EventPublisher
+from streams.worker.faust_corrections import fetched_end_offsets
 from streams.worker.statestore import NEWEST_KEY
 from tests.conftest import assert_exact_purchases, purchases
 

@@ -19,7 +19,7 @@ import functools
 import json
 import time
 from collections.abc import Callable
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from importlib import resources
 from typing import Any
 
@@ -63,7 +63,7 @@ def dashboard_data(query: Callable[[str], QueryResult]) -> dict[str, Any]:
     shown = show_all(DASHBOARD_PANELS, query)
     headline = shown.pop("headline")
     return {
-        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "data_time": headline.rows[0]["data_time"] if headline.summary else None,
         "headline": headline_figures(headline),
         "headline_error": headline.error,

@@ -87,7 +87,7 @@ def count_words(n: float) -> str:
     >>> count_words(12345.0)
     '12,345'
     """
-    return f"{int(round(n)):,}"
+    return f"{round(n):,}"
 
 
 def money_words(amount: float | None) -> str:

@@ -17,7 +17,7 @@ import html
 import json
 import re
 from collections.abc import Callable
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sinks.query import QueryResult
@@ -97,7 +97,7 @@ def build_report(
         body.extend(panel_html(s) for s in shown.values() if s.panel.section == section)
         body.append("</section>")
     window = f"time charts from {since.isoformat()} on; " if since else ""
-    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return REPORT.format(
         plotly=plotly_js().decode("utf-8"),
         generated=generated,

@@ -12,11 +12,11 @@ import os
 import signal
 import subprocess
 from pathlib import Path
-from typing import TextIO
+from typing import Self, TextIO
 
+from streams.local.storage import LocalStorage, StorageError
 from streams.worker.children import spawn, stop_processes, wait_ready
 from streams.worker.ports import answers
-from streams.local.storage import LocalStorage, StorageError
 
 
 class BrokerError(RuntimeError):
@@ -157,7 +157,7 @@ class LocalKafka:
             self.lock.close()
             self.lock = None
 
-    def __enter__(self) -> LocalKafka:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

@@ -6,10 +6,10 @@ import time
 
 import click
 
-from streams.sdk.publisher import EventPublisher
-from streams.settings import Settings
 from streams.local.simulate import Simulation
 from streams.local.stack import WorkerProcess
+from streams.sdk.publisher import EventPublisher
+from streams.settings import Settings
 
 SEGMENT_QUERY = (
     "SELECT ifNull(rfm_segment, 'unscored') AS segment, count() AS customers "

@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ def cdnow_event(line: str, number: int, source: str) -> Purchase:
         raise ReplayError(f"{source}:{number}: expected 4 columns (customer_id date cds dollars), got {len(parts)}")
     customer, day, cds, dollars = parts
     try:
-        ts = datetime.strptime(day, "%Y%m%d").replace(tzinfo=timezone.utc)
+        ts = datetime.strptime(day, "%Y%m%d").replace(tzinfo=UTC)
         event_id = f"{source}:{number}"
         return Purchase(
             type="purchase",
@@ -96,13 +96,15 @@ def replay_file(settings: Any, path: Path, fmt: str, until: datetime | None, wai
 
     events = list(read_events(path, fmt))
     if until is not None:
-        end = until.replace(tzinfo=timezone.utc).timestamp() + 86_400
+        end = until.replace(tzinfo=UTC).timestamp() + 86_400
         events = [e for e in events if e.epoch < end]
     events.sort(key=lambda e: e.epoch)
-    with EventPublisher(settings.kafka_bootstrap, partitions=settings.partitions) as publisher:
-        with click.progressbar(events, label=f"replaying {path.name}", show_pos=True) as bar:
-            for event in bar:
-                publisher.publish(event)
+    with (
+        EventPublisher(settings.kafka_bootstrap, partitions=settings.partitions) as publisher,
+        click.progressbar(events, label=f"replaying {path.name}", show_pos=True) as bar,
+    ):
+        for event in bar:
+            publisher.publish(event)
     click.echo(f"published {len(events)} events from {path.name}")
     if wait:
         wait_until_reflected(settings, events, timeout)
@@ -115,8 +117,8 @@ def wait_until_reflected(settings: Any, events: list[BaseEvent], timeout: float)
 
     import click
 
-    from sinks.tables import RAW_EVENT_TABLES
     from sinks.query import sql_string
+    from sinks.tables import RAW_EVENT_TABLES
     from streams.sdk.client import QueryClient
 
     ids_by_table: dict[str, list[str]] = {}

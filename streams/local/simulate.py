@@ -23,7 +23,7 @@ import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,7 @@ class Simulation:
         customers: int = 2_000,
         days: int = 365,
         seed: int = 42,
-        start: datetime = datetime(2024, 1, 1, tzinfo=timezone.utc),
+        start: datetime = datetime(2024, 1, 1, tzinfo=UTC),
     ) -> None:
         self.customers = customers
         self.days = days
@@ -104,7 +104,7 @@ class Simulation:
 
     def _season(self, day: int) -> float:
         ts = self.start + day * DAY
-        date = datetime.fromtimestamp(ts, tz=timezone.utc)
+        date = datetime.fromtimestamp(ts, tz=UTC)
         weekly = 1.3 if date.weekday() >= 5 else 0.9
         yearly = 1.0 + 0.35 * math.exp(-(((date.timetuple().tm_yday - 340) / 20.0) ** 2))
         return weekly * yearly

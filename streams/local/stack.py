@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from streams.local.broker import LocalKafka
+from streams.settings import Settings
 from streams.worker.children import spawn, stop_processes
 from streams.worker.ports import free_port
-from streams.settings import Settings
 from streams.worker.topic_admin import ensure_topics
 
 

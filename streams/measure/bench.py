@@ -19,7 +19,7 @@ import statistics
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,9 @@ from kafka import KafkaProducer
 
 from schemas.envelope import OutgoingMessage, pack
 from schemas.events import parse_event
-from streams.settings import Settings
 from streams.local.simulate import Simulation
 from streams.local.stack import WorkerProcess, private_stack
+from streams.settings import Settings
 
 RAW_TOPIC = "bench-raw"
 
@@ -115,7 +115,7 @@ def plain_update(state: dict[str, list[Any]], value: bytes) -> int:
     {'c1': [2, 2.5, '2024-05-02T00:00:00Z']}
     """
     data = json.loads(value)
-    events = data["events"] if "events" in data else [data]
+    events = data.get("events", [data])
     for e in events:
         row = state.setdefault(e["customer_id"], [0, 0.0, ""])
         row[0] += 1
@@ -125,7 +125,7 @@ def plain_update(state: dict[str, list[Any]], value: bytes) -> int:
 
 
 #: The simulation's first day: its ten years end in 2023.
-BENCH_START = datetime(2014, 1, 1, tzinfo=timezone.utc)
+BENCH_START = datetime(2014, 1, 1, tzinfo=UTC)
 
 
 def simulated_events(n: int, seed: int) -> list[Any]:

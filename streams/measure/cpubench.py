@@ -31,9 +31,9 @@ from schemas.envelope import pack
 from schemas.topics import partition_for
 from sinks.clickhouse import ClickHouseSink, connect, encode, migrate
 from streams.measure.bench import plain_update, simulated_events
+from streams.settings import Settings
 from streams.worker.memory import rare_garbage_collection
 from streams.worker.pipeline import CustomerPipeline, Message
-from streams.settings import Settings
 from streams.worker.statestore import DiskTable
 
 #: The wall clock the pipeline sees (rows' ingestion times, alerts' creation times).

@@ -9,7 +9,7 @@ through the real pipeline; once every customer is scored by the newest model ver
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from streams.local.replay import read_events, replay_file
 from streams.local.stack import WorkerProcess, private_stack
 
 #: The classic CDNOW set-up: 39 weeks of calibration, then 39 weeks of holdout.
-CALIBRATION_END = datetime(1997, 9, 30, tzinfo=timezone.utc)
+CALIBRATION_END = datetime(1997, 9, 30, tzinfo=UTC)
 #: The development half of the CDNOW data, next to a checkout of crm360.
 DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "cdnow_dev.txt"
 

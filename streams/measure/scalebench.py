@@ -19,14 +19,14 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from schemas.envelope import pack
 from schemas.events import parse_event
-from streams.measure.bench import _produce
-from streams.worker.memory import resident_bytes
-from streams.settings import Settings
 from streams.local.stack import WorkerProcess, private_stack
+from streams.measure.bench import _produce
+from streams.settings import Settings
+from streams.worker.memory import resident_bytes
 
 DAY = 86_400.0
 START = time.time() - 800 * DAY
@@ -87,7 +87,7 @@ class PeakResident:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
-    def __enter__(self) -> PeakResident:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

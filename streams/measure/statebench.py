@@ -25,8 +25,8 @@ from typing import Any
 from processors.features import CustomerState, apply
 from schemas.topics import partition_for
 from streams.measure.bench import simulated_events
-from streams.worker.memory import resident_bytes
 from streams.settings import Settings
+from streams.worker.memory import resident_bytes
 
 
 def template_states(events: int = 300_000) -> list[bytes]:

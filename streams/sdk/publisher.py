@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Self
 
 from kafka import KafkaProducer
 
@@ -110,7 +110,7 @@ class EventPublisher:
         self.flush()
         self.producer.close()
 
-    def __enter__(self) -> EventPublisher:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

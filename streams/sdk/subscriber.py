@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from types import TracebackType
+from typing import Self
 
 from kafka import KafkaConsumer
 
@@ -61,7 +62,7 @@ class AlertSubscriber:
     def close(self) -> None:
         self.consumer.close()
 
-    def __enter__(self) -> AlertSubscriber:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:

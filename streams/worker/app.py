@@ -341,9 +341,12 @@ class Worker:
         pending = self.sink.pending_rows
         if pending >= self.settings.flush_max_rows:
             await self.flush()
-        elif pending and time.monotonic() - self.flushed_at >= self.settings.flush_interval_s:
-            if self.writing is None or self.writing.done():
-                self.writing = asyncio.create_task(self.flush())
+        elif (
+            pending
+            and time.monotonic() - self.flushed_at >= self.settings.flush_interval_s
+            and (self.writing is None or self.writing.done())
+        ):
+            self.writing = asyncio.create_task(self.flush())
 
     def _owned_partitions(self) -> set[int]:
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == PURCHASES}

@@ -60,7 +60,7 @@ def spawn(
             stdout=log,
             stderr=subprocess.STDOUT if log else None,
             start_new_session=own_group,
-            preexec_fn=prepare,
+            preexec_fn=prepare,  # noqa: PLW1509 - the parent-death signal can only be set in the child
         )
     finally:
         if log:

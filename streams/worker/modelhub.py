@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import faust
@@ -153,7 +153,7 @@ class ModelHub:
             return
         self.recorded_version = trainer.models.version
         models, sink = trainer.models, self.worker.sink
-        at = datetime.fromtimestamp(time.time(), tz=timezone.utc)
+        at = datetime.fromtimestamp(time.time(), tz=UTC)
         report: dict[str, Any] = trainer.quality.report()
         sink.add_row(
             "model_metrics",

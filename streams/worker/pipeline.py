@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from processors.alerts import should_alert
 from processors.clv import clv_estimate
@@ -25,7 +25,7 @@ from processors.config import DAY, FeatureConfig, ModelConfig
 from processors.features import CustomerState, count_event, profile, remember, row_version
 from processors.models import Models
 from processors.rfm import RFMScorer
-from processors.snapshots import INPUTS, capture, profile_inputs, record_purchase
+from processors.snapshots import INPUTS, LabelledSnapshot, capture, profile_inputs, record_purchase
 from schemas.alerts import ChurnAlert
 from schemas.envelope import Rejected, decode_message
 from schemas.events import BaseEvent, Purchase, ahead_of_wall_clock
@@ -140,7 +140,7 @@ def conflict(event: BaseEvent) -> str:
 
 
 def _time(epoch: float | None) -> datetime | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, tz=timezone.utc)
+    return None if epoch is None else datetime.fromtimestamp(epoch, tz=UTC)
 
 
 class CustomerPipeline:
@@ -374,8 +374,8 @@ class CustomerPipeline:
                 )
                 try:
                     inputs = self._emit(state, self.watermarks[home], now_ms)
-                except Exception as error:  # noqa: BLE001 - none of this batch's events is to blame
-                    log.exception("customer %r: no feature row (%s); its state is kept", state.customer_id, error)
+                except Exception:  # none of this batch's events is to blame
+                    log.exception("customer %r: no feature row; its state is kept", state.customer_id)
                     restore_view(state, view)
                     counters.rows_failed += 1
                     table[key] = state
@@ -602,8 +602,8 @@ class CustomerPipeline:
             before = model_view(state)
             try:
                 self._emit(state, watermark, now_ms)
-            except Exception as error:  # noqa: BLE001 - one customer's failing row must not stop the pass
-                log.exception("customer %r: no feature row (%s)", state.customer_id, error)
+            except Exception:  # one customer's failing row must not stop the pass
+                log.exception("customer %r: no feature row", state.customer_id)
                 restore_view(state, before)
                 self.counters.rows_failed += 1
                 continue

@@ -32,9 +32,9 @@ import aiohttp
 import orjson
 
 from sinks.clickhouse import Insert, StagedInsert, stage
+from streams.settings import Settings
 from streams.worker.children import spawn, stop_processes
 from streams.worker.ports import free_port
-from streams.settings import Settings
 
 
 def auth_headers(settings: Settings) -> dict[str, str]:
@@ -179,5 +179,5 @@ class Helpers:
             timeout = aiohttp.ClientTimeout(total=10)
             async with session.get(url, headers=auth_headers(self.settings), timeout=timeout) as response:
                 return response.status, await response.json(content_type=None)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as error:
             return 0, {"reason": f"no answer from {url}: {type(error).__name__}"}

@@ -61,7 +61,8 @@ def counted(database: Rdict) -> int:
     before the count was kept."""
     raw = database.get(COUNT_KEY)
     if raw is None:
-        raw = database[COUNT_KEY] = str(sum(1 for key in database.keys() if key not in RESERVED_KEYS)).encode()
+        keys = database.keys()  # an Rdict has no __iter__
+        raw = database[COUNT_KEY] = str(sum(1 for key in keys if key not in RESERVED_KEYS)).encode()
     return int(raw)
 
 

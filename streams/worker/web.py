@@ -4,10 +4,11 @@ health and metrics."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -62,9 +63,7 @@ def parse_body(body: bytes) -> list[Any]:
 
 def _plain_row(row: dict[str, Any]) -> dict[str, Any]:
     return {
-        k: (
-            datetime.fromtimestamp(v, tz=timezone.utc).isoformat() if k in FEATURE_TIME_COLUMNS and v is not None else v
-        )
+        k: (datetime.fromtimestamp(v, tz=UTC).isoformat() if k in FEATURE_TIME_COLUMNS and v is not None else v)
         for k, v in row.items()
     }
 
@@ -132,7 +131,7 @@ def register_views(worker: Worker) -> None:
                     accepted.append(result)
             try:
                 await asyncio.wait_for(send_all(accepted), settings.publish_timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return self.json(
                     {
                         "error": f"Kafka did not acknowledge the events within {settings.publish_timeout_s:g} s: "
@@ -159,10 +158,10 @@ def register_views(worker: Worker) -> None:
             key = customer_id.encode()
             state = worker.customers.get(key)
             if state is None and worker.helpers:
-                try:  # another process of the worker may own the customer
+                # Another process of the worker may own the customer; if this one does (SameNode),
+                # or none is known yet, ClickHouse answers below.
+                with contextlib.suppress(Exception):
                     return await app.router.route_req(worker.table.name, key, self.web, request)
-                except Exception:  # noqa: BLE001 - this process (SameNode), or not known yet: read ClickHouse
-                    pass
             if state is not None:
                 home = partition_for(key, settings.partitions)
                 watermark = worker.pipeline.watermarks.get(home, state.newest_event_at or 0.0)

@@ -6,7 +6,7 @@ import os
 
 failing = set(filter(None, os.environ.get("FAULT_FAILING_EVENTS", "").split(",")))
 if failing:
-    import streams.worker.pipeline as pipeline
+    from streams.worker import pipeline
 
     count_event = pipeline.count_event
 
