@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The dashboard tests drive Debian's Chromium (root installs it directly, others through sudo).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo lint test bench clean
+.PHONY: setup demo lint test test-fast bench clean
 
 $(BIN)/crm360: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ lint: setup
 
 test: setup /usr/bin/chromedriver
 	$(BIN)/python -m pytest
+
+# The unit tier: doctests and tests that need neither the broker nor embedded ClickHouse.
+test-fast: setup
+	$(BIN)/python -m pytest -m "not integration"
 
 bench: setup
 	$(BIN)/crm360 bench

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +24,28 @@ from streams.worker.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CDNOW = ROOT.parent / "shared" / "data" / "cdnow_dev.txt"
+#: Fixtures that start the local broker or a worker: a test using one is an integration test.
+INTEGRATION_FIXTURES = frozenset({"storage", "kafka", "broker", "worker_env", "start_worker"})
+
+
+def fast_tier(config: pytest.Config) -> bool:
+    """Whether this run is the unit tier (``-m "not integration"``, ``make test-fast``)."""
+    return config.getoption("markexpr") == "not integration"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if fast_tier(config):
+        # A unit test that opens embedded ClickHouse fails instead of passing slowly: the tier
+        # promises neither broker nor chDB.
+        sys.modules["chdb"] = None  # type: ignore[assignment]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that start the broker or a worker are marked ``integration``; those that open
+    embedded ClickHouse are marked in their modules."""
+    for item in items:
+        if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.integration  # a real broker and worker
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -3,7 +3,11 @@ changed nothing."""
 
 from __future__ import annotations
 
+import pytest
+
 from streams.measure.cpubench import run_cpu_bench
+
+pytestmark = pytest.mark.integration  # embedded ClickHouse
 
 
 def test_cpu_bench_outputs_are_reproducible_and_the_digest_sees_them() -> None:

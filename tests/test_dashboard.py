@@ -23,6 +23,8 @@ from streams.analytics.panels import PANELS, SECTIONS
 from streams.local.simulate import Simulation
 from tests.conftest import MODEL_ENV, ROOT, publish, settle
 
+pytestmark = pytest.mark.integration  # a real broker and worker
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = ROOT / "test-artifacts"

@@ -20,6 +20,8 @@ from streams.sdk.publisher import EventPublisher
 from streams.worker.ports import free_port
 from tests.conftest import MODEL_ENV, ROOT, WorkerProcess, assert_exact_purchases, publish, purchases, settle
 
+pytestmark = pytest.mark.integration  # crm360 up: the broker, its storage and a worker
+
 
 def descendants(pid: int) -> dict[int, str]:
     """Every living process under ``pid``: process id -> command name."""

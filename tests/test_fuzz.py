@@ -168,6 +168,7 @@ def message_of(event: dict[str, Any], offset: int) -> Message:
     return Message(TOPIC_FOR_TYPE[event["type"]], home, offset, json.dumps(event).encode())
 
 
+@pytest.mark.integration  # embedded ClickHouse
 @settings(
     max_examples=150,
     deadline=None,

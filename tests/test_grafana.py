@@ -183,6 +183,7 @@ def fields(panel: dict[str, Any]) -> set[str]:
     return named
 
 
+@pytest.mark.integration  # embedded ClickHouse
 @pytest.mark.parametrize("title", [p["title"] for p in panels()])
 def test_every_panel_query_runs_on_chdb(dataset: Client, title: str) -> None:
     (panel,) = [p for p in panels() if p["title"] == title]
@@ -196,6 +197,7 @@ def test_every_panel_query_runs_on_chdb(dataset: Client, title: str) -> None:
         assert result.columns[0] in ("day", "measured_at")
 
 
+@pytest.mark.integration  # embedded ClickHouse
 def test_wrapped_queries_keep_the_panels_rows(dataset: Client) -> None:
     """A wrapped query shows the panel's own rows, in its order."""
 

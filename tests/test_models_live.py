@@ -14,6 +14,8 @@ from streams.local.simulate import Simulation
 from streams.sdk.subscriber import AlertSubscriber
 from tests.conftest import CDNOW, MODEL_ENV, ROOT, publish, settle
 
+pytestmark = pytest.mark.integration  # a real broker and worker
+
 
 def test_models_are_shared_survive_a_restart_and_alert_subscribers(broker: str, start_worker: Any) -> None:
     events = list(Simulation(customers=200, days=240, seed=5).events())

@@ -20,6 +20,8 @@ from sinks.clickhouse import connect, migrate
 from sinks.query import READONLY_SETTINGS, Refused, connect_readonly, reader_statements, run_readonly
 from sinks.tables import DATABASE
 
+pytestmark = pytest.mark.integration  # embedded ClickHouse
+
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "crm360-secret-5f1d"  # the content of a file no query may read
 LIMITS = "SELECT getSetting('readonly'), getSetting('max_execution_time'), currentDatabase()"

@@ -21,6 +21,8 @@ from sinks.query import connect_readonly, run_readonly
 from sinks.tables import DATABASE, RAW_EVENT_TABLES, TABLES
 from streams.worker.processes import describe, staged_inserts
 
+pytestmark = pytest.mark.integration  # embedded ClickHouse
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

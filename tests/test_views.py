@@ -36,6 +36,8 @@ from sinks.query import connect_readonly, run_readonly
 from sinks.tables import DATABASE
 from sinks.views import VIEWS
 
+pytestmark = pytest.mark.integration  # embedded ClickHouse
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
