@@ -22,10 +22,11 @@ setup: $(BIN)/crm360
 demo: setup
 	$(BIN)/crm360 demo
 
-# Lint and format: ruff, as pinned in pyproject.toml. CI runs it before the tests.
+# Lint, format and types: ruff and mypy, as pinned and set up in pyproject.toml. CI runs them before the tests.
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: setup /usr/bin/chromedriver
 	$(BIN)/python -m pytest

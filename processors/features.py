@@ -295,7 +295,7 @@ def conflicts(state: CustomerState, event: BaseEvent, ts: float) -> bool:
 
 def _recall(state: CustomerState, event: BaseEvent, ts: float) -> tuple[Seen | None, int, int, int]:
     """What the state knows of ``event``'s id (None: nothing), where its key goes, its key and content."""
-    kind = event.type  # type: ignore[attr-defined]
+    kind = event.type
     key = event_key(kind, event.event_id)
     content = content_digest(event, ts)
     ids = state.applied_ids
@@ -315,7 +315,7 @@ def count_event(state: CustomerState, event: BaseEvent, config: FeatureConfig, t
     time, which is exactly the in-order sum. Visit conversion is judged against the last visit
     only, and an update of profile fields older than the newest applied one is ignored.
     """
-    kind = event.type  # type: ignore[attr-defined]
+    kind = event.type
     state.events_applied += 1
     lateness = config.allowed_lateness_days * DAY
     newest = state.newest_by_type.get(kind)

@@ -22,10 +22,11 @@ from collections import deque
 from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.stats import rankdata
 
 
-def roc_auc(outcomes: Sequence[bool | int], scores: Sequence[float]) -> float | None:
+def roc_auc(outcomes: ArrayLike, scores: ArrayLike) -> float | None:
     """Exact ROC AUC (ties count half); ``None`` when only one class is present."""
     y = np.asarray(outcomes, dtype=bool)
     positives = int(y.sum())

@@ -100,7 +100,9 @@ class Segmenter:
             )
         value = grid[:, 0] + grid[:, 1]  # spend per order + purchases per month
         kmeans: cluster.KMeans = self.pipeline["KMeans"]
-        kmeans.centers = {i: dict(zip(FEATURES, map(float, grid[k]))) for i, k in enumerate(np.argsort(-value))}
+        # river annotates a centre as a defaultdict (its own centres make up unseen features);
+        # ours hold every feature, and river only indexes them.
+        kmeans.centers = {i: dict(zip(FEATURES, map(float, grid[k]))) for i, k in enumerate(np.argsort(-value))}  # type: ignore[misc]
         self.seeded, self._warmup = True, []
 
     def segment(self, inputs: list[float]) -> int | None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
@@ -141,7 +141,8 @@ def decode_message(value: bytes | str | None) -> tuple[list[BaseEvent], list[Rej
     if isinstance(value, bytes):
         try:
             if value.startswith(b'{"events":'):
-                return _envelope_adapter.validate_json(value)["events"], []
+                # The union's members are all BaseEvents (mypy holds a list to its exact item type).
+                return cast(list[BaseEvent], _envelope_adapter.validate_json(value)["events"]), []
             return [parse_event_json(value)], []
         except ValidationError:
             pass
@@ -166,7 +167,10 @@ def _decode_each(value: bytes | str | None) -> tuple[list[BaseEvent], list[Rejec
     rejects: list[Rejected] = []
     for index, raw in enumerate(items):
         result = validate(raw, f"events[{index}]")
-        (rejects if isinstance(result, Rejected) else events).append(result)
+        if isinstance(result, Rejected):
+            rejects.append(result)
+        else:
+            events.append(result)
     return events, rejects
 
 
@@ -195,7 +199,7 @@ def pack(events: Iterable[BaseEvent], partitions: int, envelope_size: int = 500)
     groups: dict[tuple[str, int], list[BaseEvent]] = {}
     out: list[OutgoingMessage] = []
     for event in events:
-        topic = TOPIC_FOR_TYPE[event.type]  # type: ignore[attr-defined]
+        topic = TOPIC_FOR_TYPE[event.type]
         key = event.customer_id.encode()
         partition = partition_for(key, partitions)
         if topic == CUSTOMER_PROFILES:

@@ -42,7 +42,7 @@ visit.ts
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -99,6 +99,11 @@ class BaseEvent(BaseModel):
         description="Where the event happened: web, app, pos, social, email, ..."
     )
     schema_version: Annotated[int, Field(ge=1, le=SCHEMA_VERSION)] = SCHEMA_VERSION
+
+    if TYPE_CHECKING:
+        # For the type checker only: the field is each subclass's Literal, the union's
+        # discriminator; pydantic must see no ``type`` field of the base.
+        type: str
 
     @property
     def epoch(self) -> float:

@@ -462,11 +462,11 @@ class ClickHouseSink:
         failed = [(0, len(bodies), first)]  # parts refused whole, the next to split last
         try:
             while failed:
-                start, end, error = failed.pop()
+                start, end, refusal = failed.pop()
                 if end - start == 1:
-                    if not went_in and getattr(error, "code", None) not in DATA_ERRORS:
-                        raise error
-                    reason = f"ClickHouse refused this row of {insert.table}: " + " ".join(str(error).split())
+                    if not went_in and getattr(refusal, "code", None) not in DATA_ERRORS:
+                        raise refusal
+                    reason = f"ClickHouse refused this row of {insert.table}: " + " ".join(str(refusal).split())
                     row = Refused(insert.table, Rejected(reason, self._row_json(insert, bodies[start])))
                     refused.append(row)
                     self.refused.append(row)

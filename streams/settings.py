@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr
@@ -19,6 +19,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from processors.config import FeatureConfig, ModelConfig
 from sinks.tables import READER
+
+
+class RocksDBSizes(TypedDict):
+    """faust's RocksDB options that :meth:`Settings.rocksdb_options` sets."""
+
+    write_buffer_size: int
+    max_write_buffer_number: int
+    block_cache_size: int
+    target_file_size_base: int
 
 
 class Settings(BaseSettings):
@@ -119,7 +128,7 @@ class Settings(BaseSettings):
     # The trainer publishes a new model version at most this often.
     trainer_publish_interval_s: float = 1.0
 
-    def rocksdb_options(self) -> dict[str, int]:
+    def rocksdb_options(self) -> RocksDBSizes:
         """faust's RocksDB options per partition database: small write buffers and block cache,
         since the decoded states in front of it are the cache that matters (faust's defaults
         let each of a worker's databases take up to 2 GiB of block cache and 192 MB of

@@ -206,7 +206,8 @@ def publish(broker: str, events: list[dict[str, Any]]) -> None:
 
 def purchases(count: int, customers: int, first: int = 0) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
     """``count`` purchases spread over ``customers``, and per customer [count, total]."""
-    events, expected = [], defaultdict(lambda: [0, 0.0])
+    events: list[dict[str, Any]] = []
+    expected: defaultdict[str, list[float]] = defaultdict(lambda: [0, 0.0])
     for n in range(first, first + count):
         customer, amount = f"k{n % customers}", float(n % 97) + 0.5
         events.append(

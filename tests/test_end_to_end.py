@@ -8,7 +8,7 @@ import time
 import urllib.request
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 import pytest
 from kafka import KafkaProducer
@@ -148,6 +148,10 @@ def process_figures(url: str) -> dict[str, float]:
         return json.loads(response.read())
 
 
+@overload
+def _epoch(value: str) -> float: ...
+@overload
+def _epoch(value: str | None) -> float | None: ...
 def _epoch(value: str | None) -> float | None:
     return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp()
 

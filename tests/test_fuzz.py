@@ -180,7 +180,8 @@ def test_accepted_events_are_written_and_change_only_their_customer(
 ) -> None:
     client, staging = clickhouse
     config = Settings()
-    sink, table = ClickHouseSink(client, staging), {}
+    sink = ClickHouseSink(client, staging)
+    table: dict[bytes, CustomerState] = {}
     pipeline = CustomerPipeline(config.feature_config(), sink, table, PARTITIONS, config.learning_config())
     start = 1_704_067_200.0  # 2024-01-01
     pipeline.ingest(

@@ -79,10 +79,15 @@ def run(tmp_path: Path, store: str, checkpoint: bool, with_poison: bool) -> tupl
         database = Rdict(str(tmp_path / f"customers-{with_poison}"), Options(raw_mode=True))
         table = DiskTable(lambda p: database, lambda: {0}, lambda key: 0, cache_size=1)
     pipeline = CustomerPipeline(
-        settings.feature_config(), sink, table, 1, settings.learning_config(), clock=lambda: START + 30 * DAY
+        settings.feature_config(),
+        sink,  # type: ignore[arg-type]  # a MemorySink stands in for ClickHouse, as in the other tests
+        table,
+        1,
+        settings.learning_config(),
+        clock=lambda: START + 30 * DAY,
     )
     for number, batch in enumerate(batches(with_poison)):
-        pipeline.ingest(batch)  # type: ignore[arg-type]
+        pipeline.ingest(batch)
         if checkpoint and number == 0:
             if isinstance(table, DiskTable):
                 table.persist(table.take_changes(lambda key: 0), {0: number})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle
 import random
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from rocksdict import Options, Rdict
@@ -64,7 +64,8 @@ def feed(pipeline: CustomerPipeline, events: list[Any]) -> None:
 
 
 def new_pipeline(config: ModelConfig, partitions: int = 1) -> tuple[CustomerPipeline, MemorySink, dict[bytes, Any]]:
-    sink, table = MemorySink(), {}
+    sink = MemorySink()
+    table: dict[bytes, Any] = {}
     pipeline = CustomerPipeline(FEATURES, sink, table, partitions, config, rescore_interval_s=0)  # type: ignore[arg-type]
     return pipeline, sink, table
 
@@ -245,6 +246,7 @@ def test_pipeline_alerts_carry_the_drivers_and_previous_probability() -> None:
 
 def test_webhook_forwarding_retries_server_errors_and_gives_up_with_a_clear_error() -> None:
     import threading
+    from datetime import UTC, datetime
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
     import pytest
@@ -279,8 +281,8 @@ def test_webhook_forwarding_retries_server_errors_and_gives_up_with_a_clear_erro
         monetary_total=99.0,
         last_purchase_at=None,
         model_version=3,
-        as_of=0,
-        created_at=0,
+        as_of=datetime.fromtimestamp(0, UTC),
+        created_at=datetime.fromtimestamp(0, UTC),
     )
     try:
         assert forward_to_webhook(alert, url, retries=3, backoff_s=0.01) == 200
@@ -354,7 +356,7 @@ def test_batches_between_the_slices_of_an_aging_pass_release_each_label_once(tmp
         table: Any = {}
         if store == "disk":
             database = Rdict(str(tmp_path / f"db-{sliced}"), Options(raw_mode=True))
-            table = DiskTable(lambda p, database=database: database, lambda: {0}, lambda key: 0, cache_size=10)
+            table = DiskTable({0: database}.__getitem__, lambda: {0}, lambda key: 0, cache_size=10)
         pipeline = CustomerPipeline(FEATURES, MemorySink(), table, 1, config, rescore_interval_s=0)  # type: ignore[arg-type]
         feed(pipeline, first)
         pipeline.age({0})
@@ -398,13 +400,14 @@ def test_cdnow_churn_ranking_holds_whatever_order_the_partitions_release_labels_
         for key, state in table.items()
     ]
     churned = [customer not in holdout_buyers for customer, _ in customers]
-    aucs = []
+    aucs: list[float] = []
     for order in ([0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2]):  # one partition's labels after another
         trainer = Trainer(ModelConfig())
         for partition in order:
             trainer.learn(by_partition[partition])
-        aucs.append(roc_auc(churned, [trainer.models.churn.probability(inputs) for _, inputs in customers]))
-    recency = roc_auc(churned, [inputs[0] for _, inputs in customers])
+        probabilities = [trainer.models.churn.probability(inputs) for _, inputs in customers]
+        aucs.append(cast(float, roc_auc(churned, probabilities)))  # both classes are present: a number
+    recency = cast(float, roc_auc(churned, [inputs[0] for _, inputs in customers]))
     assert sum(map(len, by_partition.values())) == 118_333 and len(customers) == 11_785
     assert min(aucs) >= 0.772 and min(aucs) > recency + 0.01, (aucs, recency)
     assert max(aucs) - min(aucs) < 0.001, aucs

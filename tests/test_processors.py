@@ -6,7 +6,7 @@ import hashlib
 import json
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from pydantic import ValidationError
@@ -309,7 +309,10 @@ def test_rfm_scores_follow_population_quintiles() -> None:
     scorer = RFMScorer()
     assert scorer.score(1.0, 1, 1.0) is None  # not fitted yet
     scorer.fit(recency=list(range(100)), frequency=list(range(1, 101)), monetary=[float(x) for x in range(100)])
-    scores = [scorer.score(float(r), f, float(m)) for r, f, m in zip(range(100), range(1, 101), range(100))]
+    scores = cast(  # fitted: every customer scores
+        list[tuple[int, int, int]],
+        [scorer.score(float(r), f, float(m)) for r, f, m in zip(range(100), range(1, 101), range(100))],
+    )
     for i in range(5):
         block = scores[i * 20 + 1 : i * 20 + 19]
         assert {s[0] for s in block} == {5 - i}

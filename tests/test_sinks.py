@@ -96,7 +96,7 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1 and "no Kafka broker answers" in done.stderr and "Traceback" not in done.stderr
 
 
-EVERY_TYPE = [
+EVERY_TYPE: list[dict[str, Any]] = [
     {
         "type": "purchase",
         "event_id": "p1",

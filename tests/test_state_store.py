@@ -9,7 +9,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from faust.stores.rocksdb import Store
@@ -27,10 +27,11 @@ DISK = {"CRM360_STATE_STORE": "rocksdb", "CRM360_STATE_CACHE_CUSTOMERS": "50"}
 
 def persisted(data_dir: Path, key: bytes) -> dict[int, bytes]:
     """Per partition, what its database keeps at ``key`` (the worker is stopped)."""
-    kept = {}
+    kept: dict[int, bytes] = {}
     for path in data_dir.glob("faust/**/customers-*.db"):
         db = Rdict(str(path), Options(raw_mode=True), access_type=AccessType.read_only())
-        kept[int(path.name.removesuffix(".db").rsplit("-", 1)[1])] = db[key]
+        partition = int(path.name.removesuffix(".db").rsplit("-", 1)[1])
+        kept[partition] = cast(bytes, db[key])  # rocksdict's stubs say None, but a missing key raises
         db.close()
     return kept
 

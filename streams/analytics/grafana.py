@@ -255,8 +255,8 @@ def dashboard() -> Json:
                 panels.append(item)
                 x += w
             y += max(size(item)[1] for item in line)
-    for number, shown in enumerate(panels, start=1):
-        shown["id"] = number
+    for number, panel in enumerate(panels, start=1):
+        panel["id"] = number
     return {
         "uid": "crm360",
         "title": "crm360",

@@ -84,7 +84,7 @@ class Simulation:
         self.churn_day = self.signup_day + rng.exponential(1.0 / hazards)
         self._rng = rng
 
-    def customer_id(self, index: int) -> str:
+    def customer_id(self, index: int | np.integer) -> str:
         return f"sim-{self.seed}-{index:06d}"
 
     def ground_truth(self) -> dict[str, dict[str, Any]]:

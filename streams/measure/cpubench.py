@@ -21,7 +21,7 @@ import hashlib
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from faust.stores.rocksdb import RocksDBOptions
 
@@ -83,12 +83,13 @@ def run_cpu_bench(events: int, batch_messages: int = 50, age_every: int = 3, see
         trainer = Trainer(settings.learning_config())
         digest = hashlib.sha256()
         cpu = {"ingest": 0.0, "train": 0.0, "insert": 0.0}
-        baseline_cpu, plain_state = 0.0, {}
+        baseline_cpu = 0.0
+        plain_state: dict[str, list[Any]] = {}
         for number, start in enumerate(range(0, len(messages), batch_messages), start=1):
             batch = messages[start : start + batch_messages]
             began = time.process_time()
             for message in batch:
-                plain_update(plain_state, message.value)
+                plain_update(plain_state, cast(bytes, message.value))  # pack's messages all have a value
             baseline_cpu += time.process_time() - began
             began = time.process_time()
             dead = pipeline.ingest(batch)

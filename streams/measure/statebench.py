@@ -31,7 +31,8 @@ from streams.worker.memory import resident_bytes
 
 def template_states(events: int = 300_000) -> list[bytes]:
     """The JSON of every customer's state after the bench's first ``events`` events."""
-    config, states = Settings().feature_config(), {}
+    config = Settings().feature_config()
+    states: dict[str, CustomerState] = {}
     for event in simulated_events(events, seed=7):
         state = states.setdefault(event.customer_id, CustomerState(event.customer_id))
         apply(state, event, config, event.epoch)

@@ -88,7 +88,7 @@ class EventPublisher:
         self.producer.send(
             TOPIC_FOR_TYPE[parsed.type],
             key=key,
-            value=encode_event(parsed),  # type: ignore[attr-defined]
+            value=encode_event(parsed),
             partition=partition_for(key, self.partitions),
         )
         self.sent_events += 1

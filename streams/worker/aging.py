@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Callable, MutableMapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import TYPE_CHECKING, cast
 
 from processors.config import DAY
 from processors.features import CustomerState
@@ -74,7 +74,9 @@ class Walk:
         out: list[tuple[bytes, CustomerState]] = []
         if not self.database_done:
             assert isinstance(table, DiskTable)
-            for key, raw in table.database(self.partition).items(from_key=self.cursor):
+            # A database in raw mode: its keys are bytes (rocksdict's stubs type every mode's keys).
+            items = cast(Iterator[tuple[bytes, bytes]], table.database(self.partition).items(from_key=self.cursor))
+            for key, raw in items:
                 if key == self.cursor or key in RESERVED_KEYS or key in self.late:
                     continue
                 if len(out) == limit:

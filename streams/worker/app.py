@@ -22,7 +22,7 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 from clickhouse_connect.driver.client import Client
@@ -33,7 +33,7 @@ from sinks.clickhouse import REFUSED_SOURCE, ClickHouseSink, connect, migrate
 from sinks.query import ReadOnlyPool, reader_statements
 from streams.settings import Settings
 from streams.worker.changelog import BufferedTable
-from streams.worker.faust_corrections import App, ExactTableManager
+from streams.worker.faust_corrections import App, CustomerStore, ExactTableManager, FlushingProducer
 from streams.worker.memory import rare_garbage_collection, release_freed_memory
 from streams.worker.modelhub import ModelHub
 from streams.worker.pipeline import CustomerPipeline, DeadLetterRecord, Message
@@ -106,7 +106,7 @@ class Worker:
             autodiscover=False,
             TableManager=ExactTableManager,
         )
-        state_schema = faust.Schema(key_serializer="raw", value_serializer="crm360_state")
+        state_schema: faust.Schema = faust.Schema(key_serializer="raw", value_serializer="crm360_state")
         self.table = self.app.Table(
             "customers",
             default=None,
@@ -129,13 +129,14 @@ class Worker:
                 allow_empty=True,
             ),
         )
-        self.table.key_serializer, self.table.value_serializer = "raw", "crm360_state"
+        table = cast(faust.Table, self.table)  # faust's TableT lacks the serializers the table has
+        table.key_serializer, table.value_serializer = "raw", "crm360_state"
         #: What the pipeline writes: the table's store, changes sent by :meth:`publish_state`.
         self.customers = (
             BufferedTable(self.table.data)
             if settings.state_store == "memory"
             else DiskTable(
-                self.table.data._db_for_partition,
+                cast(CustomerStore, self.table.data)._db_for_partition,
                 self._owned_partitions,
                 lambda key: self.pipeline.home(key),
                 settings.state_cache_customers,
@@ -171,7 +172,7 @@ class Worker:
             if settings.embedded_clickhouse:
                 shutil.rmtree(settings.staging_path, ignore_errors=True)  # left by earlier runs' helpers
                 staging = settings.staging_path / "main"
-        self.sink = ClickHouseSink(self.writer, staging)  # type: ignore[arg-type]
+        self.sink = ClickHouseSink(self.writer, staging)
         #: The other processes of this worker (the main process starts them).
         self.helpers = (
             Helpers(settings, settings.processes - 1) if settings.processes > 1 and not settings.main_url else None
@@ -208,11 +209,13 @@ class Worker:
         self.app.timer(settings.aging_interval_s)(self._age)
         self.app.timer(settings.flush_interval_s / 4)(self._flush_when_due)
         self.app.timer(BROKER_PROBE_INTERVAL_S)(self._probe_broker)
-        self.app.on_partitions_revoked.connect(self._revoked)
-        self.app.on_partitions_assigned.connect(self._assigned)
+        # mode's stubs require a handler to take any positional arguments; ours take what their
+        # signal sends (the partitions; nothing at shutdown).
+        self.app.on_partitions_revoked.connect(self._revoked)  # type: ignore[arg-type]
+        self.app.on_partitions_assigned.connect(self._assigned)  # type: ignore[arg-type]
         if self.helpers:
             self.app.timer(2.0)(self._watch_helpers)
-            self.app.on_before_shutdown.connect(self._stop_helpers)
+            self.app.on_before_shutdown.connect(self._stop_helpers)  # type: ignore[arg-type]
         from streams.worker.web import register_views
 
         register_views(self)
@@ -220,7 +223,7 @@ class Worker:
     async def _process(self, stream: faust.StreamT) -> None:
         batch_size, within = self.settings.batch_max_messages, self.settings.batch_within_s
         try:
-            async for events in stream.take_events(batch_size, within=within):
+            async for events in cast(faust.Stream, stream).take_events(batch_size, within=within):
                 messages = [
                     Message(e.message.topic, e.message.partition, e.message.offset, e.message.value) for e in events
                 ]
@@ -278,7 +281,7 @@ class Worker:
         """Whether the broker answers a metadata request within :data:`BROKER_PROBE_TIMEOUT_S`:
         a broker that is down, paused or cut from its storage still accepts connections, and
         the worker's clients wait and retry by themselves meanwhile."""
-        client = self.app.producer._ensure_producer().client
+        client = cast(FlushingProducer, self.app.producer)._ensure_producer().client
         try:
             await asyncio.wait_for(client.fetch_all_metadata(), BROKER_PROBE_TIMEOUT_S)
             self.broker_error = None
@@ -358,7 +361,7 @@ class Worker:
         topic = self.table.changelog_topic.get_topic_name()
         changes = self.customers.take_changes(self.pipeline.home)
         last = {
-            partition: await self.app.producer.send_records(topic, partition, records)
+            partition: await cast(FlushingProducer, self.app.producer).send_records(topic, partition, records)
             for partition, records in changes.items()
         }
         if isinstance(self.customers, DiskTable):

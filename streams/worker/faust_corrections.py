@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import aiokafka
 import faust
@@ -118,7 +118,7 @@ class CheckpointingConsumer(RewindingConsumer):
     pending rows there first, and holds processing until the commit is done)."""
 
     async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
-        async with self.app.checkpoint() as written:  # type: ignore[attr-defined]
+        async with cast(App, self.app).checkpoint() as written:
             if not written:
                 return False  # rows of these offsets are unwritten: the next start reads them again
             return await super().force_commit(topics, start_new_transaction=start_new_transaction)
@@ -175,7 +175,8 @@ class ExactRecovery(Recovery):
     async def _build_highwaters(self, consumer: Any, tps: set[TP], destination: Any, title: str) -> None:
         await super()._build_highwaters(consumer, tps, destination, title)
         if tps:
-            bootstrap = faust_kafka.server_list(self.app.transport.url, self.app.transport.default_port)
+            transport = cast(Transport, self.app.transport)  # faust's TransportT has no default_port
+            bootstrap = faust_kafka.server_list(transport.url, transport.default_port)
             ends = await fetched_end_offsets(bootstrap, tps, self.app.conf.broker_request_timeout)
             for tp, end in ends.items():  # faust's "highwater" is the last offset; ListOffsets' is never past it
                 destination[tp] = max(destination[tp], end - 1)

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import faust
 import orjson
@@ -69,7 +69,12 @@ class ModelHub:
         self.worker = worker
         settings = worker.settings
         self.config = settings.learning_config()
-        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+        raw: dict[str, Any] = {
+            "key_type": bytes,
+            "value_type": bytes,
+            "key_serializer": "raw",
+            "value_serializer": "raw",
+        }
         self.training_topic = worker.app.topic(MODEL_TRAINING, partitions=1, maxsize=2 * MESSAGES_AT_ONCE, **raw)
         self.models_topic = worker.app.topic(CHURN_MODELS, partitions=1, **raw)
         self.latest: bytes | None = None
@@ -124,7 +129,7 @@ class ModelHub:
             self.worker.pipeline.use_models(models)
 
     async def _train(self, stream: faust.StreamT) -> None:
-        async for events in stream.take_events(
+        async for events in cast(faust.Stream, stream).take_events(
             MESSAGES_AT_ONCE, within=self.worker.settings.trainer_publish_interval_s
         ):
             await self.caught_up.wait()
@@ -137,7 +142,7 @@ class ModelHub:
                 continue
             labels = []
             for event in fresh:
-                batch = decode_training(event.message.value)
+                batch = decode_training(cast(bytes, event.message.value))  # workers send no tombstones here
                 trainer.observe(batch.observations)
                 labels += batch.labels
             trainer.learn(labels)

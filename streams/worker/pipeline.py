@@ -131,7 +131,7 @@ def conflict(event: BaseEvent) -> str:
     ...                       "session_id": "s1"}))[:89]
     "conflict: visit event_id 'v1' of customer 'c1' was applied before with other content; the"
     """
-    kind = event.type  # type: ignore[attr-defined]
+    kind = event.type
     return (
         f"conflict: {kind} event_id {event.event_id!r} of customer {event.customer_id!r} "
         "was applied before with other content; the first stands (an event id names one event: "
@@ -536,7 +536,8 @@ class CustomerPipeline:
         new_rfm = rfm_segment or "unscored"
         seen = state.rfm_segment is not None
         old_segment = "unscored" if state.segment is None else str(state.segment)
-        for dimension, old, new in (("segment", old_segment, new_segment), ("rfm_segment", state.rfm_segment, new_rfm)):
+        old_rfm = "unscored" if state.rfm_segment is None else state.rfm_segment
+        for dimension, old, new in (("segment", old_segment, new_segment), ("rfm_segment", old_rfm, new_rfm)):
             if seen and old == new:
                 continue
             if seen:
@@ -560,8 +561,8 @@ class CustomerPipeline:
             monetary_total=row["monetary_total"],
             last_purchase_at=_time(row["last_purchase_at"]),
             model_version=models.version,
-            as_of=_time(as_of),
-            created_at=_time(now_ms / 1000),
+            as_of=datetime.fromtimestamp(as_of, tz=UTC),
+            created_at=datetime.fromtimestamp(now_ms / 1000, tz=UTC),
         )
 
     def age(self, assigned: set[int], min_advance_s: float = 3_600.0) -> int:

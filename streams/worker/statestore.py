@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
+from typing import cast
 
 from rocksdict import Rdict, WriteBatch
 
@@ -147,7 +148,8 @@ class DiskTable(BufferedTable):
         for partition in sorted(partitions):
             for key, state in cached[partition]:
                 yield partition, key, state
-            for key, raw in self.database(partition).items():
+            # A database in raw mode: its keys are bytes (rocksdict's stubs type every mode's keys).
+            for key, raw in cast(Iterator[tuple[bytes, bytes]], self.database(partition).items()):
                 if key not in RESERVED_KEYS and key not in self.cache:
                     yield partition, key, CustomerState.from_json(raw) if decode else None
 

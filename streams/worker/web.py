@@ -10,7 +10,7 @@ import json
 import time
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from aiohttp.web_exceptions import HTTPRequestEntityTooLarge
@@ -28,6 +28,7 @@ from streams.worker.processes import staged_inserts
 
 if TYPE_CHECKING:
     from streams.worker.app import Worker
+    from streams.worker.faust_corrections import CheckpointingConsumer
 
 MAX_BODY_BYTES = 20 * 1024 * 1024
 
@@ -307,7 +308,7 @@ def process_figures(worker: Worker) -> dict[str, float]:
     }
     for partition, watermark in sorted(c.watermarks.items()):
         figures[f'crm360_watermark_seconds{{partition="{partition}"}}'] = round(watermark, 3)
-    consumer = worker.app.consumer
+    consumer = cast("CheckpointingConsumer", worker.app.consumer)  # faust's ConsumerT has no read offsets
     for tp in sorted(tp for tp in worker.app.assignor.assigned_actives() if tp.topic in INPUT_TOPICS):
         highwater = consumer.highwater(tp)
         position = consumer._read_offset.get(tp)

@@ -10,7 +10,7 @@ if failing:
 
     count_event = pipeline.count_event
 
-    def failing_count(state, event, config, ts):  # type: ignore[no-untyped-def]
+    def failing_count(state, event, config, ts):
         if event.event_id in failing:
             raise ZeroDivisionError("injected by tests/faults")
         return count_event(state, event, config, ts)
