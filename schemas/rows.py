@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
+import orjson
 from pydantic import BaseModel
 
 
@@ -95,7 +96,14 @@ class MembershipChange(BaseModel):
 
 
 class DeadLetter(BaseModel):
-    """A rejected record, as in ``dead_letters`` and on the ``dead-letters`` topic."""
+    """A rejected record and where it came from, as in ``dead_letters`` and on the
+    ``dead-letters`` topic: ``source`` is ``kafka``, ``http`` or ``clickhouse``; ``partition``
+    and ``offset`` are -1 when it came through no Kafka message.
+
+    >>> letter = DeadLetter.received(1.5, "http", "http:/events", -1, -1, "body[0]: not an object", "[]")
+    >>> letter.message()
+    b'{"received_at":1.5,"source":"http","topic":"http:/events","partition":-1,"offset":-1,"reason":"body[0]: not an object","payload":"[]"}'
+    """
 
     received_at: datetime
     source: str
@@ -104,6 +112,27 @@ class DeadLetter(BaseModel):
     offset: int
     reason: str
     payload: str
+
+    @classmethod
+    def received(
+        cls, at: float, source: str, topic: str, partition: int, offset: int, reason: str, payload: str
+    ) -> DeadLetter:
+        """A dead letter received at ``at`` (epoch seconds)."""
+        return cls(
+            received_at=datetime.fromtimestamp(at, UTC),
+            source=source,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            reason=reason,
+            payload=payload,
+        )
+
+    def message(self) -> bytes:
+        """Its value on the ``dead-letters`` topic: JSON, ``received_at`` in epoch seconds."""
+        fields = self.model_dump()
+        fields["received_at"] = self.received_at.timestamp()
+        return orjson.dumps(fields)
 
 
 #: Feature columns that hold event times (epoch seconds in processors, DateTime64 in ClickHouse).

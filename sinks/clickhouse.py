@@ -32,7 +32,7 @@ from clickhouse_connect.driver.exceptions import Error as DriverError
 
 from schemas.envelope import Rejected
 from schemas.events import BaseEvent, Purchase
-from schemas.rows import FEATURE_COLUMNS, FEATURE_TIME_COLUMNS
+from schemas.rows import FEATURE_COLUMNS, FEATURE_TIME_COLUMNS, DeadLetter
 from sinks.tables import DATABASE, RAW_EVENT_TABLES, TABLES, TIME
 from sinks.views import VIEWS
 
@@ -184,10 +184,11 @@ class Refused:
     table: str
     rejected: Rejected
 
-    @property
-    def topic(self) -> str:
-        """Where the dead letter says the row came from."""
-        return f"clickhouse:{self.table}"
+    def dead_letter(self, at: float) -> DeadLetter:
+        """Its dead letter, received at ``at`` (epoch seconds)."""
+        return DeadLetter.received(
+            at, REFUSED_SOURCE, f"clickhouse:{self.table}", -1, -1, self.rejected.reason, self.rejected.payload
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,11 +199,17 @@ class EventRows:
     rows: int
 
 
-def dead_letter_row(
-    source: str, topic: str, partition: int, offset: int, reason: str, payload: str, received_ms: int
-) -> list[Any]:
+def dead_letter_row(letter: DeadLetter) -> list[Any]:
     """A row of ``dead_letters``."""
-    return [received_ms / 1000, source, topic, partition, offset, reason, payload]
+    return [
+        letter.received_at.timestamp(),
+        letter.source,
+        letter.topic,
+        letter.partition,
+        letter.offset,
+        letter.reason,
+        letter.payload,
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,12 +378,8 @@ class ClickHouseSink:
             ]
         )
 
-    def add_dead_letter(
-        self, source: str, topic: str, partition: int, offset: int, reason: str, payload: str, received_ms: int
-    ) -> None:
-        self.pending["dead_letters"].append(
-            dead_letter_row(source, topic, partition, offset, reason, payload, received_ms)
-        )
+    def add_dead_letter(self, letter: DeadLetter) -> None:
+        self.pending["dead_letters"].append(dead_letter_row(letter))
 
     def take(self) -> dict[str, list[Any]]:
         """Everything pending, for :meth:`write`; rows added from now on wait for the next."""
@@ -501,9 +504,7 @@ class ClickHouseSink:
 
     @staticmethod
     def _dead_letter_row(row: Refused) -> list[Any]:
-        return dead_letter_row(
-            REFUSED_SOURCE, row.topic, -1, -1, row.rejected.reason, row.rejected.payload, int(time.time() * 1000)
-        )
+        return dead_letter_row(row.dead_letter(time.time()))
 
     def insert(self, staged: list[StagedInsert]) -> None:
         """Insert another process's write (see :class:`Forwarder`) now, in order, and the dead

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from schemas.rows import DeadLetter
+
 
 class MemorySink:
     def __init__(self) -> None:
         self.events: list[Any] = []
         self.features: list[dict[str, Any]] = []
-        self.dead: list[tuple[Any, ...]] = []
+        self.dead: list[DeadLetter] = []
         self.membership: dict[tuple[str, str], int] = {}
         self.rows: dict[str, list[dict[str, Any]]] = {}
 
@@ -32,5 +34,5 @@ class MemorySink:
     def add_features(self, row: dict[str, Any], version: int, updated_ms: int) -> None:
         self.features.append(row)
 
-    def add_dead_letter(self, *args: Any) -> None:
-        self.dead.append(args)
+    def add_dead_letter(self, letter: DeadLetter) -> None:
+        self.dead.append(letter)

@@ -135,10 +135,7 @@ def test_an_event_meeting_a_bug_is_left_out_and_its_neighbours_count_once(
     assert last_rows(sink) == last_rows(expected_sink)
     assert sorted(e.event_id for e in sink.events) == sorted(e.event_id for e in expected_sink.events)
     assert pipeline.counters.events_applied == expected_pipeline.counters.events_applied == 10
-    dead = [
-        (topic, partition, offset, json.loads(payload)["event_id"], reason)
-        for _, topic, partition, offset, reason, payload, _ in sink.dead
-    ]
+    dead = [(d.topic, d.partition, d.offset, json.loads(d.payload)["event_id"], d.reason) for d in sink.dead]
     assert [d[:4] for d in dead] == [("purchases", 0, 2, "poison-1"), ("purchases", 0, 4, "poison-2")]
     assert [d[4] for d in dead] == [
         f"processing failed on valid event {n} of the message: ZeroDivisionError: injected (a bug: please report it)"

@@ -358,8 +358,8 @@ def test_rows_clickhouse_refuses_are_dead_lettered_and_the_rest_written_once(tmp
     assert path == "helper" or written == 37 + 3 + 4  # purchases, memberships, dead letters
     refused = main.take_refused()
     assert sorted(
-        (row.topic, orjson.loads(row.rejected.payload)["event_id" if "purchases" in row.topic else "name"])
-        for row in refused
+        (letter.topic, orjson.loads(letter.payload)["event_id" if "purchases" in letter.topic else "name"])
+        for letter in (row.dead_letter(0.0) for row in refused)
     ) == [
         ("clickhouse:purchases", "p17"),
         ("clickhouse:purchases", "p18"),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import shutil
 import time
@@ -28,15 +27,16 @@ import faust
 from clickhouse_connect.driver.client import Client
 from faust.types import TP
 
+from schemas.rows import DeadLetter
 from schemas.topics import CHURN_ALERTS, DEAD_LETTERS, INPUT_TOPICS, PURCHASES
-from sinks.clickhouse import REFUSED_SOURCE, ClickHouseSink, connect, migrate
+from sinks.clickhouse import ClickHouseSink, connect, migrate
 from sinks.query import ReadOnlyPool, reader_statements
 from streams.settings import Settings
 from streams.worker.changelog import BufferedTable
 from streams.worker.faust_corrections import App, CustomerStore, ExactTableManager, FlushingProducer
 from streams.worker.memory import rare_garbage_collection, release_freed_memory
 from streams.worker.modelhub import ModelHub
-from streams.worker.pipeline import CustomerPipeline, DeadLetterRecord, Message
+from streams.worker.pipeline import CustomerPipeline, Message
 from streams.worker.processes import Helpers, RemoteRows
 from streams.worker.statestore import DiskTable
 from streams.worker.web import MAX_BODY_BYTES
@@ -377,29 +377,16 @@ class Worker:
         for alert in self.pipeline.take_alerts():
             await self.alerts_topic.send(key=alert.customer_id.encode(), value=alert.model_dump_json().encode())
 
-    async def publish_dead_letters(self, dead: list[DeadLetterRecord]) -> None:
-        for record in dead:
-            value = json.dumps(
-                {
-                    "received_at": time.time(),
-                    "source": record.source,
-                    "topic": record.topic,
-                    "partition": record.partition,
-                    "offset": record.offset,
-                    "reason": record.reason,
-                    "payload": record.payload,
-                }
-            ).encode()
-            await self.dead_letter_topic.send(key=record.topic.encode(), value=value)
+    async def publish_dead_letters(self, dead: list[DeadLetter]) -> None:
+        for letter in dead:
+            await self.dead_letter_topic.send(key=letter.topic.encode(), value=letter.message())
 
     async def publish_refused(self) -> None:
         """Rows ClickHouse refused (the sink wrote their dead letters) to the dead-letters topic."""
-        dead = [
-            DeadLetterRecord(REFUSED_SOURCE, row.topic, -1, -1, row.rejected.reason, row.rejected.payload)
-            for row in self.sink.take_refused()
-        ]
-        for record in dead:
-            log.warning("dead-lettered a row ClickHouse refused: %s", record.reason)
+        now = time.time()
+        dead = [row.dead_letter(now) for row in self.sink.take_refused()]
+        for letter in dead:
+            log.warning("dead-lettered a row ClickHouse refused: %s", letter.reason)
         self.pipeline.counters.dead_letters += len(dead)
         await self.publish_dead_letters(dead)
 

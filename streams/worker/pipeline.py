@@ -29,6 +29,7 @@ from processors.snapshots import INPUTS, LabelledSnapshot, capture, profile_inpu
 from schemas.alerts import ChurnAlert
 from schemas.envelope import Rejected, decode_message
 from schemas.events import BaseEvent, Purchase, ahead_of_wall_clock
+from schemas.rows import DeadLetter
 from schemas.topics import partition_for
 from sinks.clickhouse import ClickHouseSink
 from streams.worker.aging import AgingPass
@@ -46,18 +47,6 @@ class Message:
     partition: int
     offset: int
     value: bytes | None
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetterRecord:
-    """A rejected record with where it came from."""
-
-    source: str
-    topic: str
-    partition: int
-    offset: int
-    reason: str
-    payload: str
 
 
 @dataclass
@@ -263,7 +252,7 @@ class CustomerPipeline:
             home = self._partition_of[key] = partition_for(key, self.partitions)
         return home
 
-    def ingest(self, messages: Iterable[Message], source: str = "kafka") -> list[DeadLetterRecord]:
+    def ingest(self, messages: Iterable[Message], source: str = "kafka") -> list[DeadLetter]:
         """Process one batch; returns the dead letters (already queued in the sink).
 
         An event whose processing fails (a bug it meets) is dead-lettered with the error and
@@ -274,7 +263,7 @@ class CustomerPipeline:
         horizon = now_ms / 1000 + self.config.max_future_s
         counters = self.counters
         touched: dict[bytes, tuple[CustomerState, int]] = {}
-        dead: list[DeadLetterRecord] = []
+        dead: list[DeadLetter] = []
         table, images, journal = self.table, self._images, self.journal
         queued = self.sink.queued_events()  # this batch's raw rows come after these
         left_out: list[BaseEvent] = []  # events whose customer's row failed: their raw rows go too
@@ -351,8 +340,14 @@ class CustomerPipeline:
             self.sink.add_events(accepted)  # now: kept until the batch's end, they cost fresh memory
             for reject in rejects:
                 dead.append(
-                    DeadLetterRecord(
-                        source, message.topic, message.partition, message.offset, reject.reason, reject.payload
+                    DeadLetter.received(
+                        self.clock(),
+                        source,
+                        message.topic,
+                        message.partition,
+                        message.offset,
+                        reject.reason,
+                        reject.payload,
                     )
                 )
         observations = self.training.observations
@@ -422,7 +417,7 @@ class CustomerPipeline:
         view: tuple[object, ...],
         until: Position,
         failed: Position | None,
-        dead: list[DeadLetterRecord],
+        dead: list[DeadLetter],
         source: str,
         trial_from: Position | None = None,
         left_out: list[BaseEvent] | None = None,
@@ -466,8 +461,14 @@ class CustomerPipeline:
                     left_out.append(event)
             topic, offset = self.journal.where(home, position)
             dead.append(
-                DeadLetterRecord(
-                    source, topic, home, offset, processing_failed(failure, position[1]), event.model_dump_json()
+                DeadLetter.received(
+                    self.clock(),
+                    source,
+                    topic,
+                    home,
+                    offset,
+                    processing_failed(failure, position[1]),
+                    event.model_dump_json(),
                 )
             )
 
@@ -481,13 +482,10 @@ class CustomerPipeline:
         counters.events_applied -= 1
         counters.late_applied -= outcome == "late"
 
-    def record_dead_letters(self, dead: list[DeadLetterRecord]) -> None:
+    def record_dead_letters(self, dead: list[DeadLetter]) -> None:
         """Queue rejected records for the ``dead_letters`` table."""
-        now_ms = int(self.clock() * 1000)
-        for record in dead:
-            self.sink.add_dead_letter(
-                record.source, record.topic, record.partition, record.offset, record.reason, record.payload, now_ms
-            )
+        for letter in dead:
+            self.sink.add_dead_letter(letter)
         self.counters.dead_letters += len(dead)
 
     def _score(self, state: CustomerState, watermark: float) -> tuple[dict, list[float]]:

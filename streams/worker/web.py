@@ -19,11 +19,11 @@ from faust.web import Request, Response, View
 from processors.features import conflicts, profile
 from schemas.envelope import Rejected, pack, validate
 from schemas.events import BaseEvent, ahead_of_wall_clock
-from schemas.rows import FEATURE_TIME_COLUMNS
+from schemas.rows import FEATURE_TIME_COLUMNS, DeadLetter
 from schemas.topics import INPUT_TOPICS, partition_for
 from sinks.query import run_readonly
 from streams.analytics.dashboard import DashboardCache, dashboard_data, dashboard_page, plotly_js
-from streams.worker.pipeline import DeadLetterRecord, conflict
+from streams.worker.pipeline import conflict
 from streams.worker.processes import staged_inserts
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ def register_views(worker: Worker) -> None:
             except (BadRequest, UnicodeDecodeError) as error:
                 return self.json({"error": f"malformed body: {error}"}, status=400)
             accepted: list[BaseEvent] = []
-            dead: list[DeadLetterRecord] = []
+            dead: list[DeadLetter] = []
             max_future_s = worker.pipeline.config.max_future_s
             horizon = time.time() + max_future_s
             for index, raw in enumerate(items):
@@ -127,7 +127,9 @@ def register_views(worker: Worker) -> None:
                     if state is not None and conflicts(state, result, result.epoch):
                         result = Rejected(f"body[{index}]: {conflict(result)}", result.model_dump_json())
                 if isinstance(result, Rejected):
-                    dead.append(DeadLetterRecord("http", "http:/events", -1, -1, result.reason, result.payload))
+                    dead.append(
+                        DeadLetter.received(time.time(), "http", "http:/events", -1, -1, result.reason, result.payload)
+                    )
                 else:
                     accepted.append(result)
             try:
