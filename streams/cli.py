@@ -214,20 +214,15 @@ def report(out: Path, since: datetime | None, data_dir: Path | None) -> None:
 @data_dir_option
 def customer(customer_id: str, data_dir: Path | None) -> None:
     """Show one customer's 360-degree profile, live from the worker."""
-    import json
     import urllib.error
-    import urllib.parse
-    import urllib.request
+
+    from streams.sdk.client import QueryError, WorkerClient
 
     settings = load_settings(data_dir=data_dir)
-    request = urllib.request.Request(f"{settings.web_url}/customers/{urllib.parse.quote(customer_id, safe='')}")
-    if settings.api_key:
-        request.add_header("Authorization", f"Bearer {settings.api_key.get_secret_value()}")
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            data = json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        fail(json.loads(error.read() or b"{}").get("error", str(error)))
+        data = WorkerClient.for_settings(settings, timeout=30).customer(customer_id)
+    except QueryError as error:
+        fail(str(error))
     except urllib.error.URLError:
         fail(f"no worker answers at {settings.web_url}: start one with 'crm360 up'")
     for name, value in data["customer"].items():

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -81,36 +78,18 @@ class WorkerProcess(stack.WorkerProcess):
     def request(
         self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
     ) -> tuple[int, Any]:
-        req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers or {})
-        try:
-            with urllib.request.urlopen(req, timeout=60) as response:
-                raw = response.read()
-                status = response.status
-        except urllib.error.HTTPError as error:
-            raw, status = error.read(), error.code
-        try:
-            return status, json.loads(raw)
-        except ValueError:
-            return status, raw.decode()
+        """One request with exactly ``headers`` (none: no API key)."""
+        return self.client.request(method, path, body, headers or {})
 
     def get(self, path: str) -> tuple[int, Any]:
         return self.request("GET", path)
 
     def sql(self, query: str) -> list[dict[str, Any]]:  # type: ignore[override]
-        status, data = self.request("POST", "/sql", query.encode(), self.env_headers())
-        assert status == 200, data
-        return [dict(zip(data["columns"], row)) for row in data["rows"]]
-
-    def env_headers(self) -> dict[str, str]:
-        key = self.env.get("CRM360_API_KEY")
-        return {"Authorization": f"Bearer {key}"} if key else {}
+        result = self.client.sql(query)
+        return [dict(zip(result.columns, row)) for row in result.rows]
 
     def metric(self, name: str) -> float:
-        _, text = self.get("/metrics")
-        for line in text.splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-        raise KeyError(name)
+        return self.client.metrics()[name]
 
     def wait_for_metric(self, name: str, expected: float, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

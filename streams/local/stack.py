@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -11,8 +10,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from streams.local.broker import LocalKafka
+from streams.sdk.client import WorkerClient
 from streams.settings import Settings
 from streams.worker.children import spawn, stop_processes
 from streams.worker.ports import free_port
@@ -35,6 +33,7 @@ class WorkerProcess:
         self.env = env
         self.log_path = log_path
         self.url = f"http://127.0.0.1:{env['CRM360_WEB_PORT']}"
+        self.client = WorkerClient(self.url, env.get("CRM360_API_KEY"))
         self.process: subprocess.Popen[bytes] | None = None
 
     @classmethod
@@ -78,30 +77,17 @@ class WorkerProcess:
 
     def health(self, timeout: float = 2.0) -> tuple[int, dict[str, Any]]:
         """The status and answer of ``GET /health``; status 0 when it does not answer."""
-        try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=timeout) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            try:
-                return error.code, json.loads(error.read())
-            except ValueError:
-                return error.code, {}
-        except (OSError, ValueError) as error:
-            return 0, {"reason": f"not answering ({type(error).__name__})"}
+        return WorkerClient(self.url, self.client.api_key, timeout).health()
 
     def stop(self, sig: int = signal.SIGTERM, grace_s: float = 30.0) -> None:
         stop_processes([self.process], sig, grace_s=grace_s)
         self.process = None
 
     def metrics(self) -> dict[str, float]:
-        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as response:
-            text = response.read().decode()
-        return {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line and "{" not in line}
+        return self.client.metrics()
 
     def sql(self, query: str) -> list[list[Any]]:
-        request = urllib.request.Request(f"{self.url}/sql", data=query.encode(), method="POST")
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return json.loads(response.read())["rows"]
+        return self.client.sql(query).rows
 
 
 @contextmanager

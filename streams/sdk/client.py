@@ -1,14 +1,17 @@
-"""Read-only queries from the command line: through the running worker, or directly.
+"""Talking to a running worker over HTTP, and read-only queries from the command line.
 
-With embedded ClickHouse only one process may open the data directory, so while a worker
-owns it, queries go through the worker's ``POST /sql``; when nothing runs, the directory
-is opened here. With a ClickHouse server, queries go straight to the server.
+:class:`WorkerClient` is the one client of a worker's endpoints: it owns the worker's URL and
+its API key (sent as :func:`bearer`). :class:`QueryClient` runs read-only SQL wherever the
+data is reachable: with embedded ClickHouse only one process may open the data directory, so
+while a worker owns it, queries go through the worker's ``POST /sql``; when nothing runs, the
+directory is opened here. With a ClickHouse server, queries go straight to the server.
 """
 
 from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -21,19 +24,78 @@ class QueryError(RuntimeError):
     """The query failed; the message is ClickHouse's (or says how to reach it)."""
 
 
-def _post(url: str, body: bytes, api_key: str | None, timeout: float) -> dict[str, Any]:
-    request = urllib.request.Request(url, data=body, method="POST")
-    if api_key:
-        request.add_header("Authorization", f"Bearer {api_key}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as error:
+def bearer(api_key: str | None) -> dict[str, str]:
+    """The header that carries the API key; none without a key.
+
+    >>> bearer("s3cret")
+    {'Authorization': 'Bearer s3cret'}
+    >>> bearer(None)
+    {}
+    """
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+class WorkerClient:
+    """A running worker's HTTP endpoints, at ``url``, with its API key.
+
+    :meth:`request` raises :class:`urllib.error.URLError` when no worker answers; the other
+    methods raise :class:`QueryError` with the worker's own message when it refuses.
+    """
+
+    def __init__(self, url: str, api_key: str | None = None, timeout: float = 60.0) -> None:
+        self.url, self.api_key, self.timeout = url, api_key, timeout
+
+    @classmethod
+    def for_settings(cls, settings: Settings, timeout: float = 60.0) -> WorkerClient:
+        key = settings.api_key.get_secret_value() if settings.api_key else None
+        return cls(settings.web_url, key, timeout)
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        """The status and answer (JSON, else text) of one request; ``headers`` None sends the
+        client's API key."""
+        request = urllib.request.Request(
+            self.url + path, data=body, method=method, headers=bearer(self.api_key) if headers is None else headers
+        )
         try:
-            message = json.loads(error.read()).get("error", str(error))
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                raw, status = response.read(), response.status
+        except urllib.error.HTTPError as error:
+            raw, status = error.read(), error.code
+        try:
+            return status, json.loads(raw)
         except ValueError:
-            message = str(error)
-        raise QueryError(message) from None
+            return status, raw.decode()
+
+    def _answer(self, method: str, path: str, body: bytes | None = None) -> Any:
+        status, answer = self.request(method, path, body)
+        if status != 200:
+            raise QueryError(answer.get("error", f"HTTP {status}") if isinstance(answer, dict) else f"HTTP {status}")
+        return answer
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """The status and answer of ``GET /health``; status 0 when it does not answer."""
+        try:
+            status, answer = self.request("GET", "/health")
+        except (OSError, ValueError) as error:
+            return 0, {"reason": f"not answering ({type(error).__name__})"}
+        return status, answer if isinstance(answer, dict) else {}
+
+    def metrics(self) -> dict[str, float]:
+        """``GET /metrics``, the figures without labels."""
+        text = self._answer("GET", "/metrics")
+        return {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line and "{" not in line}
+
+    def sql(self, query: str) -> QueryResult:
+        """A read-only query through ``POST /sql``."""
+        answer = self._answer("POST", "/sql", query.encode())
+        return QueryResult(answer["columns"], answer["rows"])
+
+    def customer(self, customer_id: str) -> dict[str, Any]:
+        """One customer's live profile (``GET /customers/{id}``)."""
+        answer: dict[str, Any] = self._answer("GET", f"/customers/{urllib.parse.quote(customer_id, safe='')}")
+        return answer
 
 
 class QueryClient:
@@ -41,17 +103,14 @@ class QueryClient:
 
     def __init__(self, settings: Settings, timeout: float = 120.0) -> None:
         self.settings = settings
-        self.timeout = timeout
+        self.worker = WorkerClient.for_settings(settings, timeout)
         self._direct: Any = None
 
     def query(self, sql: str) -> QueryResult:
-        settings = self.settings
-        if not settings.embedded_clickhouse:
+        if not self.settings.embedded_clickhouse:
             return self._query_direct(sql)
-        key = settings.api_key.get_secret_value() if settings.api_key else None
         try:
-            data = _post(f"{settings.web_url}/sql", sql.encode(), key, self.timeout)
-            return QueryResult(data["columns"], data["rows"])
+            return self.worker.sql(sql)
         except urllib.error.URLError:
             return self._query_direct(sql)
 

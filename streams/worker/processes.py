@@ -32,13 +32,15 @@ import aiohttp
 import orjson
 
 from sinks.clickhouse import Insert, StagedInsert, stage
+from streams.sdk.client import bearer
 from streams.settings import Settings
 from streams.worker.children import spawn, stop_processes
 from streams.worker.ports import free_port
 
 
 def auth_headers(settings: Settings) -> dict[str, str]:
-    return {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"} if settings.api_key else {}
+    """What a helper sends to the main process with its requests."""
+    return bearer(settings.api_key.get_secret_value() if settings.api_key else None)
 
 
 def describe(directory: Path, staged: list[StagedInsert]) -> bytes:

@@ -23,6 +23,7 @@ from schemas.rows import FEATURE_TIME_COLUMNS, DeadLetter
 from schemas.topics import INPUT_TOPICS, partition_for
 from sinks.query import run_readonly
 from streams.analytics.dashboard import DashboardCache, dashboard_data, dashboard_page, plotly_js
+from streams.sdk.client import bearer
 from streams.worker.pipeline import conflict
 from streams.worker.processes import staged_inserts
 
@@ -78,15 +79,22 @@ def register_views(worker: Worker) -> None:
         """The API key as a bearer token, or (for the dashboard in a browser) as ``?key=``."""
         if not api_key:
             return True
-        given = request.headers.get("Authorization", "")
-        if "key" in request.query:
-            given = f"Bearer {request.query['key']}"
-        return hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode())
+        given = bearer(request.query["key"]) if "key" in request.query else request.headers
+        return hmac.compare_digest(given.get("Authorization", "").encode(), bearer(api_key)["Authorization"].encode())
 
-    def denied(view: View) -> Response:
-        return view.json(
-            {"error": "missing or wrong API key: send 'Authorization: Bearer <CRM360_API_KEY>'"}, status=401
-        )
+    class KeyedView(View):
+        """A view that answers only requests with the API key (when one is set)."""
+
+        async def dispatch(self, request: Request) -> Response:
+            if not authorized(request):
+                return self.refused()
+            response: Response = await super().dispatch(request)
+            return response
+
+        def refused(self) -> Response:
+            return self.json(
+                {"error": "missing or wrong API key: send 'Authorization: Bearer <CRM360_API_KEY>'"}, status=401
+            )
 
     async def send_all(events: list[BaseEvent]) -> None:
         """Publish ``events`` and wait until Kafka has acknowledged every one."""
@@ -97,10 +105,8 @@ def register_views(worker: Worker) -> None:
         await asyncio.gather(*sends)
 
     @app.page("/events")
-    class Events(View):
+    class Events(KeyedView):
         async def post(self, request: Request) -> Response:
-            if not authorized(request):
-                return denied(self)
             try:
                 body = await request.read()
             except HTTPRequestEntityTooLarge:
@@ -154,10 +160,8 @@ def register_views(worker: Worker) -> None:
             )
 
     @app.page("/customers/{customer_id}")
-    class Customer(View):
+    class Customer(KeyedView):
         async def get(self, request: Request, customer_id: str) -> Response:
-            if not authorized(request):
-                return denied(self)
             key = customer_id.encode()
             state = worker.customers.get(key)
             if state is None and worker.helpers:
@@ -204,10 +208,8 @@ def register_views(worker: Worker) -> None:
             return self.text(metrics_text(combine(parts)), content_type="text/plain; version=0.0.4")
 
     @app.page("/internal/figures")
-    class Figures(View):
+    class Figures(KeyedView):
         async def get(self, request: Request) -> Response:
-            if not authorized(request):
-                return denied(self)
             return self.json(process_figures(worker))
 
     if settings.main_url:
@@ -217,12 +219,10 @@ def register_views(worker: Worker) -> None:
     dashboard_reads, sql_reads = worker.dashboard_reads, worker.sql_reads
 
     @app.page("/internal/rows")
-    class Rows(View):
+    class Rows(KeyedView):
         """Inserts a helper process's write (see ``streams.worker.processes``)."""
 
         async def post(self, request: Request) -> Response:
-            if not authorized(request):
-                return denied(self)
             try:
                 inserts = staged_inserts(await request.read(), settings.staging_path)
                 await asyncio.to_thread(worker.sink.insert, inserts)
@@ -235,10 +235,8 @@ def register_views(worker: Worker) -> None:
             return self.json({"inserted_rows": sum(insert.rows for insert in inserts)})
 
     @app.page("/sql")
-    class Sql(View):
+    class Sql(KeyedView):
         async def post(self, request: Request) -> Response:
-            if not authorized(request):
-                return denied(self)
             body = (await request.read()).decode("utf-8", errors="replace")
             try:
                 sql = json.loads(body)["sql"] if body.lstrip().startswith("{") else body
@@ -255,17 +253,16 @@ def register_views(worker: Worker) -> None:
     dashboard_lock = asyncio.Lock()
 
     @app.page("/dashboard")
-    class Dashboard(View):
+    class Dashboard(KeyedView):
+        def refused(self) -> Response:  # a page for a browser
+            return self.text("missing or wrong API key: open /dashboard?key=<CRM360_API_KEY>", status=401)
+
         async def get(self, request: Request) -> Response:
-            if not authorized(request):
-                return self.text("missing or wrong API key: open /dashboard?key=<CRM360_API_KEY>", status=401)
             return self.html(page)
 
     @app.page("/dashboard/data")
-    class DashboardData(View):
+    class DashboardData(KeyedView):
         async def get(self, request: Request) -> Response:
-            if not authorized(request):
-                return denied(self)
             async with dashboard_lock:
                 data = cache.fresh() or cache.keep(
                     await dashboard_reads.run(lambda client: dashboard_data(partial(run_readonly, client)))
@@ -301,6 +298,7 @@ def process_figures(worker: Worker) -> dict[str, float]:
         "crm360_customers_in_memory": worker.customers.in_memory(),
         "crm360_state_bytes_avg": round(c.state_bytes_avg, 1),
         "crm360_labels_released_total": c.labels_released,
+        "crm360_aging_passes_total": c.aging_passes,
         "crm360_churn_alerts_total": c.alerts,
         "crm360_model_version": worker.pipeline.models.version,
         "crm360_model_labels_learned": worker.pipeline.models.churn.labels_learned,
