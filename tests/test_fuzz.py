@@ -7,6 +7,7 @@ make decoding raise or a dead letter exceed its bounds.
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from collections.abc import Iterator
@@ -147,6 +148,8 @@ def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Clien
     client = connect(f"chdb://{workdir}/clickhouse")
     migrate(client)
     yield client, workdir / "staging"
+    client.close()  # chDB opens one data directory per process: let other tests open theirs
+    gc.collect()  # and no pipeline of these examples may keep it open through a reference cycle
 
 
 def raw_rows(sink: ClickHouseSink) -> int:
