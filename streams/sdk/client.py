@@ -83,9 +83,10 @@ class WorkerClient:
         return status, answer if isinstance(answer, dict) else {}
 
     def metrics(self) -> dict[str, float]:
-        """``GET /metrics``, the figures without labels."""
+        """``GET /metrics``: each series (with its labels, e.g. ``crm360_consumer_lag{...}``) and its value."""
         text = self._answer("GET", "/metrics")
-        return {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line and "{" not in line}
+        series = (line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+        return {name: float(value) for name, value in series}
 
     def sql(self, query: str) -> QueryResult:
         """A read-only query through ``POST /sql``."""
