@@ -20,6 +20,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from processors.config import FeatureConfig, ModelConfig
 from sinks.tables import READER
 
+#: The processors' defaults, which the settings take as theirs.
+_FEATURES, _MODELS = FeatureConfig(), ModelConfig()
+
 
 class RocksDBSizes(TypedDict):
     """faust's RocksDB options that :meth:`Settings.rocksdb_options` sets."""
@@ -106,23 +109,23 @@ class Settings(BaseSettings):
 
     # Events more than this far ahead of the wall clock (seconds) are dead-lettered: one
     # event would drag its partition's event time (watermark) with it.
-    max_future_s: float = Field(default=86_400.0, ge=0)
-    allowed_lateness_days: float = 3.0
-    engagement_half_life_days: float = 14.0
-    new_customer_days: float = 30.0
-    at_risk_days: float = 60.0
-    churn_days: float = 90.0
+    max_future_s: float = Field(default=_FEATURES.max_future_s, ge=0)
+    allowed_lateness_days: float = _FEATURES.allowed_lateness_days
+    engagement_half_life_days: float = _FEATURES.engagement_half_life_days
+    new_customer_days: float = _FEATURES.new_customer_days
+    at_risk_days: float = _FEATURES.at_risk_days
+    churn_days: float = _FEATURES.churn_days
 
     # Models (see processors.config.ModelConfig for what each means).
-    churn_horizon_days: float = 90.0
-    snapshot_every_days: float = 14.0
-    segments: int = Field(default=4, ge=2)
-    segment_warmup: int = Field(default=1_000, ge=1)
-    alert_threshold: float = Field(default=0.7, gt=0, le=1)
-    alert_rearm_below: float = Field(default=0.5, ge=0, le=1)
-    alert_cooldown_days: float = 30.0
+    churn_horizon_days: float = _MODELS.churn_horizon_days
+    snapshot_every_days: float = _MODELS.snapshot_every_days
+    segments: int = Field(default=_MODELS.segments, ge=2)
+    segment_warmup: int = Field(default=_MODELS.segment_warmup, ge=1)
+    alert_threshold: float = Field(default=_MODELS.alert_threshold, gt=0, le=1)
+    alert_rearm_below: float = Field(default=_MODELS.alert_rearm_below, ge=0, le=1)
+    alert_cooldown_days: float = _MODELS.alert_cooldown_days
     alert_value_tiers: list[str] = []
-    clv_horizon_days: float = 365.0
+    clv_horizon_days: float = _MODELS.clv_horizon_days
     # Customers scored by an older model version are re-scored at most this often.
     rescore_interval_s: float = 30.0
     # The trainer publishes a new model version at most this often.
@@ -190,6 +193,19 @@ class Settings(BaseSettings):
     def web_url(self) -> str:
         return f"http://{self.web_host}:{self.web_port}"
 
+    def environment(self, *names: str, **values: object) -> dict[str, str]:
+        """The ``CRM360_*`` variables that give a child process the fields ``names`` as set
+        here, and ``values``.
+
+        >>> Settings(partitions=8, data_dir="/tmp/x").environment("partitions", "data_dir", web_port=7000)
+        {'CRM360_PARTITIONS': '8', 'CRM360_DATA_DIR': '/tmp/x', 'CRM360_WEB_PORT': '7000'}
+        """
+        given = {name: self.data_path if name == "data_dir" else getattr(self, name) for name in names} | values
+        return {
+            f"CRM360_{name.upper()}": value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+            for name, value in given.items()
+        }
+
     def feature_config(self) -> FeatureConfig:
         return FeatureConfig(
             allowed_lateness_days=self.allowed_lateness_days,
@@ -200,7 +216,7 @@ class Settings(BaseSettings):
             max_future_s=self.max_future_s,
         )
 
-    def learning_config(self) -> ModelConfig:
+    def models_config(self) -> ModelConfig:
         return ModelConfig(
             churn_horizon_days=self.churn_horizon_days,
             snapshot_every_days=self.snapshot_every_days,

@@ -185,7 +185,7 @@ def test_accepted_events_are_written_and_change_only_their_customer(
     config = Settings()
     sink = ClickHouseSink(client, staging)
     table: dict[bytes, CustomerState] = {}
-    pipeline = CustomerPipeline(config.feature_config(), sink, table, PARTITIONS, config.learning_config())
+    pipeline = CustomerPipeline(config.feature_config(), sink, table, PARTITIONS, config.models_config())
     start = 1_704_067_200.0  # 2024-01-01
     pipeline.ingest(
         [
@@ -219,7 +219,7 @@ def test_accepted_events_are_written_and_change_only_their_customer(
     assert {c: event_derived(table[c.encode()]) for c in BYSTANDERS} == before
     assert all(w <= time.time() + config.max_future_s for w in pipeline.watermarks.values())
     training = pipeline.take_training()
-    trainer = Trainer(config.learning_config())
+    trainer = Trainer(config.models_config())
     trainer.observe(training.observations)
     trainer.learn(training.labels)
 

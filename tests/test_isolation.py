@@ -83,7 +83,7 @@ def run(tmp_path: Path, store: str, checkpoint: bool, with_poison: bool) -> tupl
         sink,  # type: ignore[arg-type]  # a MemorySink stands in for ClickHouse, as in the other tests
         table,
         1,
-        settings.learning_config(),
+        settings.models_config(),
         clock=lambda: START + 30 * DAY,
     )
     for number, batch in enumerate(batches(with_poison)):

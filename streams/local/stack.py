@@ -39,16 +39,8 @@ class WorkerProcess:
     @classmethod
     def for_settings(cls, settings: Settings, log_path: Path | None, **extra: str) -> WorkerProcess:
         """A worker for ``settings``; ``extra`` sets more ``CRM360_*`` variables (lower-case names)."""
-        env = (
-            {k: v for k, v in os.environ.items() if not k.startswith("CRM360_")}
-            | {
-                "CRM360_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-                "CRM360_DATA_DIR": str(settings.data_path),
-                "CRM360_WEB_PORT": str(settings.web_port),
-                "CRM360_APP_ID": settings.app_id,
-                "CRM360_PARTITIONS": str(settings.partitions),
-            }
-            | {f"CRM360_{name.upper()}": value for name, value in extra.items()}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CRM360_")} | settings.environment(
+            "kafka_bootstrap", "data_dir", "web_port", "app_id", "partitions", **extra
         )
         return cls(env, log_path)
 

@@ -76,11 +76,11 @@ def run_cpu_bench(events: int, batch_messages: int = 50, age_every: int = 3, see
             sink,
             table,
             settings.partitions,
-            settings.learning_config(),
+            settings.models_config(),
             rescore_interval_s=float("inf"),
             clock=lambda: FIXED_CLOCK,
         )
-        trainer = Trainer(settings.learning_config())
+        trainer = Trainer(settings.models_config())
         digest = hashlib.sha256()
         cpu = {"ingest": 0.0, "train": 0.0, "insert": 0.0}
         baseline_cpu = 0.0

@@ -185,7 +185,7 @@ class Worker:
             self.sink,
             self.customers,
             settings.partitions,
-            settings.learning_config(),
+            settings.models_config(),
             rescore_interval_s=settings.rescore_interval_s,
         )
         self.models = ModelHub(self)

@@ -68,7 +68,7 @@ class ModelHub:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         settings = worker.settings
-        self.config = settings.learning_config()
+        self.config = settings.models_config()
         raw: dict[str, Any] = {
             "key_type": bytes,
             "value_type": bytes,

@@ -135,16 +135,16 @@ class Helpers:
         return [f"http://{self.settings.web_host}:{port}" for port in self.ports]
 
     def _start(self, port: int) -> None:
-        env = os.environ | {
-            "CRM360_WEB_PORT": str(port),
-            "CRM360_HELPER_NUMBER": str(self.ports.index(port) + 1),
-            "CRM360_WORKER_PROCESSES": "1",
-            "CRM360_MAIN_URL": self.settings.web_url,
-            "CRM360_DATA_DIR": str(self.settings.data_path),
-            "CRM360_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
-            "CRM360_APP_ID": self.settings.app_id,
-            "CRM360_PARTITIONS": str(self.settings.partitions),
-        }
+        env = os.environ | self.settings.environment(
+            "data_dir",
+            "kafka_bootstrap",
+            "app_id",
+            "partitions",
+            web_port=port,
+            helper_number=self.ports.index(port) + 1,
+            worker_processes=1,
+            main_url=self.settings.web_url,
+        )
         # In the main process's group: a Ctrl-C reaches them as it reaches the main process.
         self.processes[port] = spawn([sys.executable, "-m", "streams.cli", "worker"], env=env, own_group=False)
 
