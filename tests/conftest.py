@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -16,6 +17,7 @@ import pytest
 from streams.local import stack
 from streams.local.broker import LocalKafka
 from streams.local.storage import LocalStorage
+from streams.local.until import until
 from streams.sdk.publisher import EventPublisher
 from streams.worker.ports import free_port
 
@@ -92,25 +94,22 @@ class WorkerProcess(stack.WorkerProcess):
         return self.client.metrics()[name]
 
     def wait_for_metric(self, name: str, expected: float, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        value = None
-        while time.monotonic() < deadline:
-            value = self.metric(name)
-            if value == expected:
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"{name} is {value}, expected {expected}")
+        try:
+            until(lambda: self.metric(name) == expected, f"{name} at {expected}", timeout)
+        except TimeoutError as error:
+            raise AssertionError(f"{error}: it is {self.metric(name)}") from None
 
     def wait_for(self, query: str, expected: Any, timeout: float = 60.0) -> list[dict[str, Any]]:
         """Poll ``query`` until its first value equals ``expected``."""
-        deadline = time.monotonic() + timeout
-        rows: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
+
+        def matching() -> list[dict[str, Any]] | None:
             rows = self.sql(query)
-            if rows and next(iter(rows[0].values())) == expected:
-                return rows
-            time.sleep(0.3)
-        raise AssertionError(f"{query!r} gave {rows!r}, expected {expected!r}")
+            return rows if rows and next(iter(rows[0].values())) == expected else None
+
+        try:
+            return until(matching, f"{query!r} giving {expected!r}", timeout, every=0.3)
+        except TimeoutError as error:
+            raise AssertionError(f"{error}: it gives {self.sql(query)!r}") from None
 
 
 @pytest.fixture
@@ -158,23 +157,26 @@ MODEL_ENV = {
 def settle(worker: Any, timeout: float = 120.0, quiet_s: float = 2.0) -> dict[str, float]:
     """Until the published model learned every released label, every row carries it, and no
     newer version came for ``quiet_s`` (re-scored customers feed the trainer a little more)."""
-    deadline = time.monotonic() + timeout
-    settled: dict[str, float] | None = None
-    since = 0.0
-    while time.monotonic() < deadline:
+    last: dict[str, Any] = {"settled": None, "since": 0.0}
+
+    def quiet() -> dict[str, float] | None:
         released, learned = worker.metric("crm360_labels_released_total"), worker.metric("crm360_model_labels_learned")
         version = worker.metric("crm360_model_version")
         rows = worker.sql("SELECT min(model_version) AS low, max(model_version) AS high FROM customer_features FINAL")
-        if version and released and learned >= released and rows[0]["low"] == rows[0]["high"] == version:
-            now = {"version": version, "learned": learned, "released": released}
-            if now != settled:
-                settled, since = now, time.monotonic()
-            elif time.monotonic() - since >= quiet_s:
-                return settled
-        else:
-            settled = None
-        time.sleep(0.5)
-    raise AssertionError(f"models did not settle: {released=} {learned=} {version=} {rows=}")
+        last["figures"] = f"{released=} {learned=} {version=} {rows=}"
+        if not (version and released and learned >= released and rows[0]["low"] == rows[0]["high"] == version):
+            last["settled"] = None
+            return None
+        now = {"version": version, "learned": learned, "released": released}
+        if now != last["settled"]:
+            last["settled"], last["since"] = now, time.monotonic()
+            return None
+        return now if time.monotonic() - last["since"] >= quiet_s else None
+
+    try:
+        return until(quiet, "models settled", timeout, every=0.5)
+    except TimeoutError:
+        raise AssertionError(f"models did not settle: {last.get('figures')}") from None
 
 
 def publish(broker: str, events: list[dict[str, Any]]) -> None:
@@ -209,19 +211,20 @@ def purchases(count: int, customers: int, first: int = 0) -> tuple[list[dict[str
 def assert_exact_purchases(worker: WorkerProcess, expected: dict[str, list[float]], timeout: float = 120.0) -> None:
     """Every customer's count and total, in ClickHouse and in the live profile."""
     total = sum(n for n, _ in expected.values())
-    deadline = time.monotonic() + timeout
-    rows: dict[str, Any] = {}
-    while time.monotonic() < deadline:  # features and raw rows (in one write, table after table)
-        rows = {
-            r["customer_id"]: r
-            for r in worker.sql("SELECT customer_id, purchase_count, monetary_total FROM customer_features FINAL")
-        }
-        if (
-            sum(r["purchase_count"] for r in rows.values()) == total
+
+    def features() -> dict[str, Any]:
+        query = "SELECT customer_id, purchase_count, monetary_total FROM customer_features FINAL"
+        return {r["customer_id"]: r for r in worker.sql(query)}
+
+    def complete() -> bool:  # features and raw rows (in one write, table after table)
+        return (
+            sum(r["purchase_count"] for r in features().values()) == total
             and worker.sql("SELECT count() AS n FROM purchases FINAL")[0]["n"] >= total
-        ):
-            break
-        time.sleep(0.5)
+        )
+
+    with contextlib.suppress(TimeoutError):  # the comparison below says what differs
+        until(complete, "every purchase counted", timeout, every=0.5)
+    rows = features()
     assert {c: (r["purchase_count"], pytest.approx(r["monetary_total"])) for c, r in rows.items()} == {
         c: (n, pytest.approx(t)) for c, (n, t) in expected.items()
     }

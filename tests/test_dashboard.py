@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from selenium.webdriver.chrome.service import Service
 from streams.analytics.dashboard import DASHBOARD_PANELS
 from streams.analytics.panels import PANELS, SECTIONS
 from streams.local.simulate import Simulation
+from streams.local.until import until
 from tests.conftest import MODEL_ENV, ROOT, publish, settle
 
 pytestmark = pytest.mark.integration  # a real broker and worker
@@ -63,17 +64,6 @@ def browser() -> Iterator[webdriver.Chrome]:
     ARTIFACTS.mkdir(exist_ok=True)
     yield driver
     driver.quit()
-
-
-def until(check: Any, what: str, timeout: float = 60.0) -> Any:
-    """Poll ``check()`` until it returns something true."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def headline(driver: webdriver.Chrome) -> dict[str, str]:
@@ -128,7 +118,7 @@ def test_dashboard_live_in_chromium_and_report_offline(
     # The page refreshes itself: no reload, the customers appear.
     until(lambda: headline(browser)["customers"] == "200", "200 customers on the page")
     for key in CHARTS:
-        until(lambda key=key: browser.execute_script(MARKS_JS, f"body-{key}"), f"chart {key} drawn")
+        until(partial(browser.execute_script, MARKS_JS, f"body-{key}"), f"chart {key} drawn")
     alerts = until(lambda: worker.sql("SELECT count() AS n FROM churn_alerts FINAL")[0]["n"], "churn alerts")
     until(
         lambda: (

@@ -4,6 +4,7 @@ processes throughout: the supervisor, Tansu, SeaweedFS, the worker and embedded 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from streams.local.until import until
 from streams.sdk.publisher import EventPublisher
 from streams.worker.ports import free_port
 from tests.conftest import MODEL_ENV, ROOT, WorkerProcess, assert_exact_purchases, publish, purchases, settle
@@ -97,11 +99,14 @@ class UpStack:
         return time.monotonic() - started
 
     def wait_healthy(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.worker.health()[0] != 200:
+        def healthy() -> bool:
             assert self.process and self.process.poll() is None, self.log()
-            assert time.monotonic() < deadline, f"not healthy within {timeout:.0f}s: {self.log()}"
-            time.sleep(0.2)
+            return self.worker.health()[0] == 200
+
+        try:
+            until(healthy, "crm360 up healthy", timeout)
+        except TimeoutError as error:
+            raise AssertionError(f"{error}: {self.log()}") from None
 
     def watch(self) -> dict[int, str]:
         """Remember every process under it (for the check that none is left behind)."""
@@ -131,9 +136,8 @@ class UpStack:
             self.process.send_signal(sig)
         self.process.wait(timeout)
         took = time.monotonic() - started
-        deadline = time.monotonic() + 10  # the kernel's kill of orphans takes a moment
-        while any(alive(pid) for pid in self.seen) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        with contextlib.suppress(TimeoutError):  # the kernel's kill of orphans takes a moment
+            until(lambda: not any(alive(pid) for pid in self.seen), "every process gone", timeout=10, every=0.1)
         left = {pid: name for pid, name in self.seen.items() if alive(pid)}
         assert not left, f"left behind: {left}"
         return took
@@ -170,10 +174,10 @@ def applied(stack: UpStack) -> float:
 
 
 def wait_applied(stack: UpStack, at_least: float, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while applied(stack) < at_least:
-        assert time.monotonic() < deadline, f"{applied(stack)} applied, waited for {at_least}"
-        time.sleep(0.05)
+    try:
+        until(lambda: applied(stack) >= at_least, f"{at_least} events applied", timeout, every=0.05)
+    except TimeoutError as error:
+        raise AssertionError(f"{error}: {applied(stack)} applied") from None
 
 
 @pytest.mark.parametrize("whole_group", [False, True], ids=["sigterm", "sigkill-group"])
@@ -238,10 +242,10 @@ def test_a_crashed_broker_or_storage_is_restarted_and_nothing_is_lost(up: Any, c
     wait_applied(stack, 1_000)
     victim = stack.child(child)
     os.kill(victim, signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while not replaced(stack, child, victim):
-        assert time.monotonic() < deadline, stack.log()
-        time.sleep(0.2)
+    try:
+        until(lambda: replaced(stack, child, victim), f"the {child} replaced")
+    except TimeoutError as error:
+        raise AssertionError(f"{error}: {stack.log()}") from None
     with EventPublisher(stack.bootstrap, partitions=4) as publisher:  # waits for the broker to be back
         for event in events[6_000:]:
             publisher.publish(event)
@@ -276,11 +280,9 @@ def test_a_paused_broker_is_reported_and_events_get_503_until_it_is_back(up: Any
     try:
         status, answer, took = post_events(stack, events[200:400])  # before the worker noticed, or after
         assert status == 503 and "send them again" in answer["error"] and took < 10, (status, answer, took)
-        deadline = time.monotonic() + 20
+        with contextlib.suppress(TimeoutError):  # the assertion below says what /health answers
+            until(lambda: stack.worker.health()[0] != 200, "/health reporting the outage", timeout=20)
         status, answer = stack.worker.health()
-        while status == 200 and time.monotonic() < deadline:
-            time.sleep(0.2)
-            status, answer = stack.worker.health()
         assert status == 503 and "Kafka" in answer["reason"], answer
         status, answer, took = post_events(stack, events[200:400])
         assert status == 503 and "Kafka" in answer["error"] and took < 1, (status, answer, took)
@@ -289,9 +291,9 @@ def test_a_paused_broker_is_reported_and_events_get_503_until_it_is_back(up: Any
     finally:
         os.kill(broker, signal.SIGCONT)
     stack.wait_healthy(timeout=30)
-    deadline = time.monotonic() + 10  # the supervisor looks twice a second
-    while (said := stack.said())[-1] != "crm360 up: healthy" and time.monotonic() < deadline:
-        time.sleep(0.2)
+    with contextlib.suppress(TimeoutError):  # the supervisor looks twice a second
+        until(lambda: stack.said()[-1] == "crm360 up: healthy", "crm360 up saying healthy", timeout=10)
+    said = stack.said()
     assert any(line.startswith("crm360 up: unhealthy: Kafka") for line in said), said
     assert said[-1] == "crm360 up: healthy", said
     assert post_events(stack, events[200:])[0] == 200  # what was refused, sent again, lands once

@@ -4,6 +4,7 @@ tables and the views alike; the same event again is no conflict."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import time
@@ -15,6 +16,7 @@ import pytest
 from kafka import KafkaProducer
 
 from schemas.topics import PURCHASES, partition_for
+from streams.local.until import until
 
 DAY = 86_400.0
 START = datetime(2024, 1, 1, tzinfo=UTC).timestamp()
@@ -69,12 +71,9 @@ def truth(worker: Any) -> dict[str, Any]:
 
 
 def assert_eventually(worker: Any, expected: dict[str, Any], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    seen = truth(worker)
-    while seen != expected and time.monotonic() < deadline:
-        time.sleep(0.3)
-        seen = truth(worker)
-    assert seen == expected
+    with contextlib.suppress(TimeoutError):  # the comparison below says what differs
+        until(lambda: truth(worker) == expected, "the expected truth", timeout, every=0.3)
+    assert truth(worker) == expected
 
 
 @pytest.mark.parametrize("path", ["kafka", "http"])
@@ -128,13 +127,11 @@ def test_the_first_content_stands_across_a_restart_after_a_lost_write(start_work
     staging.write_text("not a directory: every staged insert fails")
     try:
         send(worker, broker, "kafka", [purchase("o-2", START + DAY, 20.0), purchase("o-1", START + 40 * DAY, 99.0)])
-        deadline = time.monotonic() + 60
-        while worker.metric("crm360_events_in_total") + worker.metric("crm360_dead_letters_total") < 3:
-            assert time.monotonic() < deadline, "the worker did not read the events"
-            time.sleep(0.2)
-        while "ClickHouse writes failing" not in str(worker.get("/health")[1]):
-            assert time.monotonic() < deadline, worker.get("/health")
-            time.sleep(0.2)
+        until(
+            lambda: worker.metric("crm360_events_in_total") + worker.metric("crm360_dead_letters_total") >= 3,
+            "the worker reading the events",
+        )
+        until(lambda: "ClickHouse writes failing" in str(worker.get("/health")[1]), "/health reporting the failure")
         time.sleep(2)  # a commit waits on the write (no state goes out ahead of its rows)
         worker.stop(signal.SIGTERM, grace_s=60)  # gives the write up: its rows are nowhere, its offsets uncommitted
     finally:

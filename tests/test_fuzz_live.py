@@ -4,8 +4,8 @@ the junk land exactly once (real broker, real worker, chDB)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import time
 from collections import Counter
 from typing import Any
 
@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaProducer
 
+from streams.local.until import until
 from tests.conftest import WorkerProcess
 from tests.test_fuzz import message_values
 
@@ -67,17 +68,20 @@ def test_generated_input_never_harms_the_live_pipeline(live: Live, junk: list[by
         event = live.valid()
         live.producer.send("purchases", key=event["customer_id"].encode(), value=json.dumps(event).encode())
     live.producer.flush()
-    deadline = time.monotonic() + 90
-    counts: dict[str, int] = {}
-    while time.monotonic() < deadline:
-        counts = {
-            r["customer_id"]: r["purchase_count"]
-            for r in live.worker.sql(
-                "SELECT customer_id, purchase_count FROM customer_features FINAL WHERE startsWith(customer_id, 'sentinel-')"
-            )
-        }
-        if counts == dict(live.expected) and live.worker.get("/health")[0] == 200:
-            break
-        time.sleep(0.5)
+
+    def sentinels() -> dict[str, int]:
+        query = (
+            "SELECT customer_id, purchase_count FROM customer_features FINAL WHERE startsWith(customer_id, 'sentinel-')"
+        )
+        return {r["customer_id"]: r["purchase_count"] for r in live.worker.sql(query)}
+
+    with contextlib.suppress(TimeoutError):  # the assertions below say what differs
+        until(
+            lambda: sentinels() == dict(live.expected) and live.worker.get("/health")[0] == 200,
+            "every sentinel counted",
+            timeout=90,
+            every=0.5,
+        )
+    counts = sentinels()
     assert counts == dict(live.expected)
     assert live.worker.get("/health")[0] == 200

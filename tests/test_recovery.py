@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from schemas.topics import partition_for
+from streams.local.until import until
 from streams.sdk.publisher import EventPublisher
 from tests.conftest import CDNOW, ROOT, assert_exact_purchases, free_port, publish, purchases
 
@@ -64,9 +66,8 @@ def test_cdnow_replayed_twice_gives_exact_customers(start_worker: Any) -> None:
         assert done.returncode == 0, done.stderr[-2000:]
         assert "in ClickHouse: 35304/35304 events" in done.stdout
     truth = cdnow_truth()
-    deadline = time.monotonic() + 60
-    while worker.metric("crm360_duplicates_skipped_total") < 35_304 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    with contextlib.suppress(TimeoutError):  # the assertion below says how many
+        until(lambda: worker.metric("crm360_duplicates_skipped_total") >= 35_304, "the second replay skipped")
     assert worker.metric("crm360_duplicates_skipped_total") == 35_304  # the whole second replay, at any lateness
     assert worker.metric("crm360_events_applied_total") == 35_304
     assert worker.metric("crm360_late_events_total") == 0  # each customer's purchases are in order in the file
@@ -124,16 +125,19 @@ def test_a_purchase_two_weeks_late_counts_once_also_when_published_again(start_w
 
 
 def _stops_answering(url: str, within_s: float) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
+    def gone() -> bool:
         try:
             urllib.request.urlopen(f"{url}/health", timeout=1).close()
         except urllib.error.HTTPError:
-            pass  # answering, if not healthy
+            return False  # answering, if not healthy
         except OSError:
             return True
-        time.sleep(0.2)
-    return False
+        return False
+
+    try:
+        return until(gone, f"{url} gone", within_s)
+    except TimeoutError:
+        return False
 
 
 @pytest.mark.parametrize("store", ["rocksdb", "memory"])
@@ -175,9 +179,7 @@ def test_worker_stopped_mid_stream_restarts_with_exact_state(
 
     producer = threading.Thread(target=produce)
     producer.start()
-    deadline = time.monotonic() + 60
-    while worker.metric("crm360_events_applied_total") < 8_000 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    until(lambda: worker.metric("crm360_events_applied_total") >= 8_000, "8,000 events applied", every=0.05)
     applied_before_stop = worker.metric("crm360_events_applied_total")
     main_process = worker.process
     worker.stop(stop_signal)
@@ -190,16 +192,18 @@ def test_worker_stopped_mid_stream_restarts_with_exact_state(
         assert "did not stop within" not in log and "ClickHouse write failed" not in log, log[-3000:]
     restarted = start_worker(CRM360_STATE_STORE=store)
     restarted.wait_for("SELECT count() FROM purchases FINAL", rounds * per_round, timeout=120)
-    rows: dict[str, Any] = {}
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        rows = {
-            r["customer_id"]: r
-            for r in restarted.sql("SELECT customer_id, purchase_count, monetary_total FROM customer_features FINAL")
-        }
-        if sum(r["purchase_count"] for r in rows.values()) == rounds * per_round:
-            break
-        time.sleep(0.5)
+
+    def features() -> dict[str, Any]:
+        query = "SELECT customer_id, purchase_count, monetary_total FROM customer_features FINAL"
+        return {r["customer_id"]: r for r in restarted.sql(query)}
+
+    with contextlib.suppress(TimeoutError):  # the assertions below say what differs
+        until(
+            lambda: sum(r["purchase_count"] for r in features().values()) == rounds * per_round,
+            "every purchase counted",
+            every=0.5,
+        )
+    rows = features()
     assert len(rows) == customers
     for cid, (count, total) in expected.items():
         assert rows[cid]["purchase_count"] == count, cid
@@ -232,11 +236,9 @@ def test_offsets_are_committed_only_after_their_rows_are_written(start_worker: A
     worker.wait_for_metric("crm360_events_in_total", events)
     group = KafkaConsumer(bootstrap_servers=broker, group_id=worker.env["CRM360_APP_ID"], enable_auto_commit=False)
     partitions = [TopicPartition("visits", p) for p in range(4)]  # only reads the group's offsets
-    deadline = time.monotonic() + 60
-    committed = 0
-    while committed < events and time.monotonic() < deadline:
-        committed = sum(group.committed(tp) or 0 for tp in partitions)
-        time.sleep(0.2)
+    with contextlib.suppress(TimeoutError):  # the assertion below says it
+        until(lambda: sum(group.committed(tp) or 0 for tp in partitions) >= events, "offsets committed")
+    committed = sum(group.committed(tp) or 0 for tp in partitions)
     group.close()
     assert committed == events, "the worker did not commit its offsets"
     assert worker.sql("SELECT count() AS n FROM visits")[0]["n"] == events
@@ -273,11 +275,12 @@ def test_a_killed_helper_process_is_restarted_and_no_event_is_lost(start_worker:
                     "currency": "EUR",
                 }
             )
-    deadline = time.monotonic() + 60
-    while (
-        worker.get("/health")[0] != 200 or _children(worker.process.pid) == [helper]
-    ) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    with contextlib.suppress(TimeoutError):  # the assertions below say what is wrong
+        until(
+            lambda: worker.get("/health")[0] == 200 and _children(worker.process.pid) != [helper],
+            "the helper replaced",
+            every=0.5,
+        )
     (restarted,) = _children(worker.process.pid)
     assert restarted != helper and worker.get("/health")[0] == 200
     worker.wait_for("SELECT sum(purchase_count) AS n FROM customer_features FINAL", events, timeout=90)
@@ -316,16 +319,18 @@ def test_a_worker_that_gives_partitions_away_keeps_no_copy_of_their_customers(
     start_worker(
         CRM360_WORKER_PROCESSES="1", CRM360_DATA_DIR=str(tmp_path / "second"), CRM360_WEB_PORT=str(free_port())
     )
-    kept: set[int] = set()
-    deadline = time.monotonic() + 30  # the second is up; the first may still be taking its share
-    while not 0 < len(kept) < 4 and time.monotonic() < deadline:
+
+    def kept_partitions() -> set[int]:
         _, text = first.get("/metrics")
-        kept = {
+        return {
             int(line.split('partition="')[1].split('"')[0])
             for line in text.splitlines()
             if line.startswith('crm360_consumer_lag{topic="purchases"')
         }
-        time.sleep(0.2)
+
+    with contextlib.suppress(TimeoutError):  # the second is up; the first may still be taking its share
+        until(lambda: 0 < len(kept_partitions()) < 4, "the partitions shared", timeout=30)
+    kept = kept_partitions()
     assert 0 < len(kept) < 4, kept
     first.wait_for_metric("crm360_customers", sum(partition_for(c.encode(), 4) in kept for c in customers))
 
@@ -343,10 +348,7 @@ def test_a_worker_whose_writes_keep_failing_stops_in_seconds_and_loses_nothing(s
     staging.write_text("not a directory: every staged insert fails")
     try:
         publish(broker, events[1_000:])
-        deadline = time.monotonic() + 60
-        while "ClickHouse writes failing" not in str(worker.get("/health")[1]):
-            assert time.monotonic() < deadline, worker.get("/health")
-            time.sleep(0.2)
+        until(lambda: "ClickHouse writes failing" in str(worker.get("/health")[1]), "/health reporting the failure")
         process = worker.process
         started = time.monotonic()
         worker.stop(signal.SIGTERM, grace_s=60)

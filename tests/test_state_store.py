@@ -17,6 +17,7 @@ from faust.types import TP
 from rocksdict import AccessType, Options, Rdict
 
 from schemas.topics import partition_for
+from streams.local.until import until
 from streams.sdk.publisher import EventPublisher
 from streams.worker.faust_corrections import fetched_end_offsets
 from streams.worker.statestore import NEWEST_KEY
@@ -59,9 +60,7 @@ def test_more_customers_than_the_cache_stay_exact_across_a_restart(
 
     producer = threading.Thread(target=produce)
     producer.start()
-    deadline = time.monotonic() + 60
-    while worker.metric("crm360_events_applied_total") < 5_000 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    until(lambda: worker.metric("crm360_events_applied_total") >= 5_000, "5,000 events applied", every=0.05)
     assert 0 < worker.metric("crm360_events_applied_total") < len(events)
     worker.stop(stop_signal)
     producer.join()

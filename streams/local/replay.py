@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.events import BaseEvent, Purchase, PurchaseItem, parse_event
+from streams.local.until import until
 
 FORMATS = ("cdnow", "csv", "jsonl")
 
@@ -113,7 +114,6 @@ def replay_file(settings: Any, path: Path, fmt: str, until: datetime | None, wai
 
 def wait_until_reflected(settings: Any, events: list[BaseEvent], timeout: float) -> None:
     """Poll ClickHouse until every event's row is there (features are written first)."""
-    import time
 
     import click
 
@@ -125,22 +125,23 @@ def wait_until_reflected(settings: Any, events: list[BaseEvent], timeout: float)
     for event in events:
         ids_by_table.setdefault(RAW_EVENT_TABLES[type(event)], []).append(event.event_id)
     client = QueryClient(settings)
-    deadline = time.monotonic() + timeout
     total = len(events)
-    while True:
-        seen = 0
+
+    def seen() -> int:
+        count = 0
         for table, ids in ids_by_table.items():
             for start in range(0, len(ids), 5_000):
                 chunk = ",".join(sql_string(i) for i in ids[start : start + 5_000])
                 result = client.query(f"SELECT uniqExact(event_id) FROM {table} WHERE event_id IN ({chunk})")
-                seen += int(result.rows[0][0])
-        click.echo(f"\rin ClickHouse: {seen}/{total} events", nl=False)
-        if seen >= total:
-            click.echo("")
-            return
-        if time.monotonic() > deadline:
-            click.echo("")
-            raise TimeoutError(
-                f"only {seen} of {total} events reached ClickHouse within {timeout:.0f}s: is the worker running (crm360 up)?"
-            )
-        time.sleep(1.0)
+                count += int(result.rows[0][0])
+        click.echo(f"\rin ClickHouse: {count}/{total} events", nl=False)
+        return count
+
+    try:
+        until(lambda: seen() >= total, "every event in ClickHouse", timeout, every=1.0)
+    except TimeoutError:
+        raise TimeoutError(
+            f"not every one of {total} events reached ClickHouse within {timeout:.0f}s: is the worker running (crm360 up)?"
+        ) from None
+    finally:
+        click.echo("")

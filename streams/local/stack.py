@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from streams.local.broker import LocalKafka
+from streams.local.until import until
 from streams.sdk.client import WorkerClient
 from streams.settings import Settings
 from streams.worker.children import spawn, stop_processes
@@ -47,15 +47,15 @@ class WorkerProcess:
     def start(self, timeout: float = 90.0) -> None:
         """Start it and wait until it is healthy."""
         self.launch()
-        deadline = time.monotonic() + timeout
-        while self.health()[0] != 200:
+
+        def healthy() -> bool:
             if not self.running:
                 assert self.process is not None
                 said = self.log_path.read_text()[-2000:] if self.log_path else "see its output above"
                 raise RuntimeError(f"the worker exited at start (code {self.process.returncode}): {said}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the worker was not healthy within {timeout:.0f}s; see {self.log_path or 'above'}")
-            time.sleep(0.2)
+            return self.health()[0] == 200
+
+        until(healthy, f"the worker healthy (see {self.log_path or 'its output above'})", timeout)
 
     def launch(self) -> None:
         """Start it, without waiting."""

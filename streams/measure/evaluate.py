@@ -8,7 +8,6 @@ through the real pipeline; once every customer is scored by the newest model ver
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import click
 from processors.quality import roc_auc
 from streams.local.replay import read_events, replay_file
 from streams.local.stack import WorkerProcess, private_stack
+from streams.local.until import until
 
 #: The classic CDNOW set-up: 39 weeks of calibration, then 39 weeks of holdout.
 CALIBRATION_END = datetime(1997, 9, 30, tzinfo=UTC)
@@ -27,8 +27,8 @@ DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "cdnow_
 
 def wait_for_models(worker: WorkerProcess, timeout: float) -> dict[str, float]:
     """Until the trainer learned every released label and every row carries its version."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def settled() -> dict[str, float] | None:
         m = worker.metrics()
         version = int(m.get("crm360_model_version", 0))
         learned, released = m.get("crm360_model_labels_learned", 0), m.get("crm360_labels_released_total", 0)
@@ -40,16 +40,12 @@ def wait_for_models(worker: WorkerProcess, timeout: float) -> dict[str, float]:
             f"{rows} customers, row versions {low}..{high}   ",
             nl=False,
         )
-        if version and released and learned >= released and low == high == version:
-            click.echo("")
-            return m
-        if time.monotonic() > deadline:
-            click.echo("")
-            raise TimeoutError(
-                f"the models did not settle within {timeout:.0f}s (version {version}, "
-                f"{int(learned)}/{int(released)} labels learned)"
-            )
-        time.sleep(1.0)
+        return m if version and released and learned >= released and low == high == version else None
+
+    try:
+        return until(settled, "the models settled (the line above says how far)", timeout, every=1.0)
+    finally:
+        click.echo("")
 
 
 def run_evaluation(path: Path, until: datetime = CALIBRATION_END, timeout: float = 600.0) -> dict[str, Any]:

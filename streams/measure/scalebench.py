@@ -24,6 +24,7 @@ from typing import Any, Self
 from schemas.envelope import pack
 from schemas.events import parse_event
 from streams.local.stack import WorkerProcess, private_stack
+from streams.local.until import until
 from streams.measure.bench import _produce
 from streams.settings import Settings
 from streams.worker.memory import resident_bytes
@@ -105,15 +106,15 @@ class PeakResident:
 def wait_for(worker: WorkerProcess, name: str, at_least: float, timeout: float = 3_600.0) -> float:
     """Seconds until the worker's metric ``name`` reaches ``at_least``."""
     began = time.monotonic()
-    while True:
+
+    def reached() -> bool:
         try:
-            if worker.metrics().get(name, 0.0) >= at_least:
-                return time.monotonic() - began
+            return worker.metrics().get(name, 0.0) >= at_least
         except OSError:
-            pass
-        if time.monotonic() - began > timeout:
-            raise TimeoutError(f"{name} did not reach {at_least} within {timeout:.0f}s")
-        time.sleep(0.2)
+            return False
+
+    until(reached, f"{name} at {at_least}", timeout)
+    return time.monotonic() - began
 
 
 def run(customers: int, each: int) -> dict[str, Any]:
