@@ -268,6 +268,8 @@ class Worker:
             aging = self.pipeline.start_aging(assigned, self.settings.aging_min_advance_s)
         took = 0.0
         while not aging.done:
+            if self.stopping.is_set():  # the next start begins a pass afresh; a stop waits for none
+                return
             async with self.lock:
                 started = time.monotonic()
                 aging.step(self.settings.aging_slice)
