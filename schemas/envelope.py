@@ -71,7 +71,7 @@ def encode_envelope(events: Iterable[BaseEvent | dict[str, Any]]) -> bytes:
     return ('{"events":[' + ",".join(parts) + "]}").encode()
 
 
-def describe(error: ValidationError) -> str:
+def reason_of(error: ValidationError) -> str:
     """One line naming each invalid field and why."""
     parts = []
     for err in error.errors(include_url=False, include_input=False):
@@ -90,7 +90,7 @@ def validate(raw: Any, position: str = "") -> BaseEvent | Rejected:
     try:
         return parse_event(raw)
     except ValidationError as error:
-        return Rejected(f"{position}: {describe(error)}" if position else describe(error), payload_text(raw))
+        return Rejected(f"{position}: {reason_of(error)}" if position else reason_of(error), payload_text(raw))
 
 
 #: How deep a rejected object's payload is written out when it is too deep to write whole.

@@ -314,7 +314,7 @@ def test_an_aging_pass_in_slices_emits_each_customer_once_and_skips_partitions_g
     """The worker walks a long aging pass a slice at a time, with batches in between."""
     pipeline, sink, table = new_pipeline(ModelConfig(), partitions=2)
     feed(pipeline, [purchase(f"c{i}", 1, i) for i in range(12)])
-    in_order = {p: [key.decode() for key in table if pipeline.home(key) == p] for p in (0, 1)}
+    in_order = {p: [key.decode() for key in table if pipeline.partition_of(key) == p] for p in (0, 1)}
     aging = pipeline.start_aging({0, 1}, min_advance_s=0.0)
     start = len(sink.features)
     assert aging.step(12 + 3) == 3 and not aging.done  # walk 1 visits all 12, walk 2 re-emits 3
@@ -393,10 +393,10 @@ def test_cdnow_churn_ranking_holds_whatever_order_the_partitions_release_labels_
         feed(pipeline, calibration[start : start + 2_000])
         pipeline.age({0, 1, 2, 3}, min_advance_s=0)
         for label in pipeline.take_training().labels:
-            by_partition[pipeline.home(label.customer_id.encode())].append(label)
+            by_partition[pipeline.partition_of(label.customer_id.encode())].append(label)
     watermarks = pipeline.watermarks
     customers = [
-        (key.decode(), profile_inputs(state, profile(state, watermarks[pipeline.home(key)], FEATURES)))
+        (key.decode(), profile_inputs(state, profile(state, watermarks[pipeline.partition_of(key)], FEATURES)))
         for key, state in table.items()
     ]
     churned = [customer not in holdout_buyers for customer, _ in customers]

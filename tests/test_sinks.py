@@ -19,7 +19,7 @@ from schemas.events import Purchase, parse_event
 from sinks.clickhouse import ClickHouseSink, Insert, StagedInsert, connect, encode, migrate, stage
 from sinks.query import connect_readonly, run_readonly
 from sinks.tables import DATABASE, RAW_EVENT_TABLES, TABLES
-from streams.worker.processes import describe, staged_inserts
+from streams.worker.processes import rows_request, staged_inserts
 
 pytestmark = pytest.mark.integration  # embedded ClickHouse
 
@@ -271,7 +271,7 @@ class ToMainProcess:
     def forward(self, inserts: list[Insert]) -> None:
         self.requests += 1
         staged = [stage(insert, self.directory) for insert in inserts]
-        self.main.insert(staged_inserts(describe(self.directory, staged), self.staging))
+        self.main.insert(staged_inserts(rows_request(self.directory, staged), self.staging))
 
 
 def test_a_helper_process_write_reaches_clickhouse_in_one_request(tmp_path: Path) -> None:
@@ -308,7 +308,7 @@ def test_a_helper_process_write_reaches_clickhouse_in_one_request(tmp_path: Path
     ):
         with pytest.raises(ValueError, match="not the table, columns and format"):
             main.insert([good, wrong])
-    body = describe(link.directory, [good])
+    body = rows_request(link.directory, [good])
     with pytest.raises(ValueError, match="not a body of staged inserts"):
         staged_inserts(body[:-1], staging)
     for wrong_body, reason in (

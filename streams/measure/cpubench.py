@@ -96,7 +96,7 @@ def run_cpu_bench(events: int, batch_messages: int = 50, age_every: int = 3, see
             if number % age_every == 0:
                 pipeline.age(set(range(settings.partitions)), settings.aging_min_advance_s)
                 if isinstance(table, DiskTable):  # a checkpoint
-                    changes = table.take_changes(pipeline.home)
+                    changes = table.take_changes(pipeline.partition_of)
                     changelog_bytes += sum(len(value or b"") for records in changes.values() for _, value in records)
                     table.persist(changes, dict.fromkeys(changes, number))
                 pipeline.checkpointed()

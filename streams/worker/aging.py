@@ -160,7 +160,7 @@ class AgingPass:
     def _walk(self, partition: int) -> Walk:
         walk = self.walks.get(partition)
         if walk is None:
-            walk = self.walks[partition] = Walk(self.pipeline.table, partition, self.pipeline.home)
+            walk = self.walks[partition] = Walk(self.pipeline.table, partition, self.pipeline.partition_of)
         return walk
 
     def _measure(self, partition: int, customers: list[tuple[bytes, CustomerState]]) -> None:

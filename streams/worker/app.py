@@ -138,7 +138,7 @@ class Worker:
             else DiskTable(
                 cast(CustomerStore, self.table.data)._db_for_partition,
                 self._owned_partitions,
-                lambda key: self.pipeline.home(key),
+                lambda key: self.pipeline.partition_of(key),
                 settings.state_cache_customers,
             )
         )
@@ -255,7 +255,7 @@ class Worker:
         their owner serves and counts them. Should their partition come back, faust's recovery
         reads its changelog from the start. Their changes were all sent on revocation."""
         mine = {tp.partition for tp in assigned if tp.topic == PURCHASES}
-        self.customers.drop(lambda key: self.pipeline.home(key) not in mine)
+        self.customers.drop(lambda key: self.pipeline.partition_of(key) not in mine)
 
     async def _age(self) -> None:
         """An aging pass (:class:`~streams.worker.aging.AgingPass`) in slices, with batches in between."""
@@ -361,7 +361,7 @@ class Worker:
         producer's next flush waits for them); on disk, once the broker acknowledged them,
         with the changelog offsets they reach (a restart reads the changelog from there)."""
         topic = self.table.changelog_topic.get_topic_name()
-        changes = self.customers.take_changes(self.pipeline.home)
+        changes = self.customers.take_changes(self.pipeline.partition_of)
         last = {
             partition: await cast(FlushingProducer, self.app.producer).send_records(topic, partition, records)
             for partition, records in changes.items()

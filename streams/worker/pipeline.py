@@ -82,7 +82,7 @@ class TrainingBatch:
 
 
 NET_VALUE = INPUTS.index("monetary_total")  # net of refunds in the model inputs
-#: Customers whose partition :meth:`CustomerPipeline.home` remembers (about 100 bytes each;
+#: Customers whose partition :meth:`CustomerPipeline.partition_of` remembers (about 100 bytes each;
 #: computing one costs about 3 µs).
 KNOWN_PARTITIONS = 1_000_000
 #: A position after every event of the journal.
@@ -239,11 +239,11 @@ class CustomerPipeline:
             yield from self.table.customers(partitions)  # type: ignore[misc]
             return
         for key, state in self.table.items():
-            home = self.home(key)
+            home = self.partition_of(key)
             if home in partitions:
                 yield home, key, state
 
-    def home(self, key: bytes) -> int:
+    def partition_of(self, key: bytes) -> int:
         """The input partition of a customer key (also its changelog partition)."""
         home = self._partition_of.get(key)
         if home is None:
@@ -279,7 +279,7 @@ class CustomerPipeline:
             for index, event in enumerate(events):
                 customer = event.customer_id
                 key = customer.encode()
-                home = self.home(key)
+                home = self.partition_of(key)
                 if home != message.partition:
                     rejects.append(
                         Rejected(

@@ -43,7 +43,7 @@ def auth_headers(settings: Settings) -> dict[str, str]:
     return bearer(settings.api_key.get_secret_value() if settings.api_key else None)
 
 
-def describe(directory: Path, staged: list[StagedInsert]) -> bytes:
+def rows_request(directory: Path, staged: list[StagedInsert]) -> bytes:
     """The body of ``POST /internal/rows``: a helper's staged inserts, by the name of its
     staging directory."""
     return orjson.dumps(
@@ -58,7 +58,7 @@ def describe(directory: Path, staged: list[StagedInsert]) -> bytes:
 
 
 def staged_inserts(body: bytes, staging: Path) -> list[StagedInsert]:
-    """The staged inserts a body made by :func:`describe` names, in a helper's directory under
+    """The staged inserts a body made by :func:`rows_request` names, in a helper's directory under
     ``staging``; ValueError when it is not such a body, or a file is not as described."""
     try:
         request = orjson.loads(body)
@@ -108,7 +108,7 @@ class RemoteRows:
     def forward(self, inserts: list[Insert]) -> None:
         staged = [stage(insert, self.directory) for insert in inserts]
         request = urllib.request.Request(
-            self.url, data=describe(self.directory, staged), headers=self.headers, method="POST"
+            self.url, data=rows_request(self.directory, staged), headers=self.headers, method="POST"
         )
         try:
             with urllib.request.urlopen(request, timeout=120) as response:
