@@ -22,7 +22,11 @@ from streams.sdk.publisher import EventPublisher
 from streams.worker.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-CDNOW = ROOT.parent / "shared" / "data" / "cdnow_dev.txt"
+#: Real purchases (see tests/data/README.md): the development half of CDNOW next to the
+#: checkout when it is there, else the sample of it in the repository.
+CDNOW_DEVELOPMENT = ROOT.parent / "shared" / "data" / "cdnow_dev.txt"
+CDNOW_SAMPLE = ROOT / "tests" / "data" / "cdnow_sample.txt"
+CDNOW = CDNOW_DEVELOPMENT if CDNOW_DEVELOPMENT.exists() else CDNOW_SAMPLE
 #: Fixtures that start the local broker or a worker: a test using one is an integration test.
 INTEGRATION_FIXTURES = frozenset({"storage", "kafka", "broker", "worker_env", "start_worker"})
 

@@ -22,7 +22,7 @@ import pytest
 from schemas.topics import partition_for
 from streams.local.until import until
 from streams.sdk.publisher import EventPublisher
-from tests.conftest import CDNOW, ROOT, assert_exact_purchases, free_port, publish, purchases
+from tests.conftest import CDNOW, CDNOW_DEVELOPMENT, ROOT, assert_exact_purchases, free_port, publish, purchases
 
 
 def cdnow_truth() -> dict[str, dict[str, Any]]:
@@ -44,8 +44,9 @@ def _epoch(value: str) -> float:
     return datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp()
 
 
-@pytest.mark.skipif(not CDNOW.exists(), reason="needs ../shared/data/cdnow_dev.txt")
 def test_cdnow_replayed_twice_gives_exact_customers(start_worker: Any) -> None:
+    truth = cdnow_truth()
+    lines = sum(row["n"] for row in truth.values())  # 35,304 in the development half
     worker = start_worker()
     command = [
         sys.executable,
@@ -64,25 +65,24 @@ def test_cdnow_replayed_twice_gives_exact_customers(start_worker: Any) -> None:
             command, env=worker.env, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
         )
         assert done.returncode == 0, done.stderr[-2000:]
-        assert "in ClickHouse: 35304/35304 events" in done.stdout
-    truth = cdnow_truth()
+        assert f"in ClickHouse: {lines}/{lines} events" in done.stdout
     with contextlib.suppress(TimeoutError):  # the assertion below says how many
-        until(lambda: worker.metric("crm360_duplicates_skipped_total") >= 35_304, "the second replay skipped")
-    assert worker.metric("crm360_duplicates_skipped_total") == 35_304  # the whole second replay, at any lateness
-    assert worker.metric("crm360_events_applied_total") == 35_304
+        until(lambda: worker.metric("crm360_duplicates_skipped_total") >= lines, "the second replay skipped")
+    assert worker.metric("crm360_duplicates_skipped_total") == lines  # the whole second replay, at any lateness
+    assert worker.metric("crm360_events_applied_total") == lines
     assert worker.metric("crm360_late_events_total") == 0  # each customer's purchases are in order in the file
     rows = worker.sql(
         "SELECT customer_id, purchase_count, monetary_total, first_purchase_at, last_purchase_at "
         "FROM customer_features FINAL"
     )
-    assert len(rows) == len(truth) == 11_785
+    assert len(rows) == len(truth) == (11_785 if CDNOW == CDNOW_DEVELOPMENT else 2_357)
     for row in rows:
         want = truth[row["customer_id"]]
         assert row["purchase_count"] == want["n"]
         assert row["monetary_total"] == pytest.approx(want["total"], abs=0.005)
         assert _epoch(row["first_purchase_at"]) == want["first"]
         assert _epoch(row["last_purchase_at"]) == want["last"]
-    assert worker.sql("SELECT count() AS n FROM purchases FINAL")[0]["n"] == 35_304
+    assert worker.sql("SELECT count() AS n FROM purchases FINAL")[0]["n"] == lines
 
 
 def test_a_purchase_two_weeks_late_counts_once_also_when_published_again(start_worker: Any, broker: str) -> None:
