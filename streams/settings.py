@@ -10,6 +10,7 @@ Examples
 from __future__ import annotations
 
 import os
+from enum import Enum
 from pathlib import Path
 from typing import Literal, TypedDict
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -31,6 +32,14 @@ class RocksDBSizes(TypedDict):
     max_write_buffer_number: int
     block_cache_size: int
     target_file_size_base: int
+
+
+class Role(Enum):
+    """What a process of a worker is: the main one (its web address is the worker's; with
+    embedded ClickHouse it writes every process's rows; it starts the helpers) or a helper."""
+
+    MAIN = "main"
+    HELPER = "helper"
 
 
 class Settings(BaseSettings):
@@ -192,6 +201,15 @@ class Settings(BaseSettings):
     @property
     def web_url(self) -> str:
         return f"http://{self.web_host}:{self.web_port}"
+
+    @property
+    def role(self) -> Role:
+        """A helper is told its main process's address (``main_url``); the main process is not.
+
+        >>> Settings().role, Settings(main_url="http://127.0.0.1:6066").role
+        (<Role.MAIN: 'main'>, <Role.HELPER: 'helper'>)
+        """
+        return Role.MAIN if self.main_url is None else Role.HELPER
 
     def environment(self, *names: str, **values: object) -> dict[str, str]:
         """The ``CRM360_*`` variables that give a child process the fields ``names`` as set

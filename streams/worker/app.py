@@ -31,7 +31,7 @@ from schemas.rows import DeadLetter
 from schemas.topics import CHURN_ALERTS, DEAD_LETTERS, INPUT_TOPICS, PURCHASES
 from sinks.clickhouse import ClickHouseSink, connect, migrate
 from sinks.query import ReadOnlyPool, reader_statements
-from streams.settings import Settings
+from streams.settings import Role, Settings
 from streams.worker.changelog import BufferedTable
 from streams.worker.faust_corrections import App, CustomerStore, ExactTableManager, FlushingProducer
 from streams.worker.memory import rare_garbage_collection, release_freed_memory
@@ -101,7 +101,9 @@ class Worker:
             web_application_options={"client_max_size": MAX_BODY_BYTES + 1},  # a body may be that long
             # Each process its own (RocksDB locks its files), the same on every start.
             datadir=str(
-                settings.data_path / "faust" / (f"helper-{settings.helper_number}" if settings.main_url else "")
+                settings.data_path
+                / "faust"
+                / (f"helper-{settings.helper_number}" if settings.role is Role.HELPER else "")
             ),
             autodiscover=False,
             TableManager=ExactTableManager,
@@ -159,7 +161,7 @@ class Worker:
         self.dashboard_reads: ReadOnlyPool | None = None
         self.sql_reads: ReadOnlyPool | None = None
         staging: Path | None = None
-        if settings.main_url and settings.embedded_clickhouse:  # a helper: the main process writes
+        if settings.role is Role.HELPER and settings.embedded_clickhouse:  # the main process writes
             self.writer = RemoteRows(settings, settings.staging_path / str(settings.web_port))
         else:
             self.writer = connect(settings.clickhouse_url)
@@ -175,7 +177,7 @@ class Worker:
         self.sink = ClickHouseSink(self.writer, staging)
         #: The other processes of this worker (the main process starts them).
         self.helpers = (
-            Helpers(settings, settings.processes - 1) if settings.processes > 1 and not settings.main_url else None
+            Helpers(settings, settings.processes - 1) if settings.processes > 1 and settings.role is Role.MAIN else None
         )
         self.alerts_topic = self.app.topic(
             CHURN_ALERTS, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"

@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from processors.models import Models, Trainer
 from processors.snapshots import LabelledSnapshot
 from schemas.topics import CHURN_MODELS, MODEL_TRAINING
+from streams.settings import Role
 from streams.worker.pipeline import TrainingBatch
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ class ModelHub:
         self.caught_up = asyncio.Event()
         self.trainer: Trainer | None = None
         self.recorded_version = 0  # the trainer's model version whose quality is in model_metrics
-        if not worker.settings.main_url:  # only processes subscribed to the topic are assigned its partition
+        if worker.settings.role is Role.MAIN:  # only processes subscribed to the topic are assigned its partition
             worker.app.agent(self.training_topic, name="trainer")(self._train)
             worker.app.timer(METRICS_INTERVAL_S)(self._record_quality)
         worker.app.task(self._follow)

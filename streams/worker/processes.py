@@ -33,7 +33,7 @@ import orjson
 
 from sinks.clickhouse import Insert, StagedInsert, stage
 from streams.sdk.client import bearer
-from streams.settings import Settings
+from streams.settings import Role, Settings
 from streams.worker.children import spawn, stop_processes
 from streams.worker.ports import free_port
 
@@ -99,7 +99,7 @@ class RemoteRows:
     ClickHouse."""
 
     def __init__(self, settings: Settings, directory: Path) -> None:
-        assert settings.main_url
+        assert settings.role is Role.HELPER
         self.url = f"{settings.main_url}/internal/rows"
         self.headers = auth_headers(settings)
         self.directory = directory

@@ -24,6 +24,7 @@ from schemas.topics import INPUT_TOPICS, partition_for
 from sinks.query import run_readonly
 from streams.analytics.dashboard import DashboardCache, dashboard_data, dashboard_page, plotly_js
 from streams.sdk.client import bearer
+from streams.settings import Role
 from streams.worker.pipeline import conflict
 from streams.worker.processes import staged_inserts
 
@@ -212,8 +213,8 @@ def register_views(worker: Worker) -> None:
         async def get(self, request: Request) -> Response:
             return self.json(process_figures(worker))
 
-    if settings.main_url:
-        return  # a helper process: what follows reads ClickHouse, which the main process owns
+    if settings.role is Role.HELPER:
+        return  # what follows reads ClickHouse, which the main process owns
 
     assert worker.dashboard_reads and worker.sql_reads
     dashboard_reads, sql_reads = worker.dashboard_reads, worker.sql_reads
