@@ -190,7 +190,7 @@ class Worker:
             settings.models_config(),
             rescore_interval_s=settings.rescore_interval_s,
         )
-        self.models = ModelHub(self)
+        self.models = ModelHub(self.app, settings, self.pipeline, self.sink)
         self.lock = asyncio.Lock()  # held while processing, and around offset commits
         self.write_lock = asyncio.Lock()  # ClickHouse writes, one at a time and in order
         self.writing: asyncio.Task[None] | None = None  # a write in the background

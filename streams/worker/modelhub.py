@@ -30,7 +30,9 @@ from streams.settings import Role
 from streams.worker.pipeline import TrainingBatch
 
 if TYPE_CHECKING:
-    from streams.worker.app import Worker
+    from sinks.clickhouse import ClickHouseSink
+    from streams.settings import Settings
+    from streams.worker.pipeline import CustomerPipeline
 
 log = logging.getLogger("crm360")
 #: Records per training message (keeps messages well under Kafka's 1 MB default).
@@ -64,11 +66,11 @@ def decode_training(value: bytes) -> TrainingBatch:
 
 
 class ModelHub:
-    """The trainer agent and the model follower of one worker."""
+    """The trainer agent and the model follower of one worker process: declared on ``app``,
+    swapping new versions into ``pipeline``, recording the trainer's quality through ``sink``."""
 
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        settings = worker.settings
+    def __init__(self, app: faust.App, settings: Settings, pipeline: CustomerPipeline, sink: ClickHouseSink) -> None:
+        self.settings, self.pipeline, self.sink = settings, pipeline, sink
         self.config = settings.models_config()
         raw: dict[str, Any] = {
             "key_type": bytes,
@@ -76,17 +78,17 @@ class ModelHub:
             "key_serializer": "raw",
             "value_serializer": "raw",
         }
-        self.training_topic = worker.app.topic(MODEL_TRAINING, partitions=1, maxsize=2 * MESSAGES_AT_ONCE, **raw)
-        self.models_topic = worker.app.topic(CHURN_MODELS, partitions=1, **raw)
+        self.training_topic = app.topic(MODEL_TRAINING, partitions=1, maxsize=2 * MESSAGES_AT_ONCE, **raw)
+        self.models_topic = app.topic(CHURN_MODELS, partitions=1, **raw)
         self.latest: bytes | None = None
         self.latest_version = 0
         self.caught_up = asyncio.Event()
         self.trainer: Trainer | None = None
         self.recorded_version = 0  # the trainer's model version whose quality is in model_metrics
-        if worker.settings.role is Role.MAIN:  # only processes subscribed to the topic are assigned its partition
-            worker.app.agent(self.training_topic, name="trainer")(self._train)
-            worker.app.timer(METRICS_INTERVAL_S)(self._record_quality)
-        worker.app.task(self._follow)
+        if settings.role is Role.MAIN:  # only processes subscribed to the topic are assigned its partition
+            app.agent(self.training_topic, name="trainer")(self._train)
+            app.timer(METRICS_INTERVAL_S)(self._record_quality)
+        app.task(self._follow)
 
     async def send_training(self, batch: TrainingBatch) -> None:
         for value in encode_training(batch):
@@ -94,7 +96,7 @@ class ModelHub:
 
     async def _follow(self) -> None:
         """Keep the newest published model version; swap it into the pipeline."""
-        settings = self.worker.settings
+        settings = self.settings
         consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
             enable_auto_commit=False,
@@ -127,11 +129,11 @@ class ModelHub:
             return
         if models.version > self.latest_version:
             self.latest, self.latest_version = raw, models.version
-            self.worker.pipeline.use_models(models)
+            self.pipeline.use_models(models)
 
     async def _train(self, stream: faust.StreamT) -> None:
         async for events in cast(faust.Stream, stream).take_events(
-            MESSAGES_AT_ONCE, within=self.worker.settings.trainer_publish_interval_s
+            MESSAGES_AT_ONCE, within=self.settings.trainer_publish_interval_s
         ):
             await self.caught_up.wait()
             trainer = self.trainer
@@ -158,7 +160,7 @@ class ModelHub:
         if trainer is None or trainer.models.version == self.recorded_version:
             return
         self.recorded_version = trainer.models.version
-        models, sink = trainer.models, self.worker.sink
+        models, sink = trainer.models, self.sink
         at = datetime.fromtimestamp(time.time(), tz=UTC)
         report: dict[str, Any] = trainer.quality.report()
         sink.add_row(
