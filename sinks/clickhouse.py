@@ -275,7 +275,7 @@ def stage(insert: Insert, directory: Path) -> StagedInsert:
     """Write ``insert``'s body to its table's file in ``directory``.
 
     A table's file is rewritten in place write after write: creating and deleting a file per
-    insert cost more than the write (the inode allocation of an ext4 without journal).
+    insert can cost more than the write itself (inode allocation on some file systems).
     """
     path = directory / insert.table
     with path.open("wb") as file:

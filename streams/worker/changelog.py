@@ -1,7 +1,7 @@
 """The customer table as the pipeline writes it: changes are sent to the changelog in bulk.
 
-A write to a Faust table sends one changelog record through Faust's per-message path, about
-70 µs each (``../shared/notes/performance.md``): at bench rates a fifth of the worker's time.
+A write to a Faust table sends one changelog record through Faust's per-message path, which
+at the worker's rates costs a large share of its time (docs/performance.md).
 The pipeline writes to a :class:`BufferedTable` instead. It keeps states in the Faust table's
 local store and remembers which customers changed; after each batch the worker takes their
 records (:meth:`BufferedTable.take_changes`) and sends one record batch per partition through
