@@ -203,6 +203,15 @@ class Settings(BaseSettings):
         return f"http://{self.web_host}:{self.web_port}"
 
     @property
+    def key(self) -> str | None:
+        """The API key as text, None when there is none.
+
+        >>> Settings(api_key="s3cret").key, Settings().key
+        ('s3cret', None)
+        """
+        return self.api_key.get_secret_value() if self.api_key else None
+
+    @property
     def role(self) -> Role:
         """A helper is told its main process's address (``main_url``); the main process is not.
 

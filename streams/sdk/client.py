@@ -47,8 +47,7 @@ class WorkerClient:
 
     @classmethod
     def for_settings(cls, settings: Settings, timeout: float = 60.0) -> WorkerClient:
-        key = settings.api_key.get_secret_value() if settings.api_key else None
-        return cls(settings.web_url, key, timeout)
+        return cls(settings.web_url, settings.key, timeout)
 
     def request(
         self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None

@@ -40,7 +40,7 @@ from streams.worker.ports import free_port
 
 def auth_headers(settings: Settings) -> dict[str, str]:
     """What a helper sends to the main process with its requests."""
-    return bearer(settings.api_key.get_secret_value() if settings.api_key else None)
+    return bearer(settings.key)
 
 
 def rows_request(directory: Path, staged: list[StagedInsert]) -> bytes:

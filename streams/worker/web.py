@@ -74,7 +74,7 @@ def _plain_row(row: dict[str, Any]) -> dict[str, Any]:
 def register_views(worker: Worker) -> None:
     """Add the crm360 endpoints to the worker's Faust web server."""
     app, settings = worker.app, worker.settings
-    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    api_key = settings.key
 
     def authorized(request: Request) -> bool:
         """The API key as a bearer token, or (for the dashboard in a browser) as ``?key=``."""
