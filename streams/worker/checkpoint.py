@@ -1,0 +1,78 @@
+"""What an offset commit waits for: the pending rows written, then the changed customer states
+sent to the changelog (and, on disk, written to the state store with the changelog offsets they
+reach: a restart reads the changelog from there).
+
+Rows go first: a state sent ahead of its rows would make the messages read again after a crash
+duplicates, whose raw rows were then lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import cast
+
+import faust
+
+from streams.worker.changelog import BufferedTable
+from streams.worker.faust_corrections import FlushingProducer
+from streams.worker.memory import release_freed_memory
+from streams.worker.pipeline import CustomerPipeline
+from streams.worker.statestore import DiskTable
+from streams.worker.writes import RowWriter, WriteAbandoned
+
+log = logging.getLogger("crm360")
+
+
+class Checkpoint:
+    """Writes ``writer``'s rows, then sends ``customers``' changes to ``changelog_topic``
+    through ``app``'s producer."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        changelog_topic: str,
+        customers: BufferedTable,
+        pipeline: CustomerPipeline,
+        writer: RowWriter,
+    ) -> None:
+        self.app, self.changelog_topic = app, changelog_topic
+        self.customers, self.pipeline, self.writer = customers, pipeline, writer
+
+    async def write_then_send_state(self) -> bool:
+        """Write the pending rows, then send the state changes; whether it did. A stopping worker
+        that gave rows up (here, or in a background write) sends no state any more: the next
+        start applies those messages again and writes their rows."""
+        try:
+            await self.writer.flush()
+        except WriteAbandoned as error:
+            log.error("%s; no offset committed", error)
+        if self.writer.abandoned:
+            return False
+        await self.send_state()
+        # What the interval freed (decoded states, their JSON, messages) back to the system.
+        await asyncio.to_thread(release_freed_memory)
+        return True
+
+    async def write_state_when_large(self) -> None:
+        """A checkpoint without its offset commit (the messages are read again after a crash, as
+        duplicates) once more customers changed than the state cache holds: on disk, changed
+        states stay in memory until written."""
+        customers = self.customers
+        if isinstance(customers, DiskTable) and customers.changes() > customers.cache_size:
+            await self.write_then_send_state()
+
+    async def send_state(self) -> None:
+        """The states of customers changed since the last call to the changelog (the producer's
+        next flush waits for them); on disk, once the broker acknowledged them, with the
+        changelog offsets they reach."""
+        producer = cast(FlushingProducer, self.app.producer)
+        changes = self.customers.take_changes(self.pipeline.partition_of)
+        last = {
+            partition: await producer.send_records(self.changelog_topic, partition, records)
+            for partition, records in changes.items()
+        }
+        if isinstance(self.customers, DiskTable):
+            offsets = {partition: (await sent).offset + count - 1 for partition, (sent, count) in last.items()}
+            self.customers.persist(changes, offsets)
+        self.pipeline.checkpointed()

@@ -1,0 +1,35 @@
+"""What a worker process publishes besides its state: dead letters and churn alerts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from schemas.alerts import ChurnAlert
+from schemas.rows import DeadLetter
+from schemas.topics import CHURN_ALERTS, DEAD_LETTERS
+
+
+class Outbox:
+    """The ``dead-letters`` and ``churn-alerts`` topics, declared on ``app``."""
+
+    def __init__(self, app: faust.App) -> None:
+        raw: dict[str, Any] = {
+            "key_type": bytes,
+            "value_type": bytes,
+            "key_serializer": "raw",
+            "value_serializer": "raw",
+        }
+        self.dead_letter_topic = app.topic(DEAD_LETTERS, **raw)
+        self.alerts_topic = app.topic(CHURN_ALERTS, **raw)
+
+    async def dead_letters(self, letters: list[DeadLetter]) -> None:
+        """Each letter, keyed by the topic its record came from."""
+        for letter in letters:
+            await self.dead_letter_topic.send(key=letter.topic.encode(), value=letter.message())
+
+    async def alerts(self, alerts: list[ChurnAlert]) -> None:
+        """Each alert as JSON, keyed by its customer."""
+        for alert in alerts:
+            await self.alerts_topic.send(key=alert.customer_id.encode(), value=alert.model_dump_json().encode())
