@@ -33,6 +33,7 @@ from sinks.clickhouse import ClickHouseSink, connect, encode, migrate
 from streams.measure.bench import plain_update, simulated_events
 from streams.settings import Settings
 from streams.worker.memory import rare_garbage_collection
+from streams.worker.modelhub import encode_training
 from streams.worker.pipeline import CustomerPipeline, Message
 from streams.worker.statestore import DiskTable
 
@@ -108,7 +109,7 @@ def run_cpu_bench(events: int, batch_messages: int = 50, age_every: int = 3, see
             inserted = time.process_time()
             digest.update(repr([(d.reason, d.offset) for d in dead]).encode())
             digest.update(repr([a.model_dump_json() for a in pipeline.take_alerts()]).encode())
-            digest.update(repr((training.observations, training.labels)).encode())
+            digest.update(b"".join(encode_training(training)))  # as the trainer receives them
             for name, rows in sink.pending.items():
                 if rows:
                     digest.update(encode(name, rows).body)
