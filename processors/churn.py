@@ -1,6 +1,6 @@
 """The churn model: an online logistic regression on transformed customer inputs.
 
-Inputs (``processors.snapshots.INPUTS``) are turned into features on log scales, with
+Inputs (``processors.snapshots.Inputs``) are turned into features on log scales, with
 recency measured against the customer's own purchase rhythm and age; the model is River's
 ``StandardScaler | LogisticRegression``, learning one delayed label at a time.
 
@@ -14,8 +14,8 @@ this ranks next-39-week churn better than days since the last purchase alone.
 Examples
 --------
 >>> model = ChurnModel(learning_rate=0.05)
->>> loyal = [2.0, 12.0, 600.0, 300.0, 25.0, 4.0, 200.0, 3.0, 5.0, 60.0, 298.0]
->>> lapsed = [200.0, 1.0, 15.0, 200.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+>>> loyal = Inputs(2.0, 12.0, 600.0, 300.0, 25.0, 4.0, 200.0, 3.0, 5.0, 60.0, 298.0)
+>>> lapsed = Inputs(200.0, 1.0, 15.0, 200.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 >>> for _ in range(200):  # learn returns what the model expected of the label before
 ...     expected_loyal = model.learn(loyal, churned=False)
 ...     expected_lapsed = model.learn(lapsed, churned=True)
@@ -35,6 +35,7 @@ from typing import Any
 
 from river import compose, linear_model, optim, preprocessing
 
+from processors.snapshots import Inputs
 from processors.standardize import standard_scaling
 
 #: Feature names, in the user's words where possible.
@@ -53,26 +54,30 @@ FEATURES = (
     "log_visits_30d",
     "lapse_evidence",
 )
-_R, _N, _M, _T, _GAP, _P90, _REV90, _ENG, _V30 = range(9)  # the first nine INPUTS
 #: Time scale of ``lapse_evidence`` (days).
 LAPSE_SCALE_DAYS = 90.0
 #: Scores use the learned weights averaged over about this many of the latest labels.
 AVERAGING_LABELS = 10_000
 
 
-def churn_features(inputs: list[float]) -> dict[str, float]:
+def churn_features(inputs: Inputs) -> dict[str, float]:
     """Model features of one customer's inputs.
 
     ``lapse_evidence`` is the log of the term by which Pareto/NBD's odds that a customer has
     lapsed grow with a quiet spell: purchases × log((tenure + s) / (tenure − recency + s)).
     The same quiet spell says more about a frequent buyer than about a one-time one.
 
-    >>> features = churn_features([30.0, 3.0, 90.0, 120.0, 45.0, 1.0, 30.0, 0.0, 0.0, 0.0, 120.0])
+    >>> features = churn_features(Inputs(30.0, 3.0, 90.0, 120.0, 45.0, 1.0, 30.0, 0.0, 0.0, 0.0, 120.0))
     >>> features["recency_vs_rhythm"], round(features["lapse_evidence"], 4)
     (0.5021, 0.4625)
     """
-    recency, count, monetary, tenure = inputs[_R], inputs[_N], inputs[_M], inputs[_T]
-    gap = inputs[_GAP]
+    recency, count, monetary, tenure = (
+        inputs.recency_days,
+        inputs.purchase_count,
+        inputs.monetary_total,
+        inputs.tenure_days,
+    )
+    gap = inputs.mean_days_between_purchases
     return {
         "log_recency": math.log1p(recency),
         "log_repeat_purchases": math.log1p(max(count - 1.0, 0.0)),
@@ -82,10 +87,10 @@ def churn_features(inputs: list[float]) -> dict[str, float]:
         "log_tenure": math.log1p(tenure),
         "log_avg_order_value": math.log1p(monetary / count) if count else 0.0,
         "log_monetary_total": math.log1p(monetary),
-        "log_purchases_90d": math.log1p(inputs[_P90]),
-        "log_revenue_90d": math.log1p(max(inputs[_REV90], 0.0)),
-        "log_engagement": math.log1p(inputs[_ENG]),
-        "log_visits_30d": math.log1p(inputs[_V30]),
+        "log_purchases_90d": math.log1p(inputs.purchases_90d),
+        "log_revenue_90d": math.log1p(max(inputs.revenue_90d, 0.0)),
+        "log_engagement": math.log1p(inputs.engagement_score),
+        "log_visits_30d": math.log1p(inputs.visits_30d),
         "lapse_evidence": count
         * math.log((tenure + LAPSE_SCALE_DAYS) / (max(tenure - recency, 0.0) + LAPSE_SCALE_DAYS)),
     }
@@ -120,7 +125,7 @@ class ChurnModel:
         state.setdefault("intercept", learned.intercept)
         self.__dict__.update(state)
 
-    def probability(self, inputs: list[float]) -> float:
+    def probability(self, inputs: Inputs) -> float:
         """Churn probability of one customer (0.5 before any label was learned)."""
         if self._folded_at != self.labels_learned:
             self._folded, self._folded_at = self._fold_scaler(), self.labels_learned
@@ -136,7 +141,7 @@ class ChurnModel:
             intercept -= coefficient * mean
         return intercept, coefficients
 
-    def learn(self, inputs: list[float], churned: bool) -> float:
+    def learn(self, inputs: Inputs, churned: bool) -> float:
         """Learn from one matured label and fold the new weights into the average; returns
         the probability the model gave the label before (what prequential quality measures:
         the same as :meth:`probability` then, without folding the scaler for every label)."""
@@ -155,7 +160,7 @@ class ChurnModel:
         self.intercept += (learned.intercept - self.intercept) * rate
         return before
 
-    def contributions(self, inputs: list[float]) -> dict[str, float]:
+    def contributions(self, inputs: Inputs) -> dict[str, float]:
         """Each feature's share of the log-odds (weight times standardized value)."""
         scaler: preprocessing.StandardScaler = self.pipeline["StandardScaler"]
         scaled = scaler.transform_one(churn_features(inputs))

@@ -59,7 +59,7 @@ WINDOW_DAYS = 90
 #: Columns of a daily bucket.
 B_PURCHASES, B_REVENUE, B_VISITS, B_LIKES, B_COMMENTS, B_SHARES = range(6)
 #: Numbers in one churn snapshot: its event time, its outcome and the model inputs
-#: (``processors.snapshots.INPUTS``).
+#: (``processors.snapshots.Inputs``).
 SNAPSHOT_WIDTH = 13
 _SOCIAL_BUCKET = {"like": B_LIKES, "comment": B_COMMENTS, "share": B_SHARES}
 PROFILE_FIELDS = ("region", "city", "age_band", "gender", "signup_at", "acquisition_channel")

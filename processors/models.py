@@ -8,10 +8,10 @@ restarts from it neither skips nor repeats a label.
 
 Examples
 --------
->>> from processors.snapshots import LabelledSnapshot
+>>> from processors.snapshots import Inputs, LabelledSnapshot
 >>> trainer = Trainer(ModelConfig(segment_warmup=2))
->>> lapsed = [200.0, 1.0, 15.0, 200.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
->>> loyal = [2.0, 9.0, 500.0, 300.0, 30.0, 3.0, 150.0, 2.0, 4.0, 40.0, 298.0]
+>>> lapsed = Inputs(200.0, 1.0, 15.0, 200.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+>>> loyal = Inputs(2.0, 9.0, 500.0, 300.0, 30.0, 3.0, 150.0, 2.0, 4.0, 40.0, 298.0)
 >>> trainer.observe([lapsed, loyal])
 >>> trainer.learn([LabelledSnapshot("c1", 0.0, True, lapsed), LabelledSnapshot("c2", 0.0, False, loyal)])
 >>> models = Models.from_bytes(trainer.publish(training_offset=7))
@@ -26,16 +26,17 @@ from __future__ import annotations
 
 import math
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from processors.churn import ChurnModel
 from processors.config import ModelConfig
 from processors.quality import Prequential
 from processors.segments import Segmenter
-from processors.snapshots import LabelledSnapshot
+from processors.snapshots import Inputs, LabelledSnapshot
 
 
-def finite(inputs: list[float]) -> bool:
+def finite(inputs: Sequence[float]) -> bool:
     """Whether every input is a finite number. Bounded amounts keep them so (``schemas.events``);
     the trainer checks anyway, as one infinite input crashed it (NaN centroids) and would
     poison every later version of the model.
@@ -69,7 +70,7 @@ class Models:
             Segmenter(config.segments, config.segment_step, config.segment_warmup),
         )
 
-    def score(self, inputs: list[float]) -> Score:
+    def score(self, inputs: Inputs) -> Score:
         return Score(round(self.churn.probability(inputs), 4), self.segmenter.segment(inputs))
 
     def to_bytes(self) -> bytes:
@@ -91,7 +92,7 @@ class Trainer:
         self.models = start or Models.initial(config)
         self.quality = Prequential(window)
 
-    def observe(self, inputs: list[list[float]]) -> None:
+    def observe(self, inputs: list[Inputs]) -> None:
         """Let the segmenter learn from live customers' inputs (finite ones: see :func:`finite`)."""
         for one in filter(finite, inputs):
             self.models.segmenter.learn(one)

@@ -11,8 +11,8 @@ segments' (in standard units), e.g. ``"high spend · frequent · engaged"``.
 Examples
 --------
 >>> segmenter = Segmenter(segments=2, step=0.05, warmup=50)
->>> big = [3.0, 20.0, 4000.0, 400.0, 20.0, 5.0, 900.0, 12.0, 8.0, 90.0, 400.0]
->>> small = [120.0, 1.0, 15.0, 300.0, -1.0, 0.0, 0.0, 0.0, 0.0, 2.0, 180.0]
+>>> big = Inputs(3.0, 20.0, 4000.0, 400.0, 20.0, 5.0, 900.0, 12.0, 8.0, 90.0, 400.0)
+>>> small = Inputs(120.0, 1.0, 15.0, 300.0, -1.0, 0.0, 0.0, 0.0, 0.0, 2.0, 180.0)
 >>> for _ in range(300):
 ...     segmenter.learn(big)
 ...     segmenter.learn(small)
@@ -29,7 +29,7 @@ import math
 import numpy as np
 from river import cluster, compose, preprocessing
 
-from processors.snapshots import INPUTS
+from processors.snapshots import Inputs
 from processors.standardize import standard_scaling
 
 FEATURES = ("spend_per_order", "purchases_per_month", "visits_per_month")
@@ -39,18 +39,16 @@ WORDS = {
     "purchases_per_month": ("frequent", "infrequent"),
     "visits_per_month": ("engaged", "rarely visits"),
 }
-_N, _M, _T = (INPUTS.index(n) for n in ("purchase_count", "monetary_total", "tenure_days"))
-_GAP, _VISITS, _ACTIVE = (INPUTS.index(n) for n in ("mean_days_between_purchases", "visit_count", "active_days"))
 
 
-def segment_features(inputs: list[float]) -> dict[str, float]:
+def segment_features(inputs: Inputs) -> dict[str, float]:
     """Log-scaled spend, frequency, recency and engagement of one customer's inputs."""
-    count, gap = inputs[_N], inputs[_GAP]
-    buying_days = gap * (count - 1) if count > 1 else inputs[_T]
+    count, gap = inputs.purchase_count, inputs.mean_days_between_purchases
+    buying_days = gap * (count - 1) if count > 1 else inputs.tenure_days
     return {
-        "spend_per_order": math.log1p(inputs[_M] / count) if count else 0.0,
+        "spend_per_order": math.log1p(inputs.monetary_total / count) if count else 0.0,
         "purchases_per_month": math.log1p(30.0 * count / max(buying_days, 30.0)),
-        "visits_per_month": math.log1p(30.0 * inputs[_VISITS] / max(inputs[_ACTIVE], 30.0)),
+        "visits_per_month": math.log1p(30.0 * inputs.visit_count / max(inputs.active_days, 30.0)),
     }
 
 
@@ -70,7 +68,7 @@ class Segmenter:
         self._warmup: list[dict[str, float]] = []
         self.customers_learned = 0
 
-    def learn(self, inputs: list[float]) -> None:
+    def learn(self, inputs: Inputs) -> None:
         x = segment_features(inputs)
         self.customers_learned += 1
         if self.seeded:
@@ -105,7 +103,7 @@ class Segmenter:
         kmeans.centers = {i: dict(zip(FEATURES, map(float, grid[k]))) for i, k in enumerate(np.argsort(-value))}  # type: ignore[misc]
         self.seeded, self._warmup = True, []
 
-    def segment(self, inputs: list[float]) -> int | None:
+    def segment(self, inputs: Inputs) -> int | None:
         """The segment id of one customer (the nearest centroid in standard units), or
         ``None`` until the warm-up customers were seen."""
         if not self.seeded:

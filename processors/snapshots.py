@@ -37,26 +37,38 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from processors import engagement
 from processors.config import DAY, FeatureConfig, ModelConfig
 from processors.features import B_PURCHASES, B_REVENUE, B_VISITS, SNAPSHOT_WIDTH, CustomerState, window_sums
 
-#: The raw numbers a snapshot keeps; the models transform them (see ``processors.churn``).
-INPUTS = (
-    "recency_days",
-    "purchase_count",
-    "monetary_total",
-    "tenure_days",
-    "mean_days_between_purchases",
-    "purchases_90d",
-    "revenue_90d",
-    "engagement_score",
-    "visits_30d",
-    "visit_count",
-    "active_days",
-)
+
+class Inputs(NamedTuple):
+    """The raw numbers the models see of a customer at one time, by name (the models transform
+    them: see ``processors.churn`` and ``processors.segments``); a snapshot keeps them in this
+    order.
+
+    >>> inputs = Inputs(30.0, 3.0, 90.0, 120.0, 45.0, 1.0, 30.0, 0.0, 0.0, 0.0, 120.0)
+    >>> inputs.recency_days, inputs._asdict()["monetary_total"]
+    (30.0, 90.0)
+    """
+
+    recency_days: float
+    purchase_count: float
+    #: Net of refunds.
+    monetary_total: float
+    tenure_days: float
+    #: -1 for fewer than two purchases.
+    mean_days_between_purchases: float
+    purchases_90d: float
+    revenue_90d: float
+    engagement_score: float
+    visits_30d: float
+    visit_count: float
+    active_days: float
+
+
 UNKNOWN, STAYED = -1.0, 0.0
 
 
@@ -67,11 +79,11 @@ class LabelledSnapshot:
     customer_id: str
     at: float
     churned: bool
-    inputs: list[float]
+    inputs: Inputs
 
 
-def inputs_at(state: CustomerState, at: float, features: FeatureConfig) -> list[float]:
-    """Model inputs of ``state`` at event time ``at`` (in the order of :data:`INPUTS`).
+def inputs_at(state: CustomerState, at: float, features: FeatureConfig) -> Inputs:
+    """Model inputs of ``state`` at event time ``at``.
 
     Prospects (no purchase yet) count recency and tenure from their first event.
     """
@@ -87,7 +99,7 @@ def inputs_at(state: CustomerState, at: float, features: FeatureConfig) -> list[
     )
 
 
-def profile_inputs(state: CustomerState, row: dict[str, Any]) -> list[float]:
+def profile_inputs(state: CustomerState, row: dict[str, Any]) -> Inputs:
     """The model inputs of a feature row of ``state`` (see ``processors.features.profile``):
     :func:`inputs_at` its ``as_of``, reusing the row's window sums and engagement score.
 
@@ -108,13 +120,13 @@ def _inputs(
     revenue_90d: float,
     engagement_score: float,
     visits_30d: float,
-) -> list[float]:
+) -> Inputs:
     first_seen = state.first_seen_at if state.first_seen_at is not None else at
     last = state.last_purchase_at if state.last_purchase_at is not None else first_seen
     first = state.first_purchase_at if state.first_purchase_at is not None else first_seen
     count = state.purchase_count
     gap = (last - first) / DAY / (count - 1) if count > 1 else -1.0
-    return [
+    return Inputs(
         round(max(at - last, 0.0) / DAY, 3),
         float(count),
         round(max(state.monetary_total - state.refund_total, 0.0), 2),
@@ -126,7 +138,7 @@ def _inputs(
         visits_30d,
         float(state.visit_count),
         round(max(min(state.newest_event_at or first_seen, at) - first_seen, 0.0) / DAY, 3),
-    ]
+    )
 
 
 def _grid(after: float, until: float, every: float) -> range:
@@ -181,7 +193,10 @@ def mature(
     snapshots = state.snapshots
     labels = [
         LabelledSnapshot(
-            state.customer_id, snapshots[i], snapshots[i + 1] != STAYED, snapshots[i + 2 : i + SNAPSHOT_WIDTH].tolist()
+            state.customer_id,
+            snapshots[i],
+            snapshots[i + 1] != STAYED,
+            Inputs._make(snapshots[i + 2 : i + SNAPSHOT_WIDTH].tolist()),
         )
         for i in range(0, len(snapshots), SNAPSHOT_WIDTH)
         if released_until < snapshots[i] + horizon <= watermark

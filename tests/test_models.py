@@ -17,7 +17,7 @@ from processors.features import SNAPSHOT_WIDTH, CustomerState, apply, profile
 from processors.models import Models, Trainer
 from processors.quality import roc_auc
 from processors.segments import Segmenter
-from processors.snapshots import INPUTS, STAYED, LabelledSnapshot, inputs_at, profile_inputs
+from processors.snapshots import STAYED, Inputs, LabelledSnapshot, inputs_at, profile_inputs
 from schemas.envelope import pack
 from schemas.events import parse_event
 from streams.local.replay import read_events
@@ -89,7 +89,7 @@ def test_labels_come_only_after_the_horizon_and_snapshots_see_only_the_past() ->
     released = {(lb.customer_id, round((lb.at - T0) / DAY)): lb for lb in pipeline.take_training().labels}
     assert sorted(released) == [("a", 14)] and released["a", 14].churned is False
     # The day-14 snapshot holds a as of day 14: one purchase of 20, recency 14 days; nothing from day 20.
-    snapshot = dict(zip(INPUTS, released["a", 14].inputs))
+    snapshot = released["a", 14].inputs._asdict()
     assert snapshot["purchase_count"] == 1 and snapshot["monetary_total"] == 20.0 and snapshot["recency_days"] == 14.0
     independent = CustomerState("a")
     apply(independent, purchase("a", 1, 0.0), FEATURES)
@@ -113,7 +113,7 @@ def test_a_snapshot_is_kept_as_its_time_its_outcome_and_every_input() -> None:
     rows = table[b"a"].snapshots
     expected = [[T0 + day * DAY, STAYED, *inputs_at(before, T0 + day * DAY, FEATURES)] for day in (0, 14, 28)]
     assert (
-        SNAPSHOT_WIDTH == 2 + len(INPUTS)
+        SNAPSHOT_WIDTH == 2 + len(Inputs._fields)
         and [rows[i : i + SNAPSHOT_WIDTH].tolist() for i in range(0, len(rows), SNAPSHOT_WIDTH)] == expected
     )
     assert CustomerState.from_json(table[b"a"].to_json()) == table[b"a"]
@@ -134,7 +134,7 @@ def test_a_late_purchase_labels_what_is_still_unreleased_and_leaves_released_lab
     later = {round((lb.at - T0) / DAY): lb for lb in pipeline.take_training().labels}
     # Day 14 stayed (the day-20 purchase is in its horizon); day 0, released as churned, is not released again.
     assert {day: lb.churned for day, lb in later.items()} == {14: False, 28: False, 42: False}
-    assert dict(zip(INPUTS, later[14].inputs))["purchase_count"] == 1  # a snapshot taken is not rewritten
+    assert later[14].inputs.purchase_count == 1  # a snapshot taken is not rewritten
 
 
 def test_a_new_owner_of_a_partition_does_not_release_labels_again() -> None:
@@ -151,16 +151,16 @@ def test_a_new_owner_of_a_partition_does_not_release_labels_again() -> None:
 
 def test_segment_ids_stay_stable_as_centroids_keep_learning() -> None:
     segmenter = Segmenter(segments=3, step=0.05, warmup=300)
-    big = [3.0, 30.0, 6000.0, 300.0, 10.0, 8.0, 1500.0, 20.0, 15.0, 200.0, 300.0]
-    mid = [20.0, 6.0, 300.0, 300.0, 50.0, 2.0, 100.0, 3.0, 4.0, 40.0, 300.0]
-    small = [150.0, 1.0, 12.0, 300.0, -1.0, 0.0, 0.0, 0.0, 0.0, 2.0, 150.0]
+    big = Inputs(3.0, 30.0, 6000.0, 300.0, 10.0, 8.0, 1500.0, 20.0, 15.0, 200.0, 300.0)
+    mid = Inputs(20.0, 6.0, 300.0, 300.0, 50.0, 2.0, 100.0, 3.0, 4.0, 40.0, 300.0)
+    small = Inputs(150.0, 1.0, 12.0, 300.0, -1.0, 0.0, 0.0, 0.0, 0.0, 2.0, 150.0)
     for i in range(300):
         segmenter.learn([big, mid, small][i % 3])
     before = [segmenter.segment(x) for x in (big, mid, small)]
     assert before == [0, 1, 2]  # numbered from the most valuable down
     # Many more customers, mostly small ones and slightly different: centroids move, ids stay.
     for i in range(3_000):
-        shifted = [v * (1.1 if i % 2 else 0.9) for v in (small if i % 5 else mid)]
+        shifted = Inputs._make(v * (1.1 if i % 2 else 0.9) for v in (small if i % 5 else mid))
         segmenter.learn(shifted)
     assert [segmenter.segment(x) for x in (big, mid, small)] == before
     assert segmenter.describe(0).startswith("high spend")
@@ -427,8 +427,8 @@ def test_cdnow_churn_ranking_holds_whatever_order_the_partitions_release_labels_
 
 def test_a_model_version_published_before_weight_averaging_still_scores() -> None:
     model = ChurnModel()
-    lapsed = [200.0, 1.0, 15.0, 200.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-    loyal = [2.0, 9.0, 500.0, 300.0, 30.0, 3.0, 150.0, 2.0, 4.0, 40.0, 298.0]
+    lapsed = Inputs(200.0, 1.0, 15.0, 200.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    loyal = Inputs(2.0, 9.0, 500.0, 300.0, 30.0, 3.0, 150.0, 2.0, 4.0, 40.0, 298.0)
     for _ in range(50):
         model.learn(lapsed, churned=True)
         model.learn(loyal, churned=False)
@@ -446,7 +446,7 @@ def test_learning_a_label_returns_the_probability_the_model_gave_it_before() -> 
     model = ChurnModel(learning_rate=0.05)
     rng = random.Random(3)
     for n in range(300):
-        inputs = [
+        inputs = Inputs(
             rng.uniform(0, 300),
             float(rng.randint(1, 9)),
             rng.uniform(5, 900),
@@ -458,7 +458,7 @@ def test_learning_a_label_returns_the_probability_the_model_gave_it_before() -> 
             float(rng.randint(0, 9)),
             float(rng.randint(0, 60)),
             rng.uniform(0, 300),
-        ]
+        )
         expected = model.probability(inputs)
         assert model.learn(inputs, churned=inputs[0] > 150) == pytest.approx(expected, abs=1e-9), n
     assert model.probability(inputs) != expected  # it did learn
@@ -466,9 +466,9 @@ def test_learning_a_label_returns_the_probability_the_model_gave_it_before() -> 
 
 def test_the_trainer_skips_non_finite_inputs_and_keeps_learning() -> None:
     trainer = Trainer(ModelConfig(segment_warmup=2))
-    lapsed = [200.0, 1.0, 15.0, 200.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-    loyal = [2.0, 9.0, 500.0, 300.0, 30.0, 3.0, 150.0, 2.0, 4.0, 40.0, 298.0]
-    infinite = lapsed[:2] + [float("inf")] + lapsed[3:]  # two purchases of 1e308: an infinite total
+    lapsed = Inputs(200.0, 1.0, 15.0, 200.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    loyal = Inputs(2.0, 9.0, 500.0, 300.0, 30.0, 3.0, 150.0, 2.0, 4.0, 40.0, 298.0)
+    infinite = lapsed._replace(monetary_total=float("inf"))  # two purchases of 1e308: an infinite total
     trainer.observe([lapsed, infinite, loyal])  # seeding centroids on it crashed (NaN probabilities)
     trainer.learn(
         [

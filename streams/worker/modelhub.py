@@ -24,7 +24,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from processors.models import Models, Trainer
-from processors.snapshots import LabelledSnapshot
+from processors.snapshots import Inputs, LabelledSnapshot
 from schemas.topics import CHURN_MODELS, MODEL_TRAINING
 from streams.settings import Role
 from streams.worker.pipeline import TrainingBatch
@@ -46,12 +46,13 @@ METRICS_INTERVAL_S = 5.0
 
 def encode_training(batch: TrainingBatch) -> list[bytes]:
     """Training messages: JSON ``{"labels": [[customer, at, churned, inputs]], "observations": [...]}``."""
-    labels = [[lb.customer_id, lb.at, lb.churned, lb.inputs] for lb in batch.labels]
+    labels = [[lb.customer_id, lb.at, lb.churned, list(lb.inputs)] for lb in batch.labels]
+    observations = [list(inputs) for inputs in batch.observations]  # JSON arrays, as snapshots keep them
     out = []
     for start in range(0, max(len(labels), len(batch.observations)), RECORDS_PER_MESSAGE):
         chunk = {
             "labels": labels[start : start + RECORDS_PER_MESSAGE],
-            "observations": batch.observations[start : start + RECORDS_PER_MESSAGE],
+            "observations": observations[start : start + RECORDS_PER_MESSAGE],
         }
         out.append(orjson.dumps(chunk, option=orjson.OPT_SERIALIZE_NUMPY))
     return out
@@ -60,8 +61,10 @@ def encode_training(batch: TrainingBatch) -> list[bytes]:
 def decode_training(value: bytes) -> TrainingBatch:
     data = orjson.loads(value)
     return TrainingBatch(
-        labels=[LabelledSnapshot(c, at, bool(churned), inputs) for c, at, churned, inputs in data["labels"]],
-        observations=data["observations"],
+        labels=[
+            LabelledSnapshot(c, at, bool(churned), Inputs._make(inputs)) for c, at, churned, inputs in data["labels"]
+        ],
+        observations=[Inputs._make(inputs) for inputs in data["observations"]],
     )
 
 

@@ -25,7 +25,7 @@ from processors.config import DAY, FeatureConfig, ModelConfig
 from processors.features import CustomerState, count_event, profile, remember, row_version
 from processors.models import Models
 from processors.rfm import RFMScorer
-from processors.snapshots import INPUTS, LabelledSnapshot, capture, profile_inputs, record_purchase
+from processors.snapshots import Inputs, LabelledSnapshot, capture, profile_inputs, record_purchase
 from schemas.alerts import ChurnAlert
 from schemas.envelope import Rejected, decode_message
 from schemas.events import BaseEvent, Purchase, ahead_of_wall_clock
@@ -75,13 +75,12 @@ class TrainingBatch:
     """What the models learn from: matured labels, and live customers' inputs (segments)."""
 
     labels: list[LabelledSnapshot] = field(default_factory=list)
-    observations: list[list[float]] = field(default_factory=list)
+    observations: list[Inputs] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.labels or self.observations)
 
 
-NET_VALUE = INPUTS.index("monetary_total")  # net of refunds in the model inputs
 #: Customers whose partition :meth:`CustomerPipeline.partition_of` remembers (about 100 bytes each;
 #: computing one costs about 3 µs).
 KNOWN_PARTITIONS = 1_000_000
@@ -488,7 +487,7 @@ class CustomerPipeline:
             self.sink.add_dead_letter(letter)
         self.counters.dead_letters += len(dead)
 
-    def _score(self, state: CustomerState, watermark: float) -> tuple[dict, list[float]]:
+    def _score(self, state: CustomerState, watermark: float) -> tuple[dict, Inputs]:
         """The customer's scored feature row and model inputs, changing nothing."""
         row = profile(state, watermark, self.config, self.scorer)
         models = self.models
@@ -497,7 +496,11 @@ class CustomerPipeline:
         probability = score.churn_probability
         row["churn_probability"], row["segment"], row["model_version"] = probability, score.segment, models.version
         row["clv_estimate"] = clv_estimate(
-            state.purchase_count, inputs[NET_VALUE], row["tenure_days"], probability, self.model_config.clv_horizon_days
+            state.purchase_count,
+            inputs.monetary_total,
+            row["tenure_days"],
+            probability,
+            self.model_config.clv_horizon_days,
         )
         return row, inputs
 
@@ -509,7 +512,7 @@ class CustomerPipeline:
             return False
         return True
 
-    def _emit(self, state: CustomerState, watermark: float, now_ms: int) -> list[float]:
+    def _emit(self, state: CustomerState, watermark: float, now_ms: int) -> Inputs:
         """Queue the customer's scored feature row; updates the models' view in ``state``
         (membership, alerting). Returns the model inputs. Whatever can fail comes before the
         first row is queued."""
@@ -543,7 +546,7 @@ class CustomerPipeline:
             self.sink.add_membership_change(dimension, new, +1)
         state.segment, state.rfm_segment = segment, new_rfm
 
-    def _alert(self, state: CustomerState, row: dict, inputs: list[float], now_ms: int) -> ChurnAlert:
+    def _alert(self, state: CustomerState, row: dict, inputs: Inputs, now_ms: int) -> ChurnAlert:
         models, as_of = self.models, row["as_of"]
         drivers = sorted(models.churn.contributions(inputs).items(), key=lambda kv: kv[1], reverse=True)[:5]
         return ChurnAlert(
