@@ -25,15 +25,13 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Callable, Iterator, MutableMapping
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
-from processors.config import DAY
+from processors.config import DAY, FeatureConfig, ModelConfig
 from processors.features import CustomerState
-from processors.snapshots import mature
+from processors.rfm import RFMScorer
+from processors.snapshots import LabelledSnapshot, mature
 from streams.worker.statestore import RESERVED_KEYS, DiskTable
-
-if TYPE_CHECKING:
-    from streams.worker.pipeline import CustomerPipeline
 
 #: Customers whose state a pass measures for ``state_bytes_avg``, per partition.
 SAMPLED_PER_PARTITION = 50
@@ -95,13 +93,49 @@ class Walk:
         return out
 
 
+class PassCounters(Protocol):
+    labels_released: int
+    aging_passes: int
+    state_bytes_avg: float
+
+
+class Training(Protocol):
+    @property
+    def labels(self) -> list[LabelledSnapshot]: ...
+
+
+class Aged(Protocol):
+    """What a pass needs of the pipeline whose customers it ages (a
+    :class:`~streams.worker.pipeline.CustomerPipeline`): the customers, where labels were
+    released, the RFM scorer to refit, and the re-emission of aged customers."""
+
+    released: dict[int, float]
+    aging: AgingPass | None
+
+    @property
+    def table(self) -> MutableMapping[bytes, CustomerState]: ...
+    @property
+    def config(self) -> FeatureConfig: ...
+    @property
+    def model_config(self) -> ModelConfig: ...
+    @property
+    def scorer(self) -> RFMScorer: ...
+    @property
+    def counters(self) -> PassCounters: ...
+    @property
+    def training(self) -> Training: ...
+    def partition_of(self, key: bytes) -> int: ...
+    def aged(self, home: int, watermark: float) -> None: ...
+    def emit_aged(self, home: int, customers: list[tuple[bytes, CustomerState]]) -> int: ...
+
+
 class AgingPass:
     """One pass over the customers of the partitions in ``watermarks`` (their watermarks when
     it began): labels released for the partitions in ``releasing`` (what each released before),
     customers re-emitted for those in ``aging``."""
 
     def __init__(
-        self, pipeline: CustomerPipeline, watermarks: dict[int, float], releasing: dict[int, float], aging: set[int]
+        self, pipeline: Aged, watermarks: dict[int, float], releasing: dict[int, float], aging: set[int]
     ) -> None:
         self.pipeline, self.watermarks, self.releasing = pipeline, watermarks, releasing
         self.measuring = sorted(watermarks)  # labels go out partition by partition: the trainer learns in order
