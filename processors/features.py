@@ -51,7 +51,7 @@ from pydantic import BaseModel
 from processors import engagement
 from processors.config import DAY, FeatureConfig
 from processors.lifecycle import lifecycle_stage
-from processors.rfm import RFMScorer, value_tier
+from processors.rfm import PROSPECTS, RFMScorer, value_tier
 from schemas.events import BaseEvent, CustomerProfile, Purchase, SocialInteraction, Visit
 
 #: Longest window kept in daily buckets.
@@ -545,7 +545,9 @@ def profile(
         "rfm_r": r,
         "rfm_f": f,
         "rfm_m": m,
-        "rfm_segment": scorer.segment(r, f, m)
+        "rfm_segment": PROSPECTS
+        if not count
+        else scorer.segment(r, f, m)
         if scorer and r is not None and f is not None and m is not None
         else None,
         "value_tier": value_tier(m) if count else "none",

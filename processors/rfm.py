@@ -27,6 +27,8 @@ from collections.abc import Sequence
 import numpy as np
 
 QUINTILES = (0.2, 0.4, 0.6, 0.8)
+#: The RFM segment of a customer with no purchase yet (RFM scores need one).
+PROSPECTS = "Prospects"
 
 #: Rules ``(name, R range, FM range)``, first match wins; FM is the rounded mean of F and M.
 DEFAULT_SEGMENT_RULES: tuple[tuple[str, tuple[int, int], tuple[int, int]], ...] = (

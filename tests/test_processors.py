@@ -305,6 +305,19 @@ def test_engagement_decay_is_exact() -> None:
     assert engagement.decayed(score, as_of, 30.0, 10.0) == 2.5
 
 
+def test_a_customer_with_no_purchase_is_a_prospect_in_rfm_not_unscored() -> None:
+    """The report's largest RFM group was "unscored": every visitor who never bought. They are
+    prospects; a buyer is unscored (NULL) only until the quintiles are first fit."""
+    scorer = RFMScorer()
+    state = CustomerState("c")
+    apply(state, visit(1, 0.0), CFG)
+    assert profile(state, T0 + DAY, CFG, scorer)["rfm_segment"] == "Prospects"
+    apply(state, purchase(1, 1.0, 10.0), CFG)
+    assert profile(state, T0 + 2 * DAY, CFG, scorer)["rfm_segment"] is None  # not fit yet
+    scorer.fit(recency=[1.0, 5.0], frequency=[1, 3], monetary=[10.0, 50.0])
+    assert profile(state, T0 + 2 * DAY, CFG, scorer)["rfm_segment"] not in (None, "Prospects")
+
+
 def test_rfm_scores_follow_population_quintiles() -> None:
     scorer = RFMScorer()
     assert scorer.score(1.0, 1, 1.0) is None  # not fitted yet

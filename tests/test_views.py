@@ -279,7 +279,7 @@ def test_segment_summary(reader: Client) -> None:
         ["rfm_segment", "Champions", 1, 0.2, 320.0, 4, 80.0, 0.8, 1],
         ["rfm_segment", "Lost", 1, 0.2, 40.0, 1, 40.0, 0.2, 0],
         ["rfm_segment", "Potential Loyalist", 1, 0.2, 60.0, 1, 60.0, None, 0],
-        ["rfm_segment", "unscored", 1, 0.2, 0.0, 0, None, None, 0],
+        ["rfm_segment", "Prospects", 1, 0.2, 0.0, 0, None, None, 0],  # c5 never bought
         ["segment", "1", 2, 0.4, 520.0, 6, 86.67, 0.65, 2],
         ["segment", "unscored", 2, 0.4, 60.0, 1, 60.0, None, 0],
         ["segment", "2", 1, 0.2, 40.0, 1, 40.0, 0.2, 0],
