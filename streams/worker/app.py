@@ -32,6 +32,7 @@ from schemas.topics import INPUT_TOPICS, PURCHASES
 from sinks.clickhouse import ClickHouseSink, connect, migrate
 from sinks.query import ReadOnlyPool, reader_statements
 from streams.settings import Role, Settings
+from streams.worker.aging import AgingSchedule
 from streams.worker.changelog import BufferedTable
 from streams.worker.checkpoint import Checkpoint
 from streams.worker.faust_corrections import App, CustomerStore, ExactTableManager, FlushingProducer
@@ -208,8 +209,16 @@ class Worker:
             self.app, self.table.changelog_topic.get_topic_name(), self.customers, self.pipeline, self.writer
         )
         self.health = Health(settings.kafka_bootstrap, self.app.assignor, self.writer, self.models.caught_up)
+        self.aging = AgingSchedule(
+            self.pipeline.start_aging,
+            self.lock,
+            self.stopping,
+            self._after_slice,
+            slice_size=settings.aging_slice,
+            min_advance_s=settings.aging_min_advance_s,
+            max_share=settings.aging_max_share,
+        )
         self.last_batch_at: float | None = None
-        self.next_aging_at = 0.0  # monotonic time before which no aging pass starts
         self.app.checkpoint = self._checkpoint
         self.app.agent(self.source, name="customers")(self._process)
         self.app.timer(settings.aging_interval_s)(self._age)
@@ -248,9 +257,7 @@ class Worker:
                     for run in slices(messages, SLICE_BYTES):
                         dead = self.pipeline.ingest(run)
                         await self.outbox.dead_letters(dead)
-                        await self._publish_model_output()
-                        await self.writer.flush_when_due()
-                        await self.checkpoint.write_state_when_large()
+                        await self._after_slice()
                         await asyncio.sleep(0)  # the event loop's other work: heartbeats, HTTP
                 self.last_batch_at = time.time()
                 self.health.agent_error = None  # faust restarts a failed agent: healthy again once a batch went through
@@ -274,26 +281,15 @@ class Worker:
         self.customers.drop(lambda key: self.pipeline.partition_of(key) not in mine)
 
     async def _age(self) -> None:
-        """An aging pass (:class:`~streams.worker.aging.AgingPass`) in slices, with batches in between."""
         assigned = self._owned_partitions()
-        if not assigned or not self.models.caught_up.is_set():
-            return
-        if time.monotonic() < self.next_aging_at:
-            return
-        async with self.lock:
-            aging = self.pipeline.start_aging(assigned, self.settings.aging_min_advance_s)
-        took = 0.0
-        while not aging.done:
-            if self.stopping.is_set():  # the next start begins a pass afresh; a stop waits for none
-                return
-            async with self.lock:
-                started = time.monotonic()
-                aging.step(self.settings.aging_slice)
-                took += time.monotonic() - started
-                await self._publish_model_output()
-                await self.writer.flush_when_due()
-                await self.checkpoint.write_state_when_large()
-        self.next_aging_at = time.monotonic() + took * (1 / self.settings.aging_max_share - 1)
+        if assigned and self.models.caught_up.is_set():
+            await self.aging.run(assigned)
+
+    async def _after_slice(self) -> None:
+        """What a slice of input or of an aging pass leaves to publish and write."""
+        await self._publish_model_output()
+        await self.writer.flush_when_due()
+        await self.checkpoint.write_state_when_large()
 
     async def _probe_broker(self) -> None:
         await self.health.probe_broker(cast(FlushingProducer, self.app.producer)._ensure_producer().client)
