@@ -12,7 +12,7 @@ from typing import Any, cast
 import pytest
 from rocksdict import Options, Rdict
 
-from processors.alerts import should_alert
+from processors.alert_rule import should_alert
 from processors.churn import ChurnModel, churn_features
 from processors.config import DAY, FeatureConfig, ModelConfig
 from processors.features import SNAPSHOT_WIDTH, CustomerState, apply, profile

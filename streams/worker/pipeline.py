@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from processors.alerts import should_alert
+from processors.alert_rule import should_alert
 from processors.clv import clv_estimate
 from processors.config import DAY, FeatureConfig, ModelConfig
 from processors.features import CustomerState, count_event, profile, remember, row_version
