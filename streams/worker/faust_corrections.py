@@ -235,6 +235,8 @@ class App(faust.App):
     checkpoint: Callable[[], contextlib.AbstractAsyncContextManager[bool]]
     #: Set as the app begins to stop, before its consumer's last offset commit (the worker sets it).
     stopping: asyncio.Event
+    #: What the worker's keyed views ask of requests (``streams.worker.web``); empty: nothing.
+    api_key: str = ""
 
     async def on_stop(self) -> None:
         self.stopping.set()

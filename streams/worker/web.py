@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
@@ -24,6 +24,7 @@ from sinks.query import ReadOnlyPool, run_readonly
 from streams.analytics.dashboard import DashboardCache, dashboard_data, dashboard_page, plotly_js
 from streams.sdk.client import bearer
 from streams.settings import Settings
+from streams.worker.faust_corrections import App
 from streams.worker.health import Health
 from streams.worker.intake import Intake
 from streams.worker.metrics import combine, metrics_text
@@ -70,8 +71,28 @@ def _plain_row(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class KeyedView(View):
+    """A view that answers only requests with the app's API key (when one is set): as a bearer
+    token, or (for the dashboard in a browser) as ``?key=``."""
+
+    async def dispatch(self, request: Request) -> Response:
+        api_key = cast(App, self.app).api_key
+        if api_key:
+            given = bearer(request.query["key"]) if "key" in request.query else request.headers
+            expected = bearer(api_key)["Authorization"]
+            if not hmac.compare_digest(given.get("Authorization", "").encode(), expected.encode()):
+                return self.refused()
+        response: Response = await super().dispatch(request)
+        return response
+
+    def refused(self) -> Response:
+        return self.json(
+            {"error": "missing or wrong API key: send 'Authorization: Bearer <CRM360_API_KEY>'"}, status=401
+        )
+
+
 def register_views(
-    app: faust.App,
+    app: App,
     settings: Settings,
     *,
     pipeline: CustomerPipeline,
@@ -86,31 +107,18 @@ def register_views(
 ) -> None:
     """Add the crm360 endpoints to ``app``'s web server: events through ``intake``, live
     profiles from ``pipeline`` (or the process of ``helpers`` that owns the customer in
-    ``table``), ClickHouse through the read pools and ``writer`` (``None`` in a helper process:
-    the main process owns ClickHouse), ``health`` and ``figures``."""
-    api_key = settings.key
+    ``table``), ``health`` and ``figures``, and, in the process that owns ClickHouse (the read
+    pools are ``None`` in a helper process), SQL, the dashboard and helpers' rows (``writer``)."""
+    app.api_key = settings.key or ""
+    _event_views(app, settings, intake, health)
+    _customer_views(app, settings, pipeline, helpers, table, dashboard_reads)
+    _process_views(app, settings, health, figures, helpers)
+    if dashboard_reads is not None and sql_reads is not None:
+        _clickhouse_views(app, settings, writer, sql_reads)
+        _dashboard_views(app, settings, dashboard_reads)
 
-    def authorized(request: Request) -> bool:
-        """The API key as a bearer token, or (for the dashboard in a browser) as ``?key=``."""
-        if not api_key:
-            return True
-        given = bearer(request.query["key"]) if "key" in request.query else request.headers
-        return hmac.compare_digest(given.get("Authorization", "").encode(), bearer(api_key)["Authorization"].encode())
 
-    class KeyedView(View):
-        """A view that answers only requests with the API key (when one is set)."""
-
-        async def dispatch(self, request: Request) -> Response:
-            if not authorized(request):
-                return self.refused()
-            response: Response = await super().dispatch(request)
-            return response
-
-        def refused(self) -> Response:
-            return self.json(
-                {"error": "missing or wrong API key: send 'Authorization: Bearer <CRM360_API_KEY>'"}, status=401
-            )
-
+def _event_views(app: App, settings: Settings, intake: Intake, health: Health) -> None:
     @app.page("/events")
     class Events(KeyedView):
         async def post(self, request: Request) -> Response:
@@ -142,6 +150,15 @@ def register_views(
                 status=200 if taken.accepted or not dead else 422,
             )
 
+
+def _customer_views(
+    app: App,
+    settings: Settings,
+    pipeline: CustomerPipeline,
+    helpers: Helpers | None,
+    table: faust.Table,
+    reads: ReadOnlyPool | None,
+) -> None:
     @app.page("/customers/{customer_id}")
     class Customer(KeyedView):
         async def get(self, request: Request, customer_id: str) -> Response:
@@ -157,14 +174,18 @@ def register_views(
                 watermark = pipeline.watermarks.get(home, state.newest_event_at or 0.0)
                 row = profile(state, watermark, pipeline.config, pipeline.scorer)
                 return self.json({"source": "live", "customer": _plain_row(row)})
-            if dashboard_reads is None:  # a helper process: the main process reads ClickHouse
+            if reads is None:  # a helper process: the main process reads ClickHouse
                 return self.json({"error": f"no customer {customer_id!r}"}, status=404)
             sql = "SELECT * EXCEPT (version, updated_at) FROM customer_features FINAL WHERE customer_id = {id:String}"
-            result = await dashboard_reads.run(lambda client: run_readonly(client, sql, {"id": customer_id}))
+            result = await reads.run(lambda client: run_readonly(client, sql, {"id": customer_id}))
             if not result.rows:
                 return self.json({"error": f"no customer {customer_id!r}"}, status=404)
             return self.json({"source": "clickhouse", "customer": dict(zip(result.columns, result.rows[0]))})
 
+
+def _process_views(
+    app: App, settings: Settings, health: Health, figures: Callable[[], dict[str, float]], helpers: Helpers | None
+) -> None:
     @app.page("/health")
     class Health(View):
         async def get(self, request: Request) -> Response:
@@ -195,10 +216,8 @@ def register_views(
         async def get(self, request: Request) -> Response:
             return self.json(figures())
 
-    if dashboard_reads is None or sql_reads is None:
-        return  # a helper process: what follows reads ClickHouse, which the main process owns
-    dashboard, analysts = dashboard_reads, sql_reads
 
+def _clickhouse_views(app: App, settings: Settings, writer: RowWriter, reads: ReadOnlyPool) -> None:
     @app.page("/internal/rows")
     class Rows(KeyedView):
         """Inserts a helper process's write (see ``streams.worker.processes``)."""
@@ -224,11 +243,13 @@ def register_views(
             except (ValueError, KeyError, TypeError):
                 return self.json({"error": 'send the query as text or as {"sql": "..."}'}, status=400)
             try:
-                result = await analysts.run(lambda client: run_readonly(client, sql))
+                result = await reads.run(lambda client: run_readonly(client, sql))
             except Exception as error:  # noqa: BLE001 - ClickHouse's own message goes back to the analyst
                 return self.json({"error": str(error).strip().splitlines()[0][:2000]}, status=400)
             return self.json(result.to_dict())
 
+
+def _dashboard_views(app: App, settings: Settings, reads: ReadOnlyPool) -> None:
     page = dashboard_page(settings.dashboard_refresh_s)
     cache = DashboardCache(max_age_s=settings.dashboard_refresh_s / 2)
     dashboard_lock = asyncio.Lock()
@@ -246,7 +267,7 @@ def register_views(
         async def get(self, request: Request) -> Response:
             async with dashboard_lock:
                 data = cache.fresh() or cache.keep(
-                    await dashboard.run(lambda client: dashboard_data(partial(run_readonly, client)))
+                    await reads.run(lambda client: dashboard_data(partial(run_readonly, client)))
                 )
             return self.json(data)
 
