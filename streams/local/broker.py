@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Self, TextIO
 
 from streams.local.storage import LocalStorage, StorageError
-from streams.worker.children import spawn, stop_processes, wait_ready
+from streams.local.until import wait_ready
+from streams.worker.children import spawn, stop_processes
 from streams.worker.ports import answers
 
 

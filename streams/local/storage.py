@@ -18,7 +18,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from streams.worker.children import spawn, stop_processes, wait_ready
+from streams.local.until import wait_ready
+from streams.worker.children import spawn, stop_processes
 from streams.worker.ports import free_port
 
 

@@ -21,7 +21,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
@@ -83,16 +83,3 @@ def stop_processes(processes: Iterable[subprocess.Popen[bytes] | None], sig: int
             process.wait()
             killed.append(process.pid)
     return killed
-
-
-def wait_ready(process: subprocess.Popen[bytes], ready: Callable[[], bool], timeout: float, what: str) -> None:
-    """Wait until ``ready()``; RuntimeError naming ``what`` when the process exits first or
-    ``timeout`` passes (then the process is killed)."""
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited at start (code {process.returncode})")
-        if time.monotonic() > deadline:
-            stop_processes([process], signal.SIGKILL, grace_s=1.0)
-            raise RuntimeError(f"{what} did not answer within {timeout:.0f}s")
-        time.sleep(0.05)
