@@ -1,4 +1,6 @@
-"""The Faust worker: input topics, the customer table, the agent, the aging timer.
+"""The worker process: the Faust app, its input topics, customer table and agent, and the
+parts around them, each a module of its own (``writes``, ``checkpoint``, ``intake``,
+``outbox``, ``health``, ``metrics``, ``aging``, ``modelhub``, ``processes``, ``web``).
 
 One agent reads all four co-partitioned input topics in batches
 (``stream.take_events``), hands each batch to :class:`~streams.worker.pipeline.CustomerPipeline`
