@@ -33,7 +33,9 @@ def test_bench_prints_consistent_figures() -> None:
     assert figures["worker_cpu_s"] > 0 and 0 < figures["worker_cpu_share"] < figures["worker_processes"] + 0.5
     assert abs(figures["raw_consumer_events_per_s"] - sum(figures["raw_consumer_before_after"]) / 2) <= 0.1
     assert abs(figures["ratio_to_raw"] - figures["events_per_s"] / figures["raw_consumer_events_per_s"]) < 1e-3
-    assert figures["freshness_samples"] >= 100  # one probe per 0.1 s for 15 s, all seen
+    # Every probe seen; how many were sent (one per 0.1 s for 15 s at most) is the machine's
+    # speed: 88 on a loaded machine failed a bound of 100 that the code could not change.
+    assert figures["freshness_samples"] == figures["freshness_probes"] >= 20
     assert 0 < figures["freshness_p50_s"] <= figures["freshness_p95_s"] < 10
     assert figures["bytes_per_customer"] > 100
     assert figures["kafka_mib_per_million_events"] > 0 and figures["clickhouse_mib_per_million_events"] > 0

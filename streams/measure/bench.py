@@ -139,8 +139,11 @@ def simulated_events(n: int, seed: int) -> list[Any]:
     return out
 
 
-def _freshness(worker: WorkerProcess, bootstrap: str, partitions: int, seconds: float, rate: float) -> list[float]:
-    """Probe events at a steady background rate; seconds from produce to row visible."""
+def _freshness(
+    worker: WorkerProcess, bootstrap: str, partitions: int, seconds: float, rate: float
+) -> tuple[int, list[float]]:
+    """Probe events (one every 0.1 s, as the machine allows) at a steady background rate; the
+    probes sent, and the seconds from produce to row visible of those seen."""
     background = iter(simulated_events(int(seconds * rate) + 1000, seed=99))
     sent_at: dict[str, float] = {}
     seen_at: dict[str, float] = {}
@@ -189,7 +192,7 @@ def _freshness(worker: WorkerProcess, bootstrap: str, partitions: int, seconds: 
     stopped_at[0] = time.monotonic()
     stop.set()
     poller.join(40)
-    return sorted(seen_at[c] - sent_at[c] for c in sent_at if c in seen_at)
+    return len(sent_at), sorted(seen_at[c] - sent_at[c] for c in sent_at if c in seen_at)
 
 
 def disk_bytes(directory: Path) -> int:
@@ -244,7 +247,7 @@ def run_bench(events: int, partitions: int = 4) -> dict[str, Any]:
         raw_rate = (raw_before + raw_after) / 2
         click.echo("(c) freshness at a steady rate ...")
         steady = min(5_000.0, pipeline_rate / 4)
-        latencies = _freshness(worker, address, partitions, seconds=15.0, rate=steady)
+        probes, latencies = _freshness(worker, address, partitions, seconds=15.0, rate=steady)
         m = worker.metrics()
         # Everything the pipeline's events made the broker and ClickHouse store (the freshness
         # probes' few events included), per million events.
@@ -264,6 +267,7 @@ def run_bench(events: int, partitions: int = 4) -> dict[str, Any]:
             "freshness_rate_events_per_s": round(steady, 1),
             "freshness_p50_s": round(statistics.median(latencies), 3) if latencies else None,
             "freshness_p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 3) if latencies else None,
+            "freshness_probes": probes,
             "freshness_samples": len(latencies),
             "bytes_per_customer": round(m.get("crm360_state_bytes_avg", 0.0), 1),
             "customers": int(m.get("crm360_customers", 0)),
