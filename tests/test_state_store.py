@@ -17,7 +17,9 @@ from faust.types import TP
 from rocksdict import AccessType, Options, Rdict
 
 from schemas.topics import partition_for
+from streams.local.stack import WorkerProcess
 from streams.local.until import until
+from streams.sdk.client import QueryError
 from streams.sdk.publisher import EventPublisher
 from streams.worker.faust_corrections import fetched_end_offsets
 from streams.worker.statestore import NEWEST_KEY
@@ -142,3 +144,38 @@ def test_a_backlog_of_large_envelopes_is_applied_in_slices_with_bounded_memory(s
     assert 50 < most <= 50 + 64 + 45_000, most  # the cache, its slack, a slice's customers
     assert slowest < 3.0, f"/metrics took {slowest:.1f} s to answer while the backlog was applied"
     assert_exact_purchases(worker, expected, timeout=300)
+
+
+def test_a_worker_stopped_under_a_backlog_leaves_the_rest_of_its_batch_to_the_next_start(
+    start_worker: Any, worker_env: dict[str, str], broker: str, tmp_path: Path
+) -> None:
+    """SIGTERM once the first slice of a backlog (200,000 purchases in envelopes of 1,000, two
+    processes) is applied: each process stops after the slice under way instead of applying its
+    whole batch first (a stop under a backlog took 10-27 s); the next start reads the rest, and
+    those applied again as duplicates, so every purchase counts once. Two processes, since their
+    leaving the consumer group once wedged the local broker's group for every later start."""
+    events, expected = purchases(200_000, 100_000)
+    with EventPublisher(broker, partitions=4, envelope_size=1_000) as publisher:
+        for event in events:
+            publisher.publish(event)
+    processes = {"CRM360_WORKER_PROCESSES": "2"}
+    # One batch per process for the whole backlog: it waits up to 5 s for 1,000 messages.
+    first = WorkerProcess(worker_env | processes | {"CRM360_BATCH_WITHIN_S": "5"}, tmp_path / "first.log")
+    first.launch()
+    try:
+        until(lambda: events_in(first) > 0, "a first slice applied", 120, every=0.05)
+    finally:
+        first.stop()
+    restarted = start_worker(**processes)
+    assert_exact_purchases(restarted, expected, timeout=300)
+    applied_by_the_first_start = len(events) - restarted.metric("crm360_events_applied_total")
+    assert 0 < applied_by_the_first_start < len(events) / 2, applied_by_the_first_start
+    assert restarted.metric("crm360_duplicates_skipped_total") == applied_by_the_first_start
+
+
+def events_in(worker: WorkerProcess) -> float:
+    """The events a worker took in, 0 while it does not answer yet."""
+    try:
+        return worker.metrics().get("crm360_events_in_total", 0.0)
+    except (OSError, QueryError):
+        return 0.0

@@ -4,6 +4,10 @@ reach: a restart reads the changelog from there).
 
 Rows go first: a state sent ahead of its rows would make the messages read again after a crash
 duplicates, whose raw rows were then lost.
+
+A stopping worker leaves the rest of its batch unapplied (:meth:`Checkpoint.hold_offsets`):
+faust acks a batch whole, so from then on no offset is committed, and the next start reads
+those messages again (the ones applied, as duplicates).
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from streams.worker.statestore import DiskTable
 from streams.worker.writes import RowWriter, WriteAbandoned
 
 log = logging.getLogger("crm360")
+#: Changed customer states left unsent at most: a stop sends them all before it ends, at about
+#: 25 µs each (an aging pass changes every customer).
+MOST_UNSENT = 20_000
 
 
 class Checkpoint:
@@ -38,6 +45,17 @@ class Checkpoint:
     ) -> None:
         self.app, self.changelog_topic = app, changelog_topic
         self.customers, self.pipeline, self.writer = customers, pipeline, writer
+        #: Messages were acked unapplied: no offset commit may pass them.
+        self.offsets_held = False
+
+    def hold_offsets(self) -> None:
+        """Commit no offset from now on: a stopping worker acks messages it did not apply."""
+        self.offsets_held = True
+
+    async def before_commit(self) -> bool:
+        """Write the pending rows and send the state changes; whether an offset commit may follow
+        (not when rows were given up or offsets are held)."""
+        return await self.write_then_send_state() and not self.offsets_held
 
     async def write_then_send_state(self) -> bool:
         """Write the pending rows, then send the state changes; whether it did. A stopping worker
@@ -56,10 +74,11 @@ class Checkpoint:
 
     async def write_state_when_large(self) -> None:
         """A checkpoint without its offset commit (the messages are read again after a crash, as
-        duplicates) once more customers changed than the state cache holds: on disk, changed
-        states stay in memory until written."""
+        duplicates) once more customers changed than :data:`MOST_UNSENT`, or than the state
+        cache holds (on disk, changed states stay in memory until written)."""
         customers = self.customers
-        if isinstance(customers, DiskTable) and customers.changes() > customers.cache_size:
+        most = min(customers.cache_size, MOST_UNSENT) if isinstance(customers, DiskTable) else MOST_UNSENT
+        if customers.changes() > most:
             await self.write_then_send_state()
 
     async def send_state(self) -> None:

@@ -11,12 +11,15 @@ the worker runs on.
 - :class:`CustomerStore` (``crm360rocksdb://``): faust's RocksDB store keeping each
   partition's newest event time and customer count.
 - :class:`App`: the faust app on that transport, with the checkpoint and stop signal the worker sets.
+- :class:`ProcessRunner`: faust's worker (the process around the app), without its spinner and
+  its second of sleep before the event loop closes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
@@ -233,7 +236,7 @@ class App(faust.App):
     #: Entered around every offset commit, telling whether the commit may go ahead (the worker
     #: sets its own).
     checkpoint: Callable[[], contextlib.AbstractAsyncContextManager[bool]]
-    #: Set as the app begins to stop, before its consumer's last offset commit (the worker sets it).
+    #: Set on SIGINT/SIGTERM, or as the app begins to stop (the worker sets it).
     stopping: asyncio.Event
     #: What the worker's keyed views ask of requests (``streams.worker.web``); empty: nothing.
     api_key: str = ""
@@ -244,3 +247,25 @@ class App(faust.App):
 
     def _new_transport(self) -> Any:
         return Transport(self.conf.broker_consumer, self)
+
+
+class ProcessRunner(faust.Worker):
+    """faust's worker, running ``app`` in this process until SIGINT/SIGTERM."""
+
+    def __init__(self, app: App, loglevel: str) -> None:
+        super().__init__(app, loglevel=loglevel, quiet=True)
+        self.stopping = app.stopping
+        # Its progress spinner sets the root logger to DEBUG (at any log level), so every
+        # debug call of faust and aiokafka on the hot path would build a log record.
+        self.spinner = None
+
+    def _schedule_shutdown(self, signal: signal.Signals) -> None:
+        """On SIGINT/SIGTERM: the app's ``stopping`` is set at once, since the stop reaches
+        the app only after more turns of the event loop than a batch's slices give."""
+        self.stopping.set()
+        super()._schedule_shutdown(signal)
+
+    async def _sentinel_task(self) -> None:
+        """The last task before the event loop closes: mode sleeps a second here, which every
+        stop of every process paid; one turn of the loop runs the callbacks still due."""
+        await asyncio.sleep(0)
