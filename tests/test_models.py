@@ -510,12 +510,12 @@ def test_an_aging_pass_gives_the_event_loop_a_turn_between_slices_and_stops_when
                 await asyncio.sleep(0)
 
         task = asyncio.create_task(ticker())
-        await aging.run({0, 1})
+        await aging.run(lambda: {0, 1})
         passes = pipeline.counters.aging_passes
         feed(pipeline, [purchase("late", 1, 30.0)])  # event time moves: the next pass has work
         aging.next_at = 0.0
         stopping.set()
-        await aging.run({0, 1})
+        await aging.run(lambda: {0, 1})
         task.cancel()
         return passes, pipeline.counters.aging_passes == passes
 
@@ -523,3 +523,32 @@ def test_an_aging_pass_gives_the_event_loop_a_turn_between_slices_and_stops_when
     assert passes == 1 and len(slices) >= 8  # two walks over 400 customers, 50 at a time
     assert all(later > earlier for earlier, later in itertools.pairwise(slices)), slices
     assert stopped  # a stopping worker starts no step of a pass
+
+
+def test_an_aging_pass_walks_the_partitions_owned_once_it_holds_the_lock() -> None:
+    """A rebalance while a pass waited for the lock gave partition 0 away: the pass walked it
+    all the same, putting its customers back in this process's state (the live profile then
+    answered with a stale purchase count, and their changelog got stale records)."""
+    pipeline, sink, _ = new_pipeline(ModelConfig(), partitions=2)
+    feed(pipeline, [purchase(f"c{i}", 1, i / 100) for i in range(40)])
+    owned = {0, 1}
+
+    async def nothing() -> None:
+        pass
+
+    async def main() -> None:
+        lock = asyncio.Lock()
+        aging = AgingSchedule(
+            pipeline.start_aging, lock, asyncio.Event(), nothing, slice_size=50, min_advance_s=0.0, max_share=0.5
+        )
+        async with lock:  # a batch, then the rebalance, hold it
+            waiting = asyncio.create_task(aging.run(lambda: set(owned)))
+            await asyncio.sleep(0)
+            owned.discard(0)
+            pipeline.forget_partitions({0})
+        await waiting
+
+    sink.features.clear()
+    asyncio.run(main())
+    emitted = {pipeline.partition_of(row["customer_id"].encode()) for row in sink.features}
+    assert pipeline.counters.aging_passes == 1 and emitted == {1}

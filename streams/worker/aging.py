@@ -253,11 +253,17 @@ class AgingSchedule:
         self.slice_size, self.min_advance_s, self.max_share = slice_size, min_advance_s, max_share
         self.next_at = 0.0  # monotonic time before which no pass starts
 
-    async def run(self, assigned: set[int]) -> None:
-        """A pass over the customers of the ``assigned`` partitions, unless the last one was too recent."""
+    async def run(self, owned: Callable[[], set[int]]) -> None:
+        """A pass over the customers of the partitions ``owned()`` says are this process's once
+        the pass holds the lock (a rebalance may come while it waits: a pass over partitions
+        given up put their customers back in this process's state), unless the last pass was
+        too recent."""
         if time.monotonic() < self.next_at:
             return
         async with self.lock:
+            assigned = owned()
+            if not assigned:
+                return
             aging = self.start(assigned, self.min_advance_s)
         took = 0.0
         while not aging.done:

@@ -22,13 +22,13 @@ import gc
 import logging
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import faust
 from clickhouse_connect.driver.client import Client
-from faust.types import TP
+from faust.types import TP, EventT
 
 from schemas.rows import DeadLetter
 from schemas.topics import INPUT_TOPICS, PURCHASES
@@ -226,6 +226,9 @@ class Worker:
             max_share=settings.aging_max_share,
         )
         self.last_batch_at: float | None = None
+        #: The partitions of the last assignment, none while a rebalance is under way (faust's
+        #: assignor still names the old ones then): those an aging pass may walk.
+        self.settled: set[int] = set()
         self.app.checkpoint = self._checkpoint
         self.app.agent(self.source, name="customers")(self._process)
         self.app.timer(settings.aging_interval_s)(self._age)
@@ -256,12 +259,9 @@ class Worker:
         batch_size, within = self.settings.batch_max_messages, self.settings.batch_within_s
         try:
             async for events in cast(faust.Stream, stream).take_events(batch_size, within=within):
-                messages = [
-                    Message(e.message.topic, e.message.partition, e.message.offset, e.message.value) for e in events
-                ]
                 await self.models.caught_up.wait()  # never score with less than the newest model
-                async with self.lock:
-                    for run in slices(messages, SLICE_BYTES):
+                async with self.lock:  # no rebalance completes while it is held
+                    for run in slices(self._current(events), SLICE_BYTES):
                         if self.stopping.is_set():  # the rest waits for the next start, not the stop
                             self.checkpoint.hold_offsets()
                             break
@@ -276,9 +276,23 @@ class Worker:
             self.health.agent_error = f"{type(error).__name__}: {error}"[:500]
             raise
 
+    def _current(self, events: Sequence[EventT]) -> list[Message]:
+        """The batch's messages but those fetched before the last rebalance for partitions now
+        another process's. faust skips such messages as they enter a stream, but a batch
+        gathered across a rebalance holds some: applied here, they made states of partitions
+        not this process's (stale live profiles here, stale changelog records for their owner),
+        who reads them again from the committed offsets."""
+        generation, owned = self.app.consumer_generation_id, self._owned_partitions()
+        return [
+            Message(e.message.topic, e.message.partition, e.message.offset, e.message.value)
+            for e in events
+            if e.message.generation_id == generation or e.message.partition in owned
+        ]
+
     async def _revoked(self, sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         """Before the partitions move: every state change is in the changelog (the commit on
         revocation sent them; whatever changed since goes now), for their next owner."""
+        self.settled = set()
         async with self.lock:
             if await self.checkpoint.write_then_send_state():
                 await self.app.producer.flush()
@@ -290,11 +304,11 @@ class Worker:
         reads its changelog from the start. Their changes were all sent on revocation."""
         mine = {tp.partition for tp in assigned if tp.topic == PURCHASES}
         self.customers.drop(lambda key: self.pipeline.partition_of(key) not in mine)
+        self.settled = mine
 
     async def _age(self) -> None:
-        assigned = self._owned_partitions()
-        if assigned and self.models.caught_up.is_set():
-            await self.aging.run(assigned)
+        if self.models.caught_up.is_set():
+            await self.aging.run(lambda: self.settled)
 
     async def _after_slice(self) -> None:
         """What a slice of input or of an aging pass leaves to publish and write."""
