@@ -254,16 +254,15 @@ class ProcessRunner(faust.Worker):
 
     def __init__(self, app: App, loglevel: str) -> None:
         super().__init__(app, loglevel=loglevel, quiet=True)
-        self.stopping = app.stopping
         # Its progress spinner sets the root logger to DEBUG (at any log level), so every
         # debug call of faust and aiokafka on the hot path would build a log record.
         self.spinner = None
 
-    def _schedule_shutdown(self, signal: signal.Signals) -> None:
+    def _schedule_shutdown(self, sig: signal.Signals) -> None:
         """On SIGINT/SIGTERM: the app's ``stopping`` is set at once, since the stop reaches
         the app only after more turns of the event loop than a batch's slices give."""
-        self.stopping.set()
-        super()._schedule_shutdown(signal)
+        cast(App, self.app).stopping.set()
+        super()._schedule_shutdown(sig)
 
     async def _sentinel_task(self) -> None:
         """The last task before the event loop closes: mode sleeps a second here, which every
