@@ -6,6 +6,11 @@ The local broker (Tansu) keeps its log in S3-compatible object storage: its buil
 changelogs, model versions, alerts) lives in files under the data dir. Only loopback listens,
 and without credentials, as the broker's own port does: whoever can reach one can reach the
 other.
+
+SeaweedFS also listens on Unix sockets in ``/tmp`` (named after its ports; the gRPC ones cannot
+be moved) and removes them only when it exits on its own, which takes 15 s: the storage removes
+them itself once its process is gone, and its log goes to the storage's log file instead of
+``/tmp``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from pathlib import Path
 from streams.local.until import wait_ready
 from streams.worker.children import spawn, stop_processes
 from streams.worker.ports import free_port
+
+SOCKETS = Path("/tmp")  # where SeaweedFS puts its gRPC sockets, whatever TMPDIR says
 
 
 class StorageError(RuntimeError):
@@ -49,15 +56,20 @@ class LocalStorage:
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         self.endpoint = ""
+        self.sockets: list[Path] = []
 
     def start(self, timeout: float = 60.0) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.remove_sockets()  # of a run that exited
         master, volume, filer, s3 = (free_port() for _ in range(4))
         self.endpoint = f"http://127.0.0.1:{s3}"
         grpc = {name: free_port() for name in ("master", "volume", "filer", "s3")}
+        self.sockets = [SOCKETS / f"seaweedfs-{name}-grpc-{port}.sock" for name, port in grpc.items()]
+        self.sockets += [SOCKETS / f"seaweedfs-filer-{filer}.sock", SOCKETS / f"seaweedfs-s3-{s3}.sock"]
         self.process = spawn(
             [
                 str(weed_binary()),
+                "-logtostderr",
                 "server",
                 f"-dir={self.directory}",
                 "-ip=127.0.0.1",
@@ -78,6 +90,8 @@ class LocalStorage:
                 f"-s3.port.grpc={grpc['s3']}",
                 "-s3.port.iceberg=0",
                 "-s3.port.lance=0",
+                f"-filer.localSocket={self.sockets[-2]}",
+                f"-s3.localSocket={self.sockets[-1]}",
             ],
             log_path=self.log_path,
         )
@@ -121,3 +135,12 @@ class LocalStorage:
         broker is stopped nothing is in flight (a killed storage loses nothing it stored)."""
         stop_processes([self.process], signal.SIGTERM, grace_s=3.0)
         self.process = None
+        self.remove_sockets()
+
+    def remove_sockets(self) -> None:
+        """Remove the Unix sockets of the last run, once its process is gone."""
+        if self.running:
+            return
+        for socket in self.sockets:
+            socket.unlink(missing_ok=True)
+        self.sockets = []
