@@ -228,12 +228,13 @@ def _convert_recent(
 _STATE_FIELDS = tuple(f.name for f in fields(CustomerState))
 
 
-def _bump(counts: dict[str, Any], key: str, amount: float, limit: int) -> None:
+def count_value(counts: dict[str, Any], key: str, amount: float, limit: int) -> None:
+    """Add ``amount`` to ``key``'s count; a new key only while fewer than ``limit`` are counted."""
     if key in counts or len(counts) < limit:
         counts[key] = counts.get(key, 0) + amount
 
 
-def _oldest_day(newest_event_at: float, lateness: float) -> int:
+def oldest_kept_day(newest_event_at: float, lateness: float) -> int:
     """The oldest day whose bucket is kept: windows end at or after the newest event."""
     return int((newest_event_at - lateness) // DAY) - WINDOW_DAYS
 
@@ -243,7 +244,7 @@ def _bucket(state: CustomerState, ts: float, lateness: float) -> list[float]:
     bucket = state.daily.get(day)
     if bucket is None:
         bucket = [0.0] * 6
-        if state.newest_event_at is None or day >= _oldest_day(state.newest_event_at, lateness):
+        if state.newest_event_at is None or day >= oldest_kept_day(state.newest_event_at, lateness):
             state.daily[day] = bucket  # else a day no window reaches any more: counted nowhere
     return bucket
 
@@ -326,10 +327,10 @@ def count_event(state: CustomerState, event: BaseEvent, config: FeatureConfig, t
         state.first_seen_at = ts
     if state.newest_event_at is None or ts > state.newest_event_at:
         state.newest_event_at = ts
-        oldest_day = _oldest_day(ts, lateness)
+        oldest_day = oldest_kept_day(ts, lateness)
         if state.daily and min(state.daily) < oldest_day:
             state.daily = {d: b for d, b in state.daily.items() if d >= oldest_day}
-    _bump(state.channel_counts, event.channel, 1, config.max_tracked_values)
+    count_value(state.channel_counts, event.channel, 1, config.max_tracked_values)
     half_life = config.engagement_half_life_days * DAY
     weight_key = event.action if isinstance(event, SocialInteraction) else event.type
     weight = config.engagement_weights.get(weight_key, 0.0)
@@ -368,7 +369,7 @@ def _apply_purchase(state: CustomerState, event: Purchase, ts: float, config: Fe
         state.refund_total += event.amount
         _bucket(state, ts, lateness)[B_REVENUE] -= event.amount
         return
-    _track_reactivation(state, ts, config.churn_days * DAY)
+    track_reactivation(state, ts, config.churn_days * DAY)
     state.purchase_count += 1
     state.monetary_total += event.amount
     state.first_purchase_at = ts if state.first_purchase_at is None else min(ts, state.first_purchase_at)
@@ -378,7 +379,7 @@ def _apply_purchase(state: CustomerState, event: Purchase, ts: float, config: Fe
     bucket[B_REVENUE] += event.amount
     for item in event.items:
         if item.category:
-            _bump(state.category_quantities, item.category, item.quantity, config.max_tracked_values)
+            count_value(state.category_quantities, item.category, item.quantity, config.max_tracked_values)
     last_visit = state.last_visit_at
     if (
         last_visit is not None
@@ -389,20 +390,20 @@ def _apply_purchase(state: CustomerState, event: Purchase, ts: float, config: Fe
         state.converted_visits += 1
 
 
-def _track_reactivation(state: CustomerState, ts: float, churn: float) -> None:
+def track_reactivation(state: CustomerState, ts: float, churn: float) -> None:
     """The latest return after a churn-length gap without purchases, as if purchases came in
     order, before the purchase at ``ts`` is counted. A late purchase only shortens the gap it
     falls in, or opens one before the first purchase.
 
     >>> state = CustomerState("c1", purchase_count=1, first_purchase_at=200 * DAY, last_purchase_at=200 * DAY)
-    >>> _track_reactivation(state, 0.0, 90 * DAY)   # long before the first purchase: day 200 was a return
+    >>> track_reactivation(state, 0.0, 90 * DAY)   # long before the first purchase: day 200 was a return
     >>> state.reactivated_at / DAY, state.reactivated_after / DAY
     (200.0, 0.0)
     >>> state.first_purchase_at = 0.0
-    >>> _track_reactivation(state, 150 * DAY, 90 * DAY)   # the return was at day 150, not 200
+    >>> track_reactivation(state, 150 * DAY, 90 * DAY)   # the return was at day 150, not 200
     >>> state.reactivated_at / DAY, state.reactivated_after / DAY
     (150.0, 0.0)
-    >>> _track_reactivation(state, 70 * DAY, 90 * DAY)   # no gap is churn-length any more
+    >>> track_reactivation(state, 70 * DAY, 90 * DAY)   # no gap is churn-length any more
     >>> state.reactivated_at, state.reactivated_after
     (None, None)
     """
