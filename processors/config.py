@@ -86,3 +86,24 @@ class ModelConfig:
     alert_value_tiers: frozenset[str] = frozenset()
     #: Horizon of the customer lifetime value estimate.
     clv_horizon_days: float = 365.0
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityConfig:
+    """Which identifiers name a person, and the guards on merging profiles.
+
+    Examples
+    --------
+    >>> sorted(IdentityConfig().unique_kinds)
+    ['customer_id', 'email']
+    """
+
+    #: Kinds of identifiers events may carry, the most lasting first: when two profiles merge,
+    #: the one named by the earlier kind survives.
+    kinds: tuple[str, ...] = ("customer_id", "loyalty_card", "email", "phone", "social_handle", "anonymous_id")
+    #: Kinds a person holds one value of: a link that would join two values is refused.
+    unique_kinds: frozenset[str] = frozenset({"customer_id", "email"})
+    #: Most identifiers one profile may hold: a link beyond is refused.
+    max_identifiers: int = 100
+    #: Merges and refused links remembered per profile.
+    history: int = 50

@@ -50,6 +50,7 @@ from pydantic import BaseModel
 
 from processors import engagement
 from processors.config import DAY, FeatureConfig
+from processors.identity import Identity
 from processors.lifecycle import lifecycle_stage
 from processors.rfm import PROSPECTS, RFMScorer, value_tier
 from schemas.events import BaseEvent, CustomerProfile, Purchase, SocialInteraction, Visit
@@ -162,6 +163,8 @@ class CustomerState:
     rfm_segment: str | None = None
     alert_armed: bool = True
     last_alert_at: float | None = None
+    #: Its profile's identifiers and merges, once it took part in a link (``processors.identity``).
+    identity: Identity | None = None
 
     def to_json(self) -> bytes:
         """Compact JSON (orjson: a quarter of the stdlib's time, the same bytes; this runs for
@@ -182,13 +185,17 @@ class CustomerState:
         contents, were kept.
 
         >>> state = CustomerState("c1", applied_ids=array("Q", [3, 7]), applied_contents=array("I", [5, 9]),
-        ...                       daily={5: [1.0, 2.0, 0, 0, 0, 0]}, snapshots=array("d", range(2 * SNAPSHOT_WIDTH)))
+        ...                       daily={5: [1.0, 2.0, 0, 0, 0, 0]}, snapshots=array("d", range(2 * SNAPSHOT_WIDTH)),
+        ...                       identity=Identity(["c1", "email:x"]))
         >>> CustomerState.from_json(state.to_json()) == state
         True
         """
         data = orjson.loads(raw)
         data["daily"] = {int(day): bucket for day, bucket in data["daily"].items()}
         data["snapshots"] = array("d", chain.from_iterable(data["snapshots"]))
+        identity = data.get("identity")
+        if identity is not None:
+            data["identity"] = Identity(**identity)
         recent = data.pop("recent_events", None)
         if recent is None:
             data["applied_ids"] = array("Q", base64.b64decode(data["applied_ids"]))
@@ -281,17 +288,18 @@ def remember(state: CustomerState, event: BaseEvent, ts: float) -> Seen:
     return seen
 
 
-def conflicts(state: CustomerState, event: BaseEvent, ts: float) -> bool:
-    """Whether :func:`remember` would find ``event`` in conflict with an applied one; changes nothing.
+def recall(state: CustomerState, event: BaseEvent, ts: float) -> Seen | None:
+    """What :func:`remember` would find ``event`` to be, "duplicate" or "conflict", or None if
+    it is new; changes nothing.
 
     >>> from schemas.events import parse_event
     >>> def visit(seconds): return parse_event({"type": "visit", "event_id": "v1", "customer_id": "c1", "ts": 5,
     ...                                         "channel": "web", "session_id": "s1", "duration_s": seconds})
     >>> state = CustomerState("c1")
-    >>> remember(state, visit(30), 5.0), conflicts(state, visit(30), 5.0), conflicts(state, visit(31), 5.0)
-    ('new', False, True)
+    >>> remember(state, visit(30), 5.0), recall(state, visit(30), 5.0), recall(state, visit(31), 5.0)
+    ('new', 'duplicate', 'conflict')
     """
-    return _recall(state, event, ts)[0] == "conflict"
+    return _recall(state, event, ts)[0]
 
 
 def _recall(state: CustomerState, event: BaseEvent, ts: float) -> tuple[Seen | None, int, int, int]:

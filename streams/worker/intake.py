@@ -11,7 +11,7 @@ from typing import Any
 
 import faust
 
-from processors.features import conflicts
+from processors.features import recall
 from schemas.envelope import Rejected, pack, validate
 from schemas.events import BaseEvent, ahead_of_wall_clock
 from schemas.rows import DeadLetter
@@ -60,7 +60,7 @@ class Intake:
                 )
             if not isinstance(result, Rejected):  # told now when this process holds the customer
                 state = self.pipeline.table.get(result.customer_id.encode())
-                if state is not None and conflicts(state, result, result.epoch):
+                if state is not None and recall(state, result, result.epoch) == "conflict":
                     result = Rejected(f"body[{index}]: {conflict(result)}", result.model_dump_json())
             if isinstance(result, Rejected):
                 dead.append(

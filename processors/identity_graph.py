@@ -1,0 +1,295 @@
+"""The identity graph, kept in the stream: every identifier resolves to one profile, and two
+profiles that an event links merge into one, with no lock and no coordinator.
+
+Each identifier's record lives in the customer table under the identifier, in the
+identifier's partition, so only the worker process that owns the partition reads or writes
+it. A record is either a profile (a customer state; once it took part in a link, its
+``identity`` lists its identifiers), or an identifier merged into another profile
+(``identity.merged_into``), which events and links that reach it follow.
+
+What involves other partitions travels as :class:`Op` messages to the identifier that handles
+them (the worker sends them on a topic co-partitioned with the input topics):
+
+``link``
+    An event named ``other`` beside an identifier of ``target``'s profile: the profile sends
+    ``other`` a ``union``.
+``union``
+    ``target``'s profile (created if the identifier is new) and the profile ``other`` are one
+    person. The one that ranks first (:func:`processors.identity.rank`) survives: if it is
+    ``target``'s, it asks ``other`` to ``surrender`` and waits; else it sends ``other`` a
+    ``union``, which then does.
+``surrender``
+    ``target``'s profile is asked to merge into ``other`` (whose identifiers come along). Unless
+    a guard refuses (``refused``), it becomes a merged identifier and sends its state
+    (``absorb``); one that merged elsewhere meanwhile says where (``moved``).
+``absorb``
+    The survivor folds the state in (:func:`processors.profile_merge.merge_profiles`), takes
+    its identifiers and ``repoint``s them to itself, so later events take one hop at most.
+``refused``, ``moved``
+    The survivor stops waiting (after a move, it sends a ``union`` to where the other went).
+``event``
+    An event that reached a merged identifier, on its way to the profile.
+
+A profile waits for one absorption at a time and keeps what reaches it meanwhile for after; it
+only waits for a profile that ranks after it, so no two profiles ever wait for each other.
+
+Delivery is at least once: a worker that restarts from its last checkpoint reads again what it
+read since and sends again what it sent. The caller makes the record an op changed durable
+before it sends what handling the op produced, which the record keeps in its ``outbox`` until
+the caller says it is sent (:meth:`IdentityGraph.sent`); a record that meets an op with its
+outbox full sends it again first. So no step is lost between a change and its messages, and
+every op can come twice, in any interleaving with the events. A second ``absorb`` finds no
+profile waiting for it, a second ``surrender`` a merged identifier, a second ``event`` is a
+duplicate to the customer state, and a surrender that reaches an identifier restored to before
+it existed finds a new, empty profile, whose events, read again, follow it. A merged identifier
+keeps its state until its ``absorb`` is sent: events read again meanwhile that the state holds
+are not sent on (they reach the profile in the state).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal, Protocol
+
+import orjson
+
+from processors.config import FeatureConfig, IdentityConfig, ModelConfig
+from processors.features import CustomerState, recall
+from processors.identity import Identity, Rank, conflict, rank
+from processors.profile_merge import merge_profiles
+from schemas.events import BaseEvent, parse_event_json
+
+OpKind = Literal["link", "union", "surrender", "absorb", "refused", "moved", "repoint", "event"]
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """A step of the graph's work, for the partition of ``target`` (see the module's text for
+    what ``other`` and ``payload`` hold in each kind)."""
+
+    kind: OpKind
+    target: str
+    other: str = ""
+    #: Event time of the event that linked the profiles.
+    at: float = 0.0
+    #: Of a surrender: the survivor's identifiers.
+    identifiers: tuple[str, ...] = ()
+    #: An absorbed state's JSON, a refusal's reason, where a profile moved, an event's JSON.
+    payload: str = ""
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Op:
+        return cls(**data | {"identifiers": tuple(data["identifiers"])})
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Op:
+        """
+        >>> op = Op("surrender", "email:x", other="c1", at=5.0, identifiers=("c1", "anonymous_id:a"))
+        >>> Op.from_json(op.to_json()) == op
+        True
+        """
+        return cls.from_dict(orjson.loads(raw))
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A merge, or a link refused by a guard, as the ``identity_merges`` table records it."""
+
+    at: float
+    survivor: str
+    absorbed: str
+    #: The absorbed profile's identifiers (of a refusal: none moved).
+    identifiers: tuple[str, ...]
+    outcome: Literal["merged", "refused"]
+    rule: str
+
+
+class Records(Protocol):
+    """The records of one partition's identifiers."""
+
+    def get(self, key: str) -> CustomerState | None: ...
+
+    def put(self, key: str, state: CustomerState) -> None: ...
+
+
+@dataclass
+class Handled:
+    """What handling an op gives: ops to send, decisions to record, and events to apply here
+    (profile, event JSON)."""
+
+    ops: list[Op] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    events: list[tuple[str, str]] = field(default_factory=list)
+
+
+class IdentityGraph:
+    """The graph's work in the partitions whose records ``records`` holds."""
+
+    def __init__(self, records: Records, config: IdentityConfig, features: FeatureConfig, models: ModelConfig) -> None:
+        self.records = records
+        self.config = config
+        self.features = features
+        self.models = models
+        self._changed = False
+
+    def links(self, state: CustomerState, others: Sequence[str]) -> list[Op]:
+        """The ops that join ``others`` to the profile ``state`` (an event named them beside it);
+        ``state`` is written by the caller, who applies the event to it."""
+        identity = self._identity(state)
+        return [Op("union", name, other=state.customer_id) for name in others if name not in identity.identifiers]
+
+    @staticmethod
+    def follow(state: CustomerState, event: BaseEvent) -> str | None:
+        """Where an event that reached a merged identifier goes: to its profile, unless the
+        state it keeps until the profile confirms the merge holds the event already (it
+        reaches the profile in that state; sent on, it would come twice)."""
+        identity = state.identity
+        assert identity is not None and identity.merged_into is not None
+        if identity.identifiers and recall(state, event, event.epoch) == "duplicate":
+            return None
+        return identity.merged_into
+
+    def handle(self, op: Op) -> Handled:
+        """Handle ``op``, in the partition of its target. If the target's record changed, the
+        caller writes it durably before it sends the ops; then it calls :meth:`sent`."""
+        before = self.records.get(op.target)
+        unsent = [Op.from_dict(data) for data in before.identity.outbox] if before and before.identity else []
+        handled = Handled()
+        self._changed = False
+        self._handle(op, handled)
+        handled.ops = unsent + handled.ops
+        if self._changed and handled.ops:
+            state = self.records.get(op.target)
+            assert state is not None and state.identity is not None
+            state.identity.outbox = [asdict(sent) for sent in handled.ops]
+            self.records.put(op.target, state)
+        return handled
+
+    def sent(self, key: str) -> None:
+        """The ops of the last :meth:`handle` of an op for ``key`` are sent: a merged
+        identifier's state is in its profile's way."""
+        state = self.records.get(key)
+        identity = state.identity if state is not None else None
+        if identity is None or not identity.outbox:
+            return
+        if identity.merged_into is not None:
+            self.records.put(key, CustomerState(key, identity=Identity(merged_into=identity.merged_into)))
+        else:
+            identity.outbox = []
+            self.records.put(key, state)  # type: ignore[arg-type]
+
+    def _put(self, key: str, state: CustomerState) -> None:
+        self._changed = True
+        self.records.put(key, state)
+
+    def _handle(self, op: Op, out: Handled) -> None:
+        state = self.records.get(op.target)
+        identity = state.identity if state is not None else None
+        went = identity.merged_into if identity is not None else None
+        if went is not None:
+            assert state is not None and identity is not None
+            self._merged(op, state, identity, went, out)
+        elif op.kind == "event":
+            out.events.append((op.target, op.payload))
+        elif op.kind == "link":
+            state = state or CustomerState(op.target)
+            out.ops += self.links(state, [op.other])
+            self._put(op.target, state)
+        elif op.kind == "union":
+            self._union(op, state or CustomerState(op.target), out)
+        elif op.kind == "surrender":
+            self._surrender(op, state or CustomerState(op.target), out)
+        elif state is not None and identity is not None and identity.absorbing == op.other:
+            self._answered(op, state, identity, out)
+        # else: an answer delivered again, for a profile that no longer waits for it
+
+    def _merged(self, op: Op, state: CustomerState, identity: Identity, went: str, out: Handled) -> None:
+        """An op for an identifier merged into ``went``."""
+        if op.kind == "event":
+            onward = self.follow(state, parse_event_json(op.payload.encode()))
+            if onward is not None:
+                out.ops.append(replace(op, target=onward))
+        elif op.kind in ("link", "union"):
+            out.ops.append(replace(op, target=went))
+        elif op.kind == "repoint" and op.other != op.target:
+            identity.merged_into = op.other
+            self._put(op.target, state)
+        elif op.kind == "surrender" and op.other != went:
+            out.ops.append(Op("moved", op.other, other=op.target, payload=went))
+
+    def _identity(self, state: CustomerState) -> Identity:
+        if state.identity is None:
+            state.identity = Identity([state.customer_id])
+        return state.identity
+
+    def _union(self, op: Op, state: CustomerState, out: Handled) -> None:
+        identity = self._identity(state)
+        if op.other in identity.identifiers:
+            return  # one profile already
+        if identity.absorbing is not None:
+            identity.waiting.append(asdict(op))
+        elif rank(op.target, self.config) < rank(op.other, self.config):
+            identity.absorbing = op.other
+            out.ops.append(
+                Op("surrender", op.other, other=op.target, at=op.at, identifiers=tuple(identity.identifiers))
+            )
+        else:
+            out.ops.append(Op("union", op.other, other=op.target, at=op.at))
+        self._put(op.target, state)
+
+    def _surrender(self, op: Op, state: CustomerState, out: Handled) -> None:
+        identity = self._identity(state)
+        if identity.absorbing is not None:
+            identity.waiting.append(asdict(op))
+        elif (reason := conflict(identity.identifiers, list(op.identifiers), self.config)) is not None:
+            out.ops.append(Op("refused", op.other, other=op.target, at=op.at, payload=reason))
+        else:
+            identity.merged_into = op.other  # its state is kept until the absorb is sent
+            out.ops.append(Op("absorb", op.other, other=op.target, at=op.at, payload=state.to_json().decode()))
+        self._put(op.target, state)
+
+    def _answered(self, op: Op, state: CustomerState, identity: Identity, out: Handled) -> None:
+        """The profile ``op.other`` that this one waited for answered: absorb, refused or moved."""
+        identity.absorbing = None
+        if op.kind == "moved":  # unite with where it went
+            out.ops.append(Op("union", op.payload, other=op.target, at=op.at))
+        elif op.kind == "refused":
+            self._decided(Decision(op.at, op.target, op.other, (), "refused", op.payload), identity, out)
+        elif op.kind == "absorb":
+            absorbed = CustomerState.from_json(op.payload.encode())
+            merge_profiles(state, absorbed, self.features, self.models)
+            theirs = absorbed.identity or Identity([op.other])
+            identity.identifiers += [name for name in theirs.identifiers if name not in identity.identifiers]
+            identity.history += theirs.history
+            rule = self._rule(rank(op.target, self.config), rank(op.other, self.config))
+            self._decided(
+                Decision(op.at, op.target, op.other, tuple(theirs.identifiers), "merged", rule), identity, out
+            )
+            out.ops += [Op("repoint", name, other=op.target) for name in theirs.identifiers if name != op.other]
+        waiting, identity.waiting = identity.waiting, []
+        self._put(op.target, state)
+        self._resume(op.target, waiting, out)
+
+    def _decided(self, decision: Decision, identity: Identity, out: Handled) -> None:
+        out.decisions.append(decision)
+        identity.history = (identity.history + [asdict(decision)])[-self.config.history :]
+
+    def _resume(self, key: str, waiting: list[dict[str, Any]], out: Handled) -> None:
+        """Handle what waited, in order, until the profile waits again."""
+        for index, data in enumerate(waiting):
+            self._handle(Op.from_dict(data), out)
+            state = self.records.get(key)
+            if state is not None and state.identity is not None and state.identity.absorbing is not None:
+                state.identity.waiting += waiting[index + 1 :]
+                self._put(key, state)
+                return
+
+    def _rule(self, survivor: Rank, absorbed: Rank) -> str:
+        """Why the survivor survived (see :func:`processors.identity.rank`)."""
+        if survivor[0] != absorbed[0]:
+            return f"a {self.config.kinds[survivor[0]]} outlasts a {self.config.kinds[absorbed[0]]}"
+        return "the first by name survives"
