@@ -53,7 +53,7 @@ from processors.config import DAY, FeatureConfig
 from processors.identity import Identity
 from processors.lifecycle import lifecycle_stage
 from processors.rfm import PROSPECTS, RFMScorer, value_tier
-from schemas.events import BaseEvent, CustomerProfile, Purchase, SocialInteraction, Visit
+from schemas.events import BaseEvent, CustomerProfile, Identify, Purchase, SocialInteraction, Visit
 
 #: Longest window kept in daily buckets.
 WINDOW_DAYS = 90
@@ -338,6 +338,8 @@ def count_event(state: CustomerState, event: BaseEvent, config: FeatureConfig, t
         oldest_day = oldest_kept_day(ts, lateness)
         if state.daily and min(state.daily) < oldest_day:
             state.daily = {d: b for d, b in state.daily.items() if d >= oldest_day}
+    if isinstance(event, Identify):
+        return "late" if late else "applied"  # the person was seen; it links, and counts in no feature
     count_value(state.channel_counts, event.channel, 1, config.max_tracked_values)
     half_life = config.engagement_half_life_days * DAY
     weight_key = event.action if isinstance(event, SocialInteraction) else event.type

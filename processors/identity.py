@@ -1,16 +1,14 @@
 """Identifiers, and what a profile's state keeps of its identity.
 
-An event names its person by identifiers of declared kinds (``IdentityConfig.kinds``). An
-identifier is written ``kind:value`` (``anonymous_id:a9f3``, ``email:3b5e...``), except a
-``customer_id``, which is its bare value, so the customers of events that carry only a
+An event names its person by identifiers of declared kinds (``IdentityConfig.kinds``), written
+``kind:value`` (``anonymous_id:a9f3``, ``email:3b5e...``), except a ``customer_id``, which is
+its bare value (``schemas.identifiers``), so the customers of events that carry only a
 ``customer_id`` keep their ids. Every identifier resolves to one profile, named by the
 identifier it started from; ``processors.identity_graph`` keeps the graph in the stream.
 
 Examples
 --------
 >>> config = IdentityConfig()
->>> identifier("customer_id", "c1"), identifier("anonymous_id", "a9f3")
-('c1', 'anonymous_id:a9f3')
 >>> kind_of("anonymous_id:a9f3", config), kind_of("c1", config), kind_of("shop:7", config)
 ('anonymous_id', 'customer_id', 'customer_id')
 >>> conflict(["c1", "email:x"], ["anonymous_id:a9f3", "email:y"], config)
@@ -25,13 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from processors.config import IdentityConfig
-
-CUSTOMER_ID = "customer_id"
-
-
-def identifier(kind: str, value: str) -> str:
-    """The identifier of ``value`` of ``kind``."""
-    return value if kind == CUSTOMER_ID else f"{kind}:{value}"
+from schemas.identifiers import CUSTOMER_ID
 
 
 def kind_of(name: str, config: IdentityConfig) -> str:

@@ -1,7 +1,10 @@
 """Input events: the contract with web, app and POS producers.
 
-Every event carries ``type``, ``event_id`` (producer-unique, the idempotency key),
-``customer_id``, ``ts`` (ISO-8601 with a zone, or epoch seconds) and ``channel``.
+Every event carries ``type``, ``event_id`` (producer-unique, the idempotency key), its
+person's ``customer_id`` or ``identifiers`` or both (``schemas.identifiers``), ``ts``
+(ISO-8601 with a zone, or epoch seconds) and ``channel``. An event with identifiers but no
+``customer_id`` is keyed by the identifier of the first kind by name, which then stands as its
+``customer_id`` (``anonymous_id:a9f3``): producers key its message by it.
 
 Every field has a domain the rest of the system can hold: event times from 1970 to 2200
 (numbers are always epoch seconds: a number in milliseconds reads as a date centuries ahead
@@ -44,7 +47,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+
+from schemas.identifiers import CUSTOMER_ID, MAX_PER_EVENT, IdentifierKind, identifier, normalized
 
 SCHEMA_VERSION = 1
 
@@ -90,7 +95,17 @@ class BaseEvent(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, val_temporal_unit="seconds")
 
     event_id: Id
-    customer_id: Id
+    customer_id: Id = Field(
+        "",
+        validate_default=False,
+        description="The person's account id. Optional when identifiers are given: the event is then "
+        "keyed by kind:value of the identifier of the first kind by name.",
+    )
+    identifiers: Annotated[dict[IdentifierKind, Id], Field(max_length=MAX_PER_EVENT)] = Field(
+        default_factory=dict,
+        description="Other identifiers of the person, kind -> value: anonymous_id, loyalty_card, email (an "
+        "address, or the SHA-256 hex of it trimmed and lower-cased), phone, social_handle, ...",
+    )
     ts: EventTime = Field(
         description="Event time: ISO-8601 with a zone, or epoch seconds; from 1970-01-01, and "
         "at most CRM360_MAX_FUTURE_S (default a day) ahead of the wall clock."
@@ -104,6 +119,28 @@ class BaseEvent(BaseModel):
         # For the type checker only: the field is each subclass's Literal, the union's
         # discriminator; pydantic must see no ``type`` field of the base.
         type: str
+
+    @field_validator("identifiers")
+    @classmethod
+    def _normalized(cls, identifiers: dict[str, str]) -> dict[str, str]:
+        if CUSTOMER_ID in identifiers:
+            raise ValueError("give the customer_id as the event's customer_id, not among its identifiers")
+        return {kind: normalized(kind, value) for kind, value in identifiers.items()}
+
+    @model_validator(mode="after")
+    def _keyed(self) -> BaseEvent:
+        if not self.customer_id:
+            if not self.identifiers:
+                raise ValueError("an event names its person: give a customer_id, identifiers or both")
+            kind = min(self.identifiers)
+            object.__setattr__(self, "customer_id", identifier(kind, self.identifiers[kind]))
+        return self
+
+    @property
+    def others(self) -> list[str]:
+        """The identifiers the event names besides its ``customer_id``, as ``kind:value``."""
+        named = (identifier(kind, value) for kind, value in self.identifiers.items())
+        return [name for name in named if name != self.customer_id]
 
     @property
     def epoch(self) -> float:
@@ -176,12 +213,33 @@ class CustomerProfile(BaseEvent):
     acquisition_channel: ShortText | None = None
 
 
-Event = Annotated[Purchase | Visit | SocialInteraction | CustomerProfile, Field(discriminator="type")]
+class Identify(BaseEvent):
+    """Identifiers seen together, which name one person from then on: a login (the account
+    and the device's cookie), a checkout with a loyalty card, a social account connected. It
+    counts in no feature.
+
+    >>> event = parse_event({"type": "identify", "event_id": "login-1", "customer_id": "c1", "ts": 0,
+    ...                      "channel": "web", "identifiers": {"anonymous_id": "a9f3"}})
+    >>> event.customer_id, event.others
+    ('c1', ['anonymous_id:a9f3'])
+    """
+
+    type: Literal["identify"]
+
+    @model_validator(mode="after")
+    def _links(self) -> Identify:
+        if not self.others:
+            raise ValueError("an identify event names at least two identifiers (the customer_id counts)")
+        return self
+
+
+Event = Annotated[Purchase | Visit | SocialInteraction | CustomerProfile | Identify, Field(discriminator="type")]
 EVENT_TYPES: dict[str, type[BaseEvent]] = {
     "purchase": Purchase,
     "visit": Visit,
     "social_interaction": SocialInteraction,
     "customer_profile": CustomerProfile,
+    "identify": Identify,
 }
 
 _event_adapter: TypeAdapter[BaseEvent] = TypeAdapter(Event)

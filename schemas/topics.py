@@ -4,15 +4,19 @@ PURCHASES = "purchases"
 VISITS = "visits"
 SOCIAL_INTERACTIONS = "social-interactions"
 CUSTOMER_PROFILES = "customer-profiles"
+IDENTIFY = "identify"
 DEAD_LETTERS = "dead-letters"
 CHURN_ALERTS = "churn-alerts"
 #: Internal: labelled snapshots and customer samples for the one trainer (one partition),
 #: and the model versions it publishes to every worker (compacted, one partition).
 MODEL_TRAINING = "model-training"
 CHURN_MODELS = "churn-models"
+#: Internal: the identity graph's work between partitions (``processors.identity_graph``),
+#: keyed by identifier, co-partitioned with the input topics.
+IDENTITY_OPS = "identity-ops"
 
 #: Input topics, all keyed by ``customer_id`` and co-partitioned.
-INPUT_TOPICS: tuple[str, ...] = (PURCHASES, VISITS, SOCIAL_INTERACTIONS, CUSTOMER_PROFILES)
+INPUT_TOPICS: tuple[str, ...] = (PURCHASES, VISITS, SOCIAL_INTERACTIONS, CUSTOMER_PROFILES, IDENTIFY)
 
 #: The input topic each event type is published to.
 TOPIC_FOR_TYPE: dict[str, str] = {
@@ -20,6 +24,7 @@ TOPIC_FOR_TYPE: dict[str, str] = {
     "visit": VISITS,
     "social_interaction": SOCIAL_INTERACTIONS,
     "customer_profile": CUSTOMER_PROFILES,
+    "identify": IDENTIFY,
 }
 
 

@@ -75,6 +75,18 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             for table in RAW_EVENT_TABLES.values()
         ],
     ),
+    (
+        7,
+        "identifiers: a raw event's other identifiers, identify events",
+        [
+            TABLES["identify_events"].ddl(),
+            f"ALTER TABLE {DATABASE}.identify_events MODIFY COLUMN ingested_at {TIME} DEFAULT now64(3)",
+        ]
+        + [
+            f"ALTER TABLE {DATABASE}.{table} ADD COLUMN IF NOT EXISTS identifiers Map(String, String) AFTER customer_id"
+            for table in RAW_EVENT_TABLES.values()
+        ],
+    ),
 ]
 
 

@@ -5,7 +5,7 @@ Examples
 >>> clickhouse_type(float | None), clickhouse_type(datetime)
 ('Nullable(Float64)', "DateTime64(3, 'UTC')")
 >>> [c for c, _ in TABLES["purchases"].columns][:4]
-['event_id', 'customer_id', 'ts', 'channel']
+['event_id', 'customer_id', 'identifiers', 'ts']
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel
 
 from schemas.alerts import ChurnAlert
-from schemas.events import BaseEvent, CustomerProfile, Purchase, SocialInteraction, Visit
+from schemas.events import BaseEvent, CustomerProfile, Identify, Purchase, SocialInteraction, Visit
 from schemas.rows import CustomerFeatures, DeadLetter, MembershipChange, ModelMetrics, SegmentInfo
 
 DATABASE = "crm360"
@@ -83,6 +83,7 @@ RAW_EVENT_TABLES: dict[type[BaseEvent], str] = {
     Visit: "visits",
     SocialInteraction: "social_interactions",
     CustomerProfile: "customer_profiles",
+    Identify: "identify_events",
 }
 
 

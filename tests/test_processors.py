@@ -472,6 +472,7 @@ def test_json_schema_export(tmp_path: Path) -> None:
         "churn_alert.schema.json",
         "customer_profile.schema.json",
         "event.schema.json",
+        "identify.schema.json",
         "purchase.schema.json",
         "social_interaction.schema.json",
         "visit.schema.json",
@@ -481,5 +482,6 @@ def test_json_schema_export(tmp_path: Path) -> None:
         alert_schema["required"]
     )
     purchase_schema = json.loads((tmp_path / "purchase.schema.json").read_text())
-    assert set(purchase_schema["required"]) >= {"event_id", "customer_id", "ts", "channel", "order_id", "amount"}
+    assert set(purchase_schema["required"]) >= {"event_id", "ts", "channel", "order_id", "amount"}
+    assert {"customer_id", "identifiers"} <= set(purchase_schema["properties"])  # one of them, or both
     assert purchase_schema["properties"]["amount"]["minimum"] == 0

@@ -37,7 +37,7 @@ def release_clickhouse() -> Iterator[None]:
 
 def test_migrations_idempotent_writes_and_reads(tmp_path: Path) -> None:
     client = connect(f"chdb://{tmp_path / 'ch'}")
-    assert migrate(client) == [1, 2, 5, 6]
+    assert migrate(client) == [1, 2, 5, 6, 7]
     assert migrate(client) == []
     sink = ClickHouseSink(client)
     event = parse_event(
@@ -160,6 +160,22 @@ EVERY_TYPE: list[dict[str, Any]] = [
         "city": "Lyon",
         "signup_at": "2020-02-29T23:59:59Z",
     },
+    {
+        "type": "visit",
+        "event_id": "v2",
+        "ts": 1_700_000_003,
+        "channel": "web",
+        "session_id": "s2",
+        "identifiers": {"anonymous_id": "a9f3", "email": "0" * 64},
+    },
+    {
+        "type": "identify",
+        "event_id": "login-1",
+        "customer_id": "c1",
+        "ts": 1_700_000_004,
+        "channel": "app",
+        "identifiers": {"anonymous_id": "a9f3"},
+    },
 ]
 
 
@@ -248,15 +264,20 @@ def test_a_failed_write_is_retried_without_losing_or_repeating_rows(tmp_path: Pa
     with pytest.raises(ConnectionError):
         sink.write(batch)
     sink.add_events([parse_event(EVERY_TYPE[1] | {"event_id": "p3"})])  # arrives meanwhile: waits for the next write
-    assert [name for name, rows in batch.items() if rows] == ["visits", "social_interactions", "customer_profiles"]
-    assert sink.write(batch) == 3 and not any(batch.values())
+    assert [name for name, rows in batch.items() if rows] == [
+        "visits",
+        "social_interactions",
+        "customer_profiles",
+        "identify_events",
+    ]
+    assert sink.write(batch) == 5 and not any(batch.values())
     assert sink.pending_rows == 1 and sink.flush() == 1
     counts = client.query(
         f"SELECT (SELECT count() FROM {DATABASE}.purchases), (SELECT count() FROM {DATABASE}.visits), "
         f"(SELECT count() FROM {DATABASE}.social_interactions), "
-        f"(SELECT count() FROM {DATABASE}.customer_profiles)"
+        f"(SELECT count() FROM {DATABASE}.customer_profiles), (SELECT count() FROM {DATABASE}.identify_events)"
     ).result_rows
-    assert counts == [(3, 1, 1, 1)]
+    assert counts == [(3, 2, 1, 1, 1)]
 
 
 class ToMainProcess:

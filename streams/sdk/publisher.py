@@ -7,6 +7,9 @@ keyed by customer id, exactly as any plain Kafka client may do::
     with EventPublisher("127.0.0.1:9092") as publisher:
         publisher.publish({"type": "visit", "event_id": "v1", "customer_id": "c1",
                            "ts": "2024-05-01T10:00:00Z", "channel": "web", "session_id": "s1"})
+        publisher.publish({"type": "visit", "event_id": "v2", "identifiers": {"anonymous_id": "a9f3"},
+                           "ts": "2024-05-01T10:01:00Z", "channel": "web", "session_id": "s2"})
+        publisher.identify("login-7", "2024-05-01T10:02:00Z", "web", customer_id="c1", anonymous_id="a9f3")
 """
 
 from __future__ import annotations
@@ -78,6 +81,14 @@ class EventPublisher:
     def publish_many(self, events: Iterable[BaseEvent | dict[str, Any]]) -> None:
         for event in events:
             self.publish(event)
+
+    def identify(self, event_id: str, ts: str | float, channel: str, customer_id: str = "", **identifiers: str) -> None:
+        """Publish that these identifiers name one person (a login, a checkout with a loyalty
+        card, a social account connected): an ``identify`` event."""
+        named: dict[str, Any] = {"customer_id": customer_id} if customer_id else {}
+        self.publish(
+            {"type": "identify", "event_id": event_id, "ts": ts, "channel": channel, "identifiers": identifiers} | named
+        )
 
     def publish_one(self, event: BaseEvent | dict[str, Any]) -> None:
         """Send one event as its own message, keyed by customer id (no envelope)."""
