@@ -350,14 +350,19 @@ def demo(seconds: float | None, customers: int, rate: float, seed: int, data_dir
     help="Where the ground truth (latent segment, churn time) is saved.",
 )
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write JSONL here instead of publishing.")
-def simulate(customers: int, days: int, seed: int, truth_path: Path, out: Path | None) -> None:
+@click.option(
+    "--identities",
+    is_flag=True,
+    help="Name people as each channel knows them (cookies, loyalty cards, social handles, identify events); "
+    "the ground truth then lists each person's identifiers and events.",
+)
+def simulate(customers: int, days: int, seed: int, truth_path: Path, out: Path | None, identities: bool) -> None:
     """Generate a realistic synthetic stream (seeded) and publish it, or write it as JSONL."""
     import json
 
     from streams.local.simulate import Simulation
 
-    simulation = Simulation(customers=customers, days=days, seed=seed)
-    simulation.save_ground_truth(truth_path)
+    simulation = Simulation(customers=customers, days=days, seed=seed, identities=identities)
     count = 0
     if out:
         with out.open("w", encoding="utf-8") as handle:
@@ -376,6 +381,7 @@ def simulate(customers: int, days: int, seed: int, truth_path: Path, out: Path |
             for event in events:
                 publisher.publish(event)
                 count += 1
+    simulation.save_ground_truth(truth_path)  # with identities, it lists the events generated
     click.echo(f"{count} events for {customers} customers over {days} days; ground truth in {truth_path}")
 
 

@@ -66,3 +66,47 @@ def test_an_identify_event_links_at_least_two_identifiers_and_counts_in_no_featu
     assert apply(state, event, FeatureConfig()) == "duplicate"
     row = profile(state, 1_700_000_000, FeatureConfig())
     assert row["preferred_channel"] is None and row["engagement_score"] == 0 and row["visit_count"] == 0
+
+
+def test_the_simulation_names_people_as_each_channel_knows_them_with_the_truth_kept() -> None:
+    from streams.local.simulate import Simulation
+    from streams.measure.resolution import resolution_figures
+
+    plain = list(Simulation(customers=300, days=200, seed=3).events())
+    simulation = Simulation(customers=300, days=200, seed=3, identities=True)
+    named = [parse_event(event) for event in simulation.events()]  # every one valid
+    truth = simulation.ground_truth()
+    person_of = {event_id: person for person, facts in truth.items() for event_id in facts["event_ids"]}
+    assert len(person_of) == len(named)
+
+    # The same behaviour with and without identities: the same purchases, to the cent.
+    def purchases(events: list[Any]) -> list[tuple[float, float]]:
+        return sorted((e.epoch, e.amount) for e in events if e.type == "purchase")
+
+    assert purchases(named) == purchases([parse_event(e) for e in plain])
+    # Every identifier an event names is one of its true person's.
+    for event in named:
+        assert {event.customer_id, *event.others} <= set(truth[person_of[event.event_id]]["identifiers"])
+    kinds = {name.partition(":")[0] for event in named for name in event.others}
+    assert kinds == {"anonymous_id", "email", "loyalty_card", "social_handle"}
+    assert sum(1 for e in named if e.type == "identify") > 300  # sign-ups, cards linked, handles connected
+    keyed = [{"event_id": e.event_id, "key": e.customer_id} for e in named]
+    unresolved = resolution_figures(keyed, person_of, profile_of=lambda key: key)
+    assert unresolved["people"] == 300 and unresolved["profiles"] > 2.5 * 300  # each channel's id: a person
+    assert unresolved["people_as_one_profile"] < 0.1 * 300
+
+
+def test_crm360_simulate_identities_writes_the_events_and_their_true_people(tmp_path: Any) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from streams.cli import main
+
+    out, truth = tmp_path / "events.jsonl", tmp_path / "truth.json"
+    args = ["simulate", "--customers", "20", "--days", "60", "--identities", "--out", str(out), "--truth", str(truth)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    event_ids = {json.loads(line)["event_id"] for line in out.read_text().splitlines()}
+    people = json.loads(truth.read_text())
+    assert {event_id for person in people.values() for event_id in person["event_ids"]} == event_ids
