@@ -166,6 +166,11 @@ class CustomerState:
     #: Its profile's identifiers and merges, once it took part in a link (``processors.identity``).
     identity: Identity | None = None
 
+    @property
+    def is_profile(self) -> bool:
+        """Whether it is a customer's profile: it applied events and did not merge into another."""
+        return self.events_applied > 0 and (self.identity is None or self.identity.merged_into is None)
+
     def to_json(self) -> bytes:
         """Compact JSON (orjson: a quarter of the stdlib's time, the same bytes; this runs for
         every touched customer of every batch)."""

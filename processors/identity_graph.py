@@ -135,12 +135,16 @@ class IdentityGraph:
         self.features = features
         self.models = models
         self._changed = False
+        #: Records whose outbox this process filled and has not sent yet.
+        self._unsent: set[str] = set()
 
-    def links(self, state: CustomerState, others: Sequence[str]) -> list[Op]:
-        """The ops that join ``others`` to the profile ``state`` (an event named them beside it);
-        ``state`` is written by the caller, who applies the event to it."""
+    def links(self, state: CustomerState, others: Sequence[str], at: float) -> list[Op]:
+        """The ops that join ``others`` to the profile ``state`` (an event at event time ``at``
+        named them beside it); ``state`` is written by the caller, who applies the event to it."""
         identity = self._identity(state)
-        return [Op("union", name, other=state.customer_id) for name in others if name not in identity.identifiers]
+        return [
+            Op("union", name, other=state.customer_id, at=at) for name in others if name not in identity.identifiers
+        ]
 
     @staticmethod
     def follow(state: CustomerState, event: BaseEvent) -> str | None:
@@ -157,21 +161,25 @@ class IdentityGraph:
         """Handle ``op``, in the partition of its target. If the target's record changed, the
         caller writes it durably before it sends the ops; then it calls :meth:`sent`."""
         before = self.records.get(op.target)
-        unsent = [Op.from_dict(data) for data in before.identity.outbox] if before and before.identity else []
+        kept = [Op.from_dict(data) for data in before.identity.outbox] if before and before.identity else []
         handled = Handled()
         self._changed = False
         self._handle(op, handled)
-        handled.ops = unsent + handled.ops
-        if self._changed and handled.ops:
+        new = handled.ops
+        # An outbox this process filled is sent with its batch; one a restart restored, now.
+        handled.ops = (kept if op.target not in self._unsent else []) + new
+        if self._changed and new:
             state = self.records.get(op.target)
             assert state is not None and state.identity is not None
-            state.identity.outbox = [asdict(sent) for sent in handled.ops]
+            state.identity.outbox = [asdict(sent) for sent in kept + new]
             self.records.put(op.target, state)
+            self._unsent.add(op.target)
         return handled
 
     def sent(self, key: str) -> None:
-        """The ops of the last :meth:`handle` of an op for ``key`` are sent: a merged
-        identifier's state is in its profile's way."""
+        """The ops of :meth:`handle` for ``key`` are sent: a merged identifier's state is in
+        its profile's way."""
+        self._unsent.discard(key)
         state = self.records.get(key)
         identity = state.identity if state is not None else None
         if identity is None or not identity.outbox:
@@ -197,7 +205,7 @@ class IdentityGraph:
             out.events.append((op.target, op.payload))
         elif op.kind == "link":
             state = state or CustomerState(op.target)
-            out.ops += self.links(state, [op.other])
+            out.ops += self.links(state, [op.other], op.at)
             self._put(op.target, state)
         elif op.kind == "union":
             self._union(op, state or CustomerState(op.target), out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Literal
 
 import orjson
 from pydantic import BaseModel
@@ -93,6 +94,29 @@ class MembershipChange(BaseModel):
     dimension: str
     name: str
     customers: int
+
+
+class IdentityMerge(BaseModel):
+    """Two profiles found to be one person and merged, or a link a guard refused, as in
+    ``identity_merges``: ``linked_at`` is the event time of the event that linked them,
+    ``identifiers`` those the absorbed profile brought (none for a refusal), ``rule`` why the
+    survivor survived or why the link was refused."""
+
+    decided_at: datetime
+    linked_at: datetime
+    survivor: str
+    absorbed: str
+    identifiers: list[str]
+    outcome: Literal["merged", "refused"]
+    rule: str
+
+
+class IdentityLink(BaseModel):
+    """Which profile an identifier resolves to, as in ``identities`` (latest by ``updated_at``)."""
+
+    identifier: str
+    profile_id: str
+    updated_at: datetime
 
 
 class DeadLetter(BaseModel):

@@ -36,6 +36,8 @@ from schemas.rows import FEATURE_COLUMNS, FEATURE_TIME_COLUMNS, DeadLetter
 from sinks.tables import DATABASE, RAW_EVENT_TABLES, TABLES, TIME
 from sinks.views import VIEWS
 
+#: The columns of ``customer_features`` before migration 8 (which gave it ``is_deleted``).
+_KEPT_FEATURE_COLUMNS = ", ".join(f"`{n}`" for n in TABLES["customer_features"].column_names if n != "is_deleted")
 #: Each migration: (version, description, statements). Append only; never edit a shipped one.
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (
@@ -85,6 +87,20 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         + [
             f"ALTER TABLE {DATABASE}.{table} ADD COLUMN IF NOT EXISTS identifiers Map(String, String) AFTER customer_id"
             for table in RAW_EVENT_TABLES.values()
+        ],
+    ),
+    (
+        8,
+        "identity resolution: identities, identity_merges, merged profiles deleted from customer_features",
+        [TABLES[name].ddl() for name in ("identities", "identity_merges")]
+        + [
+            TABLES["customer_features"].ddl().replace(".customer_features ", ".customer_features_8 ", 1),
+            (
+                f"INSERT INTO {DATABASE}.customer_features_8 ({_KEPT_FEATURE_COLUMNS}) "
+                f"SELECT {_KEPT_FEATURE_COLUMNS} FROM {DATABASE}.customer_features"
+            ),
+            f"EXCHANGE TABLES {DATABASE}.customer_features AND {DATABASE}.customer_features_8",
+            f"DROP TABLE {DATABASE}.customer_features_8",
         ],
     ),
 ]
@@ -154,6 +170,8 @@ ORDER = (
     "customer_features",
     "segment_membership",
     "churn_alerts",
+    "identity_merges",
+    "identities",
     "dead_letters",
     *RAW_EVENT_TABLES.values(),
     "model_metrics",
@@ -363,19 +381,20 @@ class ClickHouseSink:
                 ]
                 chunks[at] = EventRows(b",".join(kept), len(kept))
 
-    def add_features(self, row: dict[str, Any], version: int, updated_ms: int) -> None:
+    def add_features(self, row: dict[str, Any], version: int, updated_ms: int, deleted: bool = False) -> None:
         """Queue a customer's feature row; it replaces the customer's row pending since the
-        last :meth:`take` (``customer_features`` keeps only the highest version anyway)."""
+        last :meth:`take` (``customer_features`` keeps only the highest version anyway). A
+        ``deleted`` row takes the customer out (a profile merged into another)."""
         values = list(_feature_values(row))
         for i in _FEATURE_TIME_POSITIONS:
             values[i] = to_seconds(values[i])
-        values += [version, updated_ms / 1000]
+        values += [version, updated_ms / 1000, int(deleted)]
         rows = self.pending["customer_features"]
         at = self._feature_row_of.get(row["customer_id"])
         if at is None:
             self._feature_row_of[row["customer_id"]] = len(rows)
             rows.append(values)
-        elif version >= rows[at][-2]:
+        elif version >= rows[at][-3]:
             rows[at] = values
 
     def add_membership_change(self, dimension: str, name: str, customers: int) -> None:

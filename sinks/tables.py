@@ -20,7 +20,15 @@ from pydantic import AwareDatetime, BaseModel
 
 from schemas.alerts import ChurnAlert
 from schemas.events import BaseEvent, CustomerProfile, Identify, Purchase, SocialInteraction, Visit
-from schemas.rows import CustomerFeatures, DeadLetter, MembershipChange, ModelMetrics, SegmentInfo
+from schemas.rows import (
+    CustomerFeatures,
+    DeadLetter,
+    IdentityLink,
+    IdentityMerge,
+    MembershipChange,
+    ModelMetrics,
+    SegmentInfo,
+)
 
 DATABASE = "crm360"
 #: The read-only user of a ClickHouse server: analysts' queries and the dashboard (see sinks.query).
@@ -40,6 +48,8 @@ def clickhouse_type(annotation: Any) -> str:
         return "LowCardinality(String)"
     if typing.get_origin(annotation) is dict:
         return f"Map({clickhouse_type(args[0])}, {clickhouse_type(args[1])})"
+    if typing.get_origin(annotation) is list:
+        return f"Array({clickhouse_type(args[0])})"
     simple = {str: "String", int: "Int64", float: "Float64", datetime: TIME, AwareDatetime: TIME, bool: "Bool"}
     if annotation in simple:
         return simple[annotation]
@@ -96,10 +106,11 @@ def _raw_table(model: type[BaseEvent], name: str) -> Table:
 
 TABLES: dict[str, Table] = {
     **{name: _raw_table(model, name) for model, name in RAW_EVENT_TABLES.items()},
+    # A profile merged into another is written once more, as deleted: FINAL leaves it out.
     "customer_features": Table(
         "customer_features",
-        model_columns(CustomerFeatures) + [("version", "UInt64"), ("updated_at", TIME)],
-        "ReplacingMergeTree(version) ORDER BY customer_id",
+        model_columns(CustomerFeatures) + [("version", "UInt64"), ("updated_at", TIME), ("is_deleted", "UInt8")],
+        "ReplacingMergeTree(version, is_deleted) ORDER BY customer_id",
     ),
     "dead_letters": Table(
         "dead_letters",
@@ -115,5 +126,14 @@ TABLES: dict[str, Table] = {
     "segments": Table("segments", model_columns(SegmentInfo), "ReplacingMergeTree(model_version) ORDER BY segment"),
     "segment_membership": Table(
         "segment_membership", model_columns(MembershipChange), "SummingMergeTree ORDER BY (dimension, name)"
+    ),
+    # A decision made again after a restart is the same row.
+    "identity_merges": Table(
+        "identity_merges",
+        model_columns(IdentityMerge),
+        "ReplacingMergeTree(decided_at) ORDER BY (survivor, absorbed, outcome, linked_at)",
+    ),
+    "identities": Table(
+        "identities", model_columns(IdentityLink), "ReplacingMergeTree(updated_at) ORDER BY identifier"
     ),
 }

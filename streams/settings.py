@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Literal, TypedDict
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from processors.config import FeatureConfig, ModelConfig
+from processors.config import FeatureConfig, IdentityConfig, ModelConfig
 from sinks.tables import READER
 
 #: The processors' defaults, which the settings take as theirs.
-_FEATURES, _MODELS = FeatureConfig(), ModelConfig()
+_FEATURES, _MODELS, _IDENTITY = FeatureConfig(), ModelConfig(), IdentityConfig()
 
 
 class RocksDBSizes(TypedDict):
@@ -135,6 +135,11 @@ class Settings(BaseSettings):
     alert_cooldown_days: float = _MODELS.alert_cooldown_days
     alert_value_tiers: list[str] = []
     clv_horizon_days: float = _MODELS.clv_horizon_days
+    # Identity resolution (see processors.config.IdentityConfig): the kinds of identifiers,
+    # the most lasting first; the kinds a person holds one value of; identifiers per profile.
+    identifier_kinds: list[str] = list(_IDENTITY.kinds)
+    unique_identifier_kinds: list[str] = sorted(_IDENTITY.unique_kinds)
+    max_identifiers: int = Field(default=_IDENTITY.max_identifiers, ge=2)
     # Customers scored by an older model version are re-scored at most this often.
     rescore_interval_s: float = 30.0
     # The trainer publishes a new model version at most this often.
@@ -241,6 +246,20 @@ class Settings(BaseSettings):
             at_risk_days=self.at_risk_days,
             churn_days=self.churn_days,
             max_future_s=self.max_future_s,
+        )
+
+    @field_validator("identifier_kinds")
+    @classmethod
+    def _accounts_are_a_kind(cls, kinds: list[str]) -> list[str]:
+        if "customer_id" not in kinds:
+            raise ValueError("CRM360_IDENTIFIER_KINDS must name customer_id (every event's customer_id is one)")
+        return kinds
+
+    def identity_config(self) -> IdentityConfig:
+        return IdentityConfig(
+            kinds=tuple(self.identifier_kinds),
+            unique_kinds=frozenset(self.unique_identifier_kinds),
+            max_identifiers=self.max_identifiers,
         )
 
     def models_config(self) -> ModelConfig:

@@ -122,7 +122,7 @@ class Cluster:
             return
         state = state or CustomerState(key)
         apply(state, event, CFG)
-        self.send(graph.links(state, others))
+        self.send(graph.links(state, others, event.epoch))
         records.put(key, state)
 
     def root(self, name: str) -> str:

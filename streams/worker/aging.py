@@ -82,14 +82,16 @@ class Walk:
                 if len(out) == limit:
                     return out
                 state = table.cache.get(key)
-                out.append((key, state if state is not None else CustomerState.from_json(raw)))
+                state = state if state is not None else CustomerState.from_json(raw)
                 self.cursor = key
+                if state.is_profile:  # merged identifiers age with their profile
+                    out.append((key, state))
             self.database_done = True
         while len(out) < limit and self.at < len(self.keys):
             key = self.keys[self.at]
             self.at += 1
             state = table.get(key)
-            if state is not None:
+            if state is not None and state.is_profile:
                 out.append((key, state))
         self.finished = self.at == len(self.keys)
         return out

@@ -31,7 +31,7 @@ from clickhouse_connect.driver.client import Client
 from faust.types import TP, EventT
 
 from schemas.rows import DeadLetter
-from schemas.topics import INPUT_TOPICS, PURCHASES
+from schemas.topics import IDENTITY_OPS, INPUT_TOPICS, PURCHASES, partition_for
 from sinks.clickhouse import ClickHouseSink, connect, migrate
 from sinks.query import ReadOnlyPool, reader_statements
 from streams.settings import Role, Settings
@@ -186,6 +186,7 @@ class Worker:
         )
         self.source = self.app.topic(
             *INPUT_TOPICS,
+            IDENTITY_OPS,
             key_type=bytes,
             value_type=bytes,
             key_serializer="raw",
@@ -205,6 +206,7 @@ class Worker:
             settings.partitions,
             settings.models_config(),
             rescore_interval_s=settings.rescore_interval_s,
+            identity_config=settings.identity_config(),
         )
         self.models = ModelHub(self.app, settings, self.pipeline, self.sink)
         self.lock = asyncio.Lock()  # held while processing, and around offset commits
@@ -267,6 +269,7 @@ class Worker:
                             break
                         dead = self.pipeline.ingest(run)
                         await asyncio.sleep(0)  # the event loop's other work (heartbeats, HTTP) in between
+                        await self._send_identity_ops()
                         await self.outbox.dead_letters(dead)
                         await self._after_slice()
                         await asyncio.sleep(0)
@@ -288,6 +291,28 @@ class Worker:
             for e in events
             if e.message.generation_id == generation or e.message.partition in owned
         ]
+
+    async def _send_identity_ops(self) -> None:
+        """The identity graph's ops of the slice: the records that handled ops made durable
+        first (rows written, states in the changelog and acknowledged), then the ops sent and
+        acknowledged, then the records told so (``processors.identity_graph``)."""
+        ops, handled = self.pipeline.take_identity_ops()
+        if not ops and not handled:
+            return
+        producer = cast(FlushingProducer, self.app.producer)
+        if handled:
+            if not await self.checkpoint.write_then_send_state():
+                return  # a stopping worker gave rows up: the next start handles these ops again
+            await producer.flush()
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        for op in ops:
+            by_partition.setdefault(partition_for(op.target, self.settings.partitions), []).append(
+                (op.target.encode(), op.to_json())
+            )
+        for partition, records in by_partition.items():
+            await producer.send_records(IDENTITY_OPS, partition, records)
+        await producer.flush()
+        self.pipeline.identity_ops_sent(handled)
 
     async def _revoked(self, sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         """Before the partitions move: every state change is in the changelog (the commit on

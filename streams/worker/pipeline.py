@@ -6,6 +6,12 @@ is invalid, applies each valid event once to its customer's state (an event id s
 with other content is rejected: the first content stands), and queues raw event rows and one
 feature row per touched customer in the sink. State lives in ``table`` (a
 Faust Table in the worker): each touched customer is written back once per batch.
+
+The identity graph (``processors.identity_graph``) keeps its records in the same table: an
+event that reaches an identifier merged into another profile is sent on to it, an event that
+names other identifiers links them, and the graph's ops (read from ``identity-ops`` with the
+input) are handled here. What they send waits in :attr:`CustomerPipeline.outgoing` for the
+worker, which makes the records they changed durable first.
 """
 
 from __future__ import annotations
@@ -21,16 +27,17 @@ from datetime import UTC, datetime
 
 from processors.alert_rule import should_alert
 from processors.clv import clv_estimate
-from processors.config import DAY, FeatureConfig, ModelConfig
+from processors.config import DAY, FeatureConfig, IdentityConfig, ModelConfig
 from processors.features import CustomerState, count_event, profile, remember, row_version
+from processors.identity_graph import Decision, IdentityGraph, Op
 from processors.models import Models
 from processors.rfm import RFMScorer
 from processors.snapshots import Inputs, LabelledSnapshot, capture, profile_inputs, record_purchase
 from schemas.alerts import ChurnAlert
 from schemas.envelope import Rejected, decode_message
-from schemas.events import BaseEvent, Purchase, ahead_of_wall_clock
+from schemas.events import BaseEvent, Purchase, ahead_of_wall_clock, parse_event_json
 from schemas.rows import DeadLetter
-from schemas.topics import partition_for
+from schemas.topics import IDENTITY_OPS, partition_for
 from sinks.clickhouse import ClickHouseSink
 from streams.worker.aging import AgingPass
 from streams.worker.journal import Journal, Position
@@ -64,6 +71,11 @@ class Counters:
     aging_passes: int = 0
     labels_released: int = 0
     alerts: int = 0
+    #: Events that reached an identifier merged into another profile, sent on to it.
+    events_forwarded: int = 0
+    #: Profiles merged into others, and links a guard refused (``processors.identity``).
+    profiles_merged: int = 0
+    links_refused: int = 0
     #: Customers whose feature row could not be computed (a bug): their state is kept, unscored.
     rows_failed: int = 0
     state_bytes_avg: float = 0.0
@@ -150,6 +162,7 @@ class CustomerPipeline:
         observations_per_batch: int = 256,
         rescore_interval_s: float = 30.0,
         clock: Callable[[], float] = time.time,
+        identity_config: IdentityConfig | None = None,
     ) -> None:
         self.config = config
         #: Wall clock for the rows' ingestion times (fixed in a reproducible benchmark).
@@ -180,6 +193,13 @@ class CustomerPipeline:
         self._images: dict[bytes, bytes | None] | None = None if isinstance(table, DiskTable) else {}
         #: The aging pass under way, if any.
         self.aging: AgingPass | None = None
+        self.identity = IdentityGraph(_Records(self), identity_config or IdentityConfig(), config, self.model_config)
+        #: Identity ops to send, and the identifiers whose records handled an op since the
+        #: last :meth:`take_identity_ops` (durable before the ops go; see the module's text).
+        self.outgoing: list[Op] = []
+        self._handled_ops: dict[str, None] = {}
+        #: The batch's touched customers while :meth:`ingest` runs (the identity graph reads them).
+        self._touched: dict[bytes, tuple[CustomerState, int]] | None = None
 
     def use_models(self, models: Models) -> None:
         """Score from now on with ``models`` (a newer version from the trainer)."""
@@ -263,14 +283,18 @@ class CustomerPipeline:
         counters = self.counters
         touched: dict[bytes, tuple[CustomerState, int]] = {}
         dead: list[DeadLetter] = []
-        table, images, journal = self.table, self._images, self.journal
+        table, journal = self.table, self.journal
         queued = self.sink.queued_events()  # this batch's raw rows come after these
         left_out: list[BaseEvent] = []  # events whose customer's row failed: their raw rows go too
         batch_start: dict[int, int] = {}
+        self._touched = touched  # the identity graph reads the batch's states
         for message in messages:
             counters.messages += 1
             if message.partition not in self.released:
                 self._released_until(message.partition)
+            if message.topic == IDENTITY_OPS:
+                self._identity_op(message, dead, source, horizon)
+                continue
             entry = journal.add(message.partition, message.topic, message.offset, message.value, horizon)
             batch_start.setdefault(message.partition, entry)
             events, rejects = decode_message(message.value)
@@ -292,20 +316,18 @@ class CustomerPipeline:
                 if ts > horizon:
                     rejects.append(Rejected(ahead_of_wall_clock(ts, self.config.max_future_s), event.model_dump_json()))
                     continue
-                held = touched.get(key)
-                if held is None:
-                    state = table.get(key)
-                    if images is not None and key not in images:  # its state as of the checkpoint
-                        images[key] = None if state is None else state.to_json()
-                    if state is None:
-                        state = CustomerState(customer)
-                else:
-                    state = held[0]
+                state = self._held(key) or CustomerState(customer)
+                identity = state.identity
+                if identity is not None and identity.merged_into is not None:
+                    self._forward(state, event, ts)  # to the profile it merged into
+                    counters.events_in += 1
+                    accepted.append(event)  # its raw row is written here
+                    continue
                 try:
                     seen = self._apply(state, event, ts, home)
                 except Exception as error:  # noqa: BLE001 - a bug one event meets must not fail the others
                     rejects.append(Rejected(processing_failed(error, index), event.model_dump_json()))
-                    self._held(
+                    self._keep(
                         touched,
                         key,
                         self._rebuilt(
@@ -323,6 +345,8 @@ class CustomerPipeline:
                 if seen == "conflict":  # neither applied nor written: features and raw tables keep the first
                     rejects.append(Rejected(conflict(event), event.model_dump_json()))
                     continue
+                if event.identifiers:
+                    self.outgoing += self.identity.links(state, event.others, ts)
                 counters.events_in += 1
                 # A duplicate's raw row too: re-delivered after a crash, it may be among those never
                 # written. It is the first content again, so re-writing it changes nothing.
@@ -351,6 +375,9 @@ class CustomerPipeline:
                 )
         observations = self.training.observations
         for key, (state, home) in touched.items():
+            if not state.is_profile:  # merged into another profile, or no event yet: no row
+                table[key] = state
+                continue
             view = model_view(state)
             try:
                 inputs = self._emit(state, self.watermarks[home], now_ms)
@@ -381,7 +408,126 @@ class CustomerPipeline:
             self.sink.retract_events(queued, left_out)
         self.record_dead_letters(dead)
         counters.batches += 1
+        self._touched = None
         return dead
+
+    def _forward(self, state: CustomerState, event: BaseEvent, ts: float) -> None:
+        """An event of an identifier merged into another profile: on to the profile, with
+        links to the other identifiers it names."""
+        onward = self.identity.follow(state, event)
+        if onward is not None:
+            self.outgoing.append(Op("event", onward, payload=event.model_dump_json()))
+            self.counters.events_forwarded += 1
+        went = state.identity.merged_into  # type: ignore[union-attr]
+        self.outgoing += [Op("link", went, other=other, at=ts) for other in event.others]  # type: ignore[arg-type]
+
+    def _identity_op(self, message: Message, dead: list[DeadLetter], source: str, horizon: float) -> None:
+        """Handle one op of the identity graph: its events applied, its decisions recorded, a
+        profile that merged into another taken out of ``customer_features``."""
+        try:
+            op = Op.from_json(message.value or b"")
+        except (ValueError, TypeError, KeyError) as error:
+            payload = (message.value or b"").decode(errors="replace")
+            self._dead(dead, source, message, f"not an identity op: {type(error).__name__}: {error}", payload)
+            return
+        key = op.target.encode()
+        if self.partition_of(key) != message.partition:
+            self._dead(dead, source, message, f"identity op for {op.target!r} on the wrong partition", op.payload)
+            return
+        before = self._held(key)
+        was_profile = before is not None and before.is_profile  # before the op changes it
+        try:
+            handled = self.identity.handle(op)
+        except Exception as error:  # a bug one op meets must not fail the batch
+            log.exception("identity op %s for %r failed", op.kind, op.target)
+            self._dead(dead, source, message, processing_failed(error, 0), message.value.decode())  # type: ignore[union-attr]
+            return
+        self._handled_ops[op.target] = None
+        self.outgoing += handled.ops
+        after = self._held(key)
+        if was_profile and after is not None and not after.is_profile:
+            self._delete_profile(after, message.partition)
+        for profile_id, raw in handled.events:
+            self._apply_forwarded(profile_id, raw, message, dead, source, horizon)
+        for decision in handled.decisions:
+            self._record(decision)
+
+    def _apply_forwarded(
+        self, profile_id: str, raw: str, message: Message, dead: list[DeadLetter], source: str, horizon: float
+    ) -> None:
+        """An event sent on from an identifier merged into ``profile_id`` (counted, and its raw
+        row written, where it was read)."""
+        event = parse_event_json(raw.encode())
+        key, home, ts = profile_id.encode(), message.partition, event.epoch
+        state = self._held(key) or CustomerState(profile_id)
+        try:
+            seen = self._apply(state, event, ts, home)
+        except Exception as error:  # noqa: BLE001 - a bug one event meets must not fail the others
+            self._dead(dead, source, message, processing_failed(error, 0), raw)
+            return
+        if seen == "conflict":
+            self._dead(dead, source, message, conflict(event), raw)
+            return
+        self._touched[key] = (state, home)  # type: ignore[index]
+        if ts > self.watermarks.get(home, float("-inf")):
+            self.watermarks[home] = ts
+        counters = self.counters
+        if seen == "duplicate":
+            counters.duplicates_skipped += 1
+            return
+        counters.events_applied += 1
+        counters.late_applied += seen == "late"
+
+    def _delete_profile(self, state: CustomerState, home: int) -> None:
+        """A profile merged into another leaves ``customer_features`` (a deleted row, above
+        every version it had) and the groups it counted in."""
+        if state.events_applied:
+            watermark = self.watermarks.get(home, state.newest_event_at or 0.0)
+            row = profile(state, watermark, self.config)
+            self.sink.add_features(row, row_version(state, row["as_of"]) + 1, int(self.clock() * 1000), deleted=True)
+        if state.rfm_segment is not None:  # it counted in a segment and an RFM group
+            self.sink.add_membership_change("segment", "unscored" if state.segment is None else str(state.segment), -1)
+            self.sink.add_membership_change("rfm_segment", state.rfm_segment, -1)
+
+    def _record(self, decision: Decision) -> None:
+        """A merge or a refused link, for ``identity_merges`` (and ``identities``)."""
+        now = datetime.fromtimestamp(self.clock(), tz=UTC)
+        merged = decision.outcome == "merged"
+        self.sink.add_row(
+            "identity_merges",
+            {
+                "decided_at": now,
+                "linked_at": datetime.fromtimestamp(decision.at, tz=UTC),
+                "survivor": decision.survivor,
+                "absorbed": decision.absorbed,
+                "identifiers": list(decision.identifiers),
+                "outcome": decision.outcome,
+                "rule": decision.rule,
+            },
+        )
+        for name in (decision.survivor, *decision.identifiers) if merged else ():
+            self.sink.add_row("identities", {"identifier": name, "profile_id": decision.survivor, "updated_at": now})
+        if merged:
+            self.counters.profiles_merged += 1
+        else:
+            self.counters.links_refused += 1
+
+    def _dead(self, dead: list[DeadLetter], source: str, message: Message, reason: str, payload: str) -> None:
+        dead.append(
+            DeadLetter.received(self.clock(), source, message.topic, message.partition, message.offset, reason, payload)
+        )
+
+    def take_identity_ops(self) -> tuple[list[Op], list[str]]:
+        """The identity ops to send, and the identifiers whose records handled ops since the
+        last call: the worker makes their records durable before it sends the ops, then calls
+        :meth:`identity_ops_sent` with them."""
+        ops, self.outgoing = self.outgoing, []
+        handled, self._handled_ops = list(self._handled_ops), {}
+        return ops, handled
+
+    def identity_ops_sent(self, handled: list[str]) -> None:
+        for key in handled:
+            self.identity.sent(key)
 
     def _apply(self, state: CustomerState, event: BaseEvent, ts: float, home: int) -> str:
         """Apply one event to its customer's state: "conflict", "duplicate", "late" or "applied"."""
@@ -395,7 +541,21 @@ class CustomerPipeline:
             record_purchase(state, ts, self.model_config)
         return counted
 
-    def _held(
+    def _held(self, key: bytes) -> CustomerState | None:
+        """The customer's state as this batch left it so far, else as the table has it (then
+        its state as of the checkpoint is kept, for a rebuild)."""
+        touched = self._touched
+        if touched is not None:
+            held = touched.get(key)
+            if held is not None:
+                return held[0]
+        state = self.table.get(key)
+        images = self._images
+        if images is not None and key not in images:
+            images[key] = None if state is None else state.to_json()
+        return state
+
+    def _keep(
         self, touched: dict[bytes, tuple[CustomerState, int]], key: bytes, state: CustomerState, home: int
     ) -> None:
         """Keep a rebuilt state for the batch's end, unless the customer has no event left."""
@@ -631,3 +791,20 @@ class CustomerPipeline:
         return released == float("-inf") or math.floor((watermark - horizon) / every) != math.floor(
             (released - horizon) / every
         )
+
+
+class _Records:
+    """The identity graph's records: the customer table, as the batch under way left it."""
+
+    def __init__(self, pipeline: CustomerPipeline) -> None:
+        self.pipeline = pipeline
+
+    def get(self, key: str) -> CustomerState | None:
+        return self.pipeline._held(key.encode())
+
+    def put(self, key: str, state: CustomerState) -> None:
+        pipeline, raw = self.pipeline, key.encode()
+        if pipeline._touched is not None:
+            pipeline._touched[raw] = (state, pipeline.partition_of(raw))
+        else:
+            pipeline.table[raw] = state

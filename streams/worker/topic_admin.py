@@ -5,7 +5,15 @@ from __future__ import annotations
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from schemas.topics import CHURN_ALERTS, CHURN_MODELS, CUSTOMER_PROFILES, DEAD_LETTERS, INPUT_TOPICS, MODEL_TRAINING
+from schemas.topics import (
+    CHURN_ALERTS,
+    CHURN_MODELS,
+    CUSTOMER_PROFILES,
+    DEAD_LETTERS,
+    IDENTITY_OPS,
+    INPUT_TOPICS,
+    MODEL_TRAINING,
+)
 
 
 def topic_specs(partitions: int) -> list[NewTopic]:
@@ -14,6 +22,7 @@ def topic_specs(partitions: int) -> list[NewTopic]:
     for name in INPUT_TOPICS:
         config = {"cleanup.policy": "compact"} if name == CUSTOMER_PROFILES else {}
         specs.append(NewTopic(name, partitions, 1, topic_configs=config))
+    specs.append(NewTopic(IDENTITY_OPS, partitions, 1))  # co-partitioned: read with the input
     specs.append(NewTopic(DEAD_LETTERS, partitions, 1))
     specs.append(NewTopic(CHURN_ALERTS, partitions, 1))
     specs.append(NewTopic(MODEL_TRAINING, 1, 1))

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, cast
+from urllib.parse import quote
 
 import faust
 import orjson
@@ -33,6 +34,8 @@ from streams.worker.processes import Helpers, staged_inserts
 from streams.worker.writes import RowWriter
 
 MAX_BODY_BYTES = 20 * 1024 * 1024
+#: Merged identifiers followed at most, in this process, to the profile they went to.
+MOST_HOPS = 10
 
 
 class BadRequest(ValueError):
@@ -164,6 +167,17 @@ def _customer_views(
         async def get(self, request: Request, customer_id: str) -> Response:
             key = customer_id.encode()
             state = pipeline.table.get(key)
+            asked = customer_id
+            for _ in range(MOST_HOPS):  # an identifier merged into another profile: that profile
+                went = state.identity.merged_into if state is not None and state.identity is not None else None
+                if went is None:
+                    break
+                customer_id, key = went, went.encode()
+                state = pipeline.table.get(key)
+            if state is None and customer_id != asked:  # the profile is another process's: ask for it
+                # A helper sends the client to the main process, which knows who holds what.
+                location = f"{settings.main_url or ''}/customers/{quote(customer_id, safe='')}"
+                return self.json({"profile": customer_id}, status=307, headers={"Location": location})
             if state is None and helpers:
                 # Another process of the worker may own the customer; if this one does (SameNode),
                 # or none is known yet, ClickHouse answers below.
@@ -176,7 +190,10 @@ def _customer_views(
                 return self.json({"source": "live", "customer": _plain_row(row)})
             if reads is None:  # a helper process: the main process reads ClickHouse
                 return self.json({"error": f"no customer {customer_id!r}"}, status=404)
-            sql = "SELECT * EXCEPT (version, updated_at) FROM customer_features FINAL WHERE customer_id = {id:String}"
+            sql = (
+                "SELECT * EXCEPT (version, updated_at, is_deleted) FROM customer_features FINAL WHERE customer_id = "
+                "(SELECT ifNull(any(profile_id), {id:String}) FROM identities FINAL WHERE identifier = {id:String})"
+            )
             result = await reads.run(lambda client: run_readonly(client, sql, {"id": customer_id}))
             if not result.rows:
                 return self.json({"error": f"no customer {customer_id!r}"}, status=404)
