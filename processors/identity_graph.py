@@ -299,5 +299,5 @@ class IdentityGraph:
     def _rule(self, survivor: Rank, absorbed: Rank) -> str:
         """Why the survivor survived (see :func:`processors.identity.rank`)."""
         if survivor[0] != absorbed[0]:
-            return f"a {self.config.kinds[survivor[0]]} outlasts a {self.config.kinds[absorbed[0]]}"
+            return f"{self.config.kinds[survivor[0]]} outlasts {self.config.kinds[absorbed[0]]}"
         return "the first by name survives"

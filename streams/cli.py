@@ -227,6 +227,11 @@ def customer(customer_id: str, data_dir: Path | None) -> None:
         fail(f"no worker answers at {settings.web_url}: start one with 'crm360 up'")
     for name, value in data["customer"].items():
         click.echo(f"{name:>28}  {'' if value is None else value}")
+    click.echo(f"{'identifiers':>28}  {', '.join(data.get('identifiers', []))}")
+    for merge in data.get("merges", []):
+        at = merge["at"] if isinstance(merge["at"], str) else datetime.fromtimestamp(merge["at"], UTC).isoformat()
+        what = f"merged {merge['absorbed']}" if merge["outcome"] == "merged" else f"refused {merge['absorbed']}"
+        click.echo(f"{'':>28}  {at}: {what} ({merge['rule']})")
 
 
 @main.command()

@@ -7,6 +7,8 @@ is refused, not glued."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -88,6 +90,17 @@ def test_an_identify_event_merges_three_profiles_into_one_exactly_and_later_even
     status, answer = worker.get("/customers/anonymous_id:d1")  # any identifier answers with the profile
     assert status == 200 and answer["customer"]["customer_id"] == "c1", answer
     assert answer["customer"]["purchase_count"] == 3
+    assert set(answer["identifiers"]) == set(names)
+    assert sorted(merge["absorbed"] for merge in answer["merges"]) == ["anonymous_id:d1", "loyalty_card:L1"]
+    shown = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "customer", "loyalty_card:L1"],
+        env=worker.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "purchase_count  3" in shown and "merged anonymous_id:d1 (customer_id outlasts anonymous_id)" in shown
 
     # A tablet both accounts log in on: the second link is refused, not glued.
     publish(

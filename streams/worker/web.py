@@ -36,6 +36,12 @@ from streams.worker.writes import RowWriter
 MAX_BODY_BYTES = 20 * 1024 * 1024
 #: Merged identifiers followed at most, in this process, to the profile they went to.
 MOST_HOPS = 10
+#: A profile's identifiers and the merges it decided, as ClickHouse has them.
+IDENTIFIERS_SQL = "SELECT identifier FROM identities FINAL WHERE profile_id = {id:String} ORDER BY identifier"
+MERGES_SQL = (
+    "SELECT linked_at AS at, survivor, absorbed, identifiers, outcome, rule FROM identity_merges FINAL "
+    "WHERE survivor = {id:String} ORDER BY linked_at, absorbed"
+)
 
 
 class BadRequest(ValueError):
@@ -187,7 +193,15 @@ def _customer_views(
                 home = partition_for(key, settings.partitions)
                 watermark = pipeline.watermarks.get(home, state.newest_event_at or 0.0)
                 row = profile(state, watermark, pipeline.config, pipeline.scorer)
-                return self.json({"source": "live", "customer": _plain_row(row)})
+                identity = state.identity
+                return self.json(
+                    {
+                        "source": "live",
+                        "customer": _plain_row(row),
+                        "identifiers": identity.identifiers if identity else [customer_id],
+                        "merges": identity.history if identity else [],
+                    }
+                )
             if reads is None:  # a helper process: the main process reads ClickHouse
                 return self.json({"error": f"no customer {customer_id!r}"}, status=404)
             sql = (
@@ -197,7 +211,18 @@ def _customer_views(
             result = await reads.run(lambda client: run_readonly(client, sql, {"id": customer_id}))
             if not result.rows:
                 return self.json({"error": f"no customer {customer_id!r}"}, status=404)
-            return self.json({"source": "clickhouse", "customer": dict(zip(result.columns, result.rows[0]))})
+            found = dict(zip(result.columns, result.rows[0]))
+            named = {"id": found["customer_id"]}
+            identifiers = await reads.run(lambda client: run_readonly(client, IDENTIFIERS_SQL, named))
+            merges = await reads.run(lambda client: run_readonly(client, MERGES_SQL, named))
+            return self.json(
+                {
+                    "source": "clickhouse",
+                    "customer": found,
+                    "identifiers": [found["customer_id"]] + [r[0] for r in identifiers.rows if r[0] != named["id"]],
+                    "merges": [dict(zip(merges.columns, r)) for r in merges.rows],
+                }
+            )
 
 
 def _process_views(
