@@ -433,12 +433,19 @@ def evaluate(path: Path | None, until: datetime, min_auc: float) -> None:
     is_flag=True,
     help="Instead: CPU cost of processing in one process, reproducible, with a digest of all outputs.",
 )
-def bench(events: int, cpu: bool) -> None:
+@click.option(
+    "--identities",
+    is_flag=True,
+    help="People named as each channel knows them (cookies, cards, handles, identify events), resolved in the stream.",
+)
+def bench(events: int, cpu: bool, identities: bool) -> None:
     """Measure throughput (against a plain consumer) and freshness on a private local stack."""
     import json
 
     from streams.measure.bench import print_report, run_bench
 
+    if cpu and identities:
+        fail("--identities needs the broker (identity ops travel on Kafka): use it without --cpu")
     if cpu:
         from streams.measure.cpubench import run_cpu_bench
 
@@ -449,7 +456,7 @@ def bench(events: int, cpu: bool) -> None:
         click.echo(json.dumps(figures))
         return
     try:
-        result = run_bench(events)
+        result = run_bench(events, identities=identities)
     except RuntimeError as error:
         fail(str(error))
     print_report(result)

@@ -142,7 +142,9 @@ def test_a_backlog_of_large_envelopes_is_applied_in_slices_with_bounded_memory(s
         slowest = max(slowest, time.monotonic() - asked)
         time.sleep(0.1)
     assert 50 < most <= 50 + 64 + 45_000, most  # the cache, its slack, a slice's customers
-    assert slowest < 3.0, f"/metrics took {slowest:.1f} s to answer while the backlog was applied"
+    # Served between slices: a loop held by the whole backlog took tens of seconds (the bound leaves
+    # room for a loaded machine, where one slice took over 3 s).
+    assert slowest < 10.0, f"/metrics took {slowest:.1f} s to answer while the backlog was applied"
     assert_exact_purchases(worker, expected, timeout=300)
 
 

@@ -128,11 +128,13 @@ def plain_update(state: dict[str, list[Any]], value: bytes) -> int:
 BENCH_START = datetime(2014, 1, 1, tzinfo=UTC)
 
 
-def simulated_events(n: int, seed: int) -> list[Any]:
+def simulated_events(n: int, seed: int, identities: bool = False) -> list[Any]:
     """The first ``n`` events of the bench's simulated population (20,000 customers, seeded),
-    over ten years that end before today (the worker refuses times ahead of its clock)."""
+    over ten years that end before today (the worker refuses times ahead of its clock); with
+    ``identities``, people named as each channel knows them (``Simulation(identities=True)``)."""
     out = []
-    for event in Simulation(customers=20_000, days=3_650, seed=seed, start=BENCH_START).events():
+    simulation = Simulation(customers=20_000, days=3_650, seed=seed, start=BENCH_START, identities=identities)
+    for event in simulation.events():
         out.append(parse_event(event))
         if len(out) >= n:
             break
@@ -205,7 +207,7 @@ def disk_bytes(directory: Path) -> int:
     return total
 
 
-def run_bench(events: int, partitions: int = 4) -> dict[str, Any]:
+def run_bench(events: int, partitions: int = 4, identities: bool = False) -> dict[str, Any]:
     own = Settings()  # the store settings of the shell running the bench
     with private_stack(
         "bench", partitions, state_store=own.state_store, state_cache_customers=str(own.state_cache_customers)
@@ -215,7 +217,7 @@ def run_bench(events: int, partitions: int = 4) -> dict[str, Any]:
 
         KafkaAdminClient(bootstrap_servers=address).create_topics([NewTopic(RAW_TOPIC, partitions, 1)])
         click.echo(f"generating {events} simulated events ...")
-        batch = simulated_events(events, seed=7)
+        batch = simulated_events(events, seed=7, identities=identities)
         messages = pack(batch, partitions, 1000)
         click.echo("(a) baseline: plain aiokafka consumer ...")
         _produce(address, messages, RAW_TOPIC)
@@ -230,7 +232,12 @@ def run_bench(events: int, partitions: int = 4) -> dict[str, Any]:
         counts = {t: sum(1 for e in batch if e.type == t) for t in ("purchase", "visit")}
         while True:
             m = worker.metrics()
-            if m.get("crm360_events_in_total", 0) >= events:
+            taken = m.get("crm360_events_in_total", 0)
+            # Every event read is applied once (an identifier's merged into another profile: there).
+            if (
+                taken >= events
+                and m.get("crm360_events_applied_total", 0) + m.get("crm360_duplicates_skipped_total", 0) >= taken
+            ):
                 rows = worker.sql("SELECT (SELECT count() FROM purchases), (SELECT count() FROM visits)")[0]
                 if rows[0] >= counts["purchase"] and rows[1] >= counts["visit"]:
                     break
@@ -257,6 +264,9 @@ def run_bench(events: int, partitions: int = 4) -> dict[str, Any]:
         }
         result = {
             "events": events,
+            "identities": identities,
+            "profiles_merged": int(m.get("crm360_profiles_merged_total", 0)),
+            "events_forwarded": int(m.get("crm360_events_forwarded_total", 0)),
             "events_per_s": round(pipeline_rate, 1),
             "worker_cpu_s": round(worker_cpu, 2) if worker_cpu is not None else None,
             "worker_cpu_share": round(worker_cpu / pipeline_seconds, 2) if worker_cpu is not None else None,
