@@ -81,6 +81,9 @@ class Identity:
     #: The merges and refused links this profile decided, oldest first (the latest
     #: ``IdentityConfig.history`` of them).
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: Profiles a guard refused to merge with this one (refused for good: the guards only
+    #: tighten as profiles grow), so their links are not tried again.
+    refused: list[str] = field(default_factory=list)
     #: What the last change of this record sent, kept with it until it is known to be sent:
     #: a record restored with it sends it again (``processors.identity_graph``).
     outbox: list[dict[str, Any]] = field(default_factory=list)

@@ -236,8 +236,8 @@ class IdentityGraph:
 
     def _union(self, op: Op, state: CustomerState, out: Handled) -> None:
         identity = self._identity(state)
-        if op.other in identity.identifiers:
-            return  # one profile already
+        if op.other in identity.identifiers or op.other in identity.refused:
+            return  # one profile already, or refused before
         if identity.absorbing is not None:
             identity.waiting.append(asdict(op))
         elif rank(op.target, self.config) < rank(op.other, self.config):
@@ -266,6 +266,7 @@ class IdentityGraph:
         if op.kind == "moved":  # unite with where it went
             out.ops.append(Op("union", op.payload, other=op.target, at=op.at))
         elif op.kind == "refused":
+            identity.refused = (identity.refused + [op.other])[-self.config.max_identifiers :]
             self._decided(Decision(op.at, op.target, op.other, (), "refused", op.payload), identity, out)
         elif op.kind == "absorb":
             absorbed = CustomerState.from_json(op.payload.encode())
@@ -273,6 +274,7 @@ class IdentityGraph:
             theirs = absorbed.identity or Identity([op.other])
             identity.identifiers += [name for name in theirs.identifiers if name not in identity.identifiers]
             identity.history += theirs.history
+            identity.refused = (identity.refused + theirs.refused)[-self.config.max_identifiers :]
             rule = self._rule(rank(op.target, self.config), rank(op.other, self.config))
             self._decided(
                 Decision(op.at, op.target, op.other, tuple(theirs.identifiers), "merged", rule), identity, out

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import operator
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -36,10 +37,32 @@ from schemas.rows import FEATURE_COLUMNS, FEATURE_TIME_COLUMNS, DeadLetter
 from sinks.tables import DATABASE, RAW_EVENT_TABLES, TABLES, TIME
 from sinks.views import VIEWS
 
-#: The columns of ``customer_features`` before migration 8 (which gave it ``is_deleted``).
-_KEPT_FEATURE_COLUMNS = ", ".join(f"`{n}`" for n in TABLES["customer_features"].column_names if n != "is_deleted")
-#: Each migration: (version, description, statements). Append only; never edit a shipped one.
-MIGRATIONS: list[tuple[int, str, list[str]]] = [
+
+def _features_with_is_deleted(client: Client) -> None:
+    """``customer_features`` rebuilt as ``ReplacingMergeTree(version, is_deleted)``, its rows
+    copied, unless it is already (a fresh database, or a run that stopped after the exchange)."""
+    table = f"{DATABASE}.customer_features"
+    columns = [
+        row[0]
+        for row in client.query(
+            "SELECT name FROM system.columns WHERE database = {db:String} AND table = 'customer_features' "
+            "ORDER BY position",
+            parameters={"db": DATABASE},
+        ).result_rows
+    ]
+    if "is_deleted" in columns:
+        return
+    rebuilt = f"{table}_8_{uuid.uuid4().hex[:8]}"  # its own name: a concurrent run builds its own
+    kept = ", ".join(f"`{name}`" for name in columns)
+    client.command(TABLES["customer_features"].ddl().replace(f"{table} ", f"{rebuilt} ", 1))
+    client.command(f"INSERT INTO {rebuilt} ({kept}) SELECT {kept} FROM {table}")
+    client.command(f"EXCHANGE TABLES {table} AND {rebuilt}")
+    client.command(f"DROP TABLE {rebuilt}")
+
+
+#: Each migration: (version, description, steps: statements, or functions of the client).
+#: Append only; never edit a shipped one.
+MIGRATIONS: list[tuple[int, str, Sequence[str | Callable[[Client], None]]]] = [
     (
         1,
         "raw events, customer features, dead letters",
@@ -92,16 +115,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (
         8,
         "identity resolution: identities, identity_merges, merged profiles deleted from customer_features",
-        [TABLES[name].ddl() for name in ("identities", "identity_merges")]
-        + [
-            TABLES["customer_features"].ddl().replace(".customer_features ", ".customer_features_8 ", 1),
-            (
-                f"INSERT INTO {DATABASE}.customer_features_8 ({_KEPT_FEATURE_COLUMNS}) "
-                f"SELECT {_KEPT_FEATURE_COLUMNS} FROM {DATABASE}.customer_features"
-            ),
-            f"EXCHANGE TABLES {DATABASE}.customer_features AND {DATABASE}.customer_features_8",
-            f"DROP TABLE {DATABASE}.customer_features_8",
-        ],
+        [*(TABLES[name].ddl() for name in ("identities", "identity_merges")), _features_with_is_deleted],
     ),
 ]
 
@@ -129,8 +143,11 @@ def migrate(client: Client) -> list[int]:
     for version, description, statements in MIGRATIONS:
         if version in done:
             continue
-        for statement in statements:
-            client.command(statement)
+        for step in statements:
+            if callable(step):
+                step(client)
+            else:
+                client.command(step)
         client.insert(
             f"{DATABASE}.schema_migrations",
             [[version, description, int(time.time() * 1000)]],

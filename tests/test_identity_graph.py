@@ -254,6 +254,8 @@ def test_a_device_shared_by_two_accounts_never_glues_them_together(seed: int) ->
         d.rule == "unique kind customer_id: 'c1' and 'c2'" or "'c2' and 'c1'" in d.rule for d in refused
     )
     assert cluster.state("c1").events_applied + cluster.state("c2").events_applied == 14
+    histories = [h for name in ("c1", "c2") for h in cluster.state(name).identity.history]  # type: ignore[union-attr]
+    assert sum(h["outcome"] == "refused" for h in histories) == 1  # refused once, not at every later link
 
 
 def test_a_profile_holds_at_most_the_identifiers_allowed() -> None:

@@ -425,3 +425,30 @@ def test_an_insert_clickhouse_refuses_whole_is_an_outage_not_bad_rows(tmp_path: 
     assert sink.write(batch) == 10 and sink.take_refused() == []
     assert client.query(f"SELECT count() FROM {DATABASE}.purchases").result_rows == [(10,)]
     assert client.query(f"SELECT count() FROM {DATABASE}.dead_letters").result_rows == [(0,)]
+
+
+def test_migration_8_keeps_the_customers_of_an_existing_database_and_deletes_merged_profiles(tmp_path: Path) -> None:
+    """A database of the version before: ``customer_features`` without ``is_deleted`` is rebuilt
+    with it, every row kept; a deleted row then takes its customer out of ``FINAL``."""
+    from sinks.clickhouse import _features_with_is_deleted
+
+    client = connect(f"chdb://{tmp_path / 'ch'}")
+    migrate(client)
+    client.command(f"DROP TABLE {DATABASE}.customer_features")
+    old = TABLES["customer_features"].ddl().replace(", is_deleted)", ")").replace(",\n  `is_deleted` UInt8", "")
+    client.command(old)
+    client.command(f"DELETE FROM {DATABASE}.schema_migrations WHERE version = 8")
+    client.command(
+        f"INSERT INTO {DATABASE}.customer_features (customer_id, as_of, version) VALUES ('c1', 0, 1), ('c2', 0, 1)"
+    )
+    assert "is_deleted" not in client.query(f"SELECT * FROM {DATABASE}.customer_features").column_names
+    assert migrate(client) == [8]
+    _features_with_is_deleted(client)  # a run again (stopped after the exchange) changes nothing
+    count = f"SELECT count() FROM {DATABASE}.customer_features FINAL"
+    assert client.query(count).result_rows == [(2,)]
+    state = CustomerState("c2")
+    apply(state, parse_event(EVERY_TYPE[0] | {"customer_id": "c2"}), FeatureConfig())
+    sink = ClickHouseSink(client)
+    sink.add_features(profile(state, 1_700_000_000, FeatureConfig()), (1 << 64) - 1, 2, deleted=True)  # merged
+    sink.flush()
+    assert client.query(f"SELECT customer_id FROM {DATABASE}.customer_features FINAL").result_rows == [("c1",)]

@@ -309,9 +309,13 @@ class Worker:
             by_partition.setdefault(partition_for(op.target, self.settings.partitions), []).append(
                 (op.target.encode(), op.to_json())
             )
-        for partition, records in by_partition.items():
-            await producer.send_records(IDENTITY_OPS, partition, records)
-        await producer.flush()
+        try:
+            for partition, records in by_partition.items():
+                await producer.send_records(IDENTITY_OPS, partition, records)
+            await producer.flush()
+        except BaseException:
+            self.pipeline.identity_ops_unsent(ops, handled)  # the next slice sends them again
+            raise
         self.pipeline.identity_ops_sent(handled)
 
     async def _revoked(self, sender: Any, revoked: set[TP], **kwargs: Any) -> None:

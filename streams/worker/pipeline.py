@@ -96,6 +96,8 @@ class TrainingBatch:
 #: Customers whose partition :meth:`CustomerPipeline.partition_of` remembers (about 100 bytes each;
 #: computing one costs about 3 µs).
 KNOWN_PARTITIONS = 1_000_000
+#: The version of a profile's deleted row in ``customer_features``: the highest there is.
+DELETED_VERSION = (1 << 64) - 1
 #: A position after every event of the journal.
 END: Position = (sys.maxsize, 0)
 #: What the models said last about a customer (a rebuild keeps it: it was published).
@@ -278,16 +280,24 @@ class CustomerPipeline:
         its position, and its customer is rebuilt without it (:meth:`_rebuilt`); so is one that
         makes its customer's feature row fail. Every other event of the batch is applied once.
         """
+        touched: dict[bytes, tuple[CustomerState, int]] = {}
+        self._touched = touched  # the identity graph reads the batch's states
+        try:
+            return self._ingest(messages, source, touched)
+        finally:
+            self._touched = None
+
+    def _ingest(
+        self, messages: Iterable[Message], source: str, touched: dict[bytes, tuple[CustomerState, int]]
+    ) -> list[DeadLetter]:
         now_ms = int(self.clock() * 1000)
         horizon = now_ms / 1000 + self.config.max_future_s
         counters = self.counters
-        touched: dict[bytes, tuple[CustomerState, int]] = {}
         dead: list[DeadLetter] = []
         table, journal = self.table, self.journal
         queued = self.sink.queued_events()  # this batch's raw rows come after these
         left_out: list[BaseEvent] = []  # events whose customer's row failed: their raw rows go too
         batch_start: dict[int, int] = {}
-        self._touched = touched  # the identity graph reads the batch's states
         for message in messages:
             counters.messages += 1
             if message.partition not in self.released:
@@ -408,7 +418,6 @@ class CustomerPipeline:
             self.sink.retract_events(queued, left_out)
         self.record_dead_letters(dead)
         counters.batches += 1
-        self._touched = None
         return dead
 
     def _forward(self, state: CustomerState, event: BaseEvent, ts: float) -> None:
@@ -418,6 +427,8 @@ class CustomerPipeline:
         if onward is not None:
             self.outgoing.append(Op("event", onward, payload=event.model_dump_json()))
             self.counters.events_forwarded += 1
+        else:  # the state it keeps for its profile holds it: it reaches the profile there
+            self.counters.duplicates_skipped += 1
         went = state.identity.merged_into  # type: ignore[union-attr]
         self.outgoing += [Op("link", went, other=other, at=ts) for other in event.others]  # type: ignore[arg-type]
 
@@ -447,6 +458,9 @@ class CustomerPipeline:
         after = self._held(key)
         if was_profile and after is not None and not after.is_profile:
             self._delete_profile(after, message.partition)
+        newest = after.newest_event_at if after is not None else None
+        if newest is not None and newest > self.watermarks.get(message.partition, float("-inf")):
+            self.watermarks[message.partition] = newest  # a profile absorbed here brings its event time
         for profile_id, raw in handled.events:
             self._apply_forwarded(profile_id, raw, message, dead, source, horizon)
         for decision in handled.decisions:
@@ -460,18 +474,20 @@ class CustomerPipeline:
         event = parse_event_json(raw.encode())
         key, home, ts = profile_id.encode(), message.partition, event.epoch
         state = self._held(key) or CustomerState(profile_id)
+        counters = self.counters
         try:
             seen = self._apply(state, event, ts, home)
         except Exception as error:  # noqa: BLE001 - a bug one event meets must not fail the others
             self._dead(dead, source, message, processing_failed(error, 0), raw)
+            counters.events_in -= 1  # taken in where it was read, and left out here
             return
         if seen == "conflict":
             self._dead(dead, source, message, conflict(event), raw)
+            counters.events_in -= 1
             return
         self._touched[key] = (state, home)  # type: ignore[index]
         if ts > self.watermarks.get(home, float("-inf")):
             self.watermarks[home] = ts
-        counters = self.counters
         if seen == "duplicate":
             counters.duplicates_skipped += 1
             return
@@ -484,7 +500,9 @@ class CustomerPipeline:
         if state.events_applied:
             watermark = self.watermarks.get(home, state.newest_event_at or 0.0)
             row = profile(state, watermark, self.config)
-            self.sink.add_features(row, row_version(state, row["as_of"]) + 1, int(self.clock() * 1000), deleted=True)
+            # Above any version it had or will be given (a merged identifier never becomes a
+            # profile again), whatever the watermark was then.
+            self.sink.add_features(row, DELETED_VERSION, int(self.clock() * 1000), deleted=True)
         if state.rfm_segment is not None:  # it counted in a segment and an RFM group
             self.sink.add_membership_change("segment", "unscored" if state.segment is None else str(state.segment), -1)
             self.sink.add_membership_change("rfm_segment", state.rfm_segment, -1)
@@ -528,6 +546,11 @@ class CustomerPipeline:
     def identity_ops_sent(self, handled: list[str]) -> None:
         for key in handled:
             self.identity.sent(key)
+
+    def identity_ops_unsent(self, ops: list[Op], handled: list[str]) -> None:
+        """Sending them failed: they go first with the next slice's."""
+        self.outgoing[:0] = ops
+        self._handled_ops = dict.fromkeys(handled) | self._handled_ops
 
     def _apply(self, state: CustomerState, event: BaseEvent, ts: float, home: int) -> str:
         """Apply one event to its customer's state: "conflict", "duplicate", "late" or "applied"."""

@@ -206,7 +206,8 @@ def _customer_views(
                 return self.json({"error": f"no customer {customer_id!r}"}, status=404)
             sql = (
                 "SELECT * EXCEPT (version, updated_at, is_deleted) FROM customer_features FINAL WHERE customer_id = "
-                "(SELECT ifNull(any(profile_id), {id:String}) FROM identities FINAL WHERE identifier = {id:String})"
+                "(SELECT coalesce(nullIf(any(profile_id), ''), {id:String}) FROM identities FINAL "
+                "WHERE identifier = {id:String})"
             )
             result = await reads.run(lambda client: run_readonly(client, sql, {"id": customer_id}))
             if not result.rows:
