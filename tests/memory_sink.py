@@ -14,6 +14,8 @@ class MemorySink:
         self.dead: list[DeadLetter] = []
         self.membership: dict[tuple[str, str], int] = {}
         self.rows: dict[str, list[dict[str, Any]]] = {}
+        #: Customers whose feature row was deleted (a profile merged into another).
+        self.deleted: list[str] = []
 
     def add_membership_change(self, dimension: str, name: str, customers: int) -> None:
         self.membership[dimension, name] = self.membership.get((dimension, name), 0) + customers
@@ -31,8 +33,11 @@ class MemorySink:
         unwanted = {(e.customer_id, e.event_id) for e in events}
         self.events[since:] = [e for e in self.events[since:] if (e.customer_id, e.event_id) not in unwanted]
 
-    def add_features(self, row: dict[str, Any], version: int, updated_ms: int) -> None:
-        self.features.append(row)
+    def add_features(self, row: dict[str, Any], version: int, updated_ms: int, deleted: bool = False) -> None:
+        if deleted:
+            self.deleted.append(row["customer_id"])
+        else:
+            self.features.append(row)
 
     def add_dead_letter(self, letter: DeadLetter) -> None:
         self.dead.append(letter)

@@ -110,3 +110,38 @@ def test_crm360_simulate_identities_writes_the_events_and_their_true_people(tmp_
     event_ids = {json.loads(line)["event_id"] for line in out.read_text().splitlines()}
     people = json.loads(truth.read_text())
     assert {event_id for person in people.values() for event_id in person["event_ids"]} == event_ids
+
+
+def test_a_pipeline_merges_a_device_into_a_new_card_through_its_own_identity_ops() -> None:
+    """The worker's pipeline, its identity ops fed back to it as Kafka would (one process owns
+    every partition): a card first seen in a link survives (a card outlasts a device) in a
+    partition where no event ever came, takes the device's events, and the device leaves
+    ``customer_features``. Its partition had no event time, and its first row failed the batch."""
+    from schemas.envelope import encode_envelope
+    from schemas.topics import IDENTITY_OPS, VISITS, partition_for
+    from streams.worker.pipeline import CustomerPipeline, Message
+    from tests.memory_sink import MemorySink
+
+    sink = MemorySink()
+    table: dict[bytes, CustomerState] = {}
+    pipeline = CustomerPipeline(FeatureConfig(), sink, table, partitions=4)  # type: ignore[arg-type]
+    visits = [parse_event(VISIT | {"event_id": f"v{n}", "identifiers": {"anonymous_id": "d1"}}) for n in range(3)]
+    visits.append(parse_event(VISIT | {"event_id": "v3", "identifiers": {"anonymous_id": "d1", "loyalty_card": "L7"}}))
+    device, card = "anonymous_id:d1", "loyalty_card:L7"
+    assert partition_for(device, 4) != partition_for(card, 4)
+    messages = [Message(VISITS, partition_for(device, 4), 0, encode_envelope(visits))]
+    offset, rounds = 0, 0
+    while messages:
+        assert not pipeline.ingest(messages)
+        ops, handled = pipeline.take_identity_ops()
+        pipeline.identity_ops_sent(handled)
+        messages = [
+            Message(IDENTITY_OPS, partition_for(op.target, 4), offset + i, op.to_json()) for i, op in enumerate(ops)
+        ]
+        offset, rounds = offset + len(ops), rounds + 1
+        assert rounds < 10
+    assert table[card.encode()].visit_count == 4 and table[card.encode()].identity.identifiers == [card, device]  # type: ignore[union-attr]
+    assert table[device.encode()].identity.merged_into == card  # type: ignore[union-attr]
+    assert sink.deleted == [device] and sink.features[-1]["customer_id"] == card
+    (merge,) = sink.rows["identity_merges"]
+    assert (merge["survivor"], merge["absorbed"], merge["rule"]) == (card, device, "loyalty_card outlasts anonymous_id")
