@@ -148,6 +148,7 @@ def test_a_deeply_nested_record_is_isolated_and_its_neighbours_apply_once(start_
         producer.send("visits", key=b"ann", value=value, partition=home)
     producer.flush()
     worker.wait_for("SELECT visit_count FROM customer_features FINAL WHERE customer_id = 'ann'", 6)
+    worker.wait_for("SELECT count() FROM dead_letters", 1)  # written after the features, table after table
     rows = worker.sql("SELECT source, offset, reason, length(payload) AS size FROM dead_letters")
     assert [(r["source"], r["offset"]) for r in rows] == [("kafka", 3)] and "invalid JSON" in rows[0]["reason"], rows
     assert worker.metric("crm360_events_applied_total") == 6 and worker.get("/health")[0] == 200
