@@ -228,6 +228,8 @@ class Worker:
             max_share=settings.aging_max_share,
         )
         self.last_batch_at: float | None = None
+        #: When identity ops were last sent (they go out together, every flush interval).
+        self.identity_sent_at = 0.0
         #: The partitions of the last assignment, none while a rebalance is under way (faust's
         #: assignor still names the old ones then): those an aging pass may walk.
         self.settled: set[int] = set()
@@ -292,10 +294,14 @@ class Worker:
             if e.message.generation_id == generation or e.message.partition in owned
         ]
 
-    async def _send_identity_ops(self) -> None:
-        """The identity graph's ops of the slice: the records that handled ops made durable
+    async def _send_identity_ops(self, now: bool = False) -> None:
+        """The identity graph's ops since the last send, every ``flush_interval_s`` (or ``now``:
+        before an offset commit or a rebalance): the records that handled ops made durable
         first (rows written, states in the changelog and acknowledged), then the ops sent and
         acknowledged, then the records told so (``processors.identity_graph``)."""
+        if not now and time.monotonic() - self.identity_sent_at < self.settings.flush_interval_s:
+            return
+        self.identity_sent_at = time.monotonic()
         ops, handled = self.pipeline.take_identity_ops()
         if not ops and not handled:
             return
@@ -325,6 +331,7 @@ class Worker:
         async with self.lock:
             if await self.checkpoint.write_then_send_state():
                 await self.app.producer.flush()
+                await self._send_identity_ops(now=True)
         self.pipeline.forget_partitions({tp.partition for tp in revoked if tp.topic == PURCHASES})
 
     async def _assigned(self, sender: Any, assigned: set[TP], **kwargs: Any) -> None:
@@ -371,11 +378,15 @@ class Worker:
         stopping worker gave rows up or left messages unapplied (see
         :class:`~streams.worker.checkpoint.Checkpoint`)."""
         async with self.lock:
-            yield await self.checkpoint.before_commit()
+            commit = await self.checkpoint.before_commit()
+            if commit:  # ops out before the offsets of what made them are committed
+                await self._send_identity_ops(now=True)
+            yield commit
 
     async def _flush_when_due(self) -> None:
         async with self.lock:
             await self.writer.flush_when_due()
+            await self._send_identity_ops()
 
     def _owned_partitions(self) -> set[int]:
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == PURCHASES}
