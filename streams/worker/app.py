@@ -307,7 +307,7 @@ class Worker:
             return
         producer = cast(FlushingProducer, self.app.producer)
         if handled:
-            if not await self.checkpoint.write_then_send_state():
+            if not await self.checkpoint.write_then_send_states_of(key.encode() for key in handled):
                 return  # a stopping worker gave rows up: the next start handles these ops again
             await producer.flush()
         by_partition: dict[int, list[tuple[bytes, bytes]]] = {}

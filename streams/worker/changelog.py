@@ -21,7 +21,7 @@ these records like any others: the key is the customer id, the value the state's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 
 from processors.features import CustomerState
 
@@ -85,10 +85,24 @@ class BufferedTable(MutableMapping[bytes, CustomerState]):
         """How many states are decoded in memory (all of them here; on disk, the cache)."""
         return len(self.store)
 
-    def take_changes(self, partition_of: Callable[[bytes], int]) -> dict[int, list[Record]]:
-        """The changelog records of every key written since the last call, by partition: the
-        state as it is now, serialized once however often it was written."""
-        changed, self._changed = self._changed, {}
+    def take_changes(
+        self, partition_of: Callable[[bytes], int], only: Iterable[bytes] | None = None
+    ) -> dict[int, list[Record]]:
+        """The changelog records of every key written since the last call (or of those of
+        ``only`` that were), by partition: the state as it is now, serialized once however
+        often it was written.
+
+        >>> table = BufferedTable({})
+        >>> table[b"a"], table[b"b"] = CustomerState("a"), CustomerState("b")
+        >>> [key for _, records in table.take_changes(lambda key: 0, only=[b"b", b"z"]).items() for key, _ in records]
+        [b'b']
+        >>> list(table.changed())   # the others wait for the next call
+        [b'a']
+        """
+        if only is None:
+            changed, self._changed = self._changed, {}
+        else:
+            changed = {key: None for key in only if self._changed.pop(key, False) is None}
         by_partition: dict[int, list[Record]] = {}
         for key in changed:
             state = self.store.get(key)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import cast
 
 import faust
@@ -81,12 +82,24 @@ class Checkpoint:
         if customers.changes() > most:
             await self.write_then_send_state()
 
-    async def send_state(self) -> None:
-        """The states of customers changed since the last call to the changelog (the producer's
-        next flush waits for them); on disk, once the broker acknowledged them, with the
-        changelog offsets they reach."""
+    async def write_then_send_states_of(self, keys: Iterable[bytes]) -> bool:
+        """:meth:`write_then_send_state` for the states of ``keys`` only (those the identity
+        graph changed, sent before its ops: see ``streams.worker.app``)."""
+        try:
+            await self.writer.flush()
+        except WriteAbandoned as error:
+            log.error("%s; no identity op sent", error)
+        if self.writer.abandoned:
+            return False
+        await self.send_state(keys)
+        return True
+
+    async def send_state(self, only: Iterable[bytes] | None = None) -> None:
+        """The states of customers changed since the last call (or of those of ``only``) to the
+        changelog (the producer's next flush waits for them); on disk, once the broker
+        acknowledged them, with the changelog offsets they reach."""
         producer = cast(FlushingProducer, self.app.producer)
-        changes = self.customers.take_changes(self.pipeline.partition_of)
+        changes = self.customers.take_changes(self.pipeline.partition_of, only)
         last = {
             partition: await producer.send_records(self.changelog_topic, partition, records)
             for partition, records in changes.items()
@@ -94,4 +107,5 @@ class Checkpoint:
         if isinstance(self.customers, DiskTable):
             offsets = {partition: (await sent).offset + count - 1 for partition, (sent, count) in last.items()}
             self.customers.persist(changes, offsets)
-        self.pipeline.checkpointed()
+        if only is None:  # every change is in the changelog: a rebuild starts from here
+            self.pipeline.checkpointed()

@@ -153,11 +153,13 @@ class DiskTable(BufferedTable):
                 if key not in RESERVED_KEYS and key not in self.cache:
                     yield partition, key, CustomerState.from_json(raw) if decode else None
 
-    def take_changes(self, partition_of: Callable[[bytes], int]) -> dict[int, list[Record]]:
+    def take_changes(
+        self, partition_of: Callable[[bytes], int], only: Iterable[bytes] | None = None
+    ) -> dict[int, list[Record]]:
         """The changed states' records (see :class:`BufferedTable`); they stay marked changed
         (not evictable, and sent again by the next call) until :meth:`persist` wrote them."""
         changed = dict(self._changed)
-        records = super().take_changes(partition_of)
+        records = super().take_changes(partition_of, only)
         self._changed = changed
         return records
 
