@@ -306,21 +306,21 @@ class Worker:
         if not ops and not handled:
             return
         producer = cast(FlushingProducer, self.app.producer)
-        if handled:
-            if not await self.checkpoint.write_then_send_states_of(key.encode() for key in handled):
-                return  # a stopping worker gave rows up: the next start handles these ops again
-            await producer.flush()
         by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
         for op in ops:
             by_partition.setdefault(partition_for(op.target, self.settings.partitions), []).append(
                 (op.target.encode(), op.to_json())
             )
         try:
+            if handled:
+                if not await self.checkpoint.write_then_send_states_of(key.encode() for key in handled):
+                    return  # a stopping worker gave rows up: the next start handles these ops again
+                await producer.flush()
             for partition, records in by_partition.items():
                 await producer.send_records(IDENTITY_OPS, partition, records)
             await producer.flush()
         except BaseException:
-            self.pipeline.identity_ops_unsent(ops, handled)  # the next slice sends them again
+            self.pipeline.identity_ops_unsent(ops, handled)  # the next send takes them again
             raise
         self.pipeline.identity_ops_sent(handled)
 
