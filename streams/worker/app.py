@@ -313,7 +313,7 @@ class Worker:
             )
         try:
             if handled:
-                if not await self.checkpoint.write_then_send_states_of(key.encode() for key in handled):
+                if not await self.checkpoint.write_then_send_state([key.encode() for key in handled]):
                     return  # a stopping worker gave rows up: the next start handles these ops again
                 await producer.flush()
             for partition, records in by_partition.items():

@@ -58,19 +58,20 @@ class Checkpoint:
         (not when rows were given up or offsets are held)."""
         return await self.write_then_send_state() and not self.offsets_held
 
-    async def write_then_send_state(self) -> bool:
-        """Write the pending rows, then send the state changes; whether it did. A stopping worker
-        that gave rows up (here, or in a background write) sends no state any more: the next
-        start applies those messages again and writes their rows."""
+    async def write_then_send_state(self, only: Iterable[bytes] | None = None) -> bool:
+        """Write the pending rows, then send the state changes (or those of ``only``: the states
+        the identity graph changed, sent before its ops, see ``streams.worker.app``); whether it
+        did. A stopping worker that gave rows up (here, or in a background write) sends no state
+        any more: the next start applies those messages again and writes their rows."""
         try:
             await self.writer.flush()
         except WriteAbandoned as error:
-            log.error("%s; no offset committed", error)
+            log.error("%s; no state sent, no offset committed", error)
         if self.writer.abandoned:
             return False
-        await self.send_state()
-        # What the interval freed (decoded states, their JSON, messages) back to the system.
-        await asyncio.to_thread(release_freed_memory)
+        await self.send_state(only)
+        if only is None:  # what the interval freed (decoded states, their JSON, messages) back to the system
+            await asyncio.to_thread(release_freed_memory)
         return True
 
     async def write_state_when_large(self) -> None:
@@ -81,18 +82,6 @@ class Checkpoint:
         most = min(customers.cache_size, MOST_UNSENT) if isinstance(customers, DiskTable) else MOST_UNSENT
         if customers.changes() > most:
             await self.write_then_send_state()
-
-    async def write_then_send_states_of(self, keys: Iterable[bytes]) -> bool:
-        """:meth:`write_then_send_state` for the states of ``keys`` only (those the identity
-        graph changed, sent before its ops: see ``streams.worker.app``)."""
-        try:
-            await self.writer.flush()
-        except WriteAbandoned as error:
-            log.error("%s; no identity op sent", error)
-        if self.writer.abandoned:
-            return False
-        await self.send_state(keys)
-        return True
 
     async def send_state(self, only: Iterable[bytes] | None = None) -> None:
         """The states of customers changed since the last call (or of those of ``only``) to the

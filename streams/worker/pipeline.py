@@ -372,17 +372,7 @@ class CustomerPipeline:
                 counters.events_applied += 1
             self.sink.add_events(accepted)  # now: kept until the batch's end, they cost fresh memory
             for reject in rejects:
-                dead.append(
-                    DeadLetter.received(
-                        self.clock(),
-                        source,
-                        message.topic,
-                        message.partition,
-                        message.offset,
-                        reject.reason,
-                        reject.payload,
-                    )
-                )
+                self._dead(dead, source, message, reject.reason, reject.payload)
         observations = self.training.observations
         for key, (state, home) in touched.items():
             if not state.is_profile:  # merged into another profile, or no event yet: no row
