@@ -19,7 +19,7 @@ True
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from processors.config import IdentityConfig
@@ -87,6 +87,3 @@ class Identity:
     #: What the last change of this record sent, kept with it until it is known to be sent:
     #: a record restored with it sends it again (``processors.identity_graph``).
     outbox: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
