@@ -145,3 +145,40 @@ def test_a_pipeline_merges_a_device_into_a_new_card_through_its_own_identity_ops
     assert sink.deleted == [device] and sink.features[-1]["customer_id"] == card
     (merge,) = sink.rows["identity_merges"]
     assert (merge["survivor"], merge["absorbed"], merge["rule"]) == (card, device, "loyalty_card outlasts anonymous_id")
+
+
+def test_a_merge_costs_one_union_one_surrender_one_absorb_however_often_its_link_repeats() -> None:
+    """An account's visits name a device that already has a profile, again and again while the
+    merge is under way: the union goes once, straight to the account (it ranks first), which
+    takes the device in one round trip."""
+    from schemas.envelope import encode_envelope
+    from schemas.topics import IDENTITY_OPS, VISITS, partition_for
+    from streams.worker.pipeline import CustomerPipeline, Message
+    from tests.memory_sink import MemorySink
+
+    table: dict[bytes, CustomerState] = {}
+    pipeline = CustomerPipeline(FeatureConfig(), MemorySink(), table, partitions=4)  # type: ignore[arg-type]
+    device = [parse_event(VISIT | {"event_id": f"d{n}", "identifiers": {"anonymous_id": "d1"}}) for n in range(3)]
+    logged_in = [
+        parse_event(VISIT | {"event_id": f"c{n}", "customer_id": "c1", "identifiers": {"anonymous_id": "d1"}})
+        for n in range(6)
+    ]
+    at_device, at_account = partition_for("anonymous_id:d1", 4), partition_for("c1", 4)
+    batches = [
+        Message(VISITS, at_device, 0, encode_envelope(device)),
+        Message(VISITS, at_account, 0, encode_envelope(logged_in[:4])),
+        Message(VISITS, at_account, 1, encode_envelope(logged_in[4:])),
+    ]
+    kinds: list[str] = []
+    offset, messages = 0, [batches.pop(0)]
+    while messages:
+        assert not pipeline.ingest(messages)
+        ops, handled = pipeline.take_identity_ops()
+        pipeline.identity_ops_sent(handled)
+        kinds += [op.kind for op in ops]
+        messages = [
+            Message(IDENTITY_OPS, partition_for(op.target, 4), offset + i, op.to_json()) for i, op in enumerate(ops)
+        ] + batches[:2]
+        offset, batches = offset + len(ops), batches[2:]
+    assert kinds == ["union", "surrender", "absorb"]
+    assert table[b"c1"].visit_count == 9 and table[b"anonymous_id:d1"].identity.merged_into == "c1"  # type: ignore[union-attr]

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, cast
 import faust
 
 from processors.models import Trainer
-from schemas.topics import INPUT_TOPICS
+from schemas.topics import IDENTITY_OPS, INPUT_TOPICS
 from streams.worker.changelog import BufferedTable
 from streams.worker.health import Health
 from streams.worker.pipeline import CustomerPipeline
@@ -36,6 +36,9 @@ def process_figures(
         "crm360_events_forwarded_total": c.events_forwarded,
         "crm360_profiles_merged_total": c.profiles_merged,
         "crm360_links_refused_total": c.links_refused,
+        "crm360_identity_ops_sent_total": c.identity_ops_sent,
+        "crm360_identity_ops_handled_total": c.identity_ops_handled,
+        "crm360_identity_ops_waiting": len(pipeline.outgoing),
         "crm360_dead_letters_total": c.dead_letters,
         "crm360_feature_rows_total": c.feature_rows,
         "crm360_rows_written_total": writer.sink.rows_written,
@@ -57,7 +60,7 @@ def process_figures(
     for partition, watermark in sorted(c.watermarks.items()):
         figures[f'crm360_watermark_seconds{{partition="{partition}"}}'] = round(watermark, 3)
     consumer = cast("CheckpointingConsumer", app.consumer)  # faust's ConsumerT has no read offsets
-    for tp in sorted(tp for tp in app.assignor.assigned_actives() if tp.topic in INPUT_TOPICS):
+    for tp in sorted(tp for tp in app.assignor.assigned_actives() if tp.topic in (*INPUT_TOPICS, IDENTITY_OPS)):
         highwater = consumer.highwater(tp)
         position = consumer._read_offset.get(tp)
         if highwater is not None:
@@ -66,11 +69,15 @@ def process_figures(
     return figures
 
 
+#: Gauges that add up across processes (besides counters).
+SUMMED_GAUGES = ("crm360_customers", "crm360_customers_in_memory", "crm360_identity_ops_waiting")
+
+
 def combine(parts: list[dict[str, float]]) -> dict[str, float]:
-    """The worker's figures from those of its processes: counters and customers (all, and those
-    decoded in memory) add up, the
-    state size is the customers' average, up is the lowest, the rest the highest (per-partition
-    series come from the one process that owns the partition).
+    """The worker's figures from those of its processes: counters, customers (all, and those
+    decoded in memory) and identity ops waiting add up, the state size is the customers'
+    average, up is the lowest, the rest the highest (per-partition series come from the one
+    process that owns the partition).
 
     >>> combine([{"crm360_events_in_total": 5, "crm360_customers": 1, "crm360_state_bytes_avg": 100.0, "crm360_up": 1},
     ...          {"crm360_events_in_total": 7, "crm360_customers": 3, "crm360_state_bytes_avg": 200.0, "crm360_up": 0}])
@@ -81,7 +88,7 @@ def combine(parts: list[dict[str, float]]) -> dict[str, float]:
         for name, value in part.items():
             if name not in out:
                 out[name] = value
-            elif name.endswith("_total") or name in ("crm360_customers", "crm360_customers_in_memory"):
+            elif name.endswith("_total") or name in SUMMED_GAUGES:
                 out[name] += value
             elif name == "crm360_up":
                 out[name] = min(out[name], value)

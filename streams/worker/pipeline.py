@@ -76,6 +76,10 @@ class Counters:
     #: Profiles merged into others, and links a guard refused (``processors.identity``).
     profiles_merged: int = 0
     links_refused: int = 0
+    #: Ops of the identity graph sent (acknowledged) and handled here: equal, with none
+    #: waiting, when the graph's work is done.
+    identity_ops_sent: int = 0
+    identity_ops_handled: int = 0
     #: Customers whose feature row could not be computed (a bug): their state is kept, unscored.
     rows_failed: int = 0
     state_bytes_avg: float = 0.0
@@ -96,6 +100,11 @@ class TrainingBatch:
 #: Customers whose partition :meth:`CustomerPipeline.partition_of` remembers (about 100 bytes each;
 #: computing one costs about 3 µs).
 KNOWN_PARTITIONS = 1_000_000
+#: Links and unions sent lately that events naming the same pair do not send again, until
+#: their merge makes them moot (a linking event repeats while its merge is under way). The
+#: first one reaches its target: offsets are committed only once their events' ops are sent,
+#: and a restart, reading those events again, sends theirs again.
+RECENT_LINKS = 100_000
 #: The version of a profile's deleted row in ``customer_features``: the highest there is.
 DELETED_VERSION = (1 << 64) - 1
 #: A position after every event of the journal.
@@ -200,6 +209,7 @@ class CustomerPipeline:
         #: last :meth:`take_identity_ops` (durable before the ops go; see the module's text).
         self.outgoing: list[Op] = []
         self._handled_ops: dict[str, None] = {}
+        self._recent_links: dict[tuple[str, str, str], None] = {}
         #: The batch's touched customers while :meth:`ingest` runs (the identity graph reads them).
         self._touched: dict[bytes, tuple[CustomerState, int]] | None = None
 
@@ -356,7 +366,7 @@ class CustomerPipeline:
                     rejects.append(Rejected(conflict(event), event.model_dump_json()))
                     continue
                 if event.identifiers:
-                    self.outgoing += self.identity.links(state, event.others, ts)
+                    self._send_links(self.identity.links(state, event.others, ts))
                 counters.events_in += 1
                 # A duplicate's raw row too: re-delivered after a crash, it may be among those never
                 # written. It is the first content again, so re-writing it changes nothing.
@@ -420,7 +430,18 @@ class CustomerPipeline:
         else:  # the state it keeps for its profile holds it: it reaches the profile there
             self.counters.duplicates_skipped += 1
         went = state.identity.merged_into  # type: ignore[union-attr]
-        self.outgoing += [Op("link", went, other=other, at=ts) for other in event.others]  # type: ignore[arg-type]
+        self._send_links([Op("link", went, other=other, at=ts) for other in event.others])  # type: ignore[arg-type]
+
+    def _send_links(self, ops: list[Op]) -> None:
+        """``ops`` (links or unions an event asks for) to send, but those sent lately."""
+        recent = self._recent_links
+        for op in ops:
+            pair = (op.kind, op.target, op.other)
+            if pair not in recent:
+                recent[pair] = None
+                self.outgoing.append(op)
+        while len(recent) > RECENT_LINKS:
+            del recent[next(iter(recent))]
 
     def _identity_op(self, message: Message, dead: list[DeadLetter], source: str, horizon: float) -> None:
         """Handle one op of the identity graph: its events applied, its decisions recorded, a
@@ -431,6 +452,7 @@ class CustomerPipeline:
             payload = (message.value or b"").decode(errors="replace")
             self._dead(dead, source, message, f"not an identity op: {type(error).__name__}: {error}", payload)
             return
+        self.counters.identity_ops_handled += 1
         key = op.target.encode()
         if self.partition_of(key) != message.partition:
             self._dead(dead, source, message, f"identity op for {op.target!r} on the wrong partition", op.payload)
