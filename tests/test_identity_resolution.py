@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from schemas.topics import partition_for
+from streams.local.until import until
 from tests.conftest import publish
 
 pytestmark = pytest.mark.integration  # the broker, two worker processes, chDB
@@ -116,6 +117,14 @@ def test_an_identify_event_merges_three_profiles_into_one_exactly_and_later_even
     got = features(worker)
     assert set(got) == {"c1", "c2"} and got["c2"]["purchase_count"] == 1
     assert worker.metric("crm360_profiles_merged_total") >= 3 and worker.metric("crm360_links_refused_total") == 1
+    # The graph's work is done: every op it sent was handled, none waits.
+    figures = until(
+        lambda: (
+            (m := worker.client.metrics())["crm360_identity_ops_in_total"] == m["crm360_identity_ops_out_total"] and m
+        ),
+        "every identity op handled",
+    )
+    assert figures["crm360_identity_ops_in_total"] >= 8 and figures["crm360_identity_ops_waiting"] == 0
 
     # Merges hold across a restart: a later event of the device still reaches c1.
     worker.stop()

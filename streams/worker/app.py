@@ -323,7 +323,6 @@ class Worker:
             self.pipeline.identity_ops_unsent(ops, handled)  # the next send takes them again
             raise
         self.pipeline.identity_ops_sent(handled)
-        self.pipeline.counters.identity_ops_sent += len(ops)
 
     async def _revoked(self, sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         """Before the partitions move: every state change is in the changelog (the commit on

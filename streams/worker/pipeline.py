@@ -76,10 +76,10 @@ class Counters:
     #: Profiles merged into others, and links a guard refused (``processors.identity``).
     profiles_merged: int = 0
     links_refused: int = 0
-    #: Ops of the identity graph sent (acknowledged) and handled here: equal, with none
-    #: waiting, when the graph's work is done.
-    identity_ops_sent: int = 0
-    identity_ops_handled: int = 0
+    #: Ops of the identity graph queued to send, and handled: equal (summed over the worker's
+    #: processes) when the graph's work is done.
+    identity_ops_out: int = 0
+    identity_ops_in: int = 0
     #: Customers whose feature row could not be computed (a bug): their state is kept, unscored.
     rows_failed: int = 0
     state_bytes_avg: float = 0.0
@@ -425,7 +425,7 @@ class CustomerPipeline:
         links to the other identifiers it names."""
         onward = self.identity.follow(state, event)
         if onward is not None:
-            self.outgoing.append(Op("event", onward, payload=event.model_dump_json()))
+            self._send([Op("event", onward, payload=event.model_dump_json())])
             self.counters.events_forwarded += 1
         else:  # the state it keeps for its profile holds it: it reaches the profile there
             self.counters.duplicates_skipped += 1
@@ -435,13 +435,16 @@ class CustomerPipeline:
     def _send_links(self, ops: list[Op]) -> None:
         """``ops`` (links or unions an event asks for) to send, but those sent lately."""
         recent = self._recent_links
-        for op in ops:
-            pair = (op.kind, op.target, op.other)
-            if pair not in recent:
-                recent[pair] = None
-                self.outgoing.append(op)
+        new = [op for op in ops if (op.kind, op.target, op.other) not in recent]
+        recent.update(((op.kind, op.target, op.other), None) for op in new)
         while len(recent) > RECENT_LINKS:
             del recent[next(iter(recent))]
+        self._send(new)
+
+    def _send(self, ops: list[Op]) -> None:
+        """Queue ``ops`` for the worker to send (:meth:`take_identity_ops`)."""
+        self.outgoing += ops
+        self.counters.identity_ops_out += len(ops)
 
     def _identity_op(self, message: Message, dead: list[DeadLetter], source: str, horizon: float) -> None:
         """Handle one op of the identity graph: its events applied, its decisions recorded, a
@@ -452,7 +455,7 @@ class CustomerPipeline:
             payload = (message.value or b"").decode(errors="replace")
             self._dead(dead, source, message, f"not an identity op: {type(error).__name__}: {error}", payload)
             return
-        self.counters.identity_ops_handled += 1
+        self.counters.identity_ops_in += 1
         key = op.target.encode()
         if self.partition_of(key) != message.partition:
             self._dead(dead, source, message, f"identity op for {op.target!r} on the wrong partition", op.payload)
@@ -466,7 +469,7 @@ class CustomerPipeline:
             self._dead(dead, source, message, processing_failed(error, 0), message.value.decode())  # type: ignore[union-attr]
             return
         self._handled_ops[op.target] = None
-        self.outgoing += handled.ops
+        self._send(handled.ops)
         after = self._held(key)
         if was_profile and after is not None and not after.is_profile:
             self._delete_profile(after, message.partition)
