@@ -133,8 +133,8 @@ def test_a_pipeline_merges_a_device_into_a_new_card_through_its_own_identity_ops
     offset, rounds = 0, 0
     while messages:
         assert not pipeline.ingest(messages)
-        ops, handled = pipeline.take_identity_ops()
-        pipeline.identity_ops_sent(handled)
+        ops, handled = pipeline.identities.take()
+        pipeline.identities.sent(handled)
         messages = [
             Message(IDENTITY_OPS, partition_for(op.target, 4), offset + i, op.to_json()) for i, op in enumerate(ops)
         ]
@@ -173,8 +173,8 @@ def test_a_merge_costs_one_union_one_surrender_one_absorb_however_often_its_link
     offset, messages = 0, [batches.pop(0)]
     while messages:
         assert not pipeline.ingest(messages)
-        ops, handled = pipeline.take_identity_ops()
-        pipeline.identity_ops_sent(handled)
+        ops, handled = pipeline.identities.take()
+        pipeline.identities.sent(handled)
         kinds += [op.kind for op in ops]
         messages = [
             Message(IDENTITY_OPS, partition_for(op.target, 4), offset + i, op.to_json()) for i, op in enumerate(ops)

@@ -302,7 +302,7 @@ class Worker:
         if not now and time.monotonic() - self.identity_sent_at < self.settings.flush_interval_s:
             return
         self.identity_sent_at = time.monotonic()
-        ops, handled = self.pipeline.take_identity_ops()
+        ops, handled = self.pipeline.identities.take()
         if not ops and not handled:
             return
         producer = cast(FlushingProducer, self.app.producer)
@@ -320,9 +320,9 @@ class Worker:
                 await producer.send_records(IDENTITY_OPS, partition, records)
             await producer.flush()
         except BaseException:
-            self.pipeline.identity_ops_unsent(ops, handled)  # the next send takes them again
+            self.pipeline.identities.unsent(ops, handled)  # the next send takes them again
             raise
-        self.pipeline.identity_ops_sent(handled)
+        self.pipeline.identities.sent(handled)
 
     async def _revoked(self, sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         """Before the partitions move: every state change is in the changelog (the commit on

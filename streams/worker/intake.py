@@ -17,7 +17,8 @@ from schemas.events import BaseEvent, ahead_of_wall_clock
 from schemas.rows import DeadLetter
 from streams.settings import Settings
 from streams.worker.outbox import Outbox
-from streams.worker.pipeline import CustomerPipeline, conflict
+from streams.worker.pipeline import CustomerPipeline
+from streams.worker.reasons import conflict
 from streams.worker.writes import RowWriter
 
 

@@ -38,7 +38,7 @@ def process_figures(
         "crm360_links_refused_total": c.links_refused,
         "crm360_identity_ops_out_total": c.identity_ops_out,
         "crm360_identity_ops_in_total": c.identity_ops_in,
-        "crm360_identity_ops_waiting": len(pipeline.outgoing),
+        "crm360_identity_ops_waiting": len(pipeline.identities.outgoing),
         "crm360_dead_letters_total": c.dead_letters,
         "crm360_feature_rows_total": c.feature_rows,
         "crm360_rows_written_total": writer.sink.rows_written,

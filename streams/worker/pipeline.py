@@ -7,11 +7,9 @@ with other content is rejected: the first content stands), and queues raw event 
 feature row per touched customer in the sink. State lives in ``table`` (a
 Faust Table in the worker): each touched customer is written back once per batch.
 
-The identity graph (``processors.identity_graph``) keeps its records in the same table: an
-event that reaches an identifier merged into another profile is sent on to it, an event that
-names other identifiers links them, and the graph's ops (read from ``identity-ops`` with the
-input) are handled here. What they send waits in :attr:`CustomerPipeline.outgoing` for the
-worker, which makes the records they changed durable first.
+The identity graph keeps its records in the same table; events of merged identifiers, links
+and the graph's ops (read from ``identity-ops`` with the input) go to the pipeline's
+:class:`~streams.worker.identities.Identities`.
 """
 
 from __future__ import annotations
@@ -29,18 +27,19 @@ from processors.alert_rule import should_alert
 from processors.clv import clv_estimate
 from processors.config import DAY, FeatureConfig, IdentityConfig, ModelConfig
 from processors.features import CustomerState, count_event, profile, remember, row_version
-from processors.identity_graph import Decision, IdentityGraph, Op
 from processors.models import Models
 from processors.rfm import RFMScorer
 from processors.snapshots import Inputs, LabelledSnapshot, capture, profile_inputs, record_purchase
 from schemas.alerts import ChurnAlert
 from schemas.envelope import Rejected, decode_message
-from schemas.events import BaseEvent, Purchase, ahead_of_wall_clock, parse_event_json
+from schemas.events import BaseEvent, Purchase, ahead_of_wall_clock
 from schemas.rows import DeadLetter
 from schemas.topics import IDENTITY_OPS, partition_for
 from sinks.clickhouse import ClickHouseSink
 from streams.worker.aging import AgingPass
+from streams.worker.identities import Identities
 from streams.worker.journal import Journal, Position
+from streams.worker.reasons import conflict, processing_failed
 from streams.worker.statestore import DiskTable
 
 log = logging.getLogger(__name__)
@@ -100,13 +99,6 @@ class TrainingBatch:
 #: Customers whose partition :meth:`CustomerPipeline.partition_of` remembers (about 100 bytes each;
 #: computing one costs about 3 µs).
 KNOWN_PARTITIONS = 1_000_000
-#: Links and unions sent lately that events naming the same pair do not send again, until
-#: their merge makes them moot (a linking event repeats while its merge is under way). The
-#: first one reaches its target: offsets are committed only once their events' ops are sent,
-#: and a restart, reading those events again, sends theirs again.
-RECENT_LINKS = 100_000
-#: The version of a profile's deleted row in ``customer_features``: the highest there is.
-DELETED_VERSION = (1 << 64) - 1
 #: A position after every event of the journal.
 END: Position = (sys.maxsize, 0)
 #: What the models said last about a customer (a rebuild keeps it: it was published).
@@ -120,34 +112,6 @@ model_view: Callable[[CustomerState], tuple[object, ...]] = operator.attrgetter(
 def restore_view(state: CustomerState, view: tuple[object, ...]) -> None:
     for name, value in zip(MODEL_VIEW, view):
         setattr(state, name, value)
-
-
-def processing_failed(error: Exception, index: int) -> str:
-    """Why an event that met a bug is dead-lettered.
-
-    >>> processing_failed(ZeroDivisionError("division by zero"), 2)
-    'processing failed on valid event 3 of the message: ZeroDivisionError: division by zero (a bug: please report it)'
-    """
-    return (
-        f"processing failed on valid event {index + 1} of the message: {type(error).__name__}: "
-        f"{str(error)[:300]} (a bug: please report it)"
-    )
-
-
-def conflict(event: BaseEvent) -> str:
-    """Why an event whose id was applied with other content is dead-lettered.
-
-    >>> from schemas.events import parse_event
-    >>> conflict(parse_event({"type": "visit", "event_id": "v1", "customer_id": "c1", "ts": 0, "channel": "web",
-    ...                       "session_id": "s1"}))[:89]
-    "conflict: visit event_id 'v1' of customer 'c1' was applied before with other content; the"
-    """
-    kind = event.type
-    return (
-        f"conflict: {kind} event_id {event.event_id!r} of customer {event.customer_id!r} "
-        "was applied before with other content; the first stands (an event id names one event: "
-        "send a new or corrected event with a new id)"
-    )
 
 
 def _time(epoch: float | None) -> datetime | None:
@@ -204,14 +168,9 @@ class CustomerPipeline:
         self._images: dict[bytes, bytes | None] | None = None if isinstance(table, DiskTable) else {}
         #: The aging pass under way, if any.
         self.aging: AgingPass | None = None
-        self.identity = IdentityGraph(_Records(self), identity_config or IdentityConfig(), config, self.model_config)
-        #: Identity ops to send, and the identifiers whose records handled an op since the
-        #: last :meth:`take_identity_ops` (durable before the ops go; see the module's text).
-        self.outgoing: list[Op] = []
-        self._handled_ops: dict[str, None] = {}
-        self._recent_links: dict[tuple[str, str, str], None] = {}
         #: The batch's touched customers while :meth:`ingest` runs (the identity graph reads them).
         self._touched: dict[bytes, tuple[CustomerState, int]] | None = None
+        self.identities = Identities(self, identity_config or IdentityConfig())
 
     def use_models(self, models: Models) -> None:
         """Score from now on with ``models`` (a newer version from the trainer)."""
@@ -313,7 +272,7 @@ class CustomerPipeline:
             if message.partition not in self.released:
                 self._released_until(message.partition)
             if message.topic == IDENTITY_OPS:
-                self._identity_op(message, dead, source, horizon)
+                self.identities.handle(message, dead, source, horizon)
                 continue
             entry = journal.add(message.partition, message.topic, message.offset, message.value, horizon)
             batch_start.setdefault(message.partition, entry)
@@ -336,15 +295,15 @@ class CustomerPipeline:
                 if ts > horizon:
                     rejects.append(Rejected(ahead_of_wall_clock(ts, self.config.max_future_s), event.model_dump_json()))
                     continue
-                state = self._held(key) or CustomerState(customer)
+                state = self.held(key) or CustomerState(customer)
                 identity = state.identity
                 if identity is not None and identity.merged_into is not None:
-                    self._forward(state, event, ts)  # to the profile it merged into
+                    self.identities.forward(state, event, ts)  # to the profile it merged into
                     counters.events_in += 1
                     accepted.append(event)  # its raw row is written here
                     continue
                 try:
-                    seen = self._apply(state, event, ts, home)
+                    seen = self.apply(state, event, ts, home)
                 except Exception as error:  # noqa: BLE001 - a bug one event meets must not fail the others
                     rejects.append(Rejected(processing_failed(error, index), event.model_dump_json()))
                     self._keep(
@@ -366,7 +325,7 @@ class CustomerPipeline:
                     rejects.append(Rejected(conflict(event), event.model_dump_json()))
                     continue
                 if event.identifiers:
-                    self._send_links(self.identity.links(state, event.others, ts))
+                    self.identities.link(state, event, ts)
                 counters.events_in += 1
                 # A duplicate's raw row too: re-delivered after a crash, it may be among those never
                 # written. It is the first content again, so re-writing it changes nothing.
@@ -382,7 +341,7 @@ class CustomerPipeline:
                 counters.events_applied += 1
             self.sink.add_events(accepted)  # now: kept until the batch's end, they cost fresh memory
             for reject in rejects:
-                self._dead(dead, source, message, reject.reason, reject.payload)
+                self.dead(dead, source, message, reject.reason, reject.payload)
         observations = self.training.observations
         for key, (state, home) in touched.items():
             if not state.is_profile:  # merged into another profile, or no event yet: no row
@@ -420,154 +379,12 @@ class CustomerPipeline:
         counters.batches += 1
         return dead
 
-    def _forward(self, state: CustomerState, event: BaseEvent, ts: float) -> None:
-        """An event of an identifier merged into another profile: on to the profile, with
-        links to the other identifiers it names."""
-        onward = self.identity.follow(state, event)
-        if onward is not None:
-            self._send([Op("event", onward, payload=event.model_dump_json())])
-            self.counters.events_forwarded += 1
-        else:  # the state it keeps for its profile holds it: it reaches the profile there
-            self.counters.duplicates_skipped += 1
-        went = state.identity.merged_into  # type: ignore[union-attr]
-        self._send_links([Op("link", went, other=other, at=ts) for other in event.others])  # type: ignore[arg-type]
-
-    def _send_links(self, ops: list[Op]) -> None:
-        """``ops`` (links or unions an event asks for) to send, but those sent lately."""
-        recent = self._recent_links
-        new = [op for op in ops if (op.kind, op.target, op.other) not in recent]
-        recent.update(((op.kind, op.target, op.other), None) for op in new)
-        while len(recent) > RECENT_LINKS:
-            del recent[next(iter(recent))]
-        self._send(new)
-
-    def _send(self, ops: list[Op]) -> None:
-        """Queue ``ops`` for the worker to send (:meth:`take_identity_ops`)."""
-        self.outgoing += ops
-        self.counters.identity_ops_out += len(ops)
-
-    def _identity_op(self, message: Message, dead: list[DeadLetter], source: str, horizon: float) -> None:
-        """Handle one op of the identity graph: its events applied, its decisions recorded, a
-        profile that merged into another taken out of ``customer_features``."""
-        try:
-            op = Op.from_json(message.value or b"")
-        except (ValueError, TypeError, KeyError) as error:
-            payload = (message.value or b"").decode(errors="replace")
-            self._dead(dead, source, message, f"not an identity op: {type(error).__name__}: {error}", payload)
-            return
-        self.counters.identity_ops_in += 1
-        key = op.target.encode()
-        if self.partition_of(key) != message.partition:
-            self._dead(dead, source, message, f"identity op for {op.target!r} on the wrong partition", op.payload)
-            return
-        before = self._held(key)
-        was_profile = before is not None and before.is_profile  # before the op changes it
-        try:
-            handled = self.identity.handle(op)
-        except Exception as error:  # a bug one op meets must not fail the batch
-            log.exception("identity op %s for %r failed", op.kind, op.target)
-            self._dead(dead, source, message, processing_failed(error, 0), message.value.decode())  # type: ignore[union-attr]
-            return
-        self._handled_ops[op.target] = None
-        self._send(handled.ops)
-        after = self._held(key)
-        if was_profile and after is not None and not after.is_profile:
-            self._delete_profile(after, message.partition)
-        newest = after.newest_event_at if after is not None else None
-        if newest is not None and newest > self.watermarks.get(message.partition, float("-inf")):
-            self.watermarks[message.partition] = newest  # a profile absorbed here brings its event time
-        for profile_id, raw in handled.events:
-            self._apply_forwarded(profile_id, raw, message, dead, source, horizon)
-        for decision in handled.decisions:
-            self._record(decision)
-
-    def _apply_forwarded(
-        self, profile_id: str, raw: str, message: Message, dead: list[DeadLetter], source: str, horizon: float
-    ) -> None:
-        """An event sent on from an identifier merged into ``profile_id`` (counted, and its raw
-        row written, where it was read)."""
-        event = parse_event_json(raw.encode())
-        key, home, ts = profile_id.encode(), message.partition, event.epoch
-        state = self._held(key) or CustomerState(profile_id)
-        counters = self.counters
-        try:
-            seen = self._apply(state, event, ts, home)
-        except Exception as error:  # noqa: BLE001 - a bug one event meets must not fail the others
-            self._dead(dead, source, message, processing_failed(error, 0), raw)
-            counters.events_in -= 1  # taken in where it was read, and left out here
-            return
-        if seen == "conflict":
-            self._dead(dead, source, message, conflict(event), raw)
-            counters.events_in -= 1
-            return
-        self._touched[key] = (state, home)  # type: ignore[index]
-        if ts > self.watermarks.get(home, float("-inf")):
-            self.watermarks[home] = ts
-        if seen == "duplicate":
-            counters.duplicates_skipped += 1
-            return
-        counters.events_applied += 1
-        counters.late_applied += seen == "late"
-
-    def _delete_profile(self, state: CustomerState, home: int) -> None:
-        """A profile merged into another leaves ``customer_features`` (a deleted row, above
-        every version it had) and the groups it counted in."""
-        if state.events_applied:
-            watermark = self.watermarks.get(home, state.newest_event_at or 0.0)
-            row = profile(state, watermark, self.config)
-            # Above any version it had or will be given (a merged identifier never becomes a
-            # profile again), whatever the watermark was then.
-            self.sink.add_features(row, DELETED_VERSION, int(self.clock() * 1000), deleted=True)
-        if state.rfm_segment is not None:  # it counted in a segment and an RFM group
-            self.sink.add_membership_change("segment", "unscored" if state.segment is None else str(state.segment), -1)
-            self.sink.add_membership_change("rfm_segment", state.rfm_segment, -1)
-
-    def _record(self, decision: Decision) -> None:
-        """A merge or a refused link, for ``identity_merges`` (and ``identities``)."""
-        now = datetime.fromtimestamp(self.clock(), tz=UTC)
-        merged = decision.outcome == "merged"
-        self.sink.add_row(
-            "identity_merges",
-            {
-                "decided_at": now,
-                "linked_at": datetime.fromtimestamp(decision.at, tz=UTC),
-                "survivor": decision.survivor,
-                "absorbed": decision.absorbed,
-                "identifiers": list(decision.identifiers),
-                "outcome": decision.outcome,
-                "rule": decision.rule,
-            },
-        )
-        for name in (decision.survivor, *decision.identifiers) if merged else ():
-            self.sink.add_row("identities", {"identifier": name, "profile_id": decision.survivor, "updated_at": now})
-        if merged:
-            self.counters.profiles_merged += 1
-        else:
-            self.counters.links_refused += 1
-
-    def _dead(self, dead: list[DeadLetter], source: str, message: Message, reason: str, payload: str) -> None:
+    def dead(self, dead: list[DeadLetter], source: str, message: Message, reason: str, payload: str) -> None:
         dead.append(
             DeadLetter.received(self.clock(), source, message.topic, message.partition, message.offset, reason, payload)
         )
 
-    def take_identity_ops(self) -> tuple[list[Op], list[str]]:
-        """The identity ops to send, and the identifiers whose records handled ops since the
-        last call: the worker makes their records durable before it sends the ops, then calls
-        :meth:`identity_ops_sent` with them."""
-        ops, self.outgoing = self.outgoing, []
-        handled, self._handled_ops = list(self._handled_ops), {}
-        return ops, handled
-
-    def identity_ops_sent(self, handled: list[str]) -> None:
-        for key in handled:
-            self.identity.sent(key)
-
-    def identity_ops_unsent(self, ops: list[Op], handled: list[str]) -> None:
-        """Sending them failed: they go first with the next slice's."""
-        self.outgoing[:0] = ops
-        self._handled_ops = dict.fromkeys(handled) | self._handled_ops
-
-    def _apply(self, state: CustomerState, event: BaseEvent, ts: float, home: int) -> str:
+    def apply(self, state: CustomerState, event: BaseEvent, ts: float, home: int) -> str:
         """Apply one event to its customer's state: "conflict", "duplicate", "late" or "applied"."""
         seen = remember(state, event, ts)
         if seen != "new":
@@ -579,7 +396,7 @@ class CustomerPipeline:
             record_purchase(state, ts, self.model_config)
         return counted
 
-    def _held(self, key: bytes) -> CustomerState | None:
+    def held(self, key: bytes) -> CustomerState | None:
         """The customer's state as this batch left it so far, else as the table has it (then
         its state as of the checkpoint is kept, for a rebuild)."""
         touched = self._touched
@@ -592,6 +409,14 @@ class CustomerPipeline:
         if images is not None and key not in images:
             images[key] = None if state is None else state.to_json()
         return state
+
+    def touch(self, key: bytes, state: CustomerState, home: int) -> None:
+        """``state`` changed: kept for the batch's end (its row, its write), or written at once
+        outside a batch."""
+        if self._touched is not None:
+            self._touched[key] = (state, home)
+        else:
+            self.table[key] = state
 
     def _keep(
         self, touched: dict[bytes, tuple[CustomerState, int]], key: bytes, state: CustomerState, home: int
@@ -642,7 +467,7 @@ class CustomerPipeline:
                     checked, trying = True, self._scores(state, home)
                 outcome = "applied"  # what it was when first applied, should applying it fail now
                 try:
-                    outcome = self._apply(state, event, event.epoch, home)
+                    outcome = self.apply(state, event, event.epoch, home)
                     if trying:
                         self._score(state, self.watermarks[home])
                 except Exception as error:  # noqa: BLE001 - this one is left out too
@@ -829,20 +654,3 @@ class CustomerPipeline:
         return released == float("-inf") or math.floor((watermark - horizon) / every) != math.floor(
             (released - horizon) / every
         )
-
-
-class _Records:
-    """The identity graph's records: the customer table, as the batch under way left it."""
-
-    def __init__(self, pipeline: CustomerPipeline) -> None:
-        self.pipeline = pipeline
-
-    def get(self, key: str) -> CustomerState | None:
-        return self.pipeline._held(key.encode())
-
-    def put(self, key: str, state: CustomerState) -> None:
-        pipeline, raw = self.pipeline, key.encode()
-        if pipeline._touched is not None:
-            pipeline._touched[raw] = (state, pipeline.partition_of(raw))
-        else:
-            pipeline.table[raw] = state

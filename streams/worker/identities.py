@@ -1,0 +1,212 @@
+"""The identity graph's part of a worker process's pipeline.
+
+An event that reaches an identifier merged into another profile is sent on to it, an event that
+names other identifiers links them, and the graph's ops (read from ``identity-ops`` with the
+input) are handled here (``processors.identity_graph``). What they send waits in
+:attr:`Identities.outgoing` for the worker, which makes the records they changed durable
+first (``streams.worker.app``).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from processors.config import IdentityConfig
+from processors.features import CustomerState, profile
+from processors.identity_graph import Decision, IdentityGraph, Op
+from schemas.events import BaseEvent, parse_event_json
+from schemas.rows import DeadLetter
+from streams.worker.reasons import conflict, processing_failed
+
+if TYPE_CHECKING:  # the pipeline holds its identities: no import at run time
+    from streams.worker.pipeline import CustomerPipeline, Message
+
+log = logging.getLogger(__name__)
+
+#: Links and unions sent lately that events naming the same pair do not send again, until
+#: their merge makes them moot (a linking event repeats while its merge is under way). The
+#: first one reaches its target: offsets are committed only once their events' ops are sent,
+#: and a restart, reading those events again, sends theirs again.
+RECENT_LINKS = 100_000
+#: The version of a profile's deleted row in ``customer_features``: the highest there is.
+DELETED_VERSION = (1 << 64) - 1
+
+
+class Identities:
+    """Links, forwarded events and the graph's ops of one pipeline, over its customer table."""
+
+    def __init__(self, pipeline: CustomerPipeline, config: IdentityConfig) -> None:
+        self.pipeline = pipeline
+        self.graph = IdentityGraph(_Records(pipeline), config, pipeline.config, pipeline.model_config)
+        #: Ops to send, and the identifiers whose records handled an op since the last
+        #: :meth:`take` (durable before the ops go).
+        self.outgoing: list[Op] = []
+        self._handled: dict[str, None] = {}
+        self._recent_links: dict[tuple[str, str, str], None] = {}
+
+    def link(self, state: CustomerState, event: BaseEvent, ts: float) -> None:
+        """The event applied to ``state`` names other identifiers: join them to its profile."""
+        self._send_links(self.graph.links(state, event.others, ts))
+
+    def forward(self, state: CustomerState, event: BaseEvent, ts: float) -> None:
+        """An event of an identifier merged into another profile: on to the profile, with
+        links to the other identifiers it names."""
+        counters = self.pipeline.counters
+        onward = self.graph.follow(state, event)
+        if onward is not None:
+            self._send([Op("event", onward, payload=event.model_dump_json())])
+            counters.events_forwarded += 1
+        else:  # the state it keeps for its profile holds it: it reaches the profile there
+            counters.duplicates_skipped += 1
+        went = state.identity.merged_into  # type: ignore[union-attr]
+        self._send_links([Op("link", went, other=other, at=ts) for other in event.others])  # type: ignore[arg-type]
+
+    def handle(self, message: Message, dead: list[DeadLetter], source: str, horizon: float) -> None:
+        """Handle one op of the graph: its events applied, its decisions recorded, a profile
+        that merged into another taken out of ``customer_features``."""
+        pipeline = self.pipeline
+        try:
+            op = Op.from_json(message.value or b"")
+        except (ValueError, TypeError, KeyError) as error:
+            payload = (message.value or b"").decode(errors="replace")
+            pipeline.dead(dead, source, message, f"not an identity op: {type(error).__name__}: {error}", payload)
+            return
+        pipeline.counters.identity_ops_in += 1
+        key = op.target.encode()
+        if pipeline.partition_of(key) != message.partition:
+            pipeline.dead(dead, source, message, f"identity op for {op.target!r} on the wrong partition", op.payload)
+            return
+        before = pipeline.held(key)
+        was_profile = before is not None and before.is_profile  # before the op changes it
+        try:
+            handled = self.graph.handle(op)
+        except Exception as error:  # a bug one op meets must not fail the batch
+            log.exception("identity op %s for %r failed", op.kind, op.target)
+            pipeline.dead(dead, source, message, processing_failed(error, 0), message.value.decode())  # type: ignore[union-attr]
+            return
+        self._handled[op.target] = None
+        self._send(handled.ops)
+        after = pipeline.held(key)
+        if was_profile and after is not None and not after.is_profile:
+            self._delete_profile(after, message.partition)
+        watermarks = pipeline.watermarks
+        newest = after.newest_event_at if after is not None else None
+        if newest is not None and newest > watermarks.get(message.partition, float("-inf")):
+            watermarks[message.partition] = newest  # a profile absorbed here brings its event time
+        for profile_id, raw in handled.events:
+            self._apply_forwarded(profile_id, raw, message, dead, source)
+        for decision in handled.decisions:
+            self._record(decision)
+
+    def take(self) -> tuple[list[Op], list[str]]:
+        """The ops to send, and the identifiers whose records handled ops since the last call:
+        the worker makes their records durable before it sends the ops, then calls
+        :meth:`sent` with them."""
+        ops, self.outgoing = self.outgoing, []
+        handled, self._handled = list(self._handled), {}
+        return ops, handled
+
+    def sent(self, handled: list[str]) -> None:
+        for key in handled:
+            self.graph.sent(key)
+
+    def unsent(self, ops: list[Op], handled: list[str]) -> None:
+        """Sending them failed: they go first with the next send."""
+        self.outgoing[:0] = ops
+        self._handled = dict.fromkeys(handled) | self._handled
+
+    def _send_links(self, ops: list[Op]) -> None:
+        """``ops`` (links or unions an event asks for) to send, but those sent lately."""
+        recent = self._recent_links
+        new = [op for op in ops if (op.kind, op.target, op.other) not in recent]
+        recent.update(((op.kind, op.target, op.other), None) for op in new)
+        while len(recent) > RECENT_LINKS:
+            del recent[next(iter(recent))]
+        self._send(new)
+
+    def _send(self, ops: list[Op]) -> None:
+        """Queue ``ops`` for the worker to send (:meth:`take`)."""
+        self.outgoing += ops
+        self.pipeline.counters.identity_ops_out += len(ops)
+
+    def _apply_forwarded(
+        self, profile_id: str, raw: str, message: Message, dead: list[DeadLetter], source: str
+    ) -> None:
+        """An event sent on from an identifier merged into ``profile_id`` (counted, and its raw
+        row written, where it was read)."""
+        pipeline, counters = self.pipeline, self.pipeline.counters
+        event = parse_event_json(raw.encode())
+        key, home, ts = profile_id.encode(), message.partition, event.epoch
+        state = pipeline.held(key) or CustomerState(profile_id)
+        try:
+            seen = pipeline.apply(state, event, ts, home)
+        except Exception as error:  # noqa: BLE001 - a bug one event meets must not fail the others
+            pipeline.dead(dead, source, message, processing_failed(error, 0), raw)
+            counters.events_in -= 1  # taken in where it was read, and left out here
+            return
+        if seen == "conflict":
+            pipeline.dead(dead, source, message, conflict(event), raw)
+            counters.events_in -= 1
+            return
+        pipeline.touch(key, state, home)
+        if ts > pipeline.watermarks.get(home, float("-inf")):
+            pipeline.watermarks[home] = ts
+        if seen == "duplicate":
+            counters.duplicates_skipped += 1
+            return
+        counters.events_applied += 1
+        counters.late_applied += seen == "late"
+
+    def _delete_profile(self, state: CustomerState, home: int) -> None:
+        """A profile merged into another leaves ``customer_features`` (a deleted row, above
+        every version it had) and the groups it counted in."""
+        pipeline, sink = self.pipeline, self.pipeline.sink
+        if state.events_applied:
+            watermark = pipeline.watermarks.get(home, state.newest_event_at or 0.0)
+            row = profile(state, watermark, pipeline.config)
+            # Above any version it had or will be given (a merged identifier never becomes a
+            # profile again), whatever the watermark was then.
+            sink.add_features(row, DELETED_VERSION, int(pipeline.clock() * 1000), deleted=True)
+        if state.rfm_segment is not None:  # it counted in a segment and an RFM group
+            sink.add_membership_change("segment", "unscored" if state.segment is None else str(state.segment), -1)
+            sink.add_membership_change("rfm_segment", state.rfm_segment, -1)
+
+    def _record(self, decision: Decision) -> None:
+        """A merge or a refused link, for ``identity_merges`` (and ``identities``)."""
+        pipeline, sink = self.pipeline, self.pipeline.sink
+        now = datetime.fromtimestamp(pipeline.clock(), tz=UTC)
+        merged = decision.outcome == "merged"
+        sink.add_row(
+            "identity_merges",
+            {
+                "decided_at": now,
+                "linked_at": datetime.fromtimestamp(decision.at, tz=UTC),
+                "survivor": decision.survivor,
+                "absorbed": decision.absorbed,
+                "identifiers": list(decision.identifiers),
+                "outcome": decision.outcome,
+                "rule": decision.rule,
+            },
+        )
+        for name in (decision.survivor, *decision.identifiers) if merged else ():
+            sink.add_row("identities", {"identifier": name, "profile_id": decision.survivor, "updated_at": now})
+        if merged:
+            pipeline.counters.profiles_merged += 1
+        else:
+            pipeline.counters.links_refused += 1
+
+
+class _Records:
+    """The identity graph's records: the customer table, as the batch under way left it."""
+
+    def __init__(self, pipeline: CustomerPipeline) -> None:
+        self.pipeline = pipeline
+
+    def get(self, key: str) -> CustomerState | None:
+        return self.pipeline.held(key.encode())
+
+    def put(self, key: str, state: CustomerState) -> None:
+        raw = key.encode()
+        self.pipeline.touch(raw, state, self.pipeline.partition_of(raw))
