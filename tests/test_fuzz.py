@@ -28,7 +28,8 @@ from schemas.topics import TOPIC_FOR_TYPE, partition_for
 from sinks.clickhouse import ClickHouseSink, connect, migrate
 from sinks.tables import RAW_EVENT_TABLES
 from streams.settings import Settings
-from streams.worker.pipeline import CustomerPipeline, Message
+from streams.worker.message import Message
+from streams.worker.pipeline import CustomerPipeline
 from streams.worker.web import BadRequest, parse_body
 
 PARTITIONS = 4

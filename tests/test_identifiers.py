@@ -119,7 +119,8 @@ def test_a_pipeline_merges_a_device_into_a_new_card_through_its_own_identity_ops
     ``customer_features``. Its partition had no event time, and its first row failed the batch."""
     from schemas.envelope import encode_envelope
     from schemas.topics import IDENTITY_OPS, VISITS, partition_for
-    from streams.worker.pipeline import CustomerPipeline, Message
+    from streams.worker.message import Message
+    from streams.worker.pipeline import CustomerPipeline
     from tests.memory_sink import MemorySink
 
     sink = MemorySink()
@@ -153,7 +154,8 @@ def test_a_merge_costs_one_union_one_surrender_one_absorb_however_often_its_link
     takes the device in one round trip."""
     from schemas.envelope import encode_envelope
     from schemas.topics import IDENTITY_OPS, VISITS, partition_for
-    from streams.worker.pipeline import CustomerPipeline, Message
+    from streams.worker.message import Message
+    from streams.worker.pipeline import CustomerPipeline
     from tests.memory_sink import MemorySink
 
     table: dict[bytes, CustomerState] = {}

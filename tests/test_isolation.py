@@ -18,7 +18,8 @@ import streams.worker.pipeline as pipeline_module
 from processors.features import CustomerState, event_key
 from schemas.envelope import encode_envelope
 from streams.settings import Settings
-from streams.worker.pipeline import CustomerPipeline, Message
+from streams.worker.message import Message
+from streams.worker.pipeline import CustomerPipeline
 from streams.worker.statestore import DiskTable
 from tests.conftest import ROOT, assert_exact_purchases, publish, purchases
 from tests.memory_sink import MemorySink

@@ -25,7 +25,8 @@ from schemas.events import parse_event
 from streams.local.replay import read_events
 from streams.measure.evaluate import CALIBRATION_END
 from streams.worker.aging import AgingSchedule
-from streams.worker.pipeline import CustomerPipeline, Message
+from streams.worker.message import Message
+from streams.worker.pipeline import CustomerPipeline
 from streams.worker.statestore import DiskTable
 from tests.conftest import CDNOW, CDNOW_DEVELOPMENT
 from tests.memory_sink import MemorySink

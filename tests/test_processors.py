@@ -20,7 +20,8 @@ from schemas.envelope import Rejected, _decode_each, decode_message, encode_enve
 from schemas.events import parse_event
 from schemas.export import export_json_schemas
 from schemas.topics import partition_for
-from streams.worker.pipeline import CustomerPipeline, Message
+from streams.worker.message import Message
+from streams.worker.pipeline import CustomerPipeline
 from tests.memory_sink import MemorySink
 
 CFG = FeatureConfig()

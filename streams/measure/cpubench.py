@@ -33,8 +33,9 @@ from sinks.clickhouse import ClickHouseSink, connect, encode, migrate
 from streams.measure.bench import plain_update, simulated_events
 from streams.settings import Settings
 from streams.worker.memory import rare_garbage_collection
+from streams.worker.message import Message
 from streams.worker.modelhub import encode_training
-from streams.worker.pipeline import CustomerPipeline, Message
+from streams.worker.pipeline import CustomerPipeline
 from streams.worker.statestore import DiskTable
 
 #: The wall clock the pipeline sees (rows' ingestion times, alerts' creation times).

@@ -42,10 +42,11 @@ from streams.worker.faust_corrections import App, CustomerStore, ExactTableManag
 from streams.worker.health import BROKER_PROBE_INTERVAL_S, Health
 from streams.worker.intake import Intake
 from streams.worker.memory import rare_garbage_collection
+from streams.worker.message import Message
 from streams.worker.metrics import process_figures
 from streams.worker.modelhub import ModelHub
 from streams.worker.outbox import Outbox
-from streams.worker.pipeline import CustomerPipeline, Message
+from streams.worker.pipeline import CustomerPipeline
 from streams.worker.processes import Helpers, RemoteRows
 from streams.worker.statestore import DiskTable
 from streams.worker.web import MAX_BODY_BYTES, register_views

@@ -10,18 +10,19 @@ first (``streams.worker.app``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from processors.config import IdentityConfig
+from processors.config import FeatureConfig, IdentityConfig, ModelConfig
 from processors.features import CustomerState, profile
 from processors.identity_graph import Decision, IdentityGraph, Op
 from schemas.events import BaseEvent, parse_event_json
 from schemas.rows import DeadLetter
+from sinks.clickhouse import ClickHouseSink
+from streams.worker.counters import Counters
+from streams.worker.message import Message
 from streams.worker.reasons import conflict, processing_failed
-
-if TYPE_CHECKING:  # the pipeline holds its identities: no import at run time
-    from streams.worker.pipeline import CustomerPipeline, Message
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,31 @@ RECENT_LINKS = 100_000
 DELETED_VERSION = (1 << 64) - 1
 
 
+class Pipeline(Protocol):
+    """What the identity part needs of its pipeline (``streams.worker.pipeline``)."""
+
+    config: FeatureConfig
+    model_config: ModelConfig
+    counters: Counters
+    watermarks: dict[int, float]
+    sink: ClickHouseSink
+    clock: Callable[[], float]
+
+    def partition_of(self, key: bytes) -> int: ...
+
+    def held(self, key: bytes) -> CustomerState | None: ...
+
+    def touch(self, key: bytes, state: CustomerState, home: int) -> None: ...
+
+    def apply(self, state: CustomerState, event: BaseEvent, ts: float, home: int) -> str: ...
+
+    def dead(self, dead: list[DeadLetter], source: str, message: Message, reason: str, payload: str) -> None: ...
+
+
 class Identities:
     """Links, forwarded events and the graph's ops of one pipeline, over its customer table."""
 
-    def __init__(self, pipeline: CustomerPipeline, config: IdentityConfig) -> None:
+    def __init__(self, pipeline: Pipeline, config: IdentityConfig) -> None:
         self.pipeline = pipeline
         self.graph = IdentityGraph(_Records(pipeline), config, pipeline.config, pipeline.model_config)
         #: Ops to send, and the identifiers whose records handled an op since the last
@@ -201,7 +223,7 @@ class Identities:
 class _Records:
     """The identity graph's records: the customer table, as the batch under way left it."""
 
-    def __init__(self, pipeline: CustomerPipeline) -> None:
+    def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
 
     def get(self, key: str) -> CustomerState | None:
