@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from sinks.query import QueryResult
-from streams.analytics.dashboard import headline_figures, plotly_js, show_all
+from streams.analytics.dashboard import headline_figures, page, plotly_js, show_all
 from streams.analytics.panels import PANELS, SECTIONS, Shown
 
 ISO_TIME = re.compile(r"^(\d{4}-\d\d-\d\d)T(\d\d:\d\d)[\d:.]*$")
@@ -98,7 +98,7 @@ def build_report(
         body.append("</section>")
     window = f"time charts from {since.isoformat()} on; " if since else ""
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return REPORT.format(
+    return page("report.html").format(
         plotly=plotly_js().decode("utf-8"),
         generated=generated,
         data_time=html.escape(data_time),
@@ -108,40 +108,3 @@ def build_report(
         contents=contents,
         body="\n".join(body),
     )
-
-
-REPORT = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>crm360 customer report</title>
-<style>
-  body {{ font-family: system-ui, sans-serif; margin: 0 auto; max-width: 1000px; padding: 1.5rem; color: #1d2733; }}
-  h1 {{ margin-bottom: 0.2rem; }}
-  .meta {{ color: #5c6b7a; margin-top: 0; }}
-  .headline {{ display: grid; grid-template-columns: repeat(3, 1fr); gap: 0.6rem; margin: 1rem 0; }}
-  .figure {{ border: 1px solid #e6e9ed; border-radius: 8px; padding: 0.6rem 0.8rem; }}
-  .figure .label {{ font-size: 0.8rem; color: #5c6b7a; }}
-  .figure .value {{ font-size: 1.5rem; font-weight: 600; }}
-  h2 {{ border-bottom: 2px solid #1d3557; padding-bottom: 0.2rem; margin-top: 2rem; }}
-  .panel {{ margin: 1rem 0 1.6rem; page-break-inside: avoid; }}
-  .panel h3 {{ margin-bottom: 0.2rem; }}
-  .shows {{ color: #5c6b7a; margin: 0 0 0.3rem; font-size: 0.9rem; }}
-  .says {{ font-weight: 600; margin: 0.3rem 0; }}
-  .empty {{ padding: 1.5rem; text-align: center; color: #5c6b7a; background: #f8f9fb; border-radius: 6px; }}
-  table {{ border-collapse: collapse; width: 100%; font-size: 0.82rem; }}
-  th, td {{ text-align: left; padding: 0.25rem 0.4rem; border-bottom: 1px solid #e6e9ed; white-space: nowrap; }}
-  .scroll {{ overflow-x: auto; }}
-</style>
-<script>{plotly}</script>
-</head>
-<body>
-<h1>crm360 customer report</h1>
-<p class="meta">Generated {generated} · data as of {data_time} (event time) · {window}customer figures are the current state.</p>
-<div class="headline">{figures}</div>
-<p>{summary}</p>
-<nav><ol>{contents}</ol></nav>
-{body}
-</body>
-</html>
-"""
