@@ -7,17 +7,20 @@ from pathlib import Path
 
 from schemas.alerts import ChurnAlert
 from schemas.events import EVENT_TYPES, event_json_schema
+from schemas.rows import IdentityMerge
 
 
 def export_json_schemas(directory: Path) -> list[Path]:
     """Write ``event.schema.json`` (any event), one ``<type>.schema.json`` per type, and
-    ``churn_alert.schema.json`` (what subscribers of ``churn-alerts`` receive)."""
+    ``churn_alert.schema.json`` and ``identity_merge.schema.json`` (what subscribers of
+    ``churn-alerts`` and ``identity-merges`` receive)."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     documents = {"event": event_json_schema()} | {
         name: model.model_json_schema() for name, model in EVENT_TYPES.items()
     }
     documents["churn_alert"] = ChurnAlert.model_json_schema()
+    documents["identity_merge"] = IdentityMerge.model_json_schema(mode="serialization")
     for name, document in documents.items():
         document = {"$schema": "https://json-schema.org/draft/2020-12/schema", **document}
         path = directory / f"{name}.schema.json"

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import orjson
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 
 
 class CustomerFeatures(BaseModel):
@@ -98,9 +98,20 @@ class MembershipChange(BaseModel):
 
 class IdentityMerge(BaseModel):
     """Two profiles found to be one person and merged, or a link a guard refused, as in
-    ``identity_merges``: ``linked_at`` is the event time of the event that linked them,
-    ``identifiers`` those the absorbed profile brought (none for a refusal), ``rule`` why the
-    survivor survived or why the link was refused."""
+    ``identity_merges`` and on the ``identity-merges`` topic (JSON, keyed by the survivor):
+    ``linked_at`` is the event time of the event that linked them, ``identifiers`` those the
+    absorbed profile brought (none for a refusal), ``rule`` why the survivor survived or why
+    the link was refused. ``merge_id`` is stable for one decision: a subscriber drops repeats
+    by it (Kafka delivers at least once).
+
+    >>> merge = IdentityMerge(decided_at=datetime(2026, 1, 2, tzinfo=UTC), linked_at=datetime(2026, 1, 1, tzinfo=UTC),
+    ...     survivor="c1", absorbed="anonymous_id:d1", identifiers=["anonymous_id:d1"], outcome="merged",
+    ...     rule="customer_id outlasts anonymous_id")
+    >>> merge.merge_id
+    'merged:c1:anonymous_id:d1'
+    >>> IdentityMerge.model_validate_json(merge.model_dump_json()) == merge
+    True
+    """
 
     decided_at: datetime
     linked_at: datetime
@@ -109,6 +120,11 @@ class IdentityMerge(BaseModel):
     identifiers: list[str]
     outcome: Literal["merged", "refused"]
     rule: str
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def merge_id(self) -> str:
+        return f"{self.outcome}:{self.survivor}:{self.absorbed}"
 
 
 class IdentityLink(BaseModel):

@@ -7,6 +7,8 @@ CUSTOMER_PROFILES = "customer-profiles"
 IDENTIFY = "identify"
 DEAD_LETTERS = "dead-letters"
 CHURN_ALERTS = "churn-alerts"
+#: Every merge of two profiles and every refused link (``schemas.rows.IdentityMerge``).
+IDENTITY_MERGES = "identity-merges"
 #: Internal: labelled snapshots and customer samples for the one trainer (one partition),
 #: and the model versions it publishes to every worker (compacted, one partition).
 MODEL_TRAINING = "model-training"

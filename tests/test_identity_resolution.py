@@ -15,6 +15,7 @@ import pytest
 
 from schemas.topics import partition_for
 from streams.local.until import until
+from streams.sdk.subscriber import MergeSubscriber
 from tests.conftest import publish
 
 pytestmark = pytest.mark.integration  # the broker, two worker processes, chDB
@@ -125,6 +126,13 @@ def test_an_identify_event_merges_three_profiles_into_one_exactly_and_later_even
         "every identity op handled",
     )
     assert figures["crm360_identity_ops_in_total"] >= 8 and figures["crm360_identity_ops_waiting"] == 0
+    # Tools that follow identity-merges got every decision the table holds, keyed by the survivor.
+    with MergeSubscriber(broker, group_id=None, from_beginning=True, idle_timeout_s=5) as subscriber:
+        published = {merge.merge_id: merge for merge in subscriber}
+    decided = worker.sql("SELECT outcome, survivor, absorbed FROM identity_merges FINAL")
+    assert set(published) == {f"{row['outcome']}:{row['survivor']}:{row['absorbed']}" for row in decided}
+    assert {"merged:c1:anonymous_id:d1", f"refused:{refusal['survivor']}:{refusal['absorbed']}"} <= set(published)
+    assert published["merged:c1:loyalty_card:L1"].identifiers == ["loyalty_card:L1"]
 
     # Merges hold across a restart: a later event of the device still reaches c1.
     worker.stop()

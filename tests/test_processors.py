@@ -474,6 +474,7 @@ def test_json_schema_export(tmp_path: Path) -> None:
         "customer_profile.schema.json",
         "event.schema.json",
         "identify.schema.json",
+        "identity_merge.schema.json",
         "purchase.schema.json",
         "social_interaction.schema.json",
         "visit.schema.json",
@@ -482,6 +483,8 @@ def test_json_schema_export(tmp_path: Path) -> None:
     assert {"customer_id", "churn_probability", "previous_probability", "drivers", "model_version"} <= set(
         alert_schema["required"]
     )
+    merge_schema = json.loads((tmp_path / "identity_merge.schema.json").read_text())
+    assert {"merge_id", "survivor", "absorbed", "identifiers", "outcome", "rule"} <= set(merge_schema["required"])
     purchase_schema = json.loads((tmp_path / "purchase.schema.json").read_text())
     assert set(purchase_schema["required"]) >= {"event_id", "ts", "channel", "order_id", "amount"}
     assert {"customer_id", "identifiers"} <= set(purchase_schema["properties"])  # one of them, or both

@@ -1,7 +1,9 @@
-"""Subscribing to churn alerts: :class:`AlertSubscriber` (kafka-python) and webhook forwarding.
+"""Subscribing to what the stream decides: :class:`AlertSubscriber` for churn alerts (with
+webhook forwarding) and :class:`MergeSubscriber` for identity merges (kafka-python).
 
-Any Kafka client can read the ``churn-alerts`` topic (JSON values, see
-``schemas.alerts.ChurnAlert``); this is the small SDK for Python tools::
+Any Kafka client can read the ``churn-alerts`` and ``identity-merges`` topics (JSON values,
+see ``schemas.alerts.ChurnAlert`` and ``schemas.rows.IdentityMerge``); this is the small SDK
+for Python tools::
 
     from streams.sdk.subscriber import AlertSubscriber, forward_to_webhook
 
@@ -9,7 +11,7 @@ Any Kafka client can read the ``churn-alerts`` topic (JSON values, see
         for alert in alerts:
             forward_to_webhook(alert, "https://crm.example.com/hooks/churn")
 
-Kafka delivers at least once: drop repeats by ``alert_id``.
+Kafka delivers at least once: drop repeats by ``alert_id`` (``merge_id``).
 """
 
 from __future__ import annotations
@@ -20,44 +22,55 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Self
+from typing import ClassVar, Generic, Self, TypeVar
 
 from kafka import KafkaConsumer
+from pydantic import BaseModel
 
 from schemas.alerts import ChurnAlert
-from schemas.topics import CHURN_ALERTS
+from schemas.rows import IdentityMerge
+from schemas.topics import CHURN_ALERTS, IDENTITY_MERGES
 
 
 class WebhookError(RuntimeError):
     """The webhook did not accept an alert after every retry."""
 
 
-class AlertSubscriber:
-    """Iterate over churn alerts as :class:`ChurnAlert` objects.
+M = TypeVar("M", bound=BaseModel)
+
+
+class Subscriber(Generic[M]):
+    """Iterate over one topic's records as ``M`` objects.
 
     With a ``group_id`` the position is committed, so a restarted subscriber continues where
-    it stopped; ``from_beginning`` reads the alerts already published too.
+    it stopped; ``from_beginning`` reads the records already published too.
     """
+
+    topic: ClassVar[str]
+    model: type[M]
+    #: The consumer group when none is given (``None``: no group, nothing committed).
+    default_group: ClassVar[str]
 
     def __init__(
         self,
         bootstrap: str,
-        group_id: str | None = "crm360-alerts",
+        group_id: str | None = "",
         from_beginning: bool = False,
         idle_timeout_s: float | None = None,
     ) -> None:
+        group = self.default_group if group_id == "" else group_id
         self.consumer = KafkaConsumer(
-            CHURN_ALERTS,
+            self.topic,
             bootstrap_servers=bootstrap,
-            group_id=group_id,
+            group_id=group,
             auto_offset_reset="earliest" if from_beginning else "latest",
-            enable_auto_commit=group_id is not None,
+            enable_auto_commit=group is not None,
             consumer_timeout_ms=int(idle_timeout_s * 1000) if idle_timeout_s is not None else float("inf"),
         )
 
-    def __iter__(self) -> Iterator[ChurnAlert]:
+    def __iter__(self) -> Iterator[M]:
         for record in self.consumer:
-            yield ChurnAlert.model_validate_json(record.value)
+            yield self.model.model_validate_json(record.value)
 
     def close(self) -> None:
         self.consumer.close()
@@ -67,6 +80,18 @@ class AlertSubscriber:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+class AlertSubscriber(Subscriber[ChurnAlert]):
+    """Churn alerts, from ``churn-alerts``."""
+
+    topic, model, default_group = CHURN_ALERTS, ChurnAlert, "crm360-alerts"
+
+
+class MergeSubscriber(Subscriber[IdentityMerge]):
+    """Profiles merged and links refused, from ``identity-merges``."""
+
+    topic, model, default_group = IDENTITY_MERGES, IdentityMerge, "crm360-merges"
 
 
 def forward_to_webhook(

@@ -393,11 +393,14 @@ class Worker:
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == PURCHASES}
 
     async def _publish_model_output(self) -> None:
-        """Training records to the trainer, churn alerts to marketing tools."""
+        """Training records to the trainer, churn alerts to marketing tools, merges and refused
+        links to whoever follows them (sent before the states that decided them: the producer's
+        flush before a state is durable sends them too)."""
         training = self.pipeline.take_training()
         if training:
             await self.models.send_training(training)
         await self.outbox.alerts(self.pipeline.take_alerts())
+        await self.outbox.merges(self.pipeline.identities.take_merges())
 
     async def _dead_lettered(self, dead: list[DeadLetter]) -> None:
         """Rows ClickHouse refused (the sink wrote their dead letters), counted and published."""

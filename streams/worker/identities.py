@@ -18,7 +18,7 @@ from processors.config import FeatureConfig, IdentityConfig, ModelConfig
 from processors.features import CustomerState, profile
 from processors.identity_graph import Decision, IdentityGraph, Op
 from schemas.events import BaseEvent, parse_event_json
-from schemas.rows import DeadLetter
+from schemas.rows import DeadLetter, IdentityMerge
 from sinks.clickhouse import ClickHouseSink
 from streams.worker.counters import Counters
 from streams.worker.message import Message
@@ -67,6 +67,8 @@ class Identities:
         self.outgoing: list[Op] = []
         self._handled: dict[str, None] = {}
         self._recent_links: dict[tuple[str, str, str], None] = {}
+        #: Merges and refusals decided, for the ``identity-merges`` topic.
+        self.merges: list[IdentityMerge] = []
 
     def link(self, state: CustomerState, event: BaseEvent, ts: float) -> None:
         """The event applied to ``state`` names other identifiers: join them to its profile."""
@@ -196,28 +198,32 @@ class Identities:
             sink.add_membership_change("rfm_segment", state.rfm_segment, -1)
 
     def _record(self, decision: Decision) -> None:
-        """A merge or a refused link, for ``identity_merges`` (and ``identities``)."""
+        """A merge or a refused link, for ``identity_merges`` and its topic (and ``identities``)."""
         pipeline, sink = self.pipeline, self.pipeline.sink
         now = datetime.fromtimestamp(pipeline.clock(), tz=UTC)
-        merged = decision.outcome == "merged"
-        sink.add_row(
-            "identity_merges",
-            {
-                "decided_at": now,
-                "linked_at": datetime.fromtimestamp(decision.at, tz=UTC),
-                "survivor": decision.survivor,
-                "absorbed": decision.absorbed,
-                "identifiers": list(decision.identifiers),
-                "outcome": decision.outcome,
-                "rule": decision.rule,
-            },
+        merge = IdentityMerge(
+            decided_at=now,
+            linked_at=datetime.fromtimestamp(decision.at, tz=UTC),
+            survivor=decision.survivor,
+            absorbed=decision.absorbed,
+            identifiers=list(decision.identifiers),
+            outcome=decision.outcome,
+            rule=decision.rule,
         )
+        sink.add_row("identity_merges", dict(merge))
+        self.merges.append(merge)
+        merged = decision.outcome == "merged"
         for name in (decision.survivor, *decision.identifiers) if merged else ():
             sink.add_row("identities", {"identifier": name, "profile_id": decision.survivor, "updated_at": now})
         if merged:
             pipeline.counters.profiles_merged += 1
         else:
             pipeline.counters.links_refused += 1
+
+    def take_merges(self) -> list[IdentityMerge]:
+        """The merges and refusals decided since the last call, to publish."""
+        merges, self.merges = self.merges, []
+        return merges
 
 
 class _Records:

@@ -1,4 +1,4 @@
-"""What a worker process publishes besides its state: dead letters and churn alerts."""
+"""What a worker process publishes besides its state: dead letters, churn alerts, identity merges."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from typing import Any
 import faust
 
 from schemas.alerts import ChurnAlert
-from schemas.rows import DeadLetter
-from schemas.topics import CHURN_ALERTS, DEAD_LETTERS
+from schemas.rows import DeadLetter, IdentityMerge
+from schemas.topics import CHURN_ALERTS, DEAD_LETTERS, IDENTITY_MERGES
 
 
 class Outbox:
-    """The ``dead-letters`` and ``churn-alerts`` topics, declared on ``app``."""
+    """The ``dead-letters``, ``churn-alerts`` and ``identity-merges`` topics, declared on ``app``."""
 
     def __init__(self, app: faust.App) -> None:
         raw: dict[str, Any] = {
@@ -23,6 +23,7 @@ class Outbox:
         }
         self.dead_letter_topic = app.topic(DEAD_LETTERS, **raw)
         self.alerts_topic = app.topic(CHURN_ALERTS, **raw)
+        self.merges_topic = app.topic(IDENTITY_MERGES, **raw)
 
     async def dead_letters(self, letters: list[DeadLetter]) -> None:
         """Each letter, keyed by the topic its record came from."""
@@ -33,3 +34,8 @@ class Outbox:
         """Each alert as JSON, keyed by its customer."""
         for alert in alerts:
             await self.alerts_topic.send(key=alert.customer_id.encode(), value=alert.model_dump_json().encode())
+
+    async def merges(self, merges: list[IdentityMerge]) -> None:
+        """Each merge or refused link as JSON, keyed by its surviving profile."""
+        for merge in merges:
+            await self.merges_topic.send(key=merge.survivor.encode(), value=merge.model_dump_json().encode())

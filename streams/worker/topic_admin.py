@@ -10,6 +10,7 @@ from schemas.topics import (
     CHURN_MODELS,
     CUSTOMER_PROFILES,
     DEAD_LETTERS,
+    IDENTITY_MERGES,
     IDENTITY_OPS,
     INPUT_TOPICS,
     MODEL_TRAINING,
@@ -25,6 +26,7 @@ def topic_specs(partitions: int) -> list[NewTopic]:
     specs.append(NewTopic(IDENTITY_OPS, partitions, 1))  # co-partitioned: read with the input
     specs.append(NewTopic(DEAD_LETTERS, partitions, 1))
     specs.append(NewTopic(CHURN_ALERTS, partitions, 1))
+    specs.append(NewTopic(IDENTITY_MERGES, partitions, 1))
     specs.append(NewTopic(MODEL_TRAINING, 1, 1))
     specs.append(NewTopic(CHURN_MODELS, 1, 1, topic_configs={"cleanup.policy": "compact"}))
     return specs
