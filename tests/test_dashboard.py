@@ -96,6 +96,7 @@ def expected_headline(worker: Any, events: list[dict[str, Any]]) -> dict[str, fl
     return state | {
         "revenue_30d": round(revenue, 2),
         "alerts_today": alerts,
+        "profiles_unified": 2,  # the two devices of the test's events
         "churn_rate": round(state["churn_rate"], 4),
     }
 
@@ -113,6 +114,22 @@ def test_dashboard_live_in_chromium_and_report_offline(
     browser.save_screenshot(str(ARTIFACTS / "dashboard-empty.png"))
 
     events = list(Simulation(customers=200, days=240, seed=5).events())
+    # Two devices' visits, then their logins: two profiles unified with customers.
+    accounts = sorted({e["customer_id"] for e in events})[:2]
+    for n, account in enumerate(accounts):
+        visit = {"type": "visit", "ts": events[-1]["ts"], "channel": "web", "session_id": f"s{n}", "duration_s": 30}
+        device = {"anonymous_id": f"device-{n}"}
+        events.append(visit | {"event_id": f"device-visit-{n}", "identifiers": device})
+        events.append(
+            {
+                "type": "identify",
+                "event_id": f"login-{n}",
+                "ts": events[-1]["ts"],
+                "channel": "web",
+                "customer_id": account,
+            }
+            | {"identifiers": device}
+        )
     publish(broker, events)
     settle(worker)
     # The page refreshes itself: no reload, the customers appear.

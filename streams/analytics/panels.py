@@ -192,6 +192,7 @@ SELECT
     countIf(churn_probability >= {AT_RISK_PROBABILITY}) AS at_risk_customers,
     (SELECT count() FROM {DB}.churn_alerts FINAL
      WHERE toDate(as_of, 'UTC') = toDate({CLOCK}, 'UTC')) AS alerts_today,
+    (SELECT count() FROM {DB}.identity_merges FINAL WHERE outcome = 'merged') AS profiles_unified,
     {CLOCK} AS data_time
 FROM {DB}.customer_features FINAL
 """
@@ -204,6 +205,7 @@ HEADLINES: list[tuple[str, str, str]] = [
     ("churn_rate", "Churn rate", "share"),
     ("at_risk_customers", "At risk", "count"),
     ("alerts_today", "Churn alerts today", "count"),
+    ("profiles_unified", "Profiles unified", "count"),
 ]
 
 
@@ -225,7 +227,8 @@ def summarize_headline(rows: list[Row]) -> str:
     return (
         f"{count_words(h['customers'])} customers, {count_words(h['active_customers'])} of them active; "
         f"{money_words(h['revenue_30d'])} revenue in the last 30 days; churn rate {share_words(h['churn_rate'])}; "
-        f"{count_words(h['at_risk_customers'])} customers at risk and {count_words(h['alerts_today'])} churn alerts today."
+        f"{count_words(h['at_risk_customers'])} customers at risk and {count_words(h['alerts_today'])} churn alerts today; "
+        f"{count_words(h['profiles_unified'])} profiles unified with others (identity resolution)."
     )
 
 
@@ -647,7 +650,8 @@ _PANELS = [
         "Headline",
         "Headline",
         "The customer base now: customers, active customers, revenue in the last 30 days, churn rate, "
-        f"customers at risk (churn probability >= {AT_RISK_PROBABILITY}) and churn alerts today (event time).",
+        f"customers at risk (churn probability >= {AT_RISK_PROBABILITY}), churn alerts today (event time) and "
+        "profiles unified with another by identity resolution (merged into it).",
         HEADLINE_SQL,
         "stats",
         None,
