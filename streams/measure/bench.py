@@ -35,7 +35,7 @@ from streams.settings import Settings
 RAW_TOPIC = "bench-raw"
 
 
-def _produce(bootstrap: str, messages: list[OutgoingMessage], topic: str | None = None) -> None:
+def produce(bootstrap: str, messages: list[OutgoingMessage], topic: str | None = None) -> None:
     """Send ``messages`` as fast as the broker takes them (aiokafka: kafka-python's pure-Python
     record checksums made the load generator, not the pipeline, the limit)."""
     asyncio.run(_produce_async(bootstrap, messages, topic))
@@ -220,7 +220,7 @@ def run_bench(events: int, partitions: int = 4, identities: bool = False) -> dic
         batch = simulated_events(events, seed=7, identities=identities)
         messages = pack(batch, partitions, 1000)
         click.echo("(a) baseline: plain aiokafka consumer ...")
-        _produce(address, messages, RAW_TOPIC)
+        produce(address, messages, RAW_TOPIC)
         raw_before = asyncio.run(_raw_consume(address, events))
         click.echo("(b) pipeline end to end ...")
         worker.start()
@@ -228,7 +228,7 @@ def run_bench(events: int, partitions: int = 4, identities: bool = False) -> dic
         pid = worker.process.pid if worker.process else 0
         cpu_before = process_cpu_seconds(pid)
         started = time.perf_counter()
-        _produce(address, messages)
+        produce(address, messages)
         counts = {t: sum(1 for e in batch if e.type == t) for t in ("purchase", "visit")}
         while True:
             m = worker.metrics()

@@ -38,6 +38,7 @@ from schemas.events import BaseEvent, parse_event
 from streams.local.simulate import Simulation
 from streams.local.stack import private_stack
 from streams.local.until import until
+from streams.measure.bench import produce
 
 
 def resolution_figures(
@@ -100,10 +101,8 @@ def measure(people: int, days: int, seed: int, progress: Callable[[str], None] =
     shared_devices = sum(1 for known in truth.values() for name in known["identifiers"]) - len(shared)
     with private_stack("resolution", 4) as (settings, worker):
         worker.start()
-        from streams.measure.bench import _produce
-
         progress(f"{len(events)} events of {people} people ...")
-        _produce(settings.kafka_bootstrap, pack(events, settings.partitions, 1000))
+        produce(settings.kafka_bootstrap, pack(events, settings.partitions, 1000))
         started = time.monotonic()
 
         def settled() -> dict[str, float] | None:

@@ -25,7 +25,7 @@ from schemas.envelope import pack
 from schemas.events import parse_event
 from streams.local.stack import WorkerProcess, private_stack
 from streams.local.until import until
-from streams.measure.bench import _produce
+from streams.measure.bench import produce
 from streams.settings import Settings
 from streams.worker.memory import resident_bytes
 
@@ -67,7 +67,7 @@ def publish(address: str, partitions: int, customers: int, each: int) -> None:
     """Send the purchases a slice at a time, printing progress on stderr."""
     n = customers * each
     for begin in range(0, n, EVENTS_AT_ONCE):
-        _produce(address, pack(purchases(customers, each, begin, begin + EVENTS_AT_ONCE), partitions, 1000))
+        produce(address, pack(purchases(customers, each, begin, begin + EVENTS_AT_ONCE), partitions, 1000))
         print(f"sent {min(begin + EVENTS_AT_ONCE, n):,} of {n:,} events", file=sys.stderr, flush=True)
 
 
@@ -139,7 +139,7 @@ def run(customers: int, each: int) -> dict[str, Any]:
         started = time.monotonic()
         worker.start(timeout=3_600)
         healthy_s = time.monotonic() - started
-        _produce(
+        produce(
             address,
             pack(
                 [
