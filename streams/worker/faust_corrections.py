@@ -5,7 +5,7 @@ the worker runs on.
 - :class:`FlushingProducer`: a flush waits for every send, and a table's changes go out as
   record batches.
 - :class:`CheckpointingConsumer`: rewinds to the committed offsets, commits only when the
-  app's checkpoint allows it.
+  app's checkpoint allows it, checks for stalls only partitions it has positioned.
 - :class:`ExactRecovery` (through :class:`ExactTableManager`): changelogs read to their end,
   no input record dropped.
 - :class:`CustomerStore` (``crm360rocksdb://``): faust's RocksDB store keeping each
@@ -97,7 +97,24 @@ class FlushingProducer(faust_kafka.Producer):
             await asyncio.gather(*self._queued)  # raises if one failed: then nothing is committed
 
 
-class RewindingConsumer(faust_kafka.Consumer):
+class PatientConsumer(faust_kafka.Consumer):
+    """faust's Kafka consumer, whose stall check passes over a partition not yet positioned.
+
+    Every 2.5 commit intervals faust checks that each assigned partition is being read, and
+    reads its position, which aiokafka asserts is known. A partition rewound (by
+    :class:`RewindingConsumer`, or by a reset) has none until the fetcher has asked the broker
+    where to start: on a loaded machine the check fell in between and crashed the worker.
+    Such a partition is not stalled; it is checked once it has a position again.
+    """
+
+    def verify_event_path(self, now: float, tp: TP) -> None:
+        assignment = self._thread._ensure_consumer()._fetcher._subscriptions.subscription.assignment
+        state = assignment.state_value(aiokafka.TopicPartition(tp.topic, tp.partition)) if assignment else None
+        if state is not None and state.has_valid_position:
+            super().verify_event_path(now, tp)
+
+
+class RewindingConsumer(PatientConsumer):
     """faust's Kafka consumer, whose seek to committed offsets also rewinds partitions without one.
 
     faust drops records it fetched while its flow was stopped (a rebalance, the end of a
