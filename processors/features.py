@@ -163,6 +163,8 @@ class CustomerState:
     rfm_segment: str | None = None
     alert_armed: bool = True
     last_alert_at: float | None = None
+    #: The audiences it is a member of, and the event time it entered each (``processors.audiences``).
+    audiences: dict[str, float] = field(default_factory=dict)
     #: Its profile's identifiers and merges, once it took part in a link (``processors.identity``).
     identity: Identity | None = None
 

@@ -18,7 +18,8 @@ any order (:func:`processors.features.apply` counts an event of any lateness exa
 - churn snapshots: one per grid point (the survivor's where both have one), marked as stayed
   if either person's remembered purchases fall in its horizon, so no label counts twice;
 - the models' last outputs are the survivor's until the profile is scored again; alerting
-  keeps the survivor's arming and the later of the two last alerts.
+  keeps the survivor's arming and the later of the two last alerts; audience memberships are
+  the survivor's (the absorbed profile leaves its audiences, ``processors.audiences``).
 
 Two things stay approximate, as they are for events that arrive out of order: a visit's
 conversion is judged against the last visit only (the survivor's later last visit is converted

@@ -9,6 +9,10 @@ DEAD_LETTERS = "dead-letters"
 CHURN_ALERTS = "churn-alerts"
 #: Every merge of two profiles and every refused link (``schemas.rows.IdentityMerge``).
 IDENTITY_MERGES = "identity-merges"
+#: Audience definitions, keyed by name (compacted, one partition; ``schemas.audiences.Audience``).
+AUDIENCES = "audiences"
+#: Every entry into and exit from an audience (``schemas.audiences.AudienceEvent``), keyed by customer.
+AUDIENCE_UPDATES = "audience-updates"
 #: Internal: labelled snapshots and customer samples for the one trainer (one partition),
 #: and the model versions it publishes to every worker (compacted, one partition).
 MODEL_TRAINING = "model-training"

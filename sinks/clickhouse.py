@@ -117,6 +117,11 @@ MIGRATIONS: list[tuple[int, str, Sequence[str | Callable[[Client], None]]]] = [
         "identity resolution: identities, identity_merges, merged profiles deleted from customer_features",
         [*(TABLES[name].ddl() for name in ("identities", "identity_merges")), _features_with_is_deleted],
     ),
+    (
+        9,
+        "audiences: audience_membership, audience_events",
+        [TABLES[n].ddl() for n in ("audience_membership", "audience_events")],
+    ),
 ]
 
 
@@ -187,6 +192,8 @@ ORDER = (
     "customer_features",
     "segment_membership",
     "churn_alerts",
+    "audience_membership",
+    "audience_events",
     "identity_merges",
     "identities",
     "dead_letters",

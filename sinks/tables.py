@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel
 
 from schemas.alerts import ChurnAlert
+from schemas.audiences import AudienceEvent, AudienceMember
 from schemas.events import BaseEvent, CustomerProfile, Identify, Purchase, SocialInteraction, Visit
 from schemas.rows import (
     CustomerFeatures,
@@ -135,5 +136,16 @@ TABLES: dict[str, Table] = {
     ),
     "identities": Table(
         "identities", model_columns(IdentityLink), "ReplacingMergeTree(updated_at) ORDER BY identifier"
+    ),
+    # An entry or exit decided again after a restart is the same row.
+    "audience_events": Table(
+        "audience_events",
+        [("event_id", "String"), *model_columns(AudienceEvent, skip=("features",)), ("features", "String")],
+        "ReplacingMergeTree(created_at) PARTITION BY toYYYYMM(as_of) ORDER BY (audience, customer_id, event_id)",
+    ),
+    "audience_membership": Table(
+        "audience_membership",
+        model_columns(AudienceMember) + [("version", "UInt64"), ("updated_at", TIME), ("is_deleted", "UInt8")],
+        "ReplacingMergeTree(version, is_deleted) ORDER BY (audience, customer_id)",
     ),
 }

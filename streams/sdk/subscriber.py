@@ -1,9 +1,10 @@
 """Subscribing to what the stream decides: :class:`AlertSubscriber` for churn alerts (with
-webhook forwarding) and :class:`MergeSubscriber` for identity merges (kafka-python).
+webhook forwarding), :class:`AudienceSubscriber` for audience entries and exits and
+:class:`MergeSubscriber` for identity merges (kafka-python).
 
-Any Kafka client can read the ``churn-alerts`` and ``identity-merges`` topics (JSON values,
-see ``schemas.alerts.ChurnAlert`` and ``schemas.rows.IdentityMerge``); this is the small SDK
-for Python tools::
+Any Kafka client can read the ``churn-alerts``, ``audience-updates`` and ``identity-merges``
+topics (JSON values, see ``schemas.alerts.ChurnAlert``, ``schemas.audiences.AudienceEvent``
+and ``schemas.rows.IdentityMerge``); this is the small SDK for Python tools::
 
     from streams.sdk.subscriber import AlertSubscriber, forward_to_webhook
 
@@ -11,7 +12,7 @@ for Python tools::
         for alert in alerts:
             forward_to_webhook(alert, "https://crm.example.com/hooks/churn")
 
-Kafka delivers at least once: drop repeats by ``alert_id`` (``merge_id``).
+Kafka delivers at least once: drop repeats by ``alert_id`` (``event_id``, ``merge_id``).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from kafka import KafkaConsumer
 from pydantic import BaseModel
 
 from schemas.alerts import ChurnAlert
+from schemas.audiences import AudienceEvent
 from schemas.rows import IdentityMerge
-from schemas.topics import CHURN_ALERTS, IDENTITY_MERGES
+from schemas.topics import AUDIENCE_UPDATES, CHURN_ALERTS, IDENTITY_MERGES
 
 
 class WebhookError(RuntimeError):
@@ -86,6 +88,12 @@ class AlertSubscriber(Subscriber[ChurnAlert]):
     """Churn alerts, from ``churn-alerts``."""
 
     topic, model, default_group = CHURN_ALERTS, ChurnAlert, "crm360-alerts"
+
+
+class AudienceSubscriber(Subscriber[AudienceEvent]):
+    """Customers entering and leaving audiences, from ``audience-updates``."""
+
+    topic, model, default_group = AUDIENCE_UPDATES, AudienceEvent, "crm360-audiences"
 
 
 class MergeSubscriber(Subscriber[IdentityMerge]):

@@ -36,6 +36,7 @@ from sinks.clickhouse import ClickHouseSink, connect, migrate
 from sinks.query import ReadOnlyPool, reader_statements
 from streams.settings import Role, Settings
 from streams.worker.aging import AgingSchedule
+from streams.worker.audiences import AudienceDefinitions
 from streams.worker.changelog import BufferedTable
 from streams.worker.checkpoint import Checkpoint
 from streams.worker.faust_corrections import App, CustomerStore, ExactTableManager, FlushingProducer, ProcessRunner
@@ -210,6 +211,7 @@ class Worker:
             identity_config=settings.identity_config(),
         )
         self.models = ModelHub(self.app, settings, self.pipeline, self.sink)
+        self.audiences = AudienceDefinitions(self.app, settings.kafka_bootstrap, self.pipeline.audiences)
         self.lock = asyncio.Lock()  # held while processing, and around offset commits
         #: Set when the worker begins to stop: a failing write is then given up, not retried.
         self.stopping = self.app.stopping = asyncio.Event()
@@ -256,6 +258,7 @@ class Worker:
             figures=self.figures,
             helpers=self.helpers,
             table=self.table,
+            audiences=self.audiences,
             dashboard_reads=self.clickhouse.dashboard_reads,
             sql_reads=self.clickhouse.sql_reads,
         )
@@ -265,6 +268,7 @@ class Worker:
         try:
             async for events in cast(faust.Stream, stream).take_events(batch_size, within=within):
                 await self.models.caught_up.wait()  # never score with less than the newest model
+                await self.audiences.caught_up.wait()  # nor check audiences before knowing them all
                 async with self.lock:  # no rebalance completes while it is held
                     for run in slices(self._current(events), SLICE_BYTES):
                         if self.stopping.is_set():  # the rest waits for the next start, not the stop
@@ -344,7 +348,7 @@ class Worker:
         self.settled = mine
 
     async def _age(self) -> None:
-        if self.models.caught_up.is_set():
+        if self.models.caught_up.is_set() and self.audiences.caught_up.is_set():
             await self.aging.run(lambda: self.settled)
 
     async def _after_slice(self) -> None:
@@ -401,6 +405,7 @@ class Worker:
             await self.models.send_training(training)
         await self.outbox.alerts(self.pipeline.take_alerts())
         await self.outbox.merges(self.pipeline.identities.take_merges())
+        await self.outbox.audience_events(self.pipeline.take_audience_events())
 
     async def _dead_lettered(self, dead: list[DeadLetter]) -> None:
         """Rows ClickHouse refused (the sink wrote their dead letters), counted and published."""

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
+from processors.audiences import Audiences, Change
 from processors.config import FeatureConfig, IdentityConfig, ModelConfig
 from processors.features import CustomerState, profile
 from processors.identity_graph import Decision, IdentityGraph, Op
@@ -44,6 +45,7 @@ class Pipeline(Protocol):
     watermarks: dict[int, float]
     sink: ClickHouseSink
     clock: Callable[[], float]
+    audiences: Audiences
 
     def partition_of(self, key: bytes) -> int: ...
 
@@ -54,6 +56,10 @@ class Pipeline(Protocol):
     def apply(self, state: CustomerState, event: BaseEvent, ts: float, home: int) -> str: ...
 
     def dead(self, dead: list[DeadLetter], source: str, message: Message, reason: str, payload: str) -> None: ...
+
+    def record_audience_changes(
+        self, state: CustomerState, row: dict, changes: list[Change], version: int, now_ms: int
+    ) -> None: ...
 
 
 class Identities:
@@ -185,14 +191,18 @@ class Identities:
 
     def _delete_profile(self, state: CustomerState, home: int) -> None:
         """A profile merged into another leaves ``customer_features`` (a deleted row, above
-        every version it had) and the groups it counted in."""
+        every version it had), the groups it counted in and its audiences."""
         pipeline, sink = self.pipeline, self.pipeline.sink
         if state.events_applied:
             watermark = pipeline.watermarks.get(home, state.newest_event_at or 0.0)
             row = profile(state, watermark, pipeline.config)
             # Above any version it had or will be given (a merged identifier never becomes a
             # profile again), whatever the watermark was then.
-            sink.add_features(row, DELETED_VERSION, int(pipeline.clock() * 1000), deleted=True)
+            now_ms = int(pipeline.clock() * 1000)
+            sink.add_features(row, DELETED_VERSION, now_ms, deleted=True)
+            if state.audiences:
+                changes = pipeline.audiences.leave_all(state)
+                pipeline.record_audience_changes(state, row, changes, DELETED_VERSION, now_ms)
         if state.rfm_segment is not None:  # it counted in a segment and an RFM group
             sink.add_membership_change("segment", "unscored" if state.segment is None else str(state.segment), -1)
             sink.add_membership_change("rfm_segment", state.rfm_segment, -1)

@@ -51,6 +51,8 @@ def process_figures(
         "crm360_labels_released_total": c.labels_released,
         "crm360_aging_passes_total": c.aging_passes,
         "crm360_churn_alerts_total": c.alerts,
+        "crm360_audience_changes_total": c.audience_changes,
+        "crm360_audiences": len(pipeline.audiences.live),
         "crm360_model_version": pipeline.models.version,
         "crm360_model_labels_learned": pipeline.models.churn.labels_learned,
         "crm360_trainer_labels_learned": trainer.models.churn.labels_learned if trainer else 0,

@@ -1,4 +1,5 @@
-"""What a worker process publishes besides its state: dead letters, churn alerts, identity merges."""
+"""What a worker process publishes besides its state: dead letters, churn alerts, identity
+merges, audience entries and exits."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ from typing import Any
 import faust
 
 from schemas.alerts import ChurnAlert
+from schemas.audiences import AudienceEvent
 from schemas.rows import DeadLetter, IdentityMerge
-from schemas.topics import CHURN_ALERTS, DEAD_LETTERS, IDENTITY_MERGES
+from schemas.topics import AUDIENCE_UPDATES, CHURN_ALERTS, DEAD_LETTERS, IDENTITY_MERGES
 
 
 class Outbox:
-    """The ``dead-letters``, ``churn-alerts`` and ``identity-merges`` topics, declared on ``app``."""
+    """The ``dead-letters``, ``churn-alerts``, ``identity-merges`` and ``audience-updates``
+    topics, declared on ``app``."""
 
     def __init__(self, app: faust.App) -> None:
         raw: dict[str, Any] = {
@@ -24,6 +27,7 @@ class Outbox:
         self.dead_letter_topic = app.topic(DEAD_LETTERS, **raw)
         self.alerts_topic = app.topic(CHURN_ALERTS, **raw)
         self.merges_topic = app.topic(IDENTITY_MERGES, **raw)
+        self.audience_topic = app.topic(AUDIENCE_UPDATES, **raw)
 
     async def dead_letters(self, letters: list[DeadLetter]) -> None:
         """Each letter, keyed by the topic its record came from."""
@@ -39,3 +43,8 @@ class Outbox:
         """Each merge or refused link as JSON, keyed by its surviving profile."""
         for merge in merges:
             await self.merges_topic.send(key=merge.survivor.encode(), value=merge.model_dump_json().encode())
+
+    async def audience_events(self, events: list[AudienceEvent]) -> None:
+        """Each entry or exit as JSON, keyed by its customer."""
+        for event in events:
+            await self.audience_topic.send(key=event.customer_id.encode(), value=event.model_dump_json().encode())

@@ -23,7 +23,10 @@ from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import orjson
+
 from processors.alert_rule import should_alert
+from processors.audiences import Audiences, Change
 from processors.clv import clv_estimate
 from processors.config import DAY, FeatureConfig, IdentityConfig, ModelConfig
 from processors.features import CustomerState, count_event, profile, remember, row_version
@@ -31,9 +34,10 @@ from processors.models import Models
 from processors.rfm import RFMScorer
 from processors.snapshots import Inputs, LabelledSnapshot, capture, profile_inputs, record_purchase
 from schemas.alerts import ChurnAlert
+from schemas.audiences import AudienceEvent
 from schemas.envelope import Rejected, decode_message
 from schemas.events import BaseEvent, Purchase, ahead_of_wall_clock
-from schemas.rows import DeadLetter
+from schemas.rows import FEATURE_TIME_COLUMNS, DeadLetter
 from schemas.topics import IDENTITY_OPS, partition_for
 from sinks.clickhouse import ClickHouseSink
 from streams.worker.aging import AgingPass
@@ -64,7 +68,7 @@ KNOWN_PARTITIONS = 1_000_000
 #: A position after every event of the journal.
 END: Position = (sys.maxsize, 0)
 #: What the models said last about a customer (a rebuild keeps it: it was published).
-MODEL_VIEW = ("churn_probability", "segment", "rfm_segment", "alert_armed", "last_alert_at")
+MODEL_VIEW = ("churn_probability", "segment", "rfm_segment", "alert_armed", "last_alert_at", "audiences")
 
 
 #: What the models said last of a state, as a tuple (taken for every touched customer of a batch).
@@ -114,12 +118,16 @@ class CustomerPipeline:
         self.watermarks = self.counters.watermarks
         self.training = TrainingBatch()
         self.alerts: list[ChurnAlert] = []
+        #: The live audiences (the worker follows their definitions), and the entries and exits to publish.
+        self.audiences = Audiences()
+        self.audience_events: list[AudienceEvent] = []
         self.observations_per_batch = observations_per_batch
         self.rescore_interval_s = rescore_interval_s
         #: Per partition: event time up to which churn labels were released.
         self.released: dict[int, float] = {}
         self._aged_at: dict[int, float] = {}
         self._scored: dict[int, tuple[int, float]] = {}  # partition -> (model version, wall time)
+        self._checked: dict[int, int] = {}  # partition -> the audiences' generation its customers were checked against
         self._partition_of: dict[bytes, int] = {}
         #: The messages applied since the last checkpoint, to rebuild a customer without an event.
         self.journal = Journal()
@@ -146,12 +154,17 @@ class CustomerPipeline:
         alerts, self.alerts = self.alerts, []
         return alerts
 
+    def take_audience_events(self) -> list[AudienceEvent]:
+        events, self.audience_events = self.audience_events, []
+        return events
+
     def forget_partitions(self, partitions: set[int]) -> None:
         """Another worker owns these now: its restored state decides what it releases."""
         for p in partitions:
             self.released.pop(p, None)
             self._aged_at.pop(p, None)
             self._scored.pop(p, None)
+            self._checked.pop(p, None)
             self._failed.pop(p, None)
         self.journal.clear(partitions)
         if self.aging is not None:
@@ -506,9 +519,13 @@ class CustomerPipeline:
         alert = None
         if self.models.version and should_alert(state, probability, row["value_tier"], row["as_of"], self.model_config):
             alert = self._alert(state, row, inputs, now_ms)
-        self.sink.add_features(row, row_version(state, row["as_of"]), now_ms)
+        changes = self.audiences.decide(state, row) if self.audiences.live or state.audiences else []
+        version = row_version(state, row["as_of"])
+        self.sink.add_features(row, version, now_ms)
         self.counters.feature_rows += 1
         self._track_membership(state, row["segment"], row["rfm_segment"])
+        if changes:
+            self.record_audience_changes(state, row, changes, version, now_ms)
         if alert is not None:
             self.alerts.append(alert)
             self.sink.add_row("churn_alerts", alert.model_dump())
@@ -530,6 +547,49 @@ class CustomerPipeline:
                 self.sink.add_membership_change(dimension, old, -1)
             self.sink.add_membership_change(dimension, new, +1)
         state.segment, state.rfm_segment = segment, new_rfm
+
+    def record_audience_changes(
+        self, state: CustomerState, row: dict, changes: list[Change], version: int, now_ms: int
+    ) -> None:
+        """Queue each entry or exit for ``audience-updates`` and ``audience_events``, and the
+        customer's membership row (``version``: that of the feature row that decided it)."""
+        identity, as_of = state.identity, _time(row["as_of"])
+        created_at = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+        identifiers = list(identity.identifiers) if identity is not None else [state.customer_id]
+        for change in changes:
+            audience = change.audience
+            event = AudienceEvent(
+                audience=audience.name,
+                version=audience.version,
+                change=change.change,
+                customer_id=state.customer_id,
+                identifiers=identifiers,
+                features={
+                    c: _time(row[c]) if c in FEATURE_TIME_COLUMNS else row[c] for c in audience.condition.columns
+                },
+                as_of=as_of,  # type: ignore[arg-type]
+                created_at=created_at,
+            )
+            self.audience_events.append(event)
+            plain = event.model_dump(mode="json")
+            features = orjson.dumps(plain["features"]).decode()
+            self.sink.add_row(
+                "audience_events", plain | {"features": features, "as_of": as_of, "created_at": created_at}
+            )
+            entered = state.audiences.get(audience.name)
+            self.sink.add_row(
+                "audience_membership",
+                {
+                    "audience": audience.name,
+                    "customer_id": state.customer_id,
+                    "entered_at": _time(entered if entered is not None else row["as_of"]),
+                    "audience_version": audience.version,
+                    "version": version,
+                    "updated_at": created_at,
+                    "is_deleted": int(change.change == "exited"),
+                },
+            )
+        self.counters.audience_changes += len(changes)
 
     def _alert(self, state: CustomerState, row: dict, inputs: Inputs, now_ms: int) -> ChurnAlert:
         models, as_of = self.models, row["as_of"]
@@ -560,7 +620,8 @@ class CustomerPipeline:
         """An aging pass over every customer of the ``assigned`` partitions (a worker must not
         speak for partitions it no longer owns), to walk with :meth:`AgingPass.step`: labels
         matured since the last release, RFM quintiles refit, customers re-emitted for the
-        partitions whose watermark moved or scored by an older model version."""
+        partitions whose watermark moved, whose customers were not checked against the current
+        audiences, or scored by an older model version."""
         # Partitions new to this worker first: their watermarks come from their restored states.
         for home in assigned:
             self._released_until(home)
@@ -576,6 +637,7 @@ class CustomerPipeline:
         """The partition's customers are being re-emitted at ``watermark`` with the current model."""
         self._aged_at[home] = watermark
         self._scored[home] = (self.models.version, time.monotonic())
+        self._checked[home] = self.audiences.generation
 
     def emit_aged(self, home: int, customers: list[tuple[bytes, CustomerState]]) -> int:
         """Re-emit ``customers`` of partition ``home`` at its watermark (none if the partition
@@ -600,8 +662,10 @@ class CustomerPipeline:
         return emitted
 
     def _due(self, home: int, watermark: float, min_advance_s: float) -> bool:
-        """Re-emit when event time moved enough, or a newer model is out (at most every
-        ``rescore_interval_s``)."""
+        """Re-emit when event time moved enough, when audiences changed (their backfill), or a
+        newer model is out (at most every ``rescore_interval_s``)."""
+        if self._checked.get(home, 0) != self.audiences.generation:
+            return True
         aged_at = self._aged_at.get(home, float("-inf"))
         if watermark > aged_at and watermark - aged_at >= min_advance_s:
             return True

@@ -6,6 +6,8 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from schemas.topics import (
+    AUDIENCE_UPDATES,
+    AUDIENCES,
     CHURN_ALERTS,
     CHURN_MODELS,
     CUSTOMER_PROFILES,
@@ -18,7 +20,7 @@ from schemas.topics import (
 
 
 def topic_specs(partitions: int) -> list[NewTopic]:
-    """Input topics share one partition count (co-partitioned); profiles and models are compacted."""
+    """Input topics share one partition count (co-partitioned); profiles, audiences and models are compacted."""
     specs = []
     for name in INPUT_TOPICS:
         config = {"cleanup.policy": "compact"} if name == CUSTOMER_PROFILES else {}
@@ -27,6 +29,8 @@ def topic_specs(partitions: int) -> list[NewTopic]:
     specs.append(NewTopic(DEAD_LETTERS, partitions, 1))
     specs.append(NewTopic(CHURN_ALERTS, partitions, 1))
     specs.append(NewTopic(IDENTITY_MERGES, partitions, 1))
+    specs.append(NewTopic(AUDIENCE_UPDATES, partitions, 1))
+    specs.append(NewTopic(AUDIENCES, 1, 1, topic_configs={"cleanup.policy": "compact"}))
     specs.append(NewTopic(MODEL_TRAINING, 1, 1))
     specs.append(NewTopic(CHURN_MODELS, 1, 1, topic_configs={"cleanup.policy": "compact"}))
     return specs

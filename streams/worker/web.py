@@ -1,5 +1,5 @@
-"""The worker's web endpoints: ingest, the live profile, read-only SQL, the live dashboard,
-health and metrics."""
+"""The worker's web endpoints: ingest, the live profile, audiences, read-only SQL, the live
+dashboard, health and metrics."""
 
 from __future__ import annotations
 
@@ -17,14 +17,18 @@ import faust
 import orjson
 from aiohttp.web_exceptions import HTTPRequestEntityTooLarge
 from faust.web import Request, Response, View
+from pydantic import ValidationError
 
+from processors.conditions import ConditionError
 from processors.features import profile
+from schemas.audiences import Audience
 from schemas.rows import FEATURE_TIME_COLUMNS
 from schemas.topics import partition_for
 from sinks.query import ReadOnlyPool, run_readonly
 from streams.analytics.dashboard import DashboardCache, dashboard_data, dashboard_page, plotly_js
 from streams.sdk.client import bearer
 from streams.settings import Settings
+from streams.worker.audiences import AudienceDefinitions
 from streams.worker.faust_corrections import App
 from streams.worker.health import Health
 from streams.worker.intake import Intake
@@ -111,6 +115,7 @@ def register_views(
     figures: Callable[[], dict[str, float]],
     helpers: Helpers | None,
     table: faust.Table,
+    audiences: AudienceDefinitions,
     dashboard_reads: ReadOnlyPool | None,
     sql_reads: ReadOnlyPool | None,
 ) -> None:
@@ -122,6 +127,7 @@ def register_views(
     _event_views(app, settings, intake, health)
     _customer_views(app, settings, pipeline, helpers, table, dashboard_reads)
     _process_views(app, settings, health, figures, helpers)
+    _audience_views(app, audiences)
     if dashboard_reads is not None and sql_reads is not None:
         _clickhouse_views(app, settings, writer, sql_reads)
         _dashboard_views(app, settings, dashboard_reads)
@@ -224,6 +230,57 @@ def _customer_views(
                     "merges": [dict(zip(merges.columns, r)) for r in merges.rows],
                 }
             )
+
+
+def _audience_views(app: App, audiences: AudienceDefinitions) -> None:
+    def plain(audience: Audience) -> dict[str, Any]:
+        return audience.model_dump(mode="json", exclude={"deleted"})
+
+    async def save(view: View, request: Request, name: str | None) -> Response:
+        try:
+            given = orjson.loads(await request.read())
+            if not isinstance(given, dict):
+                raise TypeError("send one audience as a JSON object")
+            if name is not None:
+                given.setdefault("name", name)
+                if given["name"] != name:
+                    raise ValueError(f"the body names {given['name']!r}, the path {name!r}")
+            audience = Audience.model_validate(
+                {k: v for k, v in given.items() if k not in ("version", "updated_at", "deleted")}
+            )
+            saved = await audiences.save(audience)
+        except ValidationError as error:
+            problem = error.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"]) or "body"
+            return view.json({"error": f"{where}: {problem['msg']}"}, status=400)
+        except (ValueError, TypeError, ConditionError) as error:  # orjson's errors are ValueErrors
+            return view.json({"error": f"{error}"}, status=400)
+        return view.json(plain(saved))
+
+    @app.page("/audiences")
+    class AudienceList(KeyedView):
+        async def get(self, request: Request) -> Response:
+            return self.json({"audiences": [plain(a) for a in audiences.listed()]})
+
+        async def post(self, request: Request) -> Response:
+            return await save(self, request, None)
+
+    @app.page("/audiences/{name}")
+    class OneAudience(KeyedView):
+        async def get(self, request: Request, name: str) -> Response:
+            audience = audiences.get(name)
+            if audience is None:
+                return self.json({"error": f"no audience {name!r}"}, status=404)
+            return self.json(plain(audience))
+
+        async def put(self, request: Request, name: str) -> Response:
+            return await save(self, request, name)
+
+        async def delete(self, request: Request, name: str) -> Response:
+            gone = await audiences.delete(name)
+            if gone is None:
+                return self.json({"error": f"no audience {name!r}"}, status=404)
+            return self.json(plain(gone))
 
 
 def _process_views(

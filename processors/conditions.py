@@ -1,0 +1,292 @@
+"""Audience conditions: a small SQL-like language over a customer's feature row, parsed and
+checked against the row's columns, never ``eval``-ed.
+
+Grammar (keywords in any case)::
+
+    condition  := or
+    or         := and ("OR" and)*
+    and        := not ("AND" not)*
+    not        := "NOT" not | "(" condition ")" | predicate
+    predicate  := column ("=" | "!=" | "<>" | "<" | "<=" | ">" | ">=") literal
+                | column ["NOT"] "IN" "(" literal ("," literal)* ")"
+                | column ["NOT"] "BETWEEN" literal "AND" literal
+                | column "IS" ["NOT"] "NULL"
+    literal    := number | 'text' (a quote inside doubled: 'O''Brien')
+
+Columns are those of ``customer_features`` (:class:`schemas.rows.CustomerFeatures`): numbers
+compare with numbers, text with text, times with an ISO date or time in quotes (UTC unless it
+says otherwise). As in SQL, a comparison with a missing value (NULL) is unknown, ``NOT`` of
+unknown is unknown, and only a condition that is true makes a member.
+
+>>> condition = parse_condition("churn_probability > 0.6 AND value_tier IN ('gold', 'platinum')")
+>>> condition({"churn_probability": 0.7, "value_tier": "gold"}), condition({"churn_probability": 0.7, "value_tier": "bronze"})
+(True, False)
+>>> condition({"churn_probability": None, "value_tier": "gold"})
+False
+>>> sorted(condition.columns)
+['churn_probability', 'value_tier']
+>>> parse_condition("NOT churn_probability > 0.6")({"churn_probability": None})
+False
+>>> parse_condition("last_purchase_at < '2024-01-01'")({"last_purchase_at": 1_700_000_000.0})
+True
+>>> parse_condition("churn_probabilty > 0.6")
+Traceback (most recent call last):
+...
+processors.conditions.ConditionError: unknown column 'churn_probabilty' at 1 (did you mean churn_probability?)
+>>> parse_condition("value_tier > 3")
+Traceback (most recent call last):
+...
+processors.conditions.ConditionError: value_tier is text: compare it with text in quotes, not 3 (at 14)
+"""
+
+from __future__ import annotations
+
+import difflib
+import operator
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from schemas.rows import CustomerFeatures
+
+#: What a column holds, as a condition compares it.
+NUMBER, TEXT, TIME = "number", "text", "time"
+
+#: True, False, or None: unknown (a comparison with a missing value).
+Truth = bool | None
+Row = Mapping[str, Any]
+
+
+def column_kinds(model: type[BaseModel] = CustomerFeatures) -> dict[str, str]:
+    """The kind of each field of a pydantic row model.
+
+    >>> kinds = column_kinds()
+    >>> kinds["recency_days"], kinds["region"], kinds["last_purchase_at"]
+    ('number', 'text', 'time')
+    """
+    kinds = {}
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+            annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+        kinds[name] = TIME if annotation is datetime else TEXT if annotation is str else NUMBER
+    return kinds
+
+
+#: The columns of ``customer_features`` a condition may name.
+FEATURE_COLUMNS = column_kinds()
+
+
+class ConditionError(ValueError):
+    """A condition that cannot be read or does not fit the columns; says where and why."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A parsed condition: call it with a feature row (times as epoch seconds) for membership."""
+
+    text: str
+    columns: frozenset[str]
+    truth: Callable[[Row], Truth]
+
+    def __call__(self, row: Row) -> bool:
+        return self.truth(row) is True
+
+
+_TOKEN = re.compile(
+    r"(?:(?P<number>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)|(?P<text>'(?:[^']|'')*')"
+    r"|(?P<op><=|>=|!=|<>|=|<|>|\(|\)|,)|(?P<word>[A-Za-z_][A-Za-z0-9_]*))"
+)
+_KEYWORDS = {"AND", "OR", "NOT", "IN", "BETWEEN", "IS", "NULL"}
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<>": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+@dataclass(frozen=True)
+class _Token:
+    kind: str  # number, text, op, word, end
+    value: str
+    at: int  # 1-based position in the condition, for messages
+
+
+def _tokens(text: str) -> list[_Token]:
+    tokens, position = [], 0
+    while True:
+        while position < len(text) and text[position].isspace():
+            position += 1
+        if position == len(text):
+            break
+        match = _TOKEN.match(text, position)
+        if match is None:
+            raise ConditionError(f"cannot read {text[position : position + 10]!r} at {position + 1}")
+        kind = match.lastgroup or ""
+        value = match.group(kind)
+        keyword = kind == "word" and value.upper() in _KEYWORDS
+        tokens.append(_Token(kind, value.upper() if keyword else value, position + 1))
+        position = match.end()
+    tokens.append(_Token("end", "", len(text) + 1))
+    return tokens
+
+
+class _Parser:
+    def __init__(self, text: str, columns: Mapping[str, str]) -> None:
+        self.tokens, self.index, self.columns, self.used = _tokens(text), 0, columns, set[str]()
+
+    @property
+    def next(self) -> _Token:
+        return self.tokens[self.index]
+
+    def take(self, value: str | None = None) -> _Token:
+        token = self.next
+        if value is not None and token.value != value:
+            found = "the end" if token.kind == "end" else repr(token.value)
+            raise ConditionError(f"expected {value} at {token.at}, found {found}")
+        self.index += 1
+        return token
+
+    def accept(self, value: str) -> bool:
+        if self.next.value == value and self.next.kind in ("word", "op"):
+            self.index += 1
+            return True
+        return False
+
+    def condition(self) -> Callable[[Row], Truth]:
+        parts = [self.conjunction()]
+        while self.accept("OR"):
+            parts.append(self.conjunction())
+        return parts[0] if len(parts) == 1 else _any(parts)
+
+    def conjunction(self) -> Callable[[Row], Truth]:
+        parts = [self.negation()]
+        while self.accept("AND"):
+            parts.append(self.negation())
+        return parts[0] if len(parts) == 1 else _all(parts)
+
+    def negation(self) -> Callable[[Row], Truth]:
+        if self.accept("NOT"):
+            inner = self.negation()
+            return lambda row: None if (truth := inner(row)) is None else not truth
+        if self.accept("("):
+            inner = self.condition()
+            self.take(")")
+            return inner
+        return self.predicate()
+
+    def predicate(self) -> Callable[[Row], Truth]:
+        token = self.take()
+        if token.kind != "word" or token.value in _KEYWORDS:
+            found = "the end" if token.kind == "end" else repr(token.value)
+            raise ConditionError(f"expected a column name at {token.at}, found {found}")
+        name, kind = token.value, self.columns.get(token.value)
+        if kind is None:
+            close = difflib.get_close_matches(name, self.columns, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConditionError(f"unknown column {name!r} at {token.at}{hint}")
+        self.used.add(name)
+        if self.accept("IS"):
+            negated = self.accept("NOT")
+            self.take("NULL")
+            return (lambda row: row.get(name) is not None) if negated else (lambda row: row.get(name) is None)
+        negated = self.accept("NOT")
+        if self.accept("IN"):
+            self.take("(")
+            values = [self.literal(name, kind)]
+            while self.accept(","):
+                values.append(self.literal(name, kind))
+            self.take(")")
+            members = frozenset(values)
+            return _known(name, lambda v: (v in members) != negated)
+        if self.accept("BETWEEN"):
+            low = self.literal(name, kind)
+            self.take("AND")
+            high = self.literal(name, kind)
+            return _known(name, lambda v: (low <= v <= high) != negated)
+        if negated:
+            raise ConditionError(f"expected IN or BETWEEN after NOT at {self.tokens[self.index - 1].at}")
+        op = self.take()
+        compare = _COMPARE.get(op.value) if op.kind == "op" else None
+        if compare is None:
+            found = "the end" if op.kind == "end" else repr(op.value)
+            raise ConditionError(
+                f"expected a comparison (=, !=, <, <=, >, >=, IN, BETWEEN, IS) at {op.at}, found {found}"
+            )
+        value = self.literal(name, kind)
+        return _known(name, lambda v: compare(v, value))
+
+    def literal(self, column: str, kind: str) -> float | str:
+        token = self.take()
+        if token.kind == "number" and kind == NUMBER:
+            return float(token.value)
+        if token.kind == "text" and kind == TEXT:
+            return token.value[1:-1].replace("''", "'")
+        if token.kind == "text" and kind == TIME:
+            text = token.value[1:-1]
+            try:
+                moment = datetime.fromisoformat(text)
+            except ValueError:
+                raise ConditionError(f"{column} is a time: {text!r} at {token.at} is not an ISO date or time") from None
+            return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+        found = "nothing" if token.kind == "end" else token.value
+        wanted = {NUMBER: "a number", TEXT: "text in quotes", TIME: "an ISO date or time in quotes"}[kind]
+        raise ConditionError(
+            f"{column} is {'a ' if kind != TEXT else ''}{kind}: compare it with {wanted}, not {found} (at {token.at})"
+        )
+
+
+def _known(name: str, test: Callable[[Any], bool]) -> Callable[[Row], Truth]:
+    def truth(row: Row) -> Truth:
+        value = row.get(name)
+        return None if value is None else test(value)
+
+    return truth
+
+
+def _all(parts: list[Callable[[Row], Truth]]) -> Callable[[Row], Truth]:
+    def truth(row: Row) -> Truth:
+        unknown = False
+        for part in parts:
+            value = part(row)
+            if value is False:
+                return False
+            unknown = unknown or value is None
+        return None if unknown else True
+
+    return truth
+
+
+def _any(parts: list[Callable[[Row], Truth]]) -> Callable[[Row], Truth]:
+    def truth(row: Row) -> Truth:
+        unknown = False
+        for part in parts:
+            value = part(row)
+            if value is True:
+                return True
+            unknown = unknown or value is None
+        return None if unknown else False
+
+    return truth
+
+
+def parse_condition(text: str, columns: Mapping[str, str] = FEATURE_COLUMNS) -> Condition:
+    """The condition ``text`` says, over ``columns`` (name to kind); :class:`ConditionError` if
+    it cannot be read or names a column wrongly."""
+    if not text.strip():
+        raise ConditionError("empty condition: write one, e.g. churn_probability > 0.6")
+    parser = _Parser(text, columns)
+    truth = parser.condition()
+    if parser.next.kind != "end":
+        raise ConditionError(f"unexpected {parser.next.value!r} at {parser.next.at}: join conditions with AND or OR")
+    return Condition(text, frozenset(parser.used), truth)

@@ -1,0 +1,89 @@
+"""Audiences: what marketing defines (:class:`Audience`) and what tools receive when a customer
+enters or leaves one (:class:`AudienceEvent`, on ``audience-updates``, keyed by customer).
+
+A definition's ``condition`` is written in the language of ``processors.conditions``; the
+worker keeps definitions on the compacted ``audiences`` topic, keyed by name, and gives each
+change a new ``version``. ``event_id`` is stable for one entry or exit, so a consumer that
+sees the same event twice (Kafka delivers at least once) can drop the repeat.
+
+Examples
+--------
+>>> audience = Audience(name="lapsed_champions", condition="rfm_segment = 'Champions' AND recency_days > 60")
+>>> audience.min_stay_days, audience.version
+(0.0, 0)
+>>> try:
+...     Audience(name="Lapsed Champions", condition="recency_days > 60")
+... except ValueError as error:
+...     print(error.errors()[0]["msg"])
+String should match pattern '^[a-z0-9][a-z0-9_-]{0,63}$'
+>>> event = AudienceEvent(audience="lapsed_champions", version=1, change="entered", customer_id="c1",
+...     identifiers=["c1"], features={"recency_days": 75.0}, as_of=864000, created_at=1700000000)
+>>> event.event_id
+'lapsed_champions:1:c1:entered:864000'
+>>> AudienceEvent.model_validate_json(event.model_dump_json()) == event
+True
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, computed_field
+
+
+class Audience(BaseModel):
+    """A live audience: the customers whose features meet ``condition``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Lower-case letters, digits, ``_`` and ``-``: it names topics' keys, rows and URLs.
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    condition: str = Field(min_length=1, max_length=10_000)
+    description: str = Field(default="", max_length=2_000)
+    #: Days of event time a member stays at least, however soon the condition stops holding
+    #: (against flapping); their exit comes with the first row after that.
+    min_stay_days: float = Field(default=0.0, ge=0.0, le=3_650.0)
+    #: Set by the worker: 1 for a new audience, one more on every change.
+    version: int = Field(default=0, ge=0)
+    updated_at: datetime | None = None
+    #: Set by the worker: the audience was deleted (its record stays, so that every worker,
+    #: also one that starts later, lets its members leave).
+    deleted: bool = False
+
+
+class AudienceEvent(BaseModel):
+    """A customer entered or left an audience (read back, its ``event_id`` is computed again)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    audience: str
+    #: The audience's version whose condition decided it.
+    version: int
+    change: Literal["entered", "exited"]
+    customer_id: str
+    #: Every identifier of the customer's profile (``customer_id`` alone without identities).
+    identifiers: list[str]
+    #: The values of the columns its condition names, as they were when it decided.
+    features: dict[str, Any]
+    #: Event time of the feature row that decided it (its partition's watermark).
+    as_of: AwareDatetime
+    #: Wall-clock time it was decided.
+    created_at: AwareDatetime
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def event_id(self) -> str:
+        return f"{self.audience}:{self.version}:{self.customer_id}:{self.change}:{int(self.as_of.timestamp())}"
+
+
+class AudienceMember(BaseModel):
+    """A customer in an audience, as ``audience_membership`` keeps them (latest by ``version``;
+    a customer who left has a deleted row)."""
+
+    audience: str
+    customer_id: str
+    #: Event time they entered.
+    entered_at: AwareDatetime
+    #: The audience's version that let them in (or out).
+    audience_version: int

@@ -1,0 +1,168 @@
+"""Live audiences against the real broker, worker and chDB: membership equals each condition
+evaluated independently over ``customer_features FINAL``, after a stream with aging, a
+backfill on create and on change, and deletion; entries and exits once per change, in
+ClickHouse and on ``audience-updates``; a bad condition answered with a clear error."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from streams.local.until import until
+from streams.sdk.subscriber import AudienceSubscriber
+from tests.conftest import publish
+
+pytestmark = pytest.mark.integration
+
+DAY = 86_400.0
+T0 = 1_704_067_200.0  # 2024-01-01
+CUSTOMERS = 150
+
+#: Each audience's condition, and the same written by hand in ClickHouse SQL.
+LOYAL_POS = ("purchase_count >= 2 AND preferred_channel = 'pos'", "purchase_count >= 2 AND preferred_channel = 'pos'")
+LAPSED = ("recency_days > 60", "recency_days > 60")
+MID_OR_NORTH = (
+    "monetary_total BETWEEN 50 AND 150 OR region IN ('north')",
+    "(monetary_total BETWEEN 50 AND 150) OR (region IS NOT NULL AND region IN ('north'))",
+)
+BIG = (
+    "monetary_total > 100 AND NOT region = 'south'",
+    "monetary_total > 100 AND region IS NOT NULL AND region != 'south'",
+)
+
+
+def stream(first_day: int, days: int, seed: int) -> list[dict[str, Any]]:
+    """Purchases of every customer over ``days``, and some profiles with a region."""
+    rng = random.Random(seed)
+    events: list[dict[str, Any]] = []
+    for n in range(CUSTOMERS * 2):
+        customer = f"a{rng.randrange(CUSTOMERS)}"
+        events.append(
+            {
+                "type": "purchase",
+                "event_id": f"p{seed}-{n}",
+                "customer_id": customer,
+                "ts": T0 + (first_day + rng.uniform(0, days)) * DAY,
+                "channel": rng.choice(["pos", "pos", "web"]),
+                "order_id": f"o{seed}-{n}",
+                "amount": round(rng.uniform(5, 90), 2),
+                "currency": "EUR",
+            }
+        )
+    for n in range(0, CUSTOMERS, 3):
+        events.append(
+            {
+                "type": "customer_profile",
+                "event_id": f"r{seed}-{n}",
+                "customer_id": f"a{n}",
+                "ts": T0 + first_day * DAY,
+                "channel": "web",
+                "region": rng.choice(["north", "south", "east"]),
+            }
+        )
+    return events
+
+
+def streamed(worker: Any, broker: str, events: list[dict[str, Any]]) -> None:
+    """Publish ``events`` and wait until they are applied and an aging pass has begun and ended
+    since (it re-emits every customer at the partitions' new watermarks)."""
+    before = worker.metric("crm360_events_applied_total")
+    publish(broker, events)
+    until(lambda: worker.metric("crm360_events_applied_total") >= before + len(events), "events applied", 60)
+    passes = worker.metric("crm360_aging_passes_total")
+    until(lambda: worker.metric("crm360_aging_passes_total") >= passes + 2, "an aging pass after them", 60)
+
+
+def members(worker: Any, audience: str) -> set[str]:
+    rows = worker.sql(f"SELECT customer_id FROM audience_membership FINAL WHERE audience = '{audience}'")
+    return {r["customer_id"] for r in rows}
+
+
+def expected(worker: Any, sql_condition: str) -> set[str]:
+    return {
+        r["customer_id"] for r in worker.sql(f"SELECT customer_id FROM customer_features FINAL WHERE {sql_condition}")
+    }
+
+
+def assert_matches(worker: Any, audience: str, sql_condition: str) -> set[str]:
+    """The audience's members equal the condition over ``customer_features FINAL`` (once the
+    stream and the aging pass have reached every customer)."""
+    try:
+        until(lambda: members(worker, audience) == expected(worker, sql_condition), f"{audience} complete", 90, every=1)
+    except TimeoutError:
+        pass  # the assertion says what differs
+    found, wanted = members(worker, audience), expected(worker, sql_condition)
+    assert found == wanted, f"{audience}: extra {sorted(found - wanted)[:10]}, missing {sorted(wanted - found)[:10]}"
+    return found
+
+
+def create(worker: Any, name: str, condition: str, **fields: Any) -> dict[str, Any]:
+    status, answer = worker.request(
+        "POST", "/audiences", json.dumps({"name": name, "condition": condition} | fields).encode()
+    )
+    assert status == 200, answer
+    return answer
+
+
+def test_audiences_follow_the_stream_and_their_definitions(start_worker: Any, broker: str) -> None:
+    worker = start_worker(CRM360_AGING_MIN_ADVANCE_S="3600")
+    assert create(worker, "loyal_pos", LOYAL_POS[0], description="came back at the till")["version"] == 1
+    assert create(worker, "mid_or_north", MID_OR_NORTH[0])["version"] == 1
+
+    # A wrong column or type is answered with what is wrong, and nothing is saved.
+    status, answer = worker.request(
+        "POST", "/audiences", json.dumps({"name": "bad", "condition": "churn_probabilty > 0.5"}).encode()
+    )
+    assert status == 400 and answer["error"] == (
+        "unknown column 'churn_probabilty' at 1 (did you mean churn_probability?)"
+    ), answer
+    status, answer = worker.request(
+        "POST", "/audiences", json.dumps({"name": "bad", "condition": "region > 3"}).encode()
+    )
+    assert status == 400 and "region is text" in answer["error"], answer
+    assert worker.get("/audiences/bad")[0] == 404
+
+    streamed(worker, broker, stream(0, 120, seed=1))
+    assert assert_matches(worker, "loyal_pos", LOYAL_POS[1])
+    assert assert_matches(worker, "mid_or_north", MID_OR_NORTH[1])
+
+    # Created over the customers already there: backfilled, with recency at each partition's watermark.
+    create(worker, "lapsed", LAPSED[0])
+    lapsed_before = assert_matches(worker, "lapsed", LAPSED[1])
+    assert lapsed_before, "the stream leaves some customers idle for 60 days"
+
+    # Changed: every customer checked against the new condition.
+    status, changed = worker.request(
+        "PUT", "/audiences/mid_or_north", json.dumps({"condition": BIG[0], "min_stay_days": 0}).encode()
+    )
+    assert status == 200 and changed["version"] == 2, changed
+    assert assert_matches(worker, "mid_or_north", BIG[1])
+
+    # A second wave, later in event time: some lapsed customers buy again and leave, the idle
+    # ones' recency grows with the watermark (aging) and others enter.
+    streamed(worker, broker, stream(150, 20, seed=2))
+    lapsed_after = assert_matches(worker, "lapsed", LAPSED[1])
+    assert lapsed_after != lapsed_before
+    assert_matches(worker, "loyal_pos", LOYAL_POS[1])
+
+    # Deleted: every member leaves.
+    assert worker.request("DELETE", "/audiences/loyal_pos")[0] == 200
+    until(lambda: not members(worker, "loyal_pos"), "loyal_pos emptied", 60, every=1)
+    assert [a["name"] for a in worker.get("/audiences")[1]["audiences"]] == ["lapsed", "mid_or_north"]
+
+    # Every change once: per customer and audience, entries and exits alternate to the membership.
+    rows = worker.sql("SELECT audience, customer_id, change, event_id FROM audience_events FINAL")
+    balance: Counter[tuple[str, str]] = Counter()
+    for row in rows:
+        balance[row["audience"], row["customer_id"]] += 1 if row["change"] == "entered" else -1
+    current = {(name, c) for name in ("lapsed", "mid_or_north", "loyal_pos") for c in members(worker, name)}
+    assert {key for key, n in balance.items() if n == 1} == current
+    assert set(balance.values()) <= {0, 1}
+    # Tools following audience-updates received exactly those events.
+    with AudienceSubscriber(broker, group_id=None, from_beginning=True, idle_timeout_s=5) as subscriber:
+        published = [event.event_id for event in subscriber]
+    assert sorted(published) == sorted(r["event_id"] for r in rows)
