@@ -29,7 +29,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, computed_field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, computed_field
 
 
 class Audience(BaseModel):
@@ -50,6 +50,19 @@ class Audience(BaseModel):
     #: Set by the worker: the audience was deleted (its record stays, so that every worker,
     #: also one that starts later, lets its members leave).
     deleted: bool = False
+
+
+def definition_problem(error: ValidationError) -> str:
+    """What is wrong with a definition, in one line.
+
+    >>> try:
+    ...     Audience(name="ok", condition="recency_days > 60", min_stay_days=-1)
+    ... except ValidationError as error:
+    ...     print(definition_problem(error))
+    min_stay_days: Input should be greater than or equal to 0
+    """
+    first = error.errors()[0]
+    return f"{'.'.join(str(part) for part in first['loc']) or 'definition'}: {first['msg']}"
 
 
 class AudienceEvent(BaseModel):

@@ -286,6 +286,174 @@ def alerts(
         pass
 
 
+def worker_client(settings: Settings) -> Any:
+    from streams.sdk.client import WorkerClient
+
+    return WorkerClient.for_settings(settings, timeout=30)
+
+
+def ask_worker(settings: Settings, call: Any) -> Any:
+    """``call`` of the worker's client; a refusal or a worker that does not answer ends the command."""
+    import urllib.error
+
+    from streams.sdk.client import QueryError
+
+    try:
+        return call(worker_client(settings))
+    except QueryError as error:
+        fail(str(error))
+    except urllib.error.URLError:
+        fail(f"no worker answers at {settings.web_url}: start one with 'crm360 up'")
+
+
+def audience_line(audience: dict[str, Any], members: int | None = None) -> str:
+    stay = f"  min stay {audience['min_stay_days']:g} d" if audience["min_stay_days"] else ""
+    size = f"  {members} members" if members is not None else ""
+    return f"{audience['name']} (v{audience['version']}){size}{stay}: {audience['condition']}"
+
+
+@main.group()
+def audience() -> None:
+    """Live audiences: create, change, list, delete, or apply a file of them."""
+
+
+@audience.command("list")
+@data_dir_option
+def audience_list(data_dir: Path | None) -> None:
+    """Every audience, with its live number of members."""
+    settings = load_settings(data_dir=data_dir)
+    audiences = ask_worker(settings, lambda client: client.audiences())
+    sizes = run_query(settings, "SELECT audience, count() FROM audience_membership FINAL GROUP BY audience")
+    members = dict(sizes.rows)
+    for one in audiences:
+        click.echo(audience_line(one, members.get(one["name"], 0)))
+
+
+@audience.command("create")
+@click.argument("name")
+@click.argument("condition")
+@click.option("--description", default="", help="What it is for.")
+@click.option("--min-stay-days", type=float, default=0.0, help="Days a member stays at least (against flapping).")
+@data_dir_option
+def audience_create(name: str, condition: str, description: str, min_stay_days: float, data_dir: Path | None) -> None:
+    """Create audience NAME of the customers whose features meet CONDITION, e.g.
+    "churn_probability > 0.6 AND value_tier IN ('gold', 'platinum')"."""
+    settings = load_settings(data_dir=data_dir)
+    given = {"name": name, "condition": condition, "description": description, "min_stay_days": min_stay_days}
+    click.echo(audience_line(ask_worker(settings, lambda client: client.save_audience(given, create=True))))
+
+
+@audience.command("change")
+@click.argument("name")
+@click.option("--condition", help="The new condition.")
+@click.option("--description", help="The new description.")
+@click.option("--min-stay-days", type=float, help="The new minimum stay in days.")
+@data_dir_option
+def audience_change(
+    name: str, condition: str | None, description: str | None, min_stay_days: float | None, data_dir: Path | None
+) -> None:
+    """Change audience NAME; every customer is checked against it again."""
+    settings = load_settings(data_dir=data_dir)
+    current = {a["name"]: a for a in ask_worker(settings, lambda client: client.audiences())}.get(name)
+    if current is None:
+        fail(f"no audience {name!r}: create it with 'crm360 audience create'")
+    changes = {"condition": condition, "description": description, "min_stay_days": min_stay_days}
+    wanted = {k: current[k] for k in ("name", "condition", "description", "min_stay_days")}
+    wanted |= {k: v for k, v in changes.items() if v is not None}
+    click.echo(audience_line(ask_worker(settings, lambda client: client.save_audience(wanted))))
+
+
+@audience.command("delete")
+@click.argument("name")
+@data_dir_option
+def audience_delete(name: str, data_dir: Path | None) -> None:
+    """Delete audience NAME: its members leave it."""
+    settings = load_settings(data_dir=data_dir)
+    gone = ask_worker(settings, lambda client: client.delete_audience(name))
+    click.echo(f"deleted {gone['name']} (v{gone['version']})")
+
+
+@audience.command("apply")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--prune", is_flag=True, help="Also delete the audiences the file does not name.")
+@data_dir_option
+def audience_apply(path: Path, prune: bool, data_dir: Path | None) -> None:
+    """Create or change the audiences of a TOML file (one [[audience]] table each, with name,
+    condition and optionally description and min_stay_days), e.g. one kept in version control."""
+    import tomllib
+
+    from pydantic import ValidationError
+
+    from schemas.audiences import Audience, definition_problem
+
+    settings = load_settings(data_dir=data_dir)
+    try:
+        tables = tomllib.loads(path.read_text(encoding="utf-8")).get("audience", [])
+        wanted = [Audience.model_validate(table) for table in tables]
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        fail(f"{path} is not TOML: {error}")
+    except ValidationError as error:
+        fail(f"{path}: {definition_problem(error)}")
+    current = {a["name"]: a for a in ask_worker(settings, lambda client: client.audiences())}
+    for one in wanted:
+        given = one.model_dump(include={"name", "condition", "description", "min_stay_days"})
+        saved = ask_worker(settings, lambda client, given=given: client.save_audience(given))
+        before = current.get(one.name)
+        what = "created" if before is None else "unchanged" if before["version"] == saved["version"] else "changed"
+        click.echo(f"{what} {audience_line(saved)}")
+    if prune:
+        for name in sorted(set(current) - {one.name for one in wanted}):
+            ask_worker(settings, lambda client, name=name: client.delete_audience(name))
+            click.echo(f"deleted {name}")
+
+
+@main.command()
+@click.option("--follow", is_flag=True, help="Wait for new entries and exits and show them as they come.")
+@click.option("--from-beginning", is_flag=True, help="With --follow: also those already published.")
+@click.option("--group", "group_id", default=None, help="With --follow: consumer group, to continue where it stopped.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per entry or exit.")
+@click.option("--limit", type=int, default=20, show_default=True, help="Without --follow: how many recent ones.")
+@data_dir_option
+def audiences(
+    follow: bool, from_beginning: bool, group_id: str | None, as_json: bool, limit: int, data_dir: Path | None
+) -> None:
+    """Customers entering and leaving audiences: the most recent, or live from audience-updates (--follow)."""
+    from schemas.audiences import AudienceEvent
+    from streams.sdk.subscriber import AudienceSubscriber
+    from streams.worker.ports import answers
+
+    settings = load_settings(data_dir=data_dir)
+
+    def show(event: AudienceEvent) -> str:
+        if as_json:
+            return event.model_dump_json()
+        return f"{event.as_of:%Y-%m-%d} {event.customer_id} {event.change} {event.audience} (v{event.version})"
+
+    if not follow:
+        result = run_query(
+            settings,
+            "SELECT audience, version, change, customer_id, identifiers, features, "
+            "toUnixTimestamp64Milli(as_of) / 1000 AS as_of, toUnixTimestamp64Milli(created_at) / 1000 AS created_at "
+            f"FROM audience_events FINAL ORDER BY as_of DESC, created_at DESC LIMIT {int(limit)}",
+        )
+        import json
+
+        for row in result.rows:
+            found = dict(zip(result.columns, row))
+            click.echo(show(AudienceEvent.model_validate(found | {"features": json.loads(found["features"])})))
+        return
+    if not answers(settings.kafka_bootstrap):
+        fail(
+            f"no Kafka broker answers at {settings.kafka_bootstrap}: start the stack (crm360 up) or set CRM360_KAFKA_BOOTSTRAP"
+        )
+    try:
+        with AudienceSubscriber(settings.kafka_bootstrap, group_id=group_id, from_beginning=from_beginning) as follower:
+            for event in follower:
+                click.echo(show(event))
+    except KeyboardInterrupt:
+        pass
+
+
 @main.group()
 def schema() -> None:
     """The event contract as JSON Schema."""

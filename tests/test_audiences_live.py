@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -166,3 +169,58 @@ def test_audiences_follow_the_stream_and_their_definitions(start_worker: Any, br
     with AudienceSubscriber(broker, group_id=None, from_beginning=True, idle_timeout_s=5) as subscriber:
         published = [event.event_id for event in subscriber]
     assert sorted(published) == sorted(r["event_id"] for r in rows)
+
+
+def crm360(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_audience_commands(start_worker: Any, broker: str, worker_env: dict[str, str], tmp_path: Path) -> None:
+    """create, change, list, apply a file (and prune), delete; recent entries and exits; and
+    one line saying what is wrong when something is."""
+    worker = start_worker()
+    made = crm360(worker_env, "audience", "create", "buyers", "purchase_count >= 1", "--description", "bought once")
+    assert made.returncode == 0 and made.stdout == "buyers (v1): purchase_count >= 1\n", made.stderr
+    again = crm360(worker_env, "audience", "create", "buyers", "purchase_count >= 2")
+    assert again.returncode == 1
+    assert again.stderr == "crm360: audience 'buyers' exists: change it with PUT /audiences/buyers\n"
+    wrong = crm360(worker_env, "audience", "create", "typo", "purchase_cnt >= 2")
+    assert wrong.returncode == 1
+    assert wrong.stderr == "crm360: unknown column 'purchase_cnt' at 1 (did you mean purchase_count?)\n"
+    streamed(worker, broker, stream(0, 30, seed=3))
+    until(lambda: members(worker, "buyers"), "buyers backfilled", 60)
+    listed = crm360(worker_env, "audience", "list")
+    size = len(expected(worker, "purchase_count >= 1"))
+    assert listed.stdout == f"buyers (v1)  {size} members: purchase_count >= 1\n", listed.stderr
+
+    changed = crm360(worker_env, "audience", "change", "buyers", "--min-stay-days", "7")
+    assert changed.stdout == "buyers (v2)  min stay 7 d: purchase_count >= 1\n", changed.stderr
+    assert crm360(worker_env, "audience", "change", "nobody", "--min-stay-days", "1").stderr == (
+        "crm360: no audience 'nobody': create it with 'crm360 audience create'\n"
+    )
+
+    file = tmp_path / "audiences.toml"
+    file.write_text(
+        '[[audience]]\nname = "buyers"\ncondition = "purchase_count >= 1"\nmin_stay_days = 7\ndescription = "bought once"\n\n'
+        '[[audience]]\nname = "big"\ncondition = "monetary_total > 100"\ndescription = "spent over 100"\n',
+        encoding="utf-8",
+    )
+    applied = crm360(worker_env, "audience", "apply", str(file), "--prune")
+    assert applied.stdout.splitlines() == [
+        "unchanged buyers (v2)  min stay 7 d: purchase_count >= 1",
+        "created big (v1): monetary_total > 100",
+    ], applied.stderr
+    file.write_text('[[audience]]\nname = "big"\ncondition = "monetary_total > 150"\n', encoding="utf-8")
+    pruned = crm360(worker_env, "audience", "apply", str(file), "--prune")
+    assert pruned.stdout.splitlines() == ["changed big (v2): monetary_total > 150", "deleted buyers"], pruned.stderr
+    file.write_text('[[audience]]\nname = "Big Spenders"\ncondition = "monetary_total > 150"\n', encoding="utf-8")
+    refused = crm360(worker_env, "audience", "apply", str(file))
+    assert refused.returncode == 1 and refused.stderr.startswith(f"crm360: {file}: name: String should match pattern")
+    until(lambda: not members(worker, "buyers") and members(worker, "big"), "buyers left, big filled", 60)
+
+    recent = crm360(worker_env, "audiences", "--limit", "500").stdout.splitlines()
+    assert {line.split()[2:4][0] for line in recent} == {"entered", "exited"}
+    assert any(line.endswith("exited buyers (v2)") for line in recent), recent[:5]
+    assert crm360(worker_env, "audience", "delete", "big").stdout == "deleted big (v3)\n"

@@ -79,7 +79,7 @@ def test_random_conditions_are_as_true_as_clickhouse_says() -> None:
     for _ in range(300):
         text = condition(rng)
         parsed = parse_condition(text)
-        answers = dict(client.query(f"SELECT id, ({text}) FROM rows ORDER BY id").result_rows)
+        answers = {n: truth for n, truth in client.query(f"SELECT id, ({text}) FROM rows ORDER BY id").result_rows}
         for row in rows:
             truth = parsed.truth(row)
             clickhouse = answers[row["id"]]
@@ -112,7 +112,7 @@ def test_times_compare_with_iso_dates_and_times() -> None:
         ("purchase_count LIKE 3", "expected a comparison (=, !=, <, <=, >, >=, IN, BETWEEN, IS) at 16, found 'LIKE'"),
         ("purchase_count NOT = 3", "expected IN or BETWEEN after NOT at 16"),
         ("AND purchase_count > 1", "expected a column name at 1, found 'AND'"),
-        ("region = 'open", "cannot read \"'open\" at 10"),
+        ("region = 'open", 'cannot read "\'open" at 10'),
         ("__import__('os') = 1", "unknown column '__import__' at 1"),
     ],
 )

@@ -92,6 +92,25 @@ class WorkerClient:
         answer = self._answer("POST", "/sql", query.encode())
         return QueryResult(answer["columns"], answer["rows"])
 
+    def audiences(self) -> list[dict[str, Any]]:
+        """Every audience's definition (``GET /audiences``)."""
+        answer: list[dict[str, Any]] = self._answer("GET", "/audiences")["audiences"]
+        return answer
+
+    def save_audience(self, audience: dict[str, Any], create: bool = False) -> dict[str, Any]:
+        """Create (``create``: refused if it exists) or create-or-change an audience; its saved
+        definition, with its version."""
+        body = json.dumps(audience).encode()
+        name = urllib.parse.quote(str(audience.get("name", "")), safe="")
+        answer: dict[str, Any] = (
+            self._answer("POST", "/audiences", body) if create else self._answer("PUT", f"/audiences/{name}", body)
+        )
+        return answer
+
+    def delete_audience(self, name: str) -> dict[str, Any]:
+        answer: dict[str, Any] = self._answer("DELETE", f"/audiences/{urllib.parse.quote(name, safe='')}")
+        return answer
+
     def customer(self, customer_id: str) -> dict[str, Any]:
         """One customer's live profile (``GET /customers/{id}``)."""
         answer: dict[str, Any] = self._answer("GET", f"/customers/{urllib.parse.quote(customer_id, safe='')}")

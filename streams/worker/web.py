@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from processors.conditions import ConditionError
 from processors.features import profile
-from schemas.audiences import Audience
+from schemas.audiences import Audience, definition_problem
 from schemas.rows import FEATURE_TIME_COLUMNS
 from schemas.topics import partition_for
 from sinks.query import ReadOnlyPool, run_readonly
@@ -248,11 +248,12 @@ def _audience_views(app: App, audiences: AudienceDefinitions) -> None:
             audience = Audience.model_validate(
                 {k: v for k, v in given.items() if k not in ("version", "updated_at", "deleted")}
             )
+            if name is None and audiences.get(audience.name) is not None:
+                problem = f"audience {audience.name!r} exists: change it with PUT /audiences/{audience.name}"
+                return view.json({"error": problem}, status=409)
             saved = await audiences.save(audience)
         except ValidationError as error:
-            problem = error.errors()[0]
-            where = ".".join(str(part) for part in problem["loc"]) or "body"
-            return view.json({"error": f"{where}: {problem['msg']}"}, status=400)
+            return view.json({"error": definition_problem(error)}, status=400)
         except (ValueError, TypeError, ConditionError) as error:  # orjson's errors are ValueErrors
             return view.json({"error": f"{error}"}, status=400)
         return view.json(plain(saved))
