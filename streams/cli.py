@@ -606,7 +606,10 @@ def evaluate(path: Path | None, until: datetime, min_auc: float) -> None:
     is_flag=True,
     help="People named as each channel knows them (cookies, cards, handles, identify events), resolved in the stream.",
 )
-def bench(events: int, cpu: bool, identities: bool) -> None:
+@click.option(
+    "--audiences", type=click.IntRange(0, 20), default=0, help="Live audiences of typical conditions (up to 20)."
+)
+def bench(events: int, cpu: bool, identities: bool, audiences: int) -> None:
     """Measure throughput (against a plain consumer) and freshness on a private local stack."""
     import json
 
@@ -614,6 +617,8 @@ def bench(events: int, cpu: bool, identities: bool) -> None:
 
     if cpu and identities:
         fail("--identities needs the broker (identity ops travel on Kafka): use it without --cpu")
+    if cpu and audiences:
+        fail("--audiences needs the broker (definitions and entries travel on Kafka): use it without --cpu")
     if cpu:
         from streams.measure.cpubench import run_cpu_bench
 
@@ -624,7 +629,7 @@ def bench(events: int, cpu: bool, identities: bool) -> None:
         click.echo(json.dumps(figures))
         return
     try:
-        result = run_bench(events, identities=identities)
+        result = run_bench(events, identities=identities, audiences=audiences)
     except RuntimeError as error:
         fail(str(error))
     print_report(result)

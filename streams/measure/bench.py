@@ -24,15 +24,40 @@ from pathlib import Path
 from typing import Any
 
 import click
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer
 
 from schemas.envelope import OutgoingMessage, pack
 from schemas.events import parse_event
+from schemas.topics import AUDIENCE_UPDATES
 from streams.local.simulate import Simulation
 from streams.local.stack import WorkerProcess, private_stack
 from streams.settings import Settings
 
 RAW_TOPIC = "bench-raw"
+#: Audiences of the kinds marketers define (``--audiences N`` takes the first N, at most 20);
+#: the first lets every freshness probe in.
+TYPICAL_AUDIENCES = [
+    ("buyers", "purchase_count >= 1"),
+    ("at_risk_gold", "churn_probability > 0.6 AND value_tier IN ('gold', 'platinum')"),
+    ("twice_in_30d", "purchases_30d >= 2"),
+    ("lapsed_champions", "rfm_segment = 'Champions' AND recency_days > 60"),
+    ("high_value", "monetary_total > 500"),
+    ("new_customers", "lifecycle_stage = 'new'"),
+    ("engaged_social", "likes_30d >= 3 OR comments_30d >= 1 OR shares_30d >= 1"),
+    ("browsers_not_buyers", "visit_count >= 3 AND purchase_count = 0"),
+    ("north_gold", "region = 'north' AND value_tier = 'gold'"),
+    ("big_basket", "avg_order_value BETWEEN 80 AND 10000"),
+    ("refunders", "refund_count >= 1"),
+    ("mobile_first", "preferred_channel IN ('app', 'mobile')"),
+    ("dormant", "recency_days > 180 AND NOT lifecycle_stage = 'churned'"),
+    ("segment_0", "segment = 0"),
+    ("segment_1_risky", "segment = 1 AND churn_probability >= 0.5"),
+    ("converters", "visit_to_purchase_rate > 0.3"),
+    ("young_web", "age_band IN ('18-24', '25-34') AND preferred_channel = 'web'"),
+    ("valuable_future", "clv_estimate > 200"),
+    ("no_profile", "region IS NULL"),
+    ("frequent", "mean_days_between_purchases < 14 AND purchase_count >= 3"),
+]
 
 
 def produce(bootstrap: str, messages: list[OutgoingMessage], topic: str | None = None) -> None:
@@ -142,14 +167,26 @@ def simulated_events(n: int, seed: int, identities: bool = False) -> list[Any]:
 
 
 def _freshness(
-    worker: WorkerProcess, bootstrap: str, partitions: int, seconds: float, rate: float
-) -> tuple[int, list[float]]:
+    worker: WorkerProcess, bootstrap: str, partitions: int, seconds: float, rate: float, audiences: bool = False
+) -> tuple[int, list[float], list[float]]:
     """Probe events (one every 0.1 s, as the machine allows) at a steady background rate; the
-    probes sent, and the seconds from produce to row visible of those seen."""
+    probes sent, and the seconds from produce to row visible of those seen, and (``audiences``:
+    each probe customer enters the first typical audience) to their entry on ``audience-updates``."""
     background = iter(simulated_events(int(seconds * rate) + 1000, seed=99))
     sent_at: dict[str, float] = {}
     seen_at: dict[str, float] = {}
+    entered_at: dict[str, float] = {}
     stop = threading.Event()
+
+    def follow() -> None:
+        """Read ``audience-updates`` from its beginning, looking only at probes' keys."""
+        consumer = KafkaConsumer(AUDIENCE_UPDATES, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+        while not stop.is_set() or (len(entered_at) < len(sent_at) and time.monotonic() - stopped_at[0] < 30):
+            for records in consumer.poll(timeout_ms=100).values():
+                for record in records:
+                    if record.key and record.key.startswith(b"probe-"):
+                        entered_at.setdefault(record.key.decode(), time.monotonic())
+        consumer.close()
 
     def poll() -> None:
         while not stop.is_set() or len(seen_at) < len(sent_at):
@@ -165,6 +202,9 @@ def _freshness(
     stopped_at = [0.0]
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
+    follower = threading.Thread(target=follow, daemon=True)
+    if audiences:
+        follower.start()
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     started = time.monotonic()
     tick = 0
@@ -194,7 +234,13 @@ def _freshness(
     stopped_at[0] = time.monotonic()
     stop.set()
     poller.join(40)
-    return len(sent_at), sorted(seen_at[c] - sent_at[c] for c in sent_at if c in seen_at)
+    if audiences:
+        follower.join(40)
+    return (
+        len(sent_at),
+        sorted(seen_at[c] - sent_at[c] for c in sent_at if c in seen_at),
+        sorted(entered_at[c] - sent_at[c] for c in sent_at if c in entered_at),
+    )
 
 
 def disk_bytes(directory: Path) -> int:
@@ -207,7 +253,7 @@ def disk_bytes(directory: Path) -> int:
     return total
 
 
-def run_bench(events: int, partitions: int = 4, identities: bool = False) -> dict[str, Any]:
+def run_bench(events: int, partitions: int = 4, identities: bool = False, audiences: int = 0) -> dict[str, Any]:
     own = Settings()  # the store settings of the shell running the bench
     with private_stack(
         "bench", partitions, state_store=own.state_store, state_cache_customers=str(own.state_cache_customers)
@@ -224,6 +270,8 @@ def run_bench(events: int, partitions: int = 4, identities: bool = False) -> dic
         raw_before = asyncio.run(_raw_consume(address, events))
         click.echo("(b) pipeline end to end ...")
         worker.start()
+        for name, condition in TYPICAL_AUDIENCES[:audiences]:
+            worker.client.save_audience({"name": name, "condition": condition}, create=True)
         disk_before = {part: disk_bytes(settings.data_path / part) for part in ("kafka", "clickhouse")}
         pid = worker.process.pid if worker.process else 0
         cpu_before = process_cpu_seconds(pid)
@@ -255,7 +303,9 @@ def run_bench(events: int, partitions: int = 4, identities: bool = False) -> dic
         raw_rate = (raw_before + raw_after) / 2
         click.echo("(c) freshness at a steady rate ...")
         steady = min(5_000.0, pipeline_rate / 4)
-        probes, latencies = _freshness(worker, address, partitions, seconds=15.0, rate=steady)
+        probes, latencies, entries = _freshness(
+            worker, address, partitions, seconds=15.0, rate=steady, audiences=audiences > 0
+        )
         m = worker.metrics()
         # Everything the pipeline's events made the broker and ClickHouse store (the freshness
         # probes' few events included), per million events.
@@ -269,6 +319,8 @@ def run_bench(events: int, partitions: int = 4, identities: bool = False) -> dic
             "profiles_merged": int(m.get("crm360_profiles_merged_total", 0)),
             "events_forwarded": int(m.get("crm360_events_forwarded_total", 0)),
             "identity_ops": int(m.get("crm360_identity_ops_in_total", 0)),
+            "audiences": audiences,
+            "audience_changes": int(m.get("crm360_audience_changes_total", 0)),
             "events_per_s": round(pipeline_rate, 1),
             "worker_cpu_s": round(worker_cpu, 2) if worker_cpu is not None else None,
             "worker_cpu_share": round(worker_cpu / pipeline_seconds, 2) if worker_cpu is not None else None,
@@ -279,6 +331,8 @@ def run_bench(events: int, partitions: int = 4, identities: bool = False) -> dic
             "freshness_rate_events_per_s": round(steady, 1),
             "freshness_p50_s": round(statistics.median(latencies), 3) if latencies else None,
             "freshness_p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 3) if latencies else None,
+            "audience_freshness_p50_s": round(statistics.median(entries), 3) if entries else None,
+            "audience_freshness_p95_s": round(entries[int(0.95 * (len(entries) - 1))], 3) if entries else None,
             "freshness_probes": probes,
             "freshness_samples": len(latencies),
             "bytes_per_customer": round(m.get("crm360_state_bytes_avg", 0.0), 1),
