@@ -23,8 +23,8 @@ unknown is unknown, and only a condition that is true makes a member.
 (True, False)
 >>> condition({"churn_probability": None, "value_tier": "gold"})
 False
->>> sorted(condition.columns)
-['churn_probability', 'value_tier']
+>>> condition.columns
+('churn_probability', 'value_tier')
 >>> parse_condition("NOT churn_probability > 0.6")({"churn_probability": None})
 False
 >>> parse_condition("last_purchase_at < '2024-01-01'")({"last_purchase_at": 1_700_000_000.0})
@@ -92,7 +92,8 @@ class Condition:
     """A parsed condition: call it with a feature row (times as epoch seconds) for membership."""
 
     text: str
-    columns: frozenset[str]
+    #: The columns it names, in the order it names them first.
+    columns: tuple[str, ...]
     truth: Callable[[Row], Truth]
 
     def __call__(self, row: Row) -> bool:
@@ -143,7 +144,7 @@ def _tokens(text: str) -> list[_Token]:
 
 class _Parser:
     def __init__(self, text: str, columns: Mapping[str, str]) -> None:
-        self.tokens, self.index, self.columns, self.used = _tokens(text), 0, columns, set[str]()
+        self.tokens, self.index, self.columns, self.used = _tokens(text), 0, columns, dict[str, None]()
 
     @property
     def next(self) -> _Token:
@@ -195,7 +196,7 @@ class _Parser:
             close = difflib.get_close_matches(name, self.columns, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ConditionError(f"unknown column {name!r} at {token.at}{hint}")
-        self.used.add(name)
+        self.used[name] = None
         if self.accept("IS"):
             negated = self.accept("NOT")
             self.take("NULL")
@@ -289,4 +290,4 @@ def parse_condition(text: str, columns: Mapping[str, str] = FEATURE_COLUMNS) -> 
     truth = parser.condition()
     if parser.next.kind != "end":
         raise ConditionError(f"unexpected {parser.next.value!r} at {parser.next.at}: join conditions with AND or OR")
-    return Condition(text, frozenset(parser.used), truth)
+    return Condition(text, tuple(parser.used), truth)

@@ -6,14 +6,16 @@ import json
 from pathlib import Path
 
 from schemas.alerts import ChurnAlert
+from schemas.audiences import Audience, AudienceEvent
 from schemas.events import EVENT_TYPES, event_json_schema
 from schemas.rows import IdentityMerge
 
 
 def export_json_schemas(directory: Path) -> list[Path]:
-    """Write ``event.schema.json`` (any event), one ``<type>.schema.json`` per type, and
-    ``churn_alert.schema.json`` and ``identity_merge.schema.json`` (what subscribers of
-    ``churn-alerts`` and ``identity-merges`` receive)."""
+    """Write ``event.schema.json`` (any event), one ``<type>.schema.json`` per type,
+    ``churn_alert.schema.json``, ``audience_event.schema.json`` and ``identity_merge.schema.json``
+    (what subscribers of ``churn-alerts``, ``audience-updates`` and ``identity-merges``
+    receive), and ``audience.schema.json`` (a definition, as ``/audiences`` takes it)."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     documents = {"event": event_json_schema()} | {
@@ -21,6 +23,8 @@ def export_json_schemas(directory: Path) -> list[Path]:
     }
     documents["churn_alert"] = ChurnAlert.model_json_schema()
     documents["identity_merge"] = IdentityMerge.model_json_schema(mode="serialization")
+    documents["audience_event"] = AudienceEvent.model_json_schema(mode="serialization")
+    documents["audience"] = Audience.model_json_schema()
     for name, document in documents.items():
         document = {"$schema": "https://json-schema.org/draft/2020-12/schema", **document}
         path = directory / f"{name}.schema.json"

@@ -141,7 +141,7 @@ TABLES: dict[str, Table] = {
     "audience_events": Table(
         "audience_events",
         [("event_id", "String"), *model_columns(AudienceEvent, skip=("features",)), ("features", "String")],
-        "ReplacingMergeTree(created_at) PARTITION BY toYYYYMM(as_of) ORDER BY (audience, customer_id, event_id)",
+        "ReplacingMergeTree(created_at) ORDER BY (audience, customer_id, event_id)",
     ),
     "audience_membership": Table(
         "audience_membership",

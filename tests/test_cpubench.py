@@ -3,6 +3,12 @@ changed nothing."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
 import pytest
 
 from streams.measure.cpubench import run_cpu_bench
@@ -19,3 +25,19 @@ def test_cpu_bench_outputs_are_reproducible_and_the_digest_sees_them() -> None:
     assert {k: first[k] for k in same} == {k: again[k] for k in same}
     other = run_cpu_bench(3_000, batch_messages=7)  # other batches: other rows and states
     assert other["events"] == 3_000 and other["digest"] != first["digest"]
+
+
+def test_with_audiences_the_digest_is_the_same_in_every_process() -> None:
+    """Entries and exits (and their features) come out in one order whatever a process's
+    string hashing: the digest of two processes with different hash seeds is the same."""
+
+    def digest(seed: str) -> dict[str, Any]:
+        env = os.environ | {"PYTHONHASHSEED": seed}
+        command = [sys.executable, "-m", "streams.cli", "bench", "--cpu", "--events", "3000", "--audiences", "20"]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=True)
+        figures: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+        return figures
+
+    first, other = digest("1"), digest("2")
+    assert first["audience_changes"] > 0 and first["audiences"] == 20
+    assert first["digest"] == other["digest"]

@@ -470,6 +470,8 @@ def test_json_schema_export(tmp_path: Path) -> None:
     paths = export_json_schemas(tmp_path)
     names = sorted(p.name for p in paths)
     assert names == [
+        "audience.schema.json",
+        "audience_event.schema.json",
         "churn_alert.schema.json",
         "customer_profile.schema.json",
         "event.schema.json",
@@ -485,6 +487,10 @@ def test_json_schema_export(tmp_path: Path) -> None:
     )
     merge_schema = json.loads((tmp_path / "identity_merge.schema.json").read_text())
     assert {"merge_id", "survivor", "absorbed", "identifiers", "outcome", "rule"} <= set(merge_schema["required"])
+    entry_schema = json.loads((tmp_path / "audience_event.schema.json").read_text())
+    assert {"event_id", "audience", "version", "change", "customer_id", "features"} <= set(entry_schema["required"])
+    definition_schema = json.loads((tmp_path / "audience.schema.json").read_text())
+    assert definition_schema["required"] == ["name", "condition"]
     purchase_schema = json.loads((tmp_path / "purchase.schema.json").read_text())
     assert set(purchase_schema["required"]) >= {"event_id", "ts", "channel", "order_id", "amount"}
     assert {"customer_id", "identifiers"} <= set(purchase_schema["properties"])  # one of them, or both

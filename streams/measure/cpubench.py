@@ -27,10 +27,11 @@ from faust.stores.rocksdb import RocksDBOptions
 
 from processors.features import CustomerState
 from processors.models import Models, Trainer
+from schemas.audiences import Audience
 from schemas.envelope import pack
 from schemas.topics import partition_for
 from sinks.clickhouse import ClickHouseSink, connect, encode, migrate
-from streams.measure.bench import plain_update, simulated_events
+from streams.measure.bench import TYPICAL_AUDIENCES, plain_update, simulated_events
 from streams.settings import Settings
 from streams.worker.memory import rare_garbage_collection
 from streams.worker.message import Message
@@ -52,9 +53,12 @@ class ChangelogTable(dict[bytes, CustomerState]):
         super().__setitem__(key, state)
 
 
-def run_cpu_bench(events: int, batch_messages: int = 50, age_every: int = 3, seed: int = 7) -> dict[str, Any]:
+def run_cpu_bench(
+    events: int, batch_messages: int = 50, age_every: int = 3, seed: int = 7, audiences: int = 0
+) -> dict[str, Any]:
     """Process ``events`` in batches of ``batch_messages`` envelopes, aging every ``age_every``
-    batches; returns CPU seconds per stage, counts and the output digest."""
+    batches, with the first ``audiences`` typical audiences live; returns CPU seconds per
+    stage, counts and the output digest."""
     settings = Settings()
     out = pack(simulated_events(events, seed=seed), settings.partitions, 1000)
     messages = [Message(m.topic, m.partition, offset, m.value) for offset, m in enumerate(out)]
@@ -82,6 +86,8 @@ def run_cpu_bench(events: int, batch_messages: int = 50, age_every: int = 3, see
             rescore_interval_s=float("inf"),
             clock=lambda: FIXED_CLOCK,
         )
+        for name, condition in TYPICAL_AUDIENCES[:audiences]:
+            pipeline.audiences.define(Audience(name=name, condition=condition, version=1))
         trainer = Trainer(settings.models_config())
         digest = hashlib.sha256()
         cpu = {"ingest": 0.0, "train": 0.0, "insert": 0.0}
@@ -110,6 +116,9 @@ def run_cpu_bench(events: int, batch_messages: int = 50, age_every: int = 3, see
             inserted = time.process_time()
             digest.update(repr([(d.reason, d.offset) for d in dead]).encode())
             digest.update(repr([a.model_dump_json() for a in pipeline.take_alerts()]).encode())
+            entries = pipeline.take_audience_events()
+            if entries:  # without audiences the digest stays what it was before they existed
+                digest.update(repr([e.model_dump_json() for e in entries]).encode())
             digest.update(b"".join(encode_training(training)))  # as the trainer receives them
             for name, rows in sink.pending.items():
                 if rows:
@@ -129,6 +138,8 @@ def run_cpu_bench(events: int, batch_messages: int = 50, age_every: int = 3, see
         "applied": counters.events_applied,
         "feature_rows": counters.feature_rows,
         "alerts": counters.alerts,
+        "audiences": audiences,
+        "audience_changes": counters.audience_changes,
         "ingest_cpu_s": round(cpu["ingest"], 3),
         "train_cpu_s": round(cpu["train"], 3),
         "insert_cpu_s": round(cpu["insert"], 3),
