@@ -3,14 +3,15 @@ merges, audience entries and exits."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import faust
 
 from schemas.alerts import ChurnAlert
 from schemas.audiences import AudienceEvent
 from schemas.rows import DeadLetter, IdentityMerge
-from schemas.topics import AUDIENCE_UPDATES, CHURN_ALERTS, DEAD_LETTERS, IDENTITY_MERGES
+from schemas.topics import AUDIENCE_UPDATES, CHURN_ALERTS, DEAD_LETTERS, IDENTITY_MERGES, partition_for
+from streams.worker.faust_corrections import FlushingProducer
 
 
 class Outbox:
@@ -18,6 +19,7 @@ class Outbox:
     topics, declared on ``app``."""
 
     def __init__(self, app: faust.App) -> None:
+        self.app = app
         raw: dict[str, Any] = {
             "key_type": bytes,
             "value_type": bytes,
@@ -27,7 +29,6 @@ class Outbox:
         self.dead_letter_topic = app.topic(DEAD_LETTERS, **raw)
         self.alerts_topic = app.topic(CHURN_ALERTS, **raw)
         self.merges_topic = app.topic(IDENTITY_MERGES, **raw)
-        self.audience_topic = app.topic(AUDIENCE_UPDATES, **raw)
 
     async def dead_letters(self, letters: list[DeadLetter]) -> None:
         """Each letter, keyed by the topic its record came from."""
@@ -45,6 +46,13 @@ class Outbox:
             await self.merges_topic.send(key=merge.survivor.encode(), value=merge.model_dump_json().encode())
 
     async def audience_events(self, events: list[AudienceEvent]) -> None:
-        """Each entry or exit as JSON, keyed by its customer."""
+        """Each entry or exit as JSON, keyed by its customer, in record batches (an aging pass or
+        a backfill decides thousands at once)."""
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        partitions = self.app.conf.topic_partitions
         for event in events:
-            await self.audience_topic.send(key=event.customer_id.encode(), value=event.model_dump_json().encode())
+            key = event.customer_id.encode()
+            by_partition.setdefault(partition_for(key, partitions), []).append((key, event.model_dump_json().encode()))
+        producer = cast(FlushingProducer, self.app.producer)
+        for partition, records in by_partition.items():
+            await producer.send_records(AUDIENCE_UPDATES, partition, records)
