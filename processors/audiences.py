@@ -6,6 +6,11 @@ is, and survives restarts with the state. A customer enters when the condition b
 leaves when it is no longer true and they have been a member for the audience's minimum stay
 (in event time); leaves every audience that was deleted.
 
+An audience with a consent ``purpose`` publishes only members who gave it: one who did not is
+a member (counted) but withheld (``CustomerState.withheld``) from its destinations; consent
+given later publishes their entry, consent withdrawn their exit (``reason="consent"``), and
+the exit of a withheld member is not published either.
+
 >>> from schemas.audiences import Audience
 >>> audiences = Audiences()
 >>> audiences.define(Audience(name="at_risk", condition="churn_probability > 0.6", min_stay_days=7, version=1))
@@ -16,6 +21,12 @@ leaves when it is no longer true and they have been a member for the audience's 
 []
 >>> [c.change for c in audiences.decide(state, {"churn_probability": 0.2, "as_of": 8 * DAY})]
 ['exited']
+>>> audiences.define(Audience(name="emailable", condition="churn_probability > 0.6", purpose="marketing_email", version=1))
+>>> [(c.audience.name, c.change, c.published) for c in audiences.decide(state, {"churn_probability": 0.7, "as_of": 9 * DAY})]
+[('at_risk', 'entered', True), ('emailable', 'entered', False)]
+>>> state.consents["marketing_email"] = [1.0, 9 * DAY]
+>>> [(c.audience.name, c.change, c.reason, c.published) for c in audiences.decide(state, {"churn_probability": 0.7, "as_of": 9 * DAY})]
+[('emailable', 'entered', 'consent', True)]
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ from typing import Any, Literal
 
 from processors.conditions import Condition, parse_condition
 from processors.config import DAY
-from processors.features import CustomerState
+from processors.features import CustomerState, consented
 from schemas.audiences import Audience
 
 
@@ -48,10 +59,13 @@ class LiveAudience:
 
 @dataclass(frozen=True)
 class Change:
-    """A customer entered or left ``audience``."""
+    """A customer entered or left ``audience`` (``reason="consent"``: only for its destinations),
+    told to its destinations when ``published``."""
 
     audience: LiveAudience
     change: Literal["entered", "exited"]
+    reason: Literal["condition", "deleted", "merged", "consent"] = "condition"
+    published: bool = True
 
 
 class Audiences:
@@ -84,39 +98,57 @@ class Audiences:
 
     def decide(self, state: CustomerState, row: Mapping[str, Any]) -> list[Change]:
         """The changes of the customer's memberships that ``row`` (their new feature row, times as
-        epoch seconds) makes; ``state.audiences`` is replaced (not changed in place) when any."""
-        members = state.audiences
+        epoch seconds) makes; ``state.audiences`` and ``state.withheld`` are replaced (not
+        changed in place) when any."""
+        members, withheld = state.audiences, state.withheld
         as_of = row["as_of"]
         changes: list[Change] = []
         kept: dict[str, float] | None = None
+        hidden: list[str] | None = None
         for name, audience in self.live.items():
             entered = members.get(name)
             inside = audience.condition(row)
+            purpose = audience.definition.purpose
+            allowed = purpose is None or consented(state, purpose)
             if inside and entered is None:
-                changes.append(Change(audience, "entered"))
+                changes.append(Change(audience, "entered", published=allowed))
                 kept = kept if kept is not None else dict(members)
                 kept[name] = as_of
-            elif not inside and entered is not None and as_of - entered >= audience.definition.min_stay_days * DAY:
-                changes.append(Change(audience, "exited"))
+                if not allowed:
+                    hidden = (hidden if hidden is not None else list(withheld)) + [name]
+            elif entered is None:
+                continue
+            elif not inside and as_of - entered >= audience.definition.min_stay_days * DAY:
+                changes.append(Change(audience, "exited", published=name not in withheld))
                 kept = kept if kept is not None else dict(members)
                 del kept[name]
+                if name in withheld:
+                    hidden = [n for n in (hidden if hidden is not None else withheld) if n != name]
+            elif (name in withheld) == allowed:  # consent given or withdrawn while a member
+                changes.append(Change(audience, "entered" if allowed else "exited", reason="consent"))
+                current = hidden if hidden is not None else withheld
+                hidden = [n for n in current if n != name] if allowed else [*current, name]
         for name in members:
             if name not in self.live:
                 gone = self.deleted.get(name)
                 if gone is not None:
-                    changes.append(Change(gone, "exited"))
+                    changes.append(Change(gone, "exited", reason="deleted", published=name not in withheld))
                 kept = kept if kept is not None else dict(members)
                 del kept[name]
+                if name in withheld:
+                    hidden = [n for n in (hidden if hidden is not None else withheld) if n != name]
         if kept is not None:
             state.audiences = kept
+        if hidden is not None:
+            state.withheld = hidden
         return changes
 
     def leave_all(self, state: CustomerState) -> list[Change]:
         """The customer leaves every audience (a profile merged into another)."""
         changes = [
-            Change(audience, "exited")
+            Change(audience, "exited", reason="merged", published=name not in state.withheld)
             for name in state.audiences
             if (audience := self.live.get(name) or self.deleted.get(name)) is not None
         ]
-        state.audiences = {}
+        state.audiences, state.withheld = {}, []
         return changes

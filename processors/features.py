@@ -90,6 +90,11 @@ def _plain(value: datetime | BaseModel) -> Any:
     return value.timestamp() if isinstance(value, datetime) else vars(value)
 
 
+#: Optional event fields added after contents were kept: left out of a digest when not set, so
+#: that an event stored before keeps its digest (its redelivery stays a duplicate).
+ADDED_FIELDS = frozenset({"consents"})
+
+
 def content_digest(event: BaseEvent, ts: float) -> int:
     """A 32-bit digest of every field of ``event`` (``ts`` is its epoch), as kept to tell a
     redelivery from its id reused with other content. Times count as instants: two notations
@@ -107,7 +112,11 @@ def content_digest(event: BaseEvent, ts: float) -> int:
     >>> content_digest(parse_event(visit | {"page": "/cart"}), 1714557600.0) == content_digest(same, 1714557600.0)
     False
     """
-    fields_json = orjson.dumps({**vars(event), "ts": ts}, default=_plain, option=orjson.OPT_PASSTHROUGH_DATETIME)
+    fields = {**vars(event), "ts": ts}
+    for name in ADDED_FIELDS.intersection(fields):
+        if fields[name] is None:  # as the version before the field existed digested it
+            del fields[name]
+    fields_json = orjson.dumps(fields, default=_plain, option=orjson.OPT_PASSTHROUGH_DATETIME)
     return zlib.crc32(fields_json) or 1
 
 
@@ -165,6 +174,10 @@ class CustomerState:
     last_alert_at: float | None = None
     #: The audiences it is a member of, and the event time it entered each (``processors.audiences``).
     audiences: dict[str, float] = field(default_factory=dict)
+    #: Of those, the ones whose destinations do not have it (no consent for their purpose).
+    withheld: list[str] = field(default_factory=list)
+    #: Per purpose, consent as last stated: [1 given / 0 withdrawn, event time].
+    consents: dict[str, list[float]] = field(default_factory=dict)
     #: Its profile's identifiers and merges, once it took part in a link (``processors.identity``).
     identity: Identity | None = None
 
@@ -177,8 +190,9 @@ class CustomerState:
         """Compact JSON (orjson: a quarter of the stdlib's time, the same bytes; this runs for
         every touched customer of every batch)."""
         data = {name: getattr(self, name) for name in _STATE_FIELDS}
-        if not self.audiences:
-            del data["audiences"]  # most customers are in none: their records stay as they were
+        for name in ("audiences", "withheld", "consents"):  # most customers have none: records stay as they were
+            if not data[name]:
+                del data[name]
         # Machine byte order: little-endian on every platform crm360 runs on.
         data["applied_ids"] = base64.b64encode(self.applied_ids.tobytes()).decode("ascii")
         data["applied_contents"] = base64.b64encode(self.applied_contents.tobytes()).decode("ascii")
@@ -373,7 +387,11 @@ def count_event(state: CustomerState, event: BaseEvent, config: FeatureConfig, t
         column = _SOCIAL_BUCKET.get(event.action)
         if column is not None:
             _bucket(state, ts, lateness)[column] += 1
-    elif isinstance(event, CustomerProfile) and (state.profile_updated_at is None or ts >= state.profile_updated_at):
+    elif isinstance(event, CustomerProfile):
+        if event.consents:
+            record_consents(state.consents, {p: [float(given), ts] for p, given in event.consents.items()})
+        if state.profile_updated_at is not None and ts < state.profile_updated_at:
+            return "late" if late else "applied"
         state.profile_updated_at = ts
         for name in PROFILE_FIELDS:
             value = getattr(event, name)
@@ -441,6 +459,26 @@ def track_reactivation(state: CustomerState, ts: float, churn: float) -> None:
             # No return since the lapse; an earlier one is a churn length before the latest
             # purchase, too old to show in the lifecycle stage.
             state.reactivated_at = state.reactivated_after = None
+
+
+def record_consents(consents: dict[str, list[float]], stated: dict[str, list[float]]) -> None:
+    """Per purpose, the later statement wins (at the same time, a withdrawal).
+
+    >>> consents = {"marketing_email": [1.0, 10.0]}
+    >>> record_consents(consents, {"marketing_email": [0.0, 5.0], "profiling": [1.0, 5.0]})
+    >>> consents
+    {'marketing_email': [1.0, 10.0], 'profiling': [1.0, 5.0]}
+    """
+    for purpose, (given, at) in stated.items():
+        known = consents.get(purpose)
+        if known is None or at > known[1] or (at == known[1] and not given):
+            consents[purpose] = [given, at]
+
+
+def consented(state: CustomerState, purpose: str) -> bool:
+    """Whether the customer's last statement for ``purpose`` gave consent (never stated: no)."""
+    known = state.consents.get(purpose)
+    return known is not None and known[0] == 1.0
 
 
 def row_version(state: CustomerState, as_of: float) -> int:

@@ -14,7 +14,7 @@ any order (:func:`processors.features.apply` counts an event of any lateness exa
   the ones it does not remember (any gap of the merged history that shows in a stage ends at
   a remembered purchase);
 - profile fields: those of the newer profile update win, field by field; a field only the
-  older one set is kept;
+  older one set is kept; consent, purpose by purpose, is the later statement of either;
 - churn snapshots: one per grid point (the survivor's where both have one), marked as stayed
   if either person's remembered purchases fall in its horizon, so no label counts twice;
 - the models' last outputs are the survivor's until the profile is scored again; alerting
@@ -54,7 +54,14 @@ from itertools import pairwise
 
 from processors import engagement
 from processors.config import DAY, FeatureConfig, ModelConfig
-from processors.features import SNAPSHOT_WIDTH, CustomerState, count_value, oldest_kept_day, track_reactivation
+from processors.features import (
+    SNAPSHOT_WIDTH,
+    CustomerState,
+    count_value,
+    oldest_kept_day,
+    record_consents,
+    track_reactivation,
+)
 from processors.snapshots import STAYED, record_purchase
 
 
@@ -91,6 +98,7 @@ def merge_profiles(
     survivor.last_interaction_at = _later(survivor.last_interaction_at, absorbed.last_interaction_at)
     _merge_profile_fields(survivor, absorbed)
     survivor.last_alert_at = _later(survivor.last_alert_at, absorbed.last_alert_at)
+    record_consents(survivor.consents, absorbed.consents)
     return overlap
 
 

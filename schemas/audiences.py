@@ -44,6 +44,9 @@ class Audience(BaseModel):
     #: Days of event time a member stays at least, however soon the condition stops holding
     #: (against flapping); their exit comes with the first row after that.
     min_stay_days: float = Field(default=0.0, ge=0.0, le=3_650.0)
+    #: The consent purpose its destinations act for (e.g. ``marketing_email``): members who did
+    #: not give it are counted but never published; none: every member is published.
+    purpose: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,63}$")
     #: Set by the worker: 1 for a new audience, one more on every change.
     version: int = Field(default=0, ge=0)
     updated_at: datetime | None = None
@@ -74,6 +77,9 @@ class AudienceEvent(BaseModel):
     #: The audience's version whose condition decided it.
     version: int
     change: Literal["entered", "exited"]
+    #: Why: the condition (or the minimum stay ending), the audience deleted, the profile merged
+    #: into another, or consent for the audience's purpose given or withdrawn (a member all along).
+    reason: Literal["condition", "deleted", "merged", "consent"] = "condition"
     customer_id: str
     #: Every identifier of the customer's profile (``customer_id`` alone without identities).
     identifiers: list[str]
@@ -87,7 +93,8 @@ class AudienceEvent(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def event_id(self) -> str:
-        return f"{self.audience}:{self.version}:{self.customer_id}:{self.change}:{int(self.as_of.timestamp())}"
+        because = "" if self.reason == "condition" else f":{self.reason}"
+        return f"{self.audience}:{self.version}:{self.customer_id}:{self.change}:{int(self.as_of.timestamp())}{because}"
 
 
 class AudienceMember(BaseModel):

@@ -63,6 +63,8 @@ LATEST_TIME = datetime(2200, 1, 1, tzinfo=UTC)
 
 Id = Annotated[str, Field(min_length=1, max_length=128)]
 ShortText = Annotated[str, Field(max_length=256)]
+#: A purpose a customer consents to or not, e.g. ``marketing_email``, ``marketing_push``, ``profiling``.
+Purpose = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 Money = Annotated[float, Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False)]
 
 
@@ -211,6 +213,9 @@ class CustomerProfile(BaseEvent):
     gender: ShortText | None = None
     signup_at: EventTime | None = None
     acquisition_channel: ShortText | None = None
+    #: Consent given (true) or withdrawn (false) per purpose, as of the event's time; a
+    #: purpose not named keeps what it was (never stated: no consent).
+    consents: Annotated[dict[Purpose, bool], Field(max_length=32)] | None = None
 
 
 class Identify(BaseEvent):

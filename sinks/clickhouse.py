@@ -78,7 +78,7 @@ MIGRATIONS: list[tuple[int, str, Sequence[str | Callable[[Client], None]]]] = [
             if name in ("clv_estimate", "model_version")
         ],
     ),
-    (5, "analyst views", [v.ddl() for v in VIEWS.values()]),
+    (5, "analyst views", [v.ddl() for v in VIEWS.values() if v.migration == 5]),
     (
         6,
         "raw events written as JSON: a purchase's items flattened and ingested_at stamped by ClickHouse",
@@ -119,8 +119,12 @@ MIGRATIONS: list[tuple[int, str, Sequence[str | Callable[[Client], None]]]] = [
     ),
     (
         9,
-        "audiences: audience_membership, audience_events",
-        [TABLES[n].ddl() for n in ("audience_membership", "audience_events")],
+        "audiences: audience_membership, audience_events, their views; consents of profile events",
+        [
+            *(TABLES[n].ddl() for n in ("audience_membership", "audience_events")),
+            f"ALTER TABLE {DATABASE}.customer_profiles ADD COLUMN IF NOT EXISTS consents Map(String, Bool)",
+            *(v.ddl() for v in VIEWS.values() if v.migration == 9),
+        ],
     ),
 ]
 

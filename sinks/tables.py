@@ -2,8 +2,8 @@
 
 Examples
 --------
->>> clickhouse_type(float | None), clickhouse_type(datetime)
-('Nullable(Float64)', "DateTime64(3, 'UTC')")
+>>> clickhouse_type(float | None), clickhouse_type(datetime), clickhouse_type(dict[str, bool] | None)
+('Nullable(Float64)', "DateTime64(3, 'UTC')", 'Map(String, Bool)')
 >>> [c for c, _ in TABLES["purchases"].columns][:4]
 ['event_id', 'customer_id', 'identifiers', 'ts']
 """
@@ -41,8 +41,9 @@ def clickhouse_type(annotation: Any) -> str:
     """The ClickHouse column type of a pydantic field annotation."""
     args = typing.get_args(annotation)
     if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
-        inner = [a for a in args if a is not type(None)]
-        return f"Nullable({clickhouse_type(inner[0])})"
+        inner = clickhouse_type(next(a for a in args if a is not type(None)))
+        # ClickHouse has no NULL map or array: a missing one is empty.
+        return inner if inner.startswith(("Map(", "Array(")) else f"Nullable({inner})"
     if typing.get_origin(annotation) is typing.Annotated:
         return clickhouse_type(args[0])
     if typing.get_origin(annotation) is Literal:
@@ -140,7 +141,12 @@ TABLES: dict[str, Table] = {
     # An entry or exit decided again after a restart is the same row.
     "audience_events": Table(
         "audience_events",
-        [("event_id", "String"), *model_columns(AudienceEvent, skip=("features",)), ("features", "String")],
+        [
+            ("event_id", "String"),
+            *model_columns(AudienceEvent, skip=("features",)),
+            ("features", "String"),
+            ("published", "Bool"),  # told to its destinations (not: withheld for want of consent)
+        ],
         "ReplacingMergeTree(created_at) ORDER BY (audience, customer_id, event_id)",
     ),
     "audience_membership": Table(

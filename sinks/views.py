@@ -15,8 +15,8 @@ Conventions shared by the views:
 - money is rounded to 2 decimals, shares and probabilities to 4, days to 2;
 - days are UTC calendar days.
 
-Migration 5 creates the views once per database: a view changed later needs a new
-migration that re-creates it (``CREATE OR REPLACE VIEW`` makes re-running harmless).
+Migration 5 creates the views once per database (those of later tables, the migration of
+their tables): a view changed later needs a new migration that re-creates it (``CREATE OR REPLACE VIEW`` makes re-running harmless).
 
 Examples
 --------
@@ -47,6 +47,8 @@ class View:
     name: str
     description: str
     select: str
+    #: The migration that creates it (after the tables it reads).
+    migration: int = 5
 
     def ddl(self) -> str:
         return f"CREATE OR REPLACE VIEW {DATABASE}.{self.name} AS\n{self.select.strip()}"
@@ -334,6 +336,55 @@ ORDER BY platform, segment
 """,
 )
 
+AUDIENCE_SIZES_DAILY = View(
+    "v_audience_sizes_daily",
+    "Per audience and day of event time (as_of): customers who entered, who left, and members "
+    "at the end of the day (entries less exits so far); consent given or withdrawn by a member "
+    "changes what destinations were told, not membership, and is not counted.",
+    f"""
+SELECT
+    audience,
+    toDate(as_of) AS day,
+    countIf(change = 'entered') AS entered,
+    countIf(change = 'exited') AS exited,
+    sum(toInt64(countIf(change = 'entered')) - toInt64(countIf(change = 'exited')))
+        OVER (PARTITION BY audience ORDER BY day ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS members
+FROM {DATABASE}.audience_events FINAL
+WHERE reason != 'consent'
+GROUP BY audience, day
+ORDER BY audience, day
+""",
+    migration=9,
+)
+
+AUDIENCE_OVERLAP = View(
+    "v_audience_overlap",
+    "Per pair of audiences (audience < other): members of each, members of both, and the "
+    "overlap as a share of the smaller (0 when one is empty) and of either (Jaccard).",
+    f"""
+WITH members AS (SELECT audience, customer_id FROM {DATABASE}.audience_membership FINAL),
+sizes AS (SELECT audience, count() AS size FROM members GROUP BY audience)
+SELECT
+    a.audience AS audience,
+    b.audience AS other,
+    sa.size AS audience_members,
+    sb.size AS other_members,
+    countIf(m2.customer_id != '') AS both,
+    round(if(least(sa.size, sb.size) = 0, 0, both / least(sa.size, sb.size)), 4) AS share_of_smaller,
+    round(if(sa.size + sb.size - both = 0, 0, both / (sa.size + sb.size - both)), 4) AS jaccard
+FROM sizes AS a
+CROSS JOIN sizes AS b
+INNER JOIN sizes AS sa ON sa.audience = a.audience
+INNER JOIN sizes AS sb ON sb.audience = b.audience
+LEFT JOIN members AS m1 ON m1.audience = a.audience
+LEFT JOIN members AS m2 ON m2.audience = b.audience AND m2.customer_id = m1.customer_id
+WHERE a.audience < b.audience
+GROUP BY audience, other, audience_members, other_members
+ORDER BY audience, other
+""",
+    migration=9,
+)
+
 #: The views, by name.
 VIEWS: dict[str, View] = {
     view.name: view
@@ -348,5 +399,7 @@ VIEWS: dict[str, View] = {
         GEO,
         DEMOGRAPHICS,
         ENGAGEMENT,
+        AUDIENCE_SIZES_DAILY,
+        AUDIENCE_OVERLAP,
     )
 }

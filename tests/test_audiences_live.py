@@ -165,6 +165,14 @@ def test_audiences_follow_the_stream_and_their_definitions(start_worker: Any, br
     current = {(name, c) for name in ("lapsed", "mid_or_north", "loyal_pos") for c in members(worker, name)}
     assert {key for key, n in balance.items() if n == 1} == current
     assert set(balance.values()) <= {0, 1}
+    # The views: sizes over time end at the live size; overlap is the members' intersection.
+    daily = worker.sql("SELECT audience, day, members FROM v_audience_sizes_daily ORDER BY audience, day")
+    last = {row["audience"]: row["members"] for row in daily}
+    assert last == {name: len(members(worker, name)) for name in ("lapsed", "mid_or_north", "loyal_pos")}
+    (pair,) = worker.sql("SELECT * FROM v_audience_overlap WHERE audience = 'lapsed' AND other = 'mid_or_north'")
+    lapsed, big = members(worker, "lapsed"), members(worker, "mid_or_north")
+    assert (pair["audience_members"], pair["other_members"], pair["both"]) == (len(lapsed), len(big), len(lapsed & big))
+    assert pair["jaccard"] == pytest.approx(len(lapsed & big) / len(lapsed | big), abs=1e-4)
     # Tools following audience-updates received exactly those events.
     with AudienceSubscriber(broker, group_id=None, from_beginning=True, idle_timeout_s=5) as subscriber:
         published = [event.event_id for event in subscriber]
@@ -224,3 +232,70 @@ def test_the_audience_commands(start_worker: Any, broker: str, worker_env: dict[
     assert {line.split()[2:4][0] for line in recent} == {"entered", "exited"}
     assert any(line.endswith("exited buyers (v2)") for line in recent), recent[:5]
     assert crm360(worker_env, "audience", "delete", "big").stdout == "deleted big (v3)\n"
+
+
+def test_consent_decides_what_destinations_are_told(start_worker: Any, broker: str) -> None:
+    """Members without consent for the audience's purpose are counted but never published;
+    consent given later publishes their entry, consent withdrawn their exit."""
+    worker = start_worker()
+    create(worker, "emailable", "purchase_count >= 1", purpose="marketing_email")
+    create(worker, "buyers", "purchase_count >= 1")
+
+    def profile(customer: str, day: float, given: bool) -> dict[str, Any]:
+        return {
+            "type": "customer_profile",
+            "event_id": f"consent-{customer}-{day}",
+            "customer_id": customer,
+            "ts": T0 + day * DAY,
+            "channel": "web",
+            "consents": {"marketing_email": given},
+        }
+
+    def purchase(customer: str, day: float) -> dict[str, Any]:
+        return {
+            "type": "purchase",
+            "event_id": f"buy-{customer}-{day}",
+            "customer_id": customer,
+            "ts": T0 + day * DAY,
+            "channel": "web",
+            "order_id": f"o-{customer}-{day}",
+            "amount": 20.0,
+            "currency": "EUR",
+        }
+
+    applied = 0
+
+    def step(*events: dict[str, Any]) -> None:  # in order: profiles and purchases are two topics
+        nonlocal applied
+        publish(broker, list(events))
+        applied += len(events)
+        until(lambda: worker.metric("crm360_events_applied_total") >= applied, "applied", 60)
+
+    step(profile("c1", 1, True), profile("c3", 1, True), profile("c4", 1, False))
+    step(*(purchase(c, 2) for c in ("c1", "c2", "c3", "c4")))
+    step(profile("c3", 3, False), profile("c4", 3, True))
+    step(profile("c4", 2.5, False))  # older than its consent: changes nothing
+    until(lambda: len(members(worker, "emailable")) == 4, "every buyer counted", 60)
+    assert members(worker, "emailable") == members(worker, "buyers") == {"c1", "c2", "c3", "c4"}
+    assert worker.request("DELETE", "/audiences/emailable")[0] == 200
+    until(lambda: not members(worker, "emailable"), "emailable emptied", 60)
+
+    told = "SELECT customer_id, change, reason FROM audience_events FINAL WHERE audience = 'emailable' AND published"
+    until(lambda: len(worker.sql(told)) == 6, "six told", 30, every=0.5)
+    with AudienceSubscriber(broker, group_id=None, from_beginning=True, idle_timeout_s=5) as subscriber:
+        published = [e for e in subscriber if e.audience == "emailable"]
+    assert sorted((e.customer_id, e.change, e.reason) for e in published) == [
+        ("c1", "entered", "condition"),
+        ("c1", "exited", "deleted"),
+        ("c3", "entered", "condition"),
+        ("c3", "exited", "consent"),
+        ("c4", "entered", "consent"),
+        ("c4", "exited", "deleted"),
+    ]
+    assert sorted(tuple(r.values()) for r in worker.sql(told)) == sorted(
+        (e.customer_id, e.change, e.reason) for e in published
+    )
+    withheld = worker.sql(
+        "SELECT customer_id FROM audience_events FINAL WHERE audience = 'emailable' AND NOT published"
+    )
+    assert {r["customer_id"] for r in withheld} == {"c2", "c3", "c4"}  # counted, never told

@@ -495,3 +495,26 @@ def test_json_schema_export(tmp_path: Path) -> None:
     assert set(purchase_schema["required"]) >= {"event_id", "ts", "channel", "order_id", "amount"}
     assert {"customer_id", "identifiers"} <= set(purchase_schema["properties"])  # one of them, or both
     assert purchase_schema["properties"]["amount"]["minimum"] == 0
+
+
+def test_a_profile_update_applied_before_consents_existed_is_a_duplicate_when_redelivered() -> None:
+    """An optional field added to an event (``consents``) leaves the content digest of events
+    without it as the version before stored it: a redelivery is a duplicate, not a conflict."""
+    stored = (  # CustomerState.to_json of the version before consents (9d4f404) after this event
+        '{"customer_id":"c1","newest_event_at":1714557600.0,"events_applied":1,'
+        '"newest_by_type":{"customer_profile":1714557600.0},"applied_ids":"TJaQm5rNg98=",'
+        '"applied_contents":"tHVa4Q==","ids_known_from":null,"purchase_count":0,"monetary_total":0.0,'
+        '"first_purchase_at":null,"last_purchase_at":null,"reactivated_at":null,"reactivated_after":null,'
+        '"refund_count":0,"refund_total":0.0,"category_quantities":{},"channel_counts":{"web":1},"daily":{},'
+        '"visit_count":0,"visit_seconds_total":0.0,"converted_visits":0,"last_visit_at":null,'
+        '"last_visit_converted":false,"last_interaction_at":null,"engagement_score":0.0,"engagement_as_of":0.0,'
+        '"profile_updated_at":1714557600.0,"profile":{"region":"north"},"first_seen_at":1714557600.0,'
+        '"snapshots":[],"churn_probability":null,"segment":null,"rfm_segment":null,"alert_armed":true,'
+        '"last_alert_at":null,"identity":null}'
+    )
+    state = CustomerState.from_json(stored.encode())
+    event = {"type": "customer_profile", "event_id": "p1", "customer_id": "c1", "ts": 1714557600, "channel": "web"}
+    assert apply(state, parse_event(event | {"region": "north"}), CFG) == "duplicate"
+    assert apply(state, parse_event(event | {"region": "south"}), CFG) == "conflict"
+    consenting = event | {"region": "north", "consents": {"marketing_email": True}}
+    assert apply(state, parse_event(consenting), CFG) == "conflict"  # other content under the same id

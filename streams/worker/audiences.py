@@ -129,4 +129,4 @@ class AudienceDefinitions:
 
 def _definition(audience: Audience) -> dict[str, Any]:
     """What a marketer sets (a save of the same is no change)."""
-    return audience.model_dump(include={"condition", "description", "min_stay_days"})
+    return audience.model_dump(include={"condition", "description", "min_stay_days", "purpose"})

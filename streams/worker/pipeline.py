@@ -551,8 +551,9 @@ class CustomerPipeline:
     def record_audience_changes(
         self, state: CustomerState, row: dict, changes: list[Change], version: int, now_ms: int
     ) -> None:
-        """Queue each entry or exit for ``audience-updates`` and ``audience_events``, and the
-        customer's membership row (``version``: that of the feature row that decided it)."""
+        """Queue each entry or exit for ``audience_events`` and, when published, for
+        ``audience-updates``; and the customer's membership row (``version``: that of the
+        feature row that decided it), unless only its destinations learn of it (consent)."""
         identity, as_of = state.identity, _time(row["as_of"])
         created_at = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
         identifiers = list(identity.identifiers) if identity is not None else [state.customer_id]
@@ -562,20 +563,26 @@ class CustomerPipeline:
                 audience=audience.name,
                 version=audience.version,
                 change=change.change,
+                reason=change.reason,
                 customer_id=state.customer_id,
                 identifiers=identifiers,
                 features={
-                    c: _time(row[c]) if c in FEATURE_TIME_COLUMNS else row[c] for c in audience.condition.columns
+                    c: _time(row.get(c)) if c in FEATURE_TIME_COLUMNS else row.get(c)
+                    for c in audience.condition.columns
                 },
                 as_of=as_of,  # type: ignore[arg-type]
                 created_at=created_at,
             )
-            self.audience_events.append(event)
+            if change.published:
+                self.audience_events.append(event)
             plain = event.model_dump(mode="json")
             features = orjson.dumps(plain["features"]).decode()
             self.sink.add_row(
-                "audience_events", plain | {"features": features, "as_of": as_of, "created_at": created_at}
+                "audience_events",
+                plain | {"features": features, "as_of": as_of, "created_at": created_at, "published": change.published},
             )
+            if change.reason == "consent":
+                continue
             entered = state.audiences.get(audience.name)
             self.sink.add_row(
                 "audience_membership",
