@@ -14,6 +14,7 @@ import yaml
 from clickhouse_connect.driver.client import Client
 
 from schemas.alerts import ChurnAlert
+from schemas.audiences import AudienceEvent
 from sinks.clickhouse import ClickHouseSink
 from sinks.query import run_readonly
 from streams.analytics import grafana
@@ -93,7 +94,18 @@ def dataset(writer: Client, reader: Client) -> Iterator[Client]:  # noqa: F811
                 "calibration_error": 0.1,
             },
         )
-    assert sink.flush() == 4
+    entry = AudienceEvent(
+        audience="big_spenders",
+        version=1,
+        change="entered",
+        customer_id="c1",
+        identifiers=["c1"],
+        features={"monetary_total": 320.0},
+        as_of=utc("2024-04-01T00:00:00"),
+        created_at=utc("2024-04-01T00:00:01"),
+    )
+    sink.add_row("audience_events", entry.model_dump() | {"features": "{}", "published": True})
+    assert sink.flush() == 5
     yield reader
 
 

@@ -201,6 +201,8 @@ def chart(panel: Panel) -> Json:
         return series(panel, "day", "gross_revenue, net_revenue", "currencyUSD")
     if panel.key == "model_quality":
         return series(panel, "measured_at", "roc_auc, calibration_error")
+    if panel.key == "audiences":  # long format: the plugin draws one series per audience
+        return series(panel, "day", "audience, members")
     raise ValueError(f"no Grafana panel for chart {panel.key!r}")
 
 

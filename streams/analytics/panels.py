@@ -587,6 +587,58 @@ def summarize_alerts(rows: list[Row]) -> str:
     )
 
 
+# --- audiences ---------------------------------------------------------------------------
+
+AUDIENCES_SQL = f"""
+SELECT audience, day, members, entered, exited
+FROM {DB}.v_audience_sizes_daily
+ORDER BY audience, day
+"""
+
+
+def figure_audiences(rows: list[Row]) -> Figure:
+    by_audience: dict[str, list[Row]] = {}
+    for row in rows:
+        by_audience.setdefault(row["audience"], []).append(row)
+    data = [
+        {
+            "type": "scatter",
+            "mode": "lines",
+            "line": {"shape": "hv"},
+            "name": name,
+            "x": [str(r["day"]) for r in days],
+            "y": [r["members"] for r in days],
+        }
+        for name, days in by_audience.items()
+    ]
+    return {
+        "data": data,
+        "layout": layout(
+            xaxis={"title": {"text": "day (UTC, event time)"}, "type": "date"},
+            yaxis={"title": {"text": "members"}},
+            legend={"orientation": "h"},
+        ),
+    }
+
+
+def summarize_audiences(rows: list[Row]) -> str:
+    """
+    >>> summarize_audiences([{"audience": "a", "day": "2024-01-01", "members": 3, "entered": 3, "exited": 0},
+    ...     {"audience": "a", "day": "2024-01-02", "members": 2, "entered": 0, "exited": 1},
+    ...     {"audience": "b", "day": "2024-01-02", "members": 1, "entered": 1, "exited": 0}])
+    '2 audiences; the largest, a, has 2 members (on 2024-01-02: 0 entered, 1 left).'
+    """
+    last: dict[str, Row] = {}
+    for row in rows:
+        last[row["audience"]] = row
+    largest = max(last.values(), key=lambda r: (r["members"], r["audience"]))
+    return (
+        f"{count_words(len(last))} audience{'s' if len(last) != 1 else ''}; the largest, {largest['audience']}, has "
+        f"{count_words(largest['members'])} members (on {largest['day']}: {count_words(largest['entered'])} entered, "
+        f"{count_words(largest['exited'])} left)."
+    )
+
+
 # --- model quality -----------------------------------------------------------------------
 
 MODEL_QUALITY_SQL = f"""
@@ -802,6 +854,19 @@ _PANELS = [
         True,
         "as_of",
         needs="churn alerts (customers whose churn probability crossed the alert threshold)",
+    ),
+    Panel(
+        "audiences",
+        "Audience sizes",
+        "Audiences",
+        "Members of each live audience at the end of each day of event time.",
+        AUDIENCES_SQL,
+        "chart",
+        figure_audiences,
+        summarize_audiences,
+        True,
+        "day",
+        needs="audiences (crm360 audience create) with members",
     ),
     Panel(
         "model_quality",
