@@ -6,6 +6,7 @@ Screenshots land in ``test-artifacts/``.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -113,6 +114,8 @@ def test_dashboard_live_in_chromium_and_report_offline(
     assert headline(browser)["customers"] == "0"
     browser.save_screenshot(str(ARTIFACTS / "dashboard-empty.png"))
 
+    audience = {"name": "buyers", "condition": "purchase_count >= 1"}
+    assert worker.request("POST", "/audiences", json.dumps(audience).encode())[0] == 200
     events = list(Simulation(customers=200, days=240, seed=5).events())
     # Two devices' visits, then their logins: two profiles unified with customers.
     accounts = sorted({e["customer_id"] for e in events})[:2]
