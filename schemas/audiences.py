@@ -47,6 +47,9 @@ class Audience(BaseModel):
     #: The consent purpose its destinations act for (e.g. ``marketing_email``): members who did
     #: not give it are counted but never published; none: every member is published.
     purpose: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    #: Where the worker POSTs each published entry and exit (JSON, ``Idempotency-Key``: its
+    #: ``event_id``), with retries; none: only the topic.
+    webhook: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=2_000)
     #: Set by the worker: 1 for a new audience, one more on every change.
     version: int = Field(default=0, ge=0)
     updated_at: datetime | None = None

@@ -309,6 +309,7 @@ def ask_worker(settings: Settings, call: Any) -> Any:
 def audience_line(audience: dict[str, Any], members: int | None = None) -> str:
     stay = f"  min stay {audience['min_stay_days']:g} d" if audience["min_stay_days"] else ""
     stay += f"  for {audience['purpose']}" if audience.get("purpose") else ""
+    stay += f"  -> {audience['webhook']}" if audience.get("webhook") else ""
     size = f"  {members} members" if members is not None else ""
     return f"{audience['name']} (v{audience['version']}){size}{stay}: {audience['condition']}"
 
@@ -336,9 +337,16 @@ def audience_list(data_dir: Path | None) -> None:
 @click.option("--description", default="", help="What it is for.")
 @click.option("--min-stay-days", type=float, default=0.0, help="Days a member stays at least (against flapping).")
 @click.option("--purpose", help="Consent purpose (e.g. marketing_email): only members who gave it are published.")
+@click.option("--webhook", metavar="URL", help="POST every published entry and exit to URL (with retries).")
 @data_dir_option
 def audience_create(
-    name: str, condition: str, description: str, min_stay_days: float, purpose: str | None, data_dir: Path | None
+    name: str,
+    condition: str,
+    description: str,
+    min_stay_days: float,
+    purpose: str | None,
+    webhook: str | None,
+    data_dir: Path | None,
 ) -> None:
     """Create audience NAME of the customers whose features meet CONDITION, e.g.
     "churn_probability > 0.6 AND value_tier IN ('gold', 'platinum')"."""
@@ -349,6 +357,7 @@ def audience_create(
         "description": description,
         "min_stay_days": min_stay_days,
         "purpose": purpose,
+        "webhook": webhook,
     }
     click.echo(audience_line(ask_worker(settings, lambda client: client.save_audience(given, create=True))))
 
@@ -359,6 +368,7 @@ def audience_create(
 @click.option("--description", help="The new description.")
 @click.option("--min-stay-days", type=float, help="The new minimum stay in days.")
 @click.option("--purpose", help="The new consent purpose ('' for none).")
+@click.option("--webhook", metavar="URL", help="The new webhook ('' for none).")
 @data_dir_option
 def audience_change(
     name: str,
@@ -366,6 +376,7 @@ def audience_change(
     description: str | None,
     min_stay_days: float | None,
     purpose: str | None,
+    webhook: str | None,
     data_dir: Path | None,
 ) -> None:
     """Change audience NAME; every customer is checked against it again."""
@@ -373,10 +384,16 @@ def audience_change(
     current = {a["name"]: a for a in ask_worker(settings, lambda client: client.audiences())}.get(name)
     if current is None:
         fail(f"no audience {name!r}: create it with 'crm360 audience create'")
-    changes = {"condition": condition, "description": description, "min_stay_days": min_stay_days, "purpose": purpose}
-    wanted = {k: current.get(k) for k in ("name", "condition", "description", "min_stay_days", "purpose")}
+    changes = {
+        "condition": condition,
+        "description": description,
+        "min_stay_days": min_stay_days,
+        "purpose": purpose,
+        "webhook": webhook,
+    }
+    wanted = {k: current.get(k) for k in ("name", "condition", "description", "min_stay_days", "purpose", "webhook")}
     wanted |= {k: v for k, v in changes.items() if v is not None}
-    wanted["purpose"] = wanted["purpose"] or None
+    wanted["purpose"], wanted["webhook"] = wanted["purpose"] or None, wanted["webhook"] or None
     click.echo(audience_line(ask_worker(settings, lambda client: client.save_audience(wanted))))
 
 
@@ -396,8 +413,8 @@ def audience_delete(name: str, data_dir: Path | None) -> None:
 @data_dir_option
 def audience_apply(path: Path, prune: bool, data_dir: Path | None) -> None:
     """Create or change the audiences of a TOML file (one [[audience]] table each, with name,
-    condition and optionally description, min_stay_days and purpose), e.g. one kept in version
-    control."""
+    condition and optionally description, min_stay_days, purpose and webhook), e.g. one kept in
+    version control."""
     import tomllib
 
     from pydantic import ValidationError
@@ -414,7 +431,7 @@ def audience_apply(path: Path, prune: bool, data_dir: Path | None) -> None:
         fail(f"{path}: {definition_problem(error)}")
     current = {a["name"]: a for a in ask_worker(settings, lambda client: client.audiences())}
     for one in wanted:
-        given = one.model_dump(include={"name", "condition", "description", "min_stay_days", "purpose"})
+        given = one.model_dump(include={"name", "condition", "description", "min_stay_days", "purpose", "webhook"})
         saved = ask_worker(settings, lambda client, given=given: client.save_audience(given))
         before = current.get(one.name)
         what = "created" if before is None else "unchanged" if before["version"] == saved["version"] else "changed"

@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     # Idle customers are re-emitted once their partition's watermark moved this much event time.
     aging_min_advance_s: float = 3_600.0
 
+    # An audience's webhook: tries per entry or exit (then a dead letter), the wait before the
+    # second try (doubling after each), and how long one try may take (seconds).
+    webhook_tries: int = Field(default=5, ge=1, le=20)
+    webhook_backoff_s: float = Field(default=0.5, ge=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+
     # The live dashboard redraws itself this often (seconds).
     dashboard_refresh_s: float = Field(default=5.0, gt=0)
 

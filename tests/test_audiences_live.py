@@ -5,16 +5,19 @@ ClickHouse and on ``audience-updates``; a bad condition answered with a clear er
 
 from __future__ import annotations
 
+import http.server
 import json
 import random
 import subprocess
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
+from schemas.audiences import AudienceEvent
 from streams.local.until import until
 from streams.sdk.subscriber import AudienceSubscriber
 from tests.conftest import publish
@@ -299,3 +302,69 @@ def test_consent_decides_what_destinations_are_told(start_worker: Any, broker: s
         "SELECT customer_id FROM audience_events FINAL WHERE audience = 'emailable' AND NOT published"
     )
     assert {r["customer_id"] for r in withheld} == {"c2", "c3", "c4"}  # counted, never told
+
+
+class Receiver(http.server.BaseHTTPRequestHandler):
+    """A marketing tool's webhooks: ``/flaky`` answers 503 to the first two tries of each event,
+    ``/broken`` always 500, ``/gone`` 404."""
+
+    tries: ClassVar[Counter[tuple[str, str]]] = Counter()
+    bodies: ClassVar[dict[str, bytes]] = {}
+
+    def do_POST(self) -> None:
+        key = self.headers["Idempotency-Key"]
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.tries[self.path, key] += 1
+        status = {"/broken": 500, "/gone": 404}.get(self.path, 503 if self.tries[self.path, key] <= 2 else 200)
+        if status == 200:
+            self.bodies[key] = body
+        self.send_response(status)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_webhooks_get_every_entry_with_retries_and_dead_letters(start_worker: Any, broker: str) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        worker = start_worker(CRM360_WEBHOOK_TRIES="3", CRM360_WEBHOOK_BACKOFF_S="0.05")
+        create(worker, "buyers", "purchase_count >= 1", webhook=f"{base}/flaky")
+        create(worker, "big", "monetary_total > 100", webhook=f"{base}/broken")
+        create(worker, "repeat", "purchase_count >= 2", webhook=f"{base}/gone")
+        status, answer = worker.request(
+            "POST",
+            "/audiences",
+            json.dumps({"name": "x", "condition": "purchase_count > 1", "webhook": "ftp://x"}).encode(),
+        )
+        assert status == 400 and answer["error"].startswith("webhook: String should match pattern"), answer
+        streamed(worker, broker, stream(0, 30, seed=4))
+        with AudienceSubscriber(broker, group_id=None, from_beginning=True, idle_timeout_s=5) as subscriber:
+            published = [e for e in subscriber]
+        buyers = {e.event_id: e for e in published if e.audience == "buyers"}
+        big = {e.event_id for e in published if e.audience == "big"}
+        repeat = {e.event_id for e in published if e.audience == "repeat"}
+        assert buyers and big and repeat
+        until(lambda: set(Receiver.bodies) == set(buyers), "every buyers entry delivered", 60)
+        assert {Receiver.tries["/flaky", key] for key in buyers} == {3}  # two 503s, then taken
+        assert all(AudienceEvent.model_validate_json(Receiver.bodies[key]) == e for key, e in buyers.items())
+
+        def letters() -> list[dict[str, Any]]:
+            return worker.sql("SELECT reason, payload FROM dead_letters WHERE source = 'webhook'")
+
+        until(lambda: len(letters()) == len(big) + len(repeat), "a dead letter for every undelivered entry", 60)
+        for letter in letters():
+            event = AudienceEvent.model_validate_json(letter["payload"])
+            if event.audience == "big":  # a server error: tried again, then given up
+                assert letter["reason"] == f"{base}/broken did not take {event.event_id} after 3 tries: HTTP 500"
+            else:  # refused: not tried again
+                assert letter["reason"] == f"{base}/gone refused {event.event_id}: HTTP 404"
+        assert {Receiver.tries["/broken", key] for key in big} == {3}
+        assert {Receiver.tries["/gone", key] for key in repeat} == {1}
+        metrics = worker.metrics()
+        assert metrics["crm360_webhook_deliveries_total"] == len(buyers)
+        assert metrics["crm360_webhook_failures_total"] == len(big) + len(repeat)
+    finally:
+        server.shutdown()

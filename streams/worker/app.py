@@ -39,6 +39,7 @@ from streams.worker.aging import AgingSchedule
 from streams.worker.audiences import AudienceDefinitions
 from streams.worker.changelog import BufferedTable
 from streams.worker.checkpoint import Checkpoint
+from streams.worker.destinations import Destinations
 from streams.worker.faust_corrections import App, CustomerStore, ExactTableManager, FlushingProducer, ProcessRunner
 from streams.worker.health import BROKER_PROBE_INTERVAL_S, Health
 from streams.worker.intake import Intake
@@ -212,6 +213,7 @@ class Worker:
         )
         self.models = ModelHub(self.app, settings, self.pipeline, self.sink)
         self.audiences = AudienceDefinitions(self.app, settings.kafka_bootstrap, self.pipeline.audiences)
+        self.destinations = Destinations(self.app, settings, self.audiences, self._undelivered)
         self.lock = asyncio.Lock()  # held while processing, and around offset commits
         #: Set when the worker begins to stop: a failing write is then given up, not retried.
         self.stopping = self.app.stopping = asyncio.Event()
@@ -412,9 +414,17 @@ class Worker:
         self.pipeline.counters.dead_letters += len(dead)
         await self.outbox.dead_letters(dead)
 
+    async def _undelivered(self, dead: list[DeadLetter]) -> None:
+        """Entries and exits an audience's webhook did not take: written, counted and published."""
+        self.pipeline.record_dead_letters(dead)
+        await self.outbox.dead_letters(dead)
+
     def figures(self) -> dict[str, float]:
         """This process's figures (see :func:`~streams.worker.metrics.process_figures`)."""
-        return process_figures(self.app, self.pipeline, self.customers, self.writer, self.health, self.models.trainer)
+        figures = process_figures(
+            self.app, self.pipeline, self.customers, self.writer, self.health, self.models.trainer
+        )
+        return figures | self.destinations.figures()
 
     def run(self) -> None:
         """Run the worker in the foreground until SIGINT/SIGTERM."""

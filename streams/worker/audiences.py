@@ -41,6 +41,8 @@ class AudienceDefinitions:
         self.topic = app.topic(AUDIENCES, partitions=1, **raw)
         #: Every definition read, deleted ones too, by name.
         self.known: dict[str, Audience] = {}
+        #: The webhook of each audience that has one (``streams.worker.destinations``).
+        self.webhooks: dict[str, str] = {}
         self.caught_up = asyncio.Event()
         app.task(self._follow)
 
@@ -125,8 +127,9 @@ class AudienceDefinitions:
             log.error("ignoring an unreadable audience definition: %s", error)
             return
         self.known[audience.name] = audience
+        self.webhooks = {a.name: a.webhook for a in self.known.values() if a.webhook and not a.deleted}
 
 
 def _definition(audience: Audience) -> dict[str, Any]:
     """What a marketer sets (a save of the same is no change)."""
-    return audience.model_dump(include={"condition", "description", "min_stay_days", "purpose"})
+    return audience.model_dump(include={"condition", "description", "min_stay_days", "purpose", "webhook"})
