@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_bench_prints_consistent_figures() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "bench", "--events", "6000"],
+        [sys.executable, "-m", "streams.cli", "bench", "--events", "6000", "--audiences", "3"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -37,6 +37,11 @@ def test_bench_prints_consistent_figures() -> None:
     # speed: 88 on a loaded machine failed a bound of 100 that the code could not change.
     assert figures["freshness_samples"] == figures["freshness_probes"] >= 20
     assert 0 < figures["freshness_p50_s"] <= figures["freshness_p95_s"] < 10
+    # Three audiences live, the first of which every probe enters; a fourth backfilled over everyone.
+    assert figures["audiences"] == 3 and figures["audience_changes"] > 0
+    assert 0 < figures["audience_freshness_p50_s"] <= figures["audience_freshness_p95_s"] < 10
+    assert figures["backfill_customers"] == figures["customers"]
+    assert figures["backfill_s"] > 0 and figures["backfill_customers_per_s"] > 0
     assert figures["bytes_per_customer"] > 100
     assert figures["kafka_mib_per_million_events"] > 0 and figures["clickhouse_mib_per_million_events"] > 0
     table = {line.split()[0] for line in lines if line.strip() and not line.startswith("{")}

@@ -31,6 +31,7 @@ from schemas.events import parse_event
 from schemas.topics import AUDIENCE_UPDATES
 from streams.local.simulate import Simulation
 from streams.local.stack import WorkerProcess, private_stack
+from streams.local.until import until
 from streams.settings import Settings
 
 RAW_TOPIC = "bench-raw"
@@ -243,6 +244,23 @@ def _freshness(
     )
 
 
+def _backfill(worker: WorkerProcess) -> dict[str, Any]:
+    """An audience every customer is in, created over the customers there: the seconds until
+    all of them are members, and how many."""
+    click.echo("(d) backfill of a new audience ...")
+    customers = worker.sql("SELECT count() FROM customer_features FINAL")[0][0]
+    started = time.perf_counter()
+    worker.client.save_audience({"name": "everyone", "condition": "customer_id != ''"})
+    query = "SELECT count() FROM audience_membership FINAL WHERE audience = 'everyone'"
+    until(lambda: worker.sql(query)[0][0] >= customers, "every customer in the new audience", 600, every=0.1)
+    seconds = time.perf_counter() - started
+    return {
+        "backfill_customers": customers,
+        "backfill_s": round(seconds, 2),
+        "backfill_customers_per_s": round(customers / seconds, 1),
+    }
+
+
 def disk_bytes(directory: Path) -> int:
     """Bytes of disk the files under ``directory`` take (allocated blocks, not apparent sizes)."""
     total = 0
@@ -306,6 +324,7 @@ def run_bench(events: int, partitions: int = 4, identities: bool = False, audien
         probes, latencies, entries = _freshness(
             worker, address, partitions, seconds=15.0, rate=steady, audiences=audiences > 0
         )
+        backfill = _backfill(worker) if audiences else {}
         m = worker.metrics()
         # Everything the pipeline's events made the broker and ClickHouse store (the freshness
         # probes' few events included), per million events.
@@ -333,6 +352,7 @@ def run_bench(events: int, partitions: int = 4, identities: bool = False, audien
             "freshness_p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 3) if latencies else None,
             "audience_freshness_p50_s": round(statistics.median(entries), 3) if entries else None,
             "audience_freshness_p95_s": round(entries[int(0.95 * (len(entries) - 1))], 3) if entries else None,
+            **backfill,
             "freshness_probes": probes,
             "freshness_samples": len(latencies),
             "bytes_per_customer": round(m.get("crm360_state_bytes_avg", 0.0), 1),
