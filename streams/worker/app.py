@@ -351,7 +351,7 @@ class Worker:
 
     async def _age(self) -> None:
         if self.models.caught_up.is_set() and self.audiences.caught_up.is_set():
-            await self.aging.run(lambda: self.settled)
+            await self.aging.run(lambda: self.settled, now=self.pipeline.unchecked(self.settled))
 
     async def _after_slice(self) -> None:
         """What a slice of input or of an aging pass leaves to publish and write."""

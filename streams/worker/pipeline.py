@@ -668,6 +668,10 @@ class CustomerPipeline:
             emitted += 1
         return emitted
 
+    def unchecked(self, partitions: set[int]) -> bool:
+        """Whether customers of ``partitions`` wait to be checked against changed audiences."""
+        return any(self._checked.get(home, 0) != self.audiences.generation for home in partitions)
+
     def _due(self, home: int, watermark: float, min_advance_s: float) -> bool:
         """Re-emit when event time moved enough, when audiences changed (their backfill), or a
         newer model is out (at most every ``rescore_interval_s``)."""
