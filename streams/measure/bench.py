@@ -244,10 +244,10 @@ def _freshness(
     )
 
 
-def _backfill(worker: WorkerProcess) -> dict[str, Any]:
+def backfill(worker: WorkerProcess) -> dict[str, Any]:
     """An audience every customer is in, created over the customers there: the seconds until
     all of them are members, and how many."""
-    click.echo("(d) backfill of a new audience ...")
+    click.echo("backfill of a new audience ...", err=True)
     customers = worker.sql("SELECT count() FROM customer_features FINAL")[0][0]
     started = time.perf_counter()
     worker.client.save_audience({"name": "everyone", "condition": "customer_id != ''"})
@@ -324,7 +324,7 @@ def run_bench(events: int, partitions: int = 4, identities: bool = False, audien
         probes, latencies, entries = _freshness(
             worker, address, partitions, seconds=15.0, rate=steady, audiences=audiences > 0
         )
-        backfill = _backfill(worker) if audiences else {}
+        backfill_figures = backfill(worker) if audiences else {}
         m = worker.metrics()
         # Everything the pipeline's events made the broker and ClickHouse store (the freshness
         # probes' few events included), per million events.
@@ -352,7 +352,7 @@ def run_bench(events: int, partitions: int = 4, identities: bool = False, audien
             "freshness_p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 3) if latencies else None,
             "audience_freshness_p50_s": round(statistics.median(entries), 3) if entries else None,
             "audience_freshness_p95_s": round(entries[int(0.95 * (len(entries) - 1))], 3) if entries else None,
-            **backfill,
+            **backfill_figures,
             "freshness_probes": probes,
             "freshness_samples": len(latencies),
             "bytes_per_customer": round(m.get("crm360_state_bytes_avg", 0.0), 1),

@@ -7,7 +7,7 @@ until the worker applied them all and committed, then stops and restarts it and 
 line: events per second while filling, the worker's resident memory (its processes together)
 at the end and at its peak while filling, and its growth over the idle worker per customer, the stop time, the time until a restarted worker is healthy, and until it has
 applied one more purchase (the first batch of each partition also reads what it needs of the
-restored state).
+restored state); with ``--audience``, also how long a new audience takes to hold every customer.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from schemas.envelope import pack
 from schemas.events import parse_event
 from streams.local.stack import WorkerProcess, private_stack
 from streams.local.until import until
-from streams.measure.bench import produce
+from streams.measure.bench import backfill, produce
 from streams.settings import Settings
 from streams.worker.memory import resident_bytes
 
@@ -117,7 +117,7 @@ def wait_for(worker: WorkerProcess, name: str, at_least: float, timeout: float =
     return time.monotonic() - began
 
 
-def run(customers: int, each: int) -> dict[str, Any]:
+def run(customers: int, each: int, audience: bool = False) -> dict[str, Any]:
     own = Settings()
     with private_stack(
         "scalebench", 4, state_store=own.state_store, state_cache_customers=str(own.state_cache_customers)
@@ -132,6 +132,7 @@ def run(customers: int, each: int) -> dict[str, Any]:
             wait_for(worker, "crm360_events_in_total", customers * each)
             fill_s = time.monotonic() - began  # producing included: the worker reads as they come
             time.sleep(settings.commit_interval_s + 2)  # a commit: the restart reads nothing before it
+        backfilled = backfill(worker) if audience else {}
         resident = worker_resident_bytes(worker.process.pid)
         stopped = time.monotonic()
         worker.stop(signal.SIGTERM, grace_s=120)
@@ -172,6 +173,7 @@ def run(customers: int, each: int) -> dict[str, Any]:
             "stop_s": round(stop_s, 1),
             "restart_healthy_s": round(healthy_s, 1),
             "restart_first_event_s": round(first_s, 1),
+            **backfilled,
         }
 
 
@@ -179,8 +181,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--events-per-customer", type=int, default=3)
+    parser.add_argument("--audience", action="store_true", help="Also time a new audience's backfill over all of them.")
     args = parser.parse_args()
-    print(json.dumps(run(args.customers, args.events_per_customer)))
+    print(json.dumps(run(args.customers, args.events_per_customer, args.audience)))
 
 
 if __name__ == "__main__":
