@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.server
 import json
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -368,3 +369,49 @@ def test_webhooks_get_every_entry_with_retries_and_dead_letters(start_worker: An
         assert metrics["crm360_webhook_failures_total"] == len(big) + len(repeat)
     finally:
         server.shutdown()
+
+
+def test_minimum_stay_and_one_entry_per_change_across_a_killed_worker(start_worker: Any, broker: str) -> None:
+    """A member stays for the audience's minimum stay of event time however soon the condition
+    fails; a worker killed mid-stream and started again decides each change once (a repeat on
+    the topic carries the same event_id)."""
+    worker = start_worker(CRM360_COMMIT_INTERVAL_S="60")  # nothing committed: the restart reads it all again
+    create(worker, "recent", "recency_days <= 10", min_stay_days=30)
+
+    def visit(n: int, day: float) -> dict[str, Any]:
+        return {
+            "type": "visit",
+            "event_id": f"v{n}",
+            "customer_id": "m1",
+            "ts": T0 + day * DAY,
+            "channel": "web",
+            "session_id": f"s{n}",
+        }
+
+    buy = {
+        "type": "purchase",
+        "event_id": "b1",
+        "customer_id": "m1",
+        "ts": T0,
+        "channel": "web",
+        "order_id": "b1",
+        "amount": 5.0,
+        "currency": "EUR",
+    }
+    streamed(worker, broker, [buy])
+    until(lambda: members(worker, "recent") == {"m1"}, "m1 in", 60)
+    streamed(worker, broker, [visit(1, 20)])  # recency 20 days: the condition fails, the stay holds
+    assert worker.sql("SELECT recency_days FROM customer_features FINAL")[0]["recency_days"] == 20
+    assert members(worker, "recent") == {"m1"}
+    streamed(worker, broker, [visit(2, 31)])  # 31 days after entering: out
+    until(lambda: not members(worker, "recent"), "m1 out", 60)
+
+    worker.stop(signal.SIGKILL)
+    worker = start_worker(CRM360_COMMIT_INTERVAL_S="60")
+    streamed(worker, broker, [buy | {"event_id": "b2", "order_id": "b2", "ts": T0 + 40 * DAY}])
+    until(lambda: members(worker, "recent") == {"m1"}, "m1 in again", 60)
+    rows = worker.sql("SELECT event_id, change FROM audience_events FINAL ORDER BY as_of")
+    assert [r["change"] for r in rows] == ["entered", "exited", "entered"]
+    with AudienceSubscriber(broker, group_id=None, from_beginning=True, idle_timeout_s=5) as subscriber:
+        published = [e.event_id for e in subscriber]
+    assert set(published) == {r["event_id"] for r in rows}  # repeats, if any, are the same events
