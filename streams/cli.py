@@ -57,14 +57,9 @@ def start_local_kafka(settings: Settings) -> Any:
 
 def prepare_topics(settings: Settings) -> None:
     """Create the topics, and check an existing installation has the configured partitions."""
-    from streams.worker.ports import answers
     from streams.worker.topic_admin import ensure_topics, topic_specs
 
-    if not answers(settings.kafka_bootstrap):
-        fail(
-            f"no Kafka broker answers at {settings.kafka_bootstrap}: start the stack (crm360 up) "
-            "or set CRM360_KAFKA_BOOTSTRAP"
-        )
+    require_broker(settings)
     counts = ensure_topics(settings.kafka_bootstrap, settings.partitions)
     expected = {spec.name: spec.num_partitions for spec in topic_specs(settings.partitions)}
     wrong = {t: n for t, n in counts.items() if n != expected[t]}
@@ -214,17 +209,8 @@ def report(out: Path, since: datetime | None, data_dir: Path | None) -> None:
 @data_dir_option
 def customer(customer_id: str, data_dir: Path | None) -> None:
     """Show one customer's 360-degree profile, live from the worker."""
-    import urllib.error
-
-    from streams.sdk.client import QueryError, WorkerClient
-
     settings = load_settings(data_dir=data_dir)
-    try:
-        data = WorkerClient.for_settings(settings, timeout=30).customer(customer_id)
-    except QueryError as error:
-        fail(str(error))
-    except urllib.error.URLError:
-        fail(f"no worker answers at {settings.web_url}: start one with 'crm360 up'")
+    data = ask_worker(settings, lambda client: client.customer(customer_id))
     for name, value in data["customer"].items():
         click.echo(f"{name:>28}  {'' if value is None else value}")
     click.echo(f"{'identifiers':>28}  {', '.join(data.get('identifiers', []))}")
@@ -254,7 +240,6 @@ def alerts(
     """Churn alerts: the most recent ones, or live from the churn-alerts topic (--follow)."""
     from schemas.alerts import ChurnAlert
     from streams.sdk.subscriber import AlertSubscriber, WebhookError, alert_line, alerts_json, forward_to_webhook
-    from streams.worker.ports import answers
 
     settings = load_settings(data_dir=data_dir)
     show = alerts_json if as_json else alert_line
@@ -269,10 +254,7 @@ def alerts(
         for row in result.rows:
             click.echo(show(ChurnAlert.model_validate(dict(zip(result.columns, row)))))
         return
-    if not answers(settings.kafka_bootstrap):
-        fail(
-            f"no Kafka broker answers at {settings.kafka_bootstrap}: start the stack (crm360 up) or set CRM360_KAFKA_BOOTSTRAP"
-        )
+    require_broker(settings)
     try:
         with AlertSubscriber(settings.kafka_bootstrap, group_id=group_id, from_beginning=from_beginning) as subscriber:
             for alert in subscriber:
@@ -284,6 +266,16 @@ def alerts(
                         click.echo(f"crm360: {error}", err=True)
     except KeyboardInterrupt:
         pass
+
+
+def require_broker(settings: Settings) -> None:
+    """End the command unless a Kafka broker answers."""
+    from streams.worker.ports import answers
+
+    if not answers(settings.kafka_bootstrap):
+        fail(
+            f"no Kafka broker answers at {settings.kafka_bootstrap}: start the stack (crm360 up) or set CRM360_KAFKA_BOOTSTRAP"
+        )
 
 
 def worker_client(settings: Settings) -> Any:
@@ -455,7 +447,6 @@ def audiences(
     """Customers entering and leaving audiences: the most recent, or live from audience-updates (--follow)."""
     from schemas.audiences import AudienceEvent
     from streams.sdk.subscriber import AudienceSubscriber
-    from streams.worker.ports import answers
 
     settings = load_settings(data_dir=data_dir)
 
@@ -477,10 +468,7 @@ def audiences(
             found = dict(zip(result.columns, row))
             click.echo(show(AudienceEvent.model_validate(found | {"features": json.loads(found["features"])})))
         return
-    if not answers(settings.kafka_bootstrap):
-        fail(
-            f"no Kafka broker answers at {settings.kafka_bootstrap}: start the stack (crm360 up) or set CRM360_KAFKA_BOOTSTRAP"
-        )
+    require_broker(settings)
     try:
         with AudienceSubscriber(settings.kafka_bootstrap, group_id=group_id, from_beginning=from_beginning) as follower:
             for event in follower:
