@@ -18,7 +18,7 @@ AUDIENCE_UPDATES = "audience-updates"
 MODEL_TRAINING = "model-training"
 CHURN_MODELS = "churn-models"
 #: Internal: the identity graph's work between partitions (``processors.identity_graph``),
-#: keyed by identifier, co-partitioned with the input topics.
+#: JSON arrays of ops for the partition of their identifiers (``Op.pack``), co-partitioned with the input topics.
 IDENTITY_OPS = "identity-ops"
 
 #: Input topics, all keyed by ``customer_id`` and co-partitioned.

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from processors.config import FeatureConfig
 from processors.features import CustomerState, apply, profile
+from processors.identity_graph import Op
 from schemas.events import parse_event, parse_event_json
 
 VISIT = {"type": "visit", "event_id": "v1", "ts": 1_700_000_000, "channel": "web", "session_id": "s1"}
@@ -178,9 +179,13 @@ def test_a_merge_costs_one_union_one_surrender_one_absorb_however_often_its_link
         ops, handled = pipeline.identities.take()
         pipeline.identities.sent(handled)
         kinds += [op.kind for op in ops]
-        messages = [
-            Message(IDENTITY_OPS, partition_for(op.target, 4), offset + i, op.to_json()) for i, op in enumerate(ops)
-        ] + batches[:2]
-        offset, batches = offset + len(ops), batches[2:]
+        # As the worker sends them: each partition's ops packed into records, in order.
+        packed = [
+            (partition, raw)
+            for partition in range(4)
+            for raw in Op.pack([op for op in ops if partition_for(op.target, 4) == partition])
+        ]
+        messages = [Message(IDENTITY_OPS, p, offset + i, raw) for i, (p, raw) in enumerate(packed)] + batches[:2]
+        offset, batches = offset + len(packed), batches[2:]
     assert kinds == ["union", "surrender", "absorb"]
     assert table[b"c1"].visit_count == 9 and table[b"anonymous_id:d1"].identity.merged_into == "c1"  # type: ignore[union-attr]

@@ -30,6 +30,7 @@ import faust
 from clickhouse_connect.driver.client import Client
 from faust.types import TP, EventT
 
+from processors.identity_graph import Op
 from schemas.rows import DeadLetter
 from schemas.topics import IDENTITY_OPS, INPUT_TOPICS, PURCHASES, partition_for
 from sinks.clickhouse import ClickHouseSink, connect, migrate
@@ -313,11 +314,10 @@ class Worker:
         if not ops and not handled:
             return
         producer = cast(FlushingProducer, self.app.producer)
-        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        ops_of: dict[int, list[Op]] = {}
         for op in ops:
-            by_partition.setdefault(partition_for(op.target, self.settings.partitions), []).append(
-                (op.target.encode(), op.to_json())
-            )
+            ops_of.setdefault(partition_for(op.target, self.settings.partitions), []).append(op)
+        by_partition = {partition: [(b"ops", raw) for raw in Op.pack(some)] for partition, some in ops_of.items()}
         try:
             if handled:
                 if not await self.checkpoint.write_then_send_state([key.encode() for key in handled]):

@@ -94,15 +94,20 @@ class Identities:
         self._send_links([Op("link", went, other=other, at=ts) for other in event.others])  # type: ignore[arg-type]
 
     def handle(self, message: Message, dead: list[DeadLetter], source: str, horizon: float) -> None:
-        """Handle one op of the graph: its events applied, its decisions recorded, a profile
-        that merged into another taken out of ``customer_features``."""
-        pipeline = self.pipeline
+        """Handle the graph's ops of one record, in order (``Op.pack``)."""
         try:
-            op = Op.from_json(message.value or b"")
+            ops = Op.unpack(message.value or b"")
         except (ValueError, TypeError, KeyError) as error:
             payload = (message.value or b"").decode(errors="replace")
-            pipeline.dead(dead, source, message, f"not an identity op: {type(error).__name__}: {error}", payload)
+            self.pipeline.dead(dead, source, message, f"not identity ops: {type(error).__name__}: {error}", payload)
             return
+        for index, op in enumerate(ops):
+            self._handle(op, index, message, dead, source)
+
+    def _handle(self, op: Op, index: int, message: Message, dead: list[DeadLetter], source: str) -> None:
+        """Handle one op (the record's ``index``-th): its events applied, its decisions
+        recorded, a profile that merged into another taken out of ``customer_features``."""
+        pipeline = self.pipeline
         pipeline.counters.identity_ops_in += 1
         key = op.target.encode()
         if pipeline.partition_of(key) != message.partition:
@@ -114,7 +119,7 @@ class Identities:
             handled = self.graph.handle(op)
         except Exception as error:  # a bug one op meets must not fail the batch
             log.exception("identity op %s for %r failed", op.kind, op.target)
-            pipeline.dead(dead, source, message, processing_failed(error, 0), message.value.decode())  # type: ignore[union-attr]
+            pipeline.dead(dead, source, message, processing_failed(error, index), op.to_json().decode())
             return
         self._handled[op.target] = None
         self._send(handled.ops)
