@@ -168,13 +168,13 @@ class _Parser:
         parts = [self.conjunction()]
         while self.accept("OR"):
             parts.append(self.conjunction())
-        return parts[0] if len(parts) == 1 else _any(parts)
+        return parts[0] if len(parts) == 1 else _joined(parts, decisive=True)
 
     def conjunction(self) -> Callable[[Row], Truth]:
         parts = [self.negation()]
         while self.accept("AND"):
             parts.append(self.negation())
-        return parts[0] if len(parts) == 1 else _all(parts)
+        return parts[0] if len(parts) == 1 else _joined(parts, decisive=False)
 
     def negation(self) -> Callable[[Row], Truth]:
         if self.accept("NOT"):
@@ -255,28 +255,18 @@ def _known(name: str, test: Callable[[Any], bool]) -> Callable[[Row], Truth]:
     return truth
 
 
-def _all(parts: list[Callable[[Row], Truth]]) -> Callable[[Row], Truth]:
+def _joined(parts: list[Callable[[Row], Truth]], decisive: bool) -> Callable[[Row], Truth]:
+    """AND (``decisive`` False: one false part decides) or OR (True: one true part decides),
+    unknown when no part decides and one is unknown."""
+
     def truth(row: Row) -> Truth:
         unknown = False
         for part in parts:
             value = part(row)
-            if value is False:
-                return False
+            if value is decisive:
+                return decisive
             unknown = unknown or value is None
-        return None if unknown else True
-
-    return truth
-
-
-def _any(parts: list[Callable[[Row], Truth]]) -> Callable[[Row], Truth]:
-    def truth(row: Row) -> Truth:
-        unknown = False
-        for part in parts:
-            value = part(row)
-            if value is True:
-                return True
-            unknown = unknown or value is None
-        return None if unknown else False
+        return None if unknown else not decisive
 
     return truth
 
