@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from kafka import KafkaProducer
 
 from schemas.audiences import AudienceEvent
+from schemas.topics import AUDIENCE_UPDATES
 from streams.local.until import until
 from streams.sdk.subscriber import AudienceSubscriber
 from tests.conftest import publish
@@ -349,11 +351,20 @@ def test_webhooks_get_every_entry_with_retries_and_dead_letters(start_worker: An
         repeat = {e.event_id for e in published if e.audience == "repeat"}
         assert buyers and big and repeat
         until(lambda: set(Receiver.bodies) == set(buyers), "every buyers entry delivered", 60)
+        # A record some other producer wrote there: a dead letter, and the deliveries go on.
+        stranger = KafkaProducer(bootstrap_servers=broker)
+        stranger.send(AUDIENCE_UPDATES, key=b"x", value=b'{"not": "an entry"}', partition=0).get(timeout=30)
+        stranger.close()
         assert {Receiver.tries["/flaky", key] for key in buyers} == {3}  # two 503s, then taken
         assert all(AudienceEvent.model_validate_json(Receiver.bodies[key]) == e for key, e in buyers.items())
 
         def letters() -> list[dict[str, Any]]:
-            return worker.sql("SELECT reason, payload FROM dead_letters WHERE source = 'webhook'")
+            query = "SELECT reason, payload FROM dead_letters WHERE source = 'webhook' AND payload != '{\"not\": \"an entry\"}'"
+            return worker.sql(query)
+
+        stray = "SELECT reason FROM dead_letters WHERE source = 'webhook' AND payload = '{\"not\": \"an entry\"}'"
+        until(lambda: worker.sql(stray), "a dead letter for the stranger's record", 60)
+        assert worker.sql(stray)[0]["reason"].startswith("not an audience event: ")
 
         until(lambda: len(letters()) == len(big) + len(repeat), "a dead letter for every undelivered entry", 60)
         for letter in letters():
@@ -366,7 +377,7 @@ def test_webhooks_get_every_entry_with_retries_and_dead_letters(start_worker: An
         assert {Receiver.tries["/gone", key] for key in repeat} == {1}
         metrics = worker.metrics()
         assert metrics["crm360_webhook_deliveries_total"] == len(buyers)
-        assert metrics["crm360_webhook_failures_total"] == len(big) + len(repeat)
+        assert metrics["crm360_webhook_failures_total"] == len(big) + len(repeat) + 1
     finally:
         server.shutdown()
 

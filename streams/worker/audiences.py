@@ -25,6 +25,8 @@ from schemas.topics import AUDIENCES
 from streams.worker.faust_corrections import fetched_end_offsets
 
 log = logging.getLogger("crm360")
+#: Seconds between attempts to follow the topic while the broker fails.
+RETRY_S = 3.0
 
 
 class AudienceDefinitions:
@@ -58,7 +60,7 @@ class AudienceDefinitions:
         """Create or change ``audience`` (its condition checked first: :class:`ConditionError`);
         returns it with its new version once the topic has it."""
         parse_condition(audience.condition)
-        await self.caught_up.wait()
+        await self._known_all()
         before = self.known.get(audience.name)
         same = before is not None and not before.deleted and _definition(before) == _definition(audience)
         if same:
@@ -76,7 +78,7 @@ class AudienceDefinitions:
 
     async def delete(self, name: str) -> Audience | None:
         """Delete the audience ``name`` (its members leave); None if there is none."""
-        await self.caught_up.wait()
+        await self._known_all()
         before = self.get(name)
         if before is None:
             return None
@@ -86,13 +88,27 @@ class AudienceDefinitions:
         await self._publish(gone)
         return gone
 
+    async def _known_all(self) -> None:
+        """Once every definition is read; :class:`TimeoutError` if that takes ``RETRY_S`` * 10
+        (the broker is away: a change now could reuse a version)."""
+        await asyncio.wait_for(self.caught_up.wait(), RETRY_S * 10)
+
     async def _publish(self, audience: Audience) -> None:
         raw = audience.model_dump_json().encode()
         await (await self.topic.send(key=audience.name.encode(), value=raw))  # durable before it is answered
         self._receive(raw)
 
     async def _follow(self) -> None:
-        """Read every definition from the topic's beginning, then keep following it."""
+        """Read every definition from the topic's beginning, then keep following it; again
+        from the beginning after the broker failed it (the definitions read are kept)."""
+        while True:
+            try:
+                await self._read()
+            except Exception as error:  # noqa: BLE001 - a broker away must not end the following
+                log.warning("following %s again after: %s", AUDIENCES, error)
+                await asyncio.sleep(RETRY_S)
+
+    async def _read(self) -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
         await consumer.start()
         try:

@@ -23,7 +23,6 @@ from typing import Any
 
 import aiohttp
 import faust
-import orjson
 from aiokafka import AIOKafkaConsumer
 
 from schemas.audiences import AudienceEvent
@@ -33,6 +32,8 @@ from streams.settings import Settings
 from streams.worker.audiences import AudienceDefinitions
 
 log = logging.getLogger("crm360")
+#: Seconds between attempts to read the topic while the broker fails.
+RETRY_S = 3.0
 
 
 class Undelivered(Exception):
@@ -56,47 +57,63 @@ class Destinations:
         app.task(self._follow)
 
     async def _follow(self) -> None:
-        """Read ``audience-updates`` in the group while some audience has a webhook."""
-        settings = self.settings
+        """Read ``audience-updates`` in the group while some audience has a webhook; again after
+        the broker failed it."""
         while True:
             while not self.audiences.webhooks:
                 await asyncio.sleep(1.0)
-            consumer = AIOKafkaConsumer(
-                AUDIENCE_UPDATES,
-                bootstrap_servers=settings.kafka_bootstrap,
-                group_id=f"{settings.app_id}-destinations",
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                session_timeout_ms=int(settings.session_timeout_s * 1000),
-                heartbeat_interval_ms=int(settings.heartbeat_interval_s * 1000),
-            )
-            await consumer.start()
             try:
-                while self.audiences.webhooks:
-                    batches = await consumer.getmany(timeout_ms=500, max_records=500)
-                    for records in batches.values():
-                        for record in records:
-                            await self._deliver_one(record.value, record.partition, record.offset)
-                    if batches:
-                        await consumer.commit()  # delivered, or dead-lettered
-            finally:
-                await consumer.stop()
+                await self._read()
+            except Exception as error:  # noqa: BLE001 - a broker away must not end the deliveries
+                log.warning("reading %s again after: %s", AUDIENCE_UPDATES, error)
+                await asyncio.sleep(RETRY_S)
+
+    async def _read(self) -> None:
+        """Deliver what the group's partitions hold until no audience has a webhook."""
+        settings = self.settings
+        consumer = AIOKafkaConsumer(
+            AUDIENCE_UPDATES,
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=f"{settings.app_id}-destinations",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(settings.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(settings.heartbeat_interval_s * 1000),
+        )
+        await consumer.start()
+        try:
+            while self.audiences.webhooks:
+                batches = await consumer.getmany(timeout_ms=500, max_records=500)
+                for records in batches.values():
+                    for record in records:
+                        await self._deliver_one(record.value or b"", record.partition, record.offset)
+                if batches:
+                    await consumer.commit()  # delivered, or dead-lettered
+        finally:
+            await consumer.stop()
 
     async def _deliver_one(self, raw: bytes, partition: int, offset: int) -> None:
-        url = self.audiences.webhooks.get(orjson.loads(raw)["audience"])
+        try:
+            event = AudienceEvent.model_validate_json(raw)
+        except ValueError as error:  # not ours: no webhook can take it
+            await self._undelivered(f"not an audience event: {str(error).splitlines()[0]}", raw, partition, offset)
+            return
+        url = self.audiences.webhooks.get(event.audience)
         if url is None:
             return
-        event = AudienceEvent.model_validate_json(raw)
         try:
             await self.deliver(url, event.event_id, raw)
             self.delivered += 1
         except Undelivered as why:
-            self.failed += 1
             log.warning("audience %s: %s", event.audience, why)
-            letter = DeadLetter.received(
-                time.time(), "webhook", AUDIENCE_UPDATES, partition, offset, str(why), raw.decode()
-            )
-            await self.dead_letter([letter])
+            await self._undelivered(str(why), raw, partition, offset)
+
+    async def _undelivered(self, why: str, raw: bytes, partition: int, offset: int) -> None:
+        self.failed += 1
+        payload = raw.decode(errors="replace")
+        await self.dead_letter(
+            [DeadLetter.received(time.time(), "webhook", AUDIENCE_UPDATES, partition, offset, why, payload)]
+        )
 
     async def deliver(self, url: str, event_id: str, body: bytes) -> None:
         """POST ``body`` until ``url`` takes it; :class:`Undelivered` after the last try."""

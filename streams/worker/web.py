@@ -232,6 +232,10 @@ def _customer_views(
             )
 
 
+#: The answer to a change of audiences while their topic cannot be read.
+UNREAD = "the audiences topic cannot be read (is the broker up?): nothing changed; try again"
+
+
 def _audience_views(app: App, audiences: AudienceDefinitions) -> None:
     def plain(audience: Audience) -> dict[str, Any]:
         return audience.model_dump(mode="json", exclude={"deleted"})
@@ -254,6 +258,8 @@ def _audience_views(app: App, audiences: AudienceDefinitions) -> None:
             saved = await audiences.save(audience)
         except ValidationError as error:
             return view.json({"error": definition_problem(error)}, status=400)
+        except TimeoutError:
+            return view.json({"error": UNREAD}, status=503)
         except (ValueError, TypeError, ConditionError) as error:  # orjson's errors are ValueErrors
             return view.json({"error": f"{error}"}, status=400)
         return view.json(plain(saved))
@@ -278,7 +284,10 @@ def _audience_views(app: App, audiences: AudienceDefinitions) -> None:
             return await save(self, request, name)
 
         async def delete(self, request: Request, name: str) -> Response:
-            gone = await audiences.delete(name)
+            try:
+                gone = await audiences.delete(name)
+            except TimeoutError:
+                return self.json({"error": UNREAD}, status=503)
             if gone is None:
                 return self.json({"error": f"no audience {name!r}"}, status=404)
             return self.json(plain(gone))
