@@ -15,6 +15,13 @@ from streams.worker.ports import free_port
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def crm360(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    """The command with only ``env`` of the CRM360_* settings."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CRM360_")} | env
+    command = [sys.executable, "-m", "streams.cli", *args]
+    return subprocess.run(command, cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60, check=False)
+
+
 @pytest.mark.parametrize(
     "args",
     [
