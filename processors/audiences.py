@@ -80,6 +80,8 @@ class Audiences:
         #: Deleted audiences (their last definition): their members leave.
         self.deleted: dict[str, LiveAudience] = {}
         self.generation = 0
+        #: The generation at which each audience (live or deleted) last changed.
+        self.changed_at: dict[str, int] = {}
 
     def define(self, audience: Audience) -> None:
         """Add or replace ``audience`` (its condition must parse)."""
@@ -89,12 +91,18 @@ class Audiences:
         self.live[audience.name] = LiveAudience(audience, parse_condition(audience.condition))
         self.deleted.pop(audience.name, None)
         self.generation += 1
+        self.changed_at[audience.name] = self.generation
 
     def delete(self, name: str) -> None:
         gone = self.live.pop(name, None)
         if gone is not None:
             self.deleted[name] = gone
             self.generation += 1
+            self.changed_at[name] = self.generation
+
+    def changed_since(self, generation: int) -> list[str]:
+        """The audiences defined, changed or deleted after ``generation``."""
+        return [name for name, at in self.changed_at.items() if at > generation]
 
     def decide(self, state: CustomerState, row: Mapping[str, Any]) -> list[Change]:
         """The changes of the customer's memberships that ``row`` (their new feature row, times as

@@ -205,17 +205,21 @@ class ReadOnlyPool:
 
     Queries beyond ``size`` wait for a free thread without taking one of the event loop's
     default threads (which write to ClickHouse), and never wait for another pool's queries.
+    With ``limits`` False the connections are ``dsn``'s own, without the analysts' limits: for
+    the worker's own reads, whose statements are its code's (a backfill reads every customer).
     """
 
-    def __init__(self, dsn: str, size: int, name: str) -> None:
+    def __init__(self, dsn: str, size: int, name: str, limits: bool = True) -> None:
         self.dsn = dsn
+        self.limits = limits
         self._threads = ThreadPoolExecutor(size, thread_name_prefix=f"crm360-{name}")
         self._local = threading.local()
 
     def _call(self, use: Callable[[Client], T]) -> T:
         client = getattr(self._local, "client", None)
         if client is None:  # opened in its thread, on first use: a failure is the query's error
-            client = self._local.client = connect_readonly(self.dsn)
+            opened = connect_readonly(self.dsn) if self.limits else connect(self.dsn, database=DATABASE)
+            client = self._local.client = opened
         return use(client)
 
     async def run(self, use: Callable[[Client], T]) -> T:

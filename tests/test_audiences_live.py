@@ -139,7 +139,7 @@ def test_audiences_follow_the_stream_and_their_definitions(start_worker: Any, br
     assert assert_matches(worker, "loyal_pos", LOYAL_POS[1])
     assert assert_matches(worker, "mid_or_north", MID_OR_NORTH[1])
 
-    # Created over the customers already there: backfilled, with recency at each partition's watermark.
+    # Created over the customers already there: backfilled over their current rows.
     create(worker, "lapsed", LAPSED[0])
     lapsed_before = assert_matches(worker, "lapsed", LAPSED[1])
     assert lapsed_before, "the stream leaves some customers idle for 60 days"

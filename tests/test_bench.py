@@ -37,11 +37,13 @@ def test_bench_prints_consistent_figures() -> None:
     # speed: 88 on a loaded machine failed a bound of 100 that the code could not change.
     assert figures["freshness_samples"] == figures["freshness_probes"] >= 20
     assert 0 < figures["freshness_p50_s"] <= figures["freshness_p95_s"] < 10
-    # Three audiences live, the first of which every probe enters; a fourth backfilled over everyone.
+    # Three audiences live, the first of which every probe enters; then two backfilled: the
+    # few who spent most, and everyone.
     assert figures["audiences"] == 3 and figures["audience_changes"] > 0
     assert 0 < figures["audience_freshness_p50_s"] <= figures["audience_freshness_p95_s"] < 10
-    assert figures["backfill_customers"] == figures["customers"]
-    assert figures["backfill_s"] > 0 and figures["backfill_customers_per_s"] > 0
+    assert figures["backfill_customers"] == figures["customers"] == figures["backfill_everyone_members"]
+    assert 0 < figures["backfill_big_spenders_members"] < figures["customers"]
+    assert figures["backfill_big_spenders_s"] > 0 and figures["backfill_customers_per_s"] > 0
     assert figures["bytes_per_customer"] > 100
     assert figures["kafka_mib_per_million_events"] > 0 and figures["clickhouse_mib_per_million_events"] > 0
     table = {line.split()[0] for line in lines if line.strip() and not line.startswith("{")}

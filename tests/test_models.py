@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import pickle
 import random
-import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,7 +20,6 @@ from processors.models import Models, Trainer
 from processors.quality import roc_auc
 from processors.segments import Segmenter
 from processors.snapshots import STAYED, Inputs, LabelledSnapshot, inputs_at, profile_inputs
-from schemas.audiences import Audience
 from schemas.envelope import pack
 from schemas.events import parse_event
 from streams.local.replay import read_events
@@ -555,33 +553,3 @@ def test_an_aging_pass_walks_the_partitions_owned_once_it_holds_the_lock() -> No
     asyncio.run(main())
     emitted = {pipeline.partition_of(row["customer_id"].encode()) for row in sink.features}
     assert pipeline.counters.aging_passes == 1 and emitted == {1}
-
-
-def test_a_new_audience_is_backfilled_at_once_however_recent_the_last_pass() -> None:
-    """Passes are spaced to take at most ``max_share`` of the worker's time (the next one starts
-    9 times a pass's length later at 0.1): a new audience's backfill does not wait for it."""
-    pipeline, _, _ = new_pipeline(ModelConfig(), partitions=2)
-    feed(pipeline, [purchase(f"c{i}", 1, i / 100) for i in range(40)])
-
-    async def nothing() -> None:
-        pass
-
-    async def main() -> int:
-        aging = AgingSchedule(
-            pipeline.start_aging,
-            asyncio.Lock(),
-            asyncio.Event(),
-            nothing,
-            slice_size=50,
-            min_advance_s=3600,
-            max_share=0.1,
-        )
-        await aging.run(lambda: {0, 1})
-        assert aging.next_at > time.monotonic()  # the next pass waits
-        pipeline.audiences.define(Audience(name="buyers", condition="purchase_count >= 1", version=1))
-        assert pipeline.unchecked({0, 1})
-        await aging.run(lambda: {0, 1}, now=pipeline.unchecked({0, 1}))
-        return len(pipeline.take_audience_events())
-
-    assert asyncio.run(main()) == 40
-    assert not pipeline.unchecked({0, 1})

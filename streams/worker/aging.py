@@ -255,12 +255,12 @@ class AgingSchedule:
         self.slice_size, self.min_advance_s, self.max_share = slice_size, min_advance_s, max_share
         self.next_at = 0.0  # monotonic time before which no pass starts
 
-    async def run(self, owned: Callable[[], set[int]], now: bool = False) -> None:
+    async def run(self, owned: Callable[[], set[int]]) -> None:
         """A pass over the customers of the partitions ``owned()`` says are this process's once
         the pass holds the lock (a rebalance may come while it waits: a pass over partitions
         given up put their customers back in this process's state), unless the last pass was
-        too recent and the pass is not wanted ``now`` (a new audience's backfill)."""
-        if time.monotonic() < self.next_at and not now:
+        too recent."""
+        if time.monotonic() < self.next_at:
             return
         async with self.lock:
             assigned = owned()

@@ -38,6 +38,7 @@ from sinks.query import ReadOnlyPool, reader_statements
 from streams.settings import Role, Settings
 from streams.worker.aging import AgingSchedule
 from streams.worker.audiences import AudienceDefinitions
+from streams.worker.backfill import Backfill, CurrentReads
 from streams.worker.changelog import BufferedTable
 from streams.worker.checkpoint import Checkpoint
 from streams.worker.destinations import Destinations
@@ -153,10 +154,13 @@ class ClickHouse:
         self.writer: Client | RemoteRows
         self.dashboard_reads: ReadOnlyPool | None = None
         self.sql_reads: ReadOnlyPool | None = None
+        #: The worker's own reads of every customer (``streams.worker.backfill``).
+        self.current_reads: ReadOnlyPool | None = None
         self.staging: Path | None = None
-        if settings.role is Role.HELPER and settings.embedded_clickhouse:  # the main process writes
+        if settings.role is Role.HELPER and settings.embedded_clickhouse:  # the main process writes and reads
             self.writer = RemoteRows(settings, settings.staging_path / str(settings.web_port))
             return
+        self.current_reads = ReadOnlyPool(settings.clickhouse_url, 1, "current", limits=False)
         self.writer = connect(settings.clickhouse_url)
         migrate(self.writer)
         if not settings.embedded_clickhouse:
@@ -233,6 +237,13 @@ class Worker:
             min_advance_s=settings.aging_min_advance_s,
             max_share=settings.aging_max_share,
         )
+        self.backfill = Backfill(
+            self.pipeline,
+            self.lock,
+            self.writer,
+            CurrentReads(settings, self.clickhouse.current_reads),
+            self._after_slice,
+        )
         self.last_batch_at: float | None = None
         #: When identity ops were last sent (they go out together, every flush interval).
         self.identity_sent_at = 0.0
@@ -242,6 +253,7 @@ class Worker:
         self.app.checkpoint = self._checkpoint
         self.app.agent(self.source, name="customers")(self._process)
         self.app.timer(settings.aging_interval_s)(self._age)
+        self.app.timer(settings.flush_interval_s)(self._backfill)
         self.app.timer(settings.flush_interval_s / 4)(self._flush_when_due)
         self.app.timer(BROKER_PROBE_INTERVAL_S)(self._probe_broker)
         # mode's stubs require a handler to take any positional arguments; ours take what their
@@ -264,6 +276,7 @@ class Worker:
             audiences=self.audiences,
             dashboard_reads=self.clickhouse.dashboard_reads,
             sql_reads=self.clickhouse.sql_reads,
+            current_reads=self.clickhouse.current_reads,
         )
 
     async def _process(self, stream: faust.StreamT) -> None:
@@ -351,7 +364,11 @@ class Worker:
 
     async def _age(self) -> None:
         if self.models.caught_up.is_set() and self.audiences.caught_up.is_set():
-            await self.aging.run(lambda: self.settled, now=self.pipeline.unchecked(self.settled))
+            await self.aging.run(lambda: self.settled)
+
+    async def _backfill(self) -> None:
+        if self.audiences.caught_up.is_set():
+            await self.backfill.run(lambda: self.settled)
 
     async def _after_slice(self) -> None:
         """What a slice of input or of an aging pass leaves to publish and write."""

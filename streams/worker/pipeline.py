@@ -40,6 +40,7 @@ from schemas.events import BaseEvent, Purchase, ahead_of_wall_clock
 from schemas.rows import FEATURE_TIME_COLUMNS, DeadLetter
 from schemas.topics import IDENTITY_OPS, partition_for
 from sinks.clickhouse import ClickHouseSink
+from sinks.current import CurrentRows
 from streams.worker.aging import AgingPass
 from streams.worker.counters import Counters
 from streams.worker.identities import Identities
@@ -668,15 +669,48 @@ class CustomerPipeline:
             emitted += 1
         return emitted
 
-    def unchecked(self, partitions: set[int]) -> bool:
-        """Whether customers of ``partitions`` wait to be checked against changed audiences."""
-        return any(self._checked.get(home, 0) != self.audiences.generation for home in partitions)
+    def unchecked(self, partitions: set[int]) -> tuple[set[int], list[str]]:
+        """The partitions of ``partitions`` whose customers wait to be checked against audiences
+        defined, changed or deleted since, and those audiences."""
+        generation = self.audiences.generation
+        due = {home for home in partitions if self._checked.get(home, 0) != generation}
+        since = min((self._checked.get(home, 0) for home in due), default=generation)
+        return due, self.audiences.changed_since(since)
+
+    def backfill(self, current: CurrentRows, partitions: set[int], generation: int, changed: list[str]) -> int:
+        """Check the customers of ``partitions`` against the audiences ``changed`` (defined,
+        changed or deleted since their partition was last checked) on their current rows
+        (``customer_features`` as written, all of this process's rows in it; the caller holds
+        the batches off meanwhile): only a customer whose membership the rows say must change
+        is read and decided (:meth:`Audiences.decide`, over every audience). The partitions are
+        checked as of ``generation``. Returns the entries and exits decided."""
+        audiences, members = self.audiences, current.members
+        live = [audiences.live[name] for name in changed if name in audiences.live]
+        gone = [name for name in changed if name not in audiences.live]
+        now_ms = int(self.clock() * 1000)
+        decided = 0
+        for row in current.dicts():
+            customer = row["customer_id"]
+            if all(audience.condition(row) == ((audience.name, customer) in members) for audience in live) and all(
+                (name, customer) not in members for name in gone
+            ):
+                continue
+            key = customer.encode()
+            state = self.held(key)
+            if state is None or not state.is_profile:
+                continue
+            changes = audiences.decide(state, row)
+            if changes:
+                self.record_audience_changes(state, row, changes, row["version"], now_ms)
+                self.table[key] = state
+                decided += len(changes)
+        for home in partitions:
+            self._checked[home] = generation
+        return decided
 
     def _due(self, home: int, watermark: float, min_advance_s: float) -> bool:
-        """Re-emit when event time moved enough, when audiences changed (their backfill), or a
-        newer model is out (at most every ``rescore_interval_s``)."""
-        if self._checked.get(home, 0) != self.audiences.generation:
-            return True
+        """Re-emit when event time moved enough, or a newer model is out (at most every
+        ``rescore_interval_s``)."""
         aged_at = self._aged_at.get(home, float("-inf"))
         if watermark > aged_at and watermark - aged_at >= min_advance_s:
             return True

@@ -24,6 +24,7 @@ from processors.features import profile
 from schemas.audiences import Audience, definition_problem
 from schemas.rows import FEATURE_TIME_COLUMNS
 from schemas.topics import partition_for
+from sinks.current import read_current
 from sinks.query import ReadOnlyPool, run_readonly
 from streams.analytics.dashboard import DashboardCache, dashboard_data, dashboard_page, plotly_js
 from streams.sdk.client import bearer
@@ -118,6 +119,7 @@ def register_views(
     audiences: AudienceDefinitions,
     dashboard_reads: ReadOnlyPool | None,
     sql_reads: ReadOnlyPool | None,
+    current_reads: ReadOnlyPool | None,
 ) -> None:
     """Add the crm360 endpoints to ``app``'s web server: events through ``intake``, live
     profiles from ``pipeline`` (or the process of ``helpers`` that owns the customer in
@@ -128,8 +130,8 @@ def register_views(
     _customer_views(app, settings, pipeline, helpers, table, dashboard_reads)
     _process_views(app, settings, health, figures, helpers)
     _audience_views(app, audiences)
-    if dashboard_reads is not None and sql_reads is not None:
-        _clickhouse_views(app, settings, writer, sql_reads)
+    if dashboard_reads is not None and sql_reads is not None and current_reads is not None:
+        _clickhouse_views(app, settings, writer, sql_reads, current_reads)
         _dashboard_views(app, settings, dashboard_reads)
 
 
@@ -327,7 +329,9 @@ def _process_views(
             return self.json(figures())
 
 
-def _clickhouse_views(app: App, settings: Settings, writer: RowWriter, reads: ReadOnlyPool) -> None:
+def _clickhouse_views(
+    app: App, settings: Settings, writer: RowWriter, reads: ReadOnlyPool, current_reads: ReadOnlyPool
+) -> None:
     @app.page("/internal/rows")
     class Rows(KeyedView):
         """Inserts a helper process's write (see ``streams.worker.processes``)."""
@@ -343,6 +347,26 @@ def _clickhouse_views(app: App, settings: Settings, writer: RowWriter, reads: Re
             finally:
                 await writer.publish_refused()  # rows ClickHouse refused: dead-lettered, the rest written
             return self.json({"inserted_rows": sum(insert.rows for insert in inserts)})
+
+    @app.page("/internal/current")
+    class Current(KeyedView):
+        """Reads a helper process's customers for a backfill (see ``streams.worker.backfill``)."""
+
+        async def post(self, request: Request) -> Response:
+            try:
+                ask = orjson.loads(await request.read())
+                columns, audiences, partitions = list(ask["columns"]), list(ask["audiences"]), list(ask["partitions"])
+            except (ValueError, KeyError, TypeError):
+                return self.json(
+                    {"error": 'send {"columns": [...], "audiences": [...], "partitions": [...]}'}, status=400
+                )
+            try:
+                current = await current_reads.run(
+                    lambda client: read_current(client, columns, audiences, partitions, settings.partitions)
+                )
+            except ValueError as error:
+                return self.json({"error": str(error)}, status=400)
+            return self.bytes(current.to_json(), content_type="application/json")
 
     @app.page("/sql")
     class Sql(KeyedView):

@@ -1,0 +1,79 @@
+"""Customers' current feature rows and audience memberships, as ClickHouse holds them, read
+back for the backfill of new or changed audiences (``streams.worker.backfill``).
+
+Only the customers of some partitions are read (a worker process's), picked in ClickHouse by
+the partition Kafka gives their key (``kafkaMurmurHash``, as ``schemas.topics.partition_for``),
+and only the columns the audiences' conditions name, times as epoch seconds (as conditions
+compare them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from clickhouse_connect.driver.client import Client
+
+from sinks.tables import DATABASE, TABLES
+
+#: The type of each column of ``customer_features``.
+_COLUMNS = dict(TABLES["customer_features"].columns)
+
+
+@dataclass(frozen=True)
+class CurrentRows:
+    """``rows`` of ``columns`` (``customer_id``, ``as_of`` and ``version`` first), and the
+    (audience, customer) pairs of the memberships."""
+
+    columns: list[str]
+    rows: list[list[Any]]
+    members: set[tuple[str, str]]
+
+    def dicts(self) -> Iterator[dict[str, Any]]:
+        columns = self.columns
+        for row in self.rows:
+            yield dict(zip(columns, row, strict=True))
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({"columns": self.columns, "rows": self.rows, "members": sorted(self.members)})
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> CurrentRows:
+        data = orjson.loads(raw)
+        return cls(data["columns"], data["rows"], {(a, c) for a, c in data["members"]})
+
+
+def _partition_of_key(partitions: Sequence[int], partition_count: int) -> str:
+    wanted = ", ".join(str(int(p)) for p in sorted(partitions))
+    return f"kafkaMurmurHash(customer_id) % {int(partition_count)} IN ({wanted})"
+
+
+def read_current(
+    client: Client, columns: Sequence[str], audiences: Sequence[str], partitions: Sequence[int], partition_count: int
+) -> CurrentRows:
+    """The current rows (``columns``: names of ``customer_features``) and the memberships of
+    ``audiences`` of the customers of ``partitions`` (of ``partition_count``).
+
+    Column and audience names are checked, not trusted: columns must be those of
+    ``customer_features``; audience names travel as a query parameter.
+    """
+    wanted = ["customer_id", "as_of", "version", *(c for c in columns if c not in ("customer_id", "as_of"))]
+    unknown = [c for c in wanted if c not in _COLUMNS]
+    if unknown:
+        raise ValueError(f"not columns of customer_features: {unknown}")
+    select = ", ".join(f"toUnixTimestamp64Milli({c}) / 1000 AS {c}" if "DateTime" in _COLUMNS[c] else c for c in wanted)
+    mine = _partition_of_key(partitions, partition_count)
+    rows = client.query(
+        f"SELECT {select} FROM {DATABASE}.customer_features FINAL WHERE is_deleted = 0 AND {mine}"
+    ).result_rows
+    members: set[tuple[str, str]] = set()
+    if audiences:
+        found = client.query(
+            f"SELECT audience, customer_id FROM {DATABASE}.audience_membership FINAL "
+            f"WHERE is_deleted = 0 AND audience IN {{audiences:Array(String)}} AND {mine}",
+            parameters={"audiences": list(audiences)},
+        ).result_rows
+        members = {(audience, customer) for audience, customer in found}
+    return CurrentRows(wanted, [list(row) for row in rows], members)

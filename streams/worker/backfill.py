@@ -1,0 +1,100 @@
+"""The backfill of new, changed and deleted audiences over the customers already there.
+
+An audience is complete the moment it exists: as soon as a worker process knows of a change
+of the audiences, it checks its partitions' customers against it. Re-emitting every customer
+would read and score every state (minutes over a million customers on disk); instead
+ClickHouse answers which customers' memberships the change moves. Every row this process
+emitted is written first, so the rows read are each customer's last, the ones their
+memberships were decided on; the batches wait meanwhile. Each customer whose row says that
+their membership must change is then decided on that row, in their state, as the stream
+decides it (``CustomerPipeline.backfill``); nobody else is read.
+
+The process that owns embedded ClickHouse reads for its helpers (``POST /internal/current``);
+with a ClickHouse server every process reads for itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable
+
+import orjson
+
+from sinks.current import CurrentRows, read_current
+from sinks.query import ReadOnlyPool
+from streams.settings import Settings
+from streams.worker.pipeline import CustomerPipeline
+from streams.worker.processes import auth_headers
+from streams.worker.writes import RowWriter
+
+log = logging.getLogger(__name__)
+
+
+class CurrentReads:
+    """Customers' current rows and memberships, read from ClickHouse (``reads``), or asked of
+    the main process by a helper of embedded ClickHouse (``reads`` None)."""
+
+    def __init__(self, settings: Settings, reads: ReadOnlyPool | None) -> None:
+        self.settings, self.reads = settings, reads
+
+    async def read(self, columns: list[str], audiences: list[str], partitions: list[int]) -> CurrentRows:
+        if self.reads is not None:
+            count = self.settings.partitions
+            return await self.reads.run(lambda client: read_current(client, columns, audiences, partitions, count))
+        ask = orjson.dumps({"columns": columns, "audiences": audiences, "partitions": partitions})
+        return CurrentRows.from_json(await asyncio.to_thread(self._ask_main, ask))
+
+    def _ask_main(self, body: bytes) -> bytes:
+        request = urllib.request.Request(
+            f"{self.settings.main_url}/internal/current", data=body, headers=auth_headers(self.settings), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=300) as response:
+            answer: bytes = response.read()
+            return answer
+
+
+class Backfill:
+    """Checks a worker process's customers against the audiences changed since they were."""
+
+    def __init__(
+        self,
+        pipeline: CustomerPipeline,
+        lock: asyncio.Lock,
+        writer: RowWriter,
+        current: CurrentReads,
+        after: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.pipeline, self.lock, self.writer, self.current, self.after = pipeline, lock, writer, current, after
+
+    async def run(self, owned: Callable[[], set[int]]) -> None:
+        """Check the customers of the partitions ``owned()`` says are this process's, if the
+        audiences changed since they were checked; a failure is logged and tried again at the
+        next call."""
+        async with self.lock:
+            partitions, changed = self.pipeline.unchecked(owned())
+            if not partitions:
+                return
+            started = time.monotonic()
+            audiences = self.pipeline.audiences
+            generation = audiences.generation
+            # Every live audience's columns: a customer read is decided over every audience.
+            columns = sorted({column for live in audiences.live.values() for column in live.condition.columns})
+            try:
+                await self.writer.flush()
+                current = await self.current.read(columns, changed, sorted(partitions))
+            except Exception:
+                log.exception("audiences %s not checked yet over partitions %s", changed, sorted(partitions))
+                return
+            decided = self.pipeline.backfill(current, partitions, generation, changed)
+            await self.after()
+        log.info(
+            "audiences %s checked over %d customers of partitions %s in %.1f s: %d entries and exits",
+            changed,
+            len(current.rows),
+            sorted(partitions),
+            time.monotonic() - started,
+            decided,
+        )
