@@ -9,7 +9,7 @@ compare them).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,10 +31,10 @@ class CurrentRows:
     rows: list[list[Any]]
     members: set[tuple[str, str]]
 
-    def dicts(self) -> Iterator[dict[str, Any]]:
+    def dicts(self, start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
+        """Rows ``start`` to ``stop`` as column name to value."""
         columns = self.columns
-        for row in self.rows:
-            yield dict(zip(columns, row, strict=True))
+        return [dict(zip(columns, row, strict=True)) for row in self.rows[start:stop]]
 
     def to_json(self) -> bytes:
         return orjson.dumps({"columns": self.columns, "rows": self.rows, "members": sorted(self.members)})

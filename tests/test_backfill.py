@@ -3,6 +3,7 @@ current rows read back from ClickHouse, and only those whose membership moves re
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +36,14 @@ def current_of(rows: list[dict[str, Any]], columns: list[str], members: set[tupl
     return CurrentRows(wanted, [[row.get(c, 1) for c in wanted] for row in last.values()], members)
 
 
+def check(pipeline: Any, current: CurrentRows, partitions: set[int]) -> None:
+    """What ``Backfill.run`` does, in one go."""
+    due, changed = pipeline.unchecked(partitions)
+    generation = pipeline.audiences.generation
+    pipeline.backfill(current.dicts(), current.members, changed, partitions)
+    pipeline.checked(due, generation)
+
+
 def test_a_backfill_reads_only_the_customers_whose_membership_moves() -> None:
     pipeline, sink, _ = new_pipeline(ModelConfig(), partitions=2)
     table = pipeline.table = CountingTable()
@@ -46,7 +55,8 @@ def test_a_backfill_reads_only_the_customers_whose_membership_moves() -> None:
 
     table.reads = 0
     current = current_of(sink.features, ["purchase_count"], set())
-    assert pipeline.backfill(current, {0, 1}, pipeline.audiences.generation, changed) == 20
+    assert pipeline.backfill(current.dicts(), current.members, changed, {0, 1}) == 20
+    pipeline.checked(due, pipeline.audiences.generation)
     assert table.reads == 20  # the 10 one-time buyers stay where they are
     entered = {e.customer_id for e in pipeline.take_audience_events() if e.change == "entered"}
     assert entered == {f"c{i}" for i in range(30) if i % 3} and pipeline.unchecked({0, 1}) == (set(), [])
@@ -55,10 +65,7 @@ def test_a_backfill_reads_only_the_customers_whose_membership_moves() -> None:
     pipeline.audiences.define(Audience(name="repeat", condition="purchase_count >= 3", version=2))
     members = {("repeat", c) for c in entered}
     table.reads = 0
-    _, changed = pipeline.unchecked({0, 1})
-    pipeline.backfill(
-        current_of(sink.features, ["purchase_count"], members), {0, 1}, pipeline.audiences.generation, changed
-    )
+    check(pipeline, current_of(sink.features, ["purchase_count"], members), {0, 1})
     events = pipeline.take_audience_events()
     assert table.reads == 10 and {e.change for e in events} == {"exited"}
     assert {e.customer_id for e in events} == {f"c{i}" for i in range(30) if i % 3 == 1}
@@ -69,11 +76,46 @@ def test_a_backfill_reads_only_the_customers_whose_membership_moves() -> None:
     # Deleted: its members leave, and only they are read.
     pipeline.audiences.delete("repeat")
     table.reads = 0
-    _, changed = pipeline.unchecked({0, 1})
     members = {("repeat", f"c{i}") for i in range(30) if i % 3 == 2}
-    pipeline.backfill(current_of(sink.features, [], members), {0, 1}, pipeline.audiences.generation, changed)
+    check(pipeline, current_of(sink.features, [], members), {0, 1})
     events = pipeline.take_audience_events()
     assert table.reads == 10 and {(e.change, e.reason) for e in events} == {("exited", "deleted")}
+
+
+def test_a_customer_emitted_while_the_backfill_goes_on_is_left_to_the_stream(monkeypatch: Any) -> None:
+    """The rows are checked a slice at a time, with batches in between: a customer whose new
+    row a batch emitted meanwhile was checked on it, and their older row read before is passed
+    by (decided on it, they would enter an audience they no longer fit)."""
+    from streams.worker import backfill as module
+
+    monkeypatch.setattr(module, "SLICE", 10)
+    pipeline, sink, _ = new_pipeline(ModelConfig(), partitions=2)
+    feed(pipeline, [purchase(f"c{i}", 0, i / 100) for i in range(30)])
+    pipeline.audiences.define(Audience(name="one_time", condition="purchase_count = 1", version=1))
+    read = current_of(sink.features, ["purchase_count"], set())
+    last = read.rows[-1][0]
+    batches: list[int] = []
+
+    async def after_slice() -> None:
+        if not batches:  # a batch between the first two slices: the last customer buys again
+            feed(pipeline, [purchase(last, 1, 5.0)])
+        batches.append(len(batches))
+
+    class Reads:
+        async def read(self, columns: list[str], audiences: list[str], partitions: list[int]) -> CurrentRows:
+            assert columns == ["purchase_count"] and audiences == ["one_time"] and partitions == [0, 1]
+            return read
+
+    class Writer:
+        async def flush(self) -> None:
+            pass
+
+    runner = module.Backfill(pipeline, asyncio.Lock(), asyncio.Event(), Writer(), Reads(), after_slice)  # type: ignore[arg-type]
+    asyncio.run(runner.run(lambda: {0, 1}))
+    assert len(batches) == 3 and pipeline.unchecked({0, 1}) == (set(), [])
+    entered = {e.customer_id for e in pipeline.take_audience_events() if e.change == "entered"}
+    assert entered == {f"c{i}" for i in range(30)} - {last}
+    assert "one_time" not in pipeline.table[last.encode()].audiences and pipeline.emitted_since_read is None
 
 
 @pytest.fixture
@@ -97,7 +139,7 @@ def test_the_current_rows_of_some_partitions_come_back_as_written(tmp_path: Path
     _, changed = pipeline.unchecked({0, 1, 2, 3})
     everyone = read_current(client, ["purchase_count"], changed, [0, 1, 2, 3], 4)
     assert len(everyone.rows) == 40 and everyone.members == set()
-    pipeline.backfill(everyone, {0, 1, 2, 3}, pipeline.audiences.generation, changed)
+    check(pipeline, everyone, {0, 1, 2, 3})
     sink.write(sink.take())
 
     client.command(  # c3 merged into another profile: its row is deleted

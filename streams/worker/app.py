@@ -240,6 +240,7 @@ class Worker:
         self.backfill = Backfill(
             self.pipeline,
             self.lock,
+            self.stopping,
             self.writer,
             CurrentReads(settings, self.clickhouse.current_reads),
             self._after_slice,

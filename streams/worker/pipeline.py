@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -40,7 +41,6 @@ from schemas.events import BaseEvent, Purchase, ahead_of_wall_clock
 from schemas.rows import FEATURE_TIME_COLUMNS, DeadLetter
 from schemas.topics import IDENTITY_OPS, partition_for
 from sinks.clickhouse import ClickHouseSink
-from sinks.current import CurrentRows
 from streams.worker.aging import AgingPass
 from streams.worker.counters import Counters
 from streams.worker.identities import Identities
@@ -139,6 +139,8 @@ class CustomerPipeline:
         self._images: dict[bytes, bytes | None] | None = None if isinstance(table, DiskTable) else {}
         #: The aging pass under way, if any.
         self.aging: AgingPass | None = None
+        #: Customers emitted since a backfill read the rows it checks, while one is under way.
+        self.emitted_since_read: set[str] | None = None
         #: The batch's touched customers while :meth:`ingest` runs (the identity graph reads them).
         self._touched: dict[bytes, tuple[CustomerState, int]] | None = None
         self.identities = Identities(self, identity_config or IdentityConfig())
@@ -516,6 +518,8 @@ class CustomerPipeline:
         (membership, alerting). Returns the model inputs. Whatever can fail comes before the
         first row is queued."""
         row, inputs = self._score(state, watermark)
+        if self.emitted_since_read is not None:
+            self.emitted_since_read.add(state.customer_id)
         probability = row["churn_probability"]
         alert = None
         if self.models.version and should_alert(state, probability, row["value_tier"], row["as_of"], self.model_config):
@@ -677,25 +681,30 @@ class CustomerPipeline:
         since = min((self._checked.get(home, 0) for home in due), default=generation)
         return due, self.audiences.changed_since(since)
 
-    def backfill(self, current: CurrentRows, partitions: set[int], generation: int, changed: list[str]) -> int:
-        """Check the customers of ``partitions`` against the audiences ``changed`` (defined,
-        changed or deleted since their partition was last checked) on their current rows
-        (``customer_features`` as written, all of this process's rows in it; the caller holds
-        the batches off meanwhile): only a customer whose membership the rows say must change
-        is read and decided (:meth:`Audiences.decide`, over every audience). The partitions are
-        checked as of ``generation``. Returns the entries and exits decided."""
-        audiences, members = self.audiences, current.members
+    def backfill(
+        self, rows: Iterable[dict[str, Any]], members: set[tuple[str, str]], changed: list[str], owned: set[int]
+    ) -> int:
+        """Check customers against the audiences ``changed`` (defined, changed or deleted since
+        their partition was last checked) on ``rows``, their current rows as read from
+        ``customer_features`` (with ``members``, the memberships then): only a customer whose
+        membership the rows say must change is read and decided (:meth:`Audiences.decide`,
+        over every audience). A customer emitted since the read (:attr:`emitted_since_read`)
+        is passed by: their newer row was checked against every audience; so is one of a
+        partition this process no longer ``owned``. Returns the entries and exits decided."""
+        audiences, emitted = self.audiences, self.emitted_since_read or set()
         live = [audiences.live[name] for name in changed if name in audiences.live]
         gone = [name for name in changed if name not in audiences.live]
         now_ms = int(self.clock() * 1000)
         decided = 0
-        for row in current.dicts():
+        for row in rows:
             customer = row["customer_id"]
             if all(audience.condition(row) == ((audience.name, customer) in members) for audience in live) and all(
                 (name, customer) not in members for name in gone
             ):
                 continue
             key = customer.encode()
+            if customer in emitted or self.partition_of(key) not in owned:
+                continue
             state = self.held(key)
             if state is None or not state.is_profile:
                 continue
@@ -704,9 +713,12 @@ class CustomerPipeline:
                 self.record_audience_changes(state, row, changes, row["version"], now_ms)
                 self.table[key] = state
                 decided += len(changes)
+        return decided
+
+    def checked(self, partitions: set[int], generation: int) -> None:
+        """The customers of ``partitions`` were checked against the audiences of ``generation``."""
         for home in partitions:
             self._checked[home] = generation
-        return decided
 
     def _due(self, home: int, watermark: float, min_advance_s: float) -> bool:
         """Re-emit when event time moved enough, or a newer model is out (at most every
