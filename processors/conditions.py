@@ -95,6 +95,9 @@ class Condition:
     #: The columns it names, in the order it names them first.
     columns: tuple[str, ...]
     truth: Callable[[Row], Truth]
+    #: The same condition as a ClickHouse expression over ``customer_features`` (times compared
+    #: as epoch seconds, as here): true, false or NULL for a row exactly as :attr:`truth` is.
+    sql: str
 
     def __call__(self, row: Row) -> bool:
         return self.truth(row) is True
@@ -164,29 +167,29 @@ class _Parser:
             return True
         return False
 
-    def condition(self) -> Callable[[Row], Truth]:
+    def condition(self) -> _Node:
         parts = [self.conjunction()]
         while self.accept("OR"):
             parts.append(self.conjunction())
         return parts[0] if len(parts) == 1 else _joined(parts, decisive=True)
 
-    def conjunction(self) -> Callable[[Row], Truth]:
+    def conjunction(self) -> _Node:
         parts = [self.negation()]
         while self.accept("AND"):
             parts.append(self.negation())
         return parts[0] if len(parts) == 1 else _joined(parts, decisive=False)
 
-    def negation(self) -> Callable[[Row], Truth]:
+    def negation(self) -> _Node:
         if self.accept("NOT"):
-            inner = self.negation()
-            return lambda row: None if (truth := inner(row)) is None else not truth
+            inner, sql = self.negation()
+            return (lambda row: None if (truth := inner(row)) is None else not truth), f"NOT {sql}"
         if self.accept("("):
-            inner = self.condition()
+            group = self.condition()
             self.take(")")
-            return inner
+            return group
         return self.predicate()
 
-    def predicate(self) -> Callable[[Row], Truth]:
+    def predicate(self) -> _Node:
         token = self.take()
         if token.kind != "word" or token.value in _KEYWORDS:
             found = "the end" if token.kind == "end" else repr(token.value)
@@ -197,10 +200,13 @@ class _Parser:
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ConditionError(f"unknown column {name!r} at {token.at}{hint}")
         self.used[name] = None
+        column = f"(toUnixTimestamp64Milli({name}) / 1000)" if kind == TIME else name
         if self.accept("IS"):
             negated = self.accept("NOT")
             self.take("NULL")
-            return (lambda row: row.get(name) is not None) if negated else (lambda row: row.get(name) is None)
+            if negated:
+                return (lambda row: row.get(name) is not None), f"({column} IS NOT NULL)"
+            return (lambda row: row.get(name) is None), f"({column} IS NULL)"
         negated = self.accept("NOT")
         if self.accept("IN"):
             self.take("(")
@@ -209,12 +215,17 @@ class _Parser:
                 values.append(self.literal(name, kind))
             self.take(")")
             members = frozenset(values)
-            return _known(name, lambda v: (v in members) != negated)
+            listed = ", ".join(map(_sql_literal, values))
+            in_sql = f"({column} {'NOT IN' if negated else 'IN'} ({listed}))"
+            return _known(name, lambda v: (v in members) != negated), in_sql
         if self.accept("BETWEEN"):
             low = self.literal(name, kind)
             self.take("AND")
             high = self.literal(name, kind)
-            return _known(name, lambda v: (low <= v <= high) != negated)
+            between = (
+                f"({column} {'NOT BETWEEN' if negated else 'BETWEEN'} {_sql_literal(low)} AND {_sql_literal(high)})"
+            )
+            return _known(name, lambda v: (low <= v <= high) != negated), between
         if negated:
             raise ConditionError(f"expected IN or BETWEEN after NOT at {self.tokens[self.index - 1].at}")
         op = self.take()
@@ -225,7 +236,8 @@ class _Parser:
                 f"expected a comparison (=, !=, <, <=, >, >=, IN, BETWEEN, IS) at {op.at}, found {found}"
             )
         value = self.literal(name, kind)
-        return _known(name, lambda v: compare(v, value))
+        symbol = "!=" if op.value == "<>" else op.value
+        return _known(name, lambda v: compare(v, value)), f"({column} {symbol} {_sql_literal(value)})"
 
     def literal(self, column: str, kind: str) -> float | str:
         token = self.take()
@@ -247,6 +259,10 @@ class _Parser:
         )
 
 
+#: A parsed part of a condition: its truth for a row, and the same in ClickHouse's SQL.
+_Node = tuple[Callable[[Row], Truth], str]
+
+
 def _known(name: str, test: Callable[[Any], bool]) -> Callable[[Row], Truth]:
     def truth(row: Row) -> Truth:
         value = row.get(name)
@@ -255,20 +271,32 @@ def _known(name: str, test: Callable[[Any], bool]) -> Callable[[Row], Truth]:
     return truth
 
 
-def _joined(parts: list[Callable[[Row], Truth]], decisive: bool) -> Callable[[Row], Truth]:
+def _sql_literal(value: float | str) -> str:
+    r"""A literal as ClickHouse reads it (its strings take backslash escapes too).
+
+    >>> print(_sql_literal(0.5), _sql_literal("O'Brien \\ co"))
+    0.5 'O\'Brien \\ co'
+    """
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return repr(value)
+
+
+def _joined(parts: list[_Node], decisive: bool) -> _Node:
     """AND (``decisive`` False: one false part decides) or OR (True: one true part decides),
-    unknown when no part decides and one is unknown."""
+    unknown when no part decides and one is unknown (as in ClickHouse)."""
+    truths = [truth for truth, _ in parts]
 
     def truth(row: Row) -> Truth:
         unknown = False
-        for part in parts:
+        for part in truths:
             value = part(row)
             if value is decisive:
                 return decisive
             unknown = unknown or value is None
         return None if unknown else not decisive
 
-    return truth
+    return truth, "(" + (" OR " if decisive else " AND ").join(sql for _, sql in parts) + ")"
 
 
 def parse_condition(text: str, columns: Mapping[str, str] = FEATURE_COLUMNS) -> Condition:
@@ -277,7 +305,7 @@ def parse_condition(text: str, columns: Mapping[str, str] = FEATURE_COLUMNS) -> 
     if not text.strip():
         raise ConditionError("empty condition: write one, e.g. churn_probability > 0.6")
     parser = _Parser(text, columns)
-    truth = parser.condition()
+    truth, sql = parser.condition()
     if parser.next.kind != "end":
         raise ConditionError(f"unexpected {parser.next.value!r} at {parser.next.at}: join conditions with AND or OR")
-    return Condition(text, tuple(parser.used), truth)
+    return Condition(text, tuple(parser.used), truth, sql)

@@ -3,8 +3,8 @@ back for the backfill of new or changed audiences (``streams.worker.backfill``).
 
 Only the customers of some partitions are read (a worker process's), picked in ClickHouse by
 the partition Kafka gives their key (``kafkaMurmurHash``, as ``schemas.topics.partition_for``),
-and only the columns the audiences' conditions name, times as epoch seconds (as conditions
-compare them).
+only those whose membership may move (ClickHouse evaluates the conditions), and only the
+columns the audiences' conditions name, times as epoch seconds (as conditions compare them).
 """
 
 from __future__ import annotations
@@ -51,10 +51,17 @@ def _partition_of_key(partitions: Sequence[int], partition_count: int) -> str:
 
 
 def read_current(
-    client: Client, columns: Sequence[str], audiences: Sequence[str], partitions: Sequence[int], partition_count: int
+    client: Client,
+    columns: Sequence[str],
+    audiences: Sequence[str],
+    partitions: Sequence[int],
+    partition_count: int,
+    conditions: Sequence[str] = (),
 ) -> CurrentRows:
-    """The current rows (``columns``: names of ``customer_features``) and the memberships of
-    ``audiences`` of the customers of ``partitions`` (of ``partition_count``).
+    """The current rows (``columns``: names of ``customer_features``) of the customers of
+    ``partitions`` (of ``partition_count``) who may enter or leave: those for whom one of the
+    ``conditions`` (SQL over ``customer_features``, from ``processors.conditions``, never a
+    user's text) is true, and the members of ``audiences``; and those memberships.
 
     Column and audience names are checked, not trusted: columns must be those of
     ``customer_features``; audience names travel as a query parameter.
@@ -65,15 +72,19 @@ def read_current(
         raise ValueError(f"not columns of customer_features: {unknown}")
     select = ", ".join(f"toUnixTimestamp64Milli({c}) / 1000 AS {c}" if "DateTime" in _COLUMNS[c] else c for c in wanted)
     mine = _partition_of_key(partitions, partition_count)
+    members_of = (
+        f"SELECT customer_id FROM {DATABASE}.audience_membership FINAL "
+        f"WHERE is_deleted = 0 AND audience IN {{audiences:Array(String)}} AND {mine}"
+    )
+    who = " OR ".join([*(f"({sql})" for sql in conditions), f"customer_id IN ({members_of})"])
+    parameters = {"audiences": list(audiences)}
     rows = client.query(
-        f"SELECT {select} FROM {DATABASE}.customer_features FINAL WHERE is_deleted = 0 AND {mine}"
+        f"SELECT {select} FROM {DATABASE}.customer_features FINAL WHERE is_deleted = 0 AND {mine} AND ({who})",
+        parameters=parameters,
     ).result_rows
-    members: set[tuple[str, str]] = set()
-    if audiences:
-        found = client.query(
-            f"SELECT audience, customer_id FROM {DATABASE}.audience_membership FINAL "
-            f"WHERE is_deleted = 0 AND audience IN {{audiences:Array(String)}} AND {mine}",
-            parameters={"audiences": list(audiences)},
-        ).result_rows
-        members = {(audience, customer) for audience, customer in found}
-    return CurrentRows(wanted, [list(row) for row in rows], members)
+    found = client.query(
+        f"SELECT audience, customer_id FROM {DATABASE}.audience_membership FINAL "
+        f"WHERE is_deleted = 0 AND audience IN {{audiences:Array(String)}} AND {mine}",
+        parameters=parameters,
+    ).result_rows
+    return CurrentRows(wanted, [list(row) for row in rows], {(audience, customer) for audience, customer in found})

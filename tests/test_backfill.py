@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from processors.conditions import parse_condition
 from processors.config import ModelConfig
 from schemas.audiences import Audience
 from schemas.topics import partition_for
@@ -102,8 +103,11 @@ def test_a_customer_emitted_while_the_backfill_goes_on_is_left_to_the_stream(mon
         batches.append(len(batches))
 
     class Reads:
-        async def read(self, columns: list[str], audiences: list[str], partitions: list[int]) -> CurrentRows:
-            assert columns == ["purchase_count"] and audiences == ["one_time"] and partitions == [0, 1]
+        async def read(
+            self, columns: list[str], audiences: list[str], conditions: list[str], partitions: list[int]
+        ) -> CurrentRows:
+            assert (columns, audiences, conditions) == (["purchase_count"], ["one_time"], ["purchase_count = 1"])
+            assert partitions == [0, 1]
             return read
 
     class Writer:
@@ -125,38 +129,43 @@ def release_clickhouse() -> Iterator[None]:
 
 
 @pytest.mark.integration
-def test_the_current_rows_of_some_partitions_come_back_as_written(tmp_path: Path, release_clickhouse: None) -> None:
-    """The rows read back are the last written of each customer of the partitions asked for
-    (picked by ClickHouse as Kafka picks partitions), times as epoch seconds, merged profiles'
-    rows left out; and the memberships of the audiences asked for."""
+def test_the_current_rows_of_those_who_may_move_come_back_as_written(tmp_path: Path, release_clickhouse: None) -> None:
+    """The rows read back are the last written of the customers of the partitions asked for
+    (picked by ClickHouse as Kafka picks partitions) for whom a condition holds or who are
+    members of the audiences asked for, times as epoch seconds, merged profiles' rows left out;
+    and those memberships."""
     client = connect(f"chdb://{tmp_path / 'ch'}")
     migrate(client)
     pipeline, _, _ = new_pipeline(ModelConfig(), partitions=4)
     pipeline.sink = sink = ClickHouseSink(client)
     feed(pipeline, [purchase(f"c{i}", n, i / 10 + n) for i in range(40) for n in range(1 + i % 2)])
     sink.write(sink.take())
-    pipeline.audiences.define(Audience(name="repeat", condition="purchase_count >= 2", version=1))
+    repeat = "purchase_count >= 2"
+    pipeline.audiences.define(Audience(name="repeat", condition=repeat, version=1))
     _, changed = pipeline.unchecked({0, 1, 2, 3})
-    everyone = read_current(client, ["purchase_count"], changed, [0, 1, 2, 3], 4)
-    assert len(everyone.rows) == 40 and everyone.members == set()
-    check(pipeline, everyone, {0, 1, 2, 3})
+    entering = read_current(client, ["purchase_count"], changed, [0, 1, 2, 3], 4, [parse_condition(repeat).sql])
+    assert {row["customer_id"] for row in entering.dicts()} == {f"c{i}" for i in range(40) if i % 2}
+    assert entering.members == set()
+    check(pipeline, entering, {0, 1, 2, 3})
     sink.write(sink.take())
-
     client.command(  # c3 merged into another profile: its row is deleted
         "INSERT INTO crm360.customer_features SELECT * REPLACE (18446744073709551615 AS version, 1 AS is_deleted) "
         "FROM crm360.customer_features FINAL WHERE customer_id = 'c3'"
     )
-    current = read_current(client, ["purchase_count", "last_purchase_at"], ["repeat"], [1, 3], 4)
     mine = {f"c{i}" for i in range(40) if partition_for(f"c{i}", 4) in (1, 3)} - {"c3"}
+    assert partition_for("c3", 4) in (1, 3)
+    anyone = parse_condition("purchase_count >= 1").sql
+    current = read_current(client, ["purchase_count", "last_purchase_at"], ["repeat"], [1, 3], 4, [anyone])
     rows = {row["customer_id"]: row for row in current.dicts()}
     assert set(rows) == mine and current.columns[:3] == ["customer_id", "as_of", "version"]
     state = pipeline.table[b"c1"]
-    assert rows["c1"]["purchase_count"] == 2 and rows["c1"]["last_purchase_at"] == pytest.approx(
-        state.last_purchase_at, abs=1e-3
-    )
-    assert partition_for("c3", 4) in (1, 3) and current.members == {
-        ("repeat", c) for c in mine | {"c3"} if int(c[1:]) % 2
-    }
+    assert rows["c1"]["purchase_count"] == 2
+    assert rows["c1"]["last_purchase_at"] == pytest.approx(state.last_purchase_at, abs=1e-3)
+    assert current.members == {("repeat", c) for c in mine | {"c3"} if int(c[1:]) % 2}
+    # Nobody the condition holds for: the members alone come back (their exit is checked).
+    nobody = parse_condition("purchase_count >= 5").sql
+    members = read_current(client, ["purchase_count"], ["repeat"], [1, 3], 4, [nobody])
+    assert {row["customer_id"] for row in members.dicts()} == {c for c in mine if int(c[1:]) % 2}
     assert CurrentRows.from_json(current.to_json()) == current
     with pytest.raises(ValueError, match="not columns of customer_features"):
         read_current(client, ["purchase_count; DROP TABLE x"], [], [0], 4)

@@ -4,6 +4,7 @@ random rows equal to ClickHouse's own evaluation of the same text (embedded chDB
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime
 from typing import Any
 
 import clickhouse_connect
@@ -18,8 +19,11 @@ COLUMNS = {
     "monetary_total": "Float64",
     "region": "Nullable(String)",
     "value_tier": "String",
+    "last_purchase_at": "Nullable(DateTime64(3, 'UTC'))",
 }
-TEXTS = ["north", "south", "O'Brien", "gold", "silver", ""]
+TEXTS = ["north", "south", "O'Brien", "gold", "silver", "", "tab\\t"]
+TIMES = ["2024-01-01", "2024-01-02 12:00:00", "2024-01-03"]
+DAY0 = 1_704_067_200.0  # 2024-01-01
 
 
 def random_row(rng: random.Random, n: int) -> dict[str, Any]:
@@ -30,10 +34,13 @@ def random_row(rng: random.Random, n: int) -> dict[str, Any]:
         "monetary_total": round(rng.uniform(0, 200), 1),
         "region": None if rng.random() < 0.3 else rng.choice(TEXTS),
         "value_tier": rng.choice(TEXTS),
+        "last_purchase_at": None if rng.random() < 0.3 else DAY0 + rng.randrange(0, 3 * 86_400_000, 3_600_000) / 1000,
     }
 
 
 def literal(rng: random.Random, column: str) -> str:
+    if "DateTime" in COLUMNS[column]:
+        return f"'{rng.choice(TIMES)}'"
     if COLUMNS[column].endswith("String)") or COLUMNS[column] == "String":
         return "'" + rng.choice(TEXTS).replace("'", "''") + "'"
     return str(rng.choice([0, 1, 2, 3, 0.25, 0.5, 0.75, 50, 100.5, -1]))
@@ -69,22 +76,35 @@ def condition(rng: random.Random, depth: int = 0) -> str:
 @pytest.mark.integration  # embedded ClickHouse
 def test_random_conditions_are_as_true_as_clickhouse_says() -> None:
     """300 random conditions on 60 random rows: true, false or unknown (NULL) exactly as
-    ClickHouse evaluates the same text, precedence of NOT, AND and OR included."""
+    ClickHouse evaluates the same text (precedence of NOT, AND and OR included) and the
+    condition's own SQL (``Condition.sql``, which a backfill asks ClickHouse for)."""
     rng = random.Random(7)
     rows = [random_row(rng, n) for n in range(60)]
     client = clickhouse_connect.get_client(dsn="chdb://memory")
     columns = ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items())
     client.command(f"CREATE TABLE rows (id Int64, {columns}) ENGINE = Memory")
-    client.insert("rows", [list(row.values()) for row in rows], column_names=list(rows[0]))
+    stored = [
+        row
+        | {
+            "last_purchase_at": None
+            if row["last_purchase_at"] is None
+            else datetime.fromtimestamp(row["last_purchase_at"], UTC)
+        }
+        for row in rows
+    ]
+    client.insert("rows", [list(row.values()) for row in stored], column_names=list(rows[0]))
     for _ in range(300):
         text = condition(rng)
         parsed = parse_condition(text)
-        answers = {n: truth for n, truth in client.query(f"SELECT id, ({text}) FROM rows ORDER BY id").result_rows}
-        for row in rows:
-            truth = parsed.truth(row)
-            clickhouse = answers[row["id"]]
-            assert truth == (None if clickhouse is None else bool(clickhouse)), (text, row)
-            assert parsed(row) is (clickhouse == 1)
+        # The language has no escapes: a backslash in its text is one in ClickHouse's SQL only as \\.
+        texts = [parsed.sql] if "\\" in text else [text, parsed.sql]
+        for sql in texts:
+            answers = {n: truth for n, truth in client.query(f"SELECT id, ({sql}) FROM rows ORDER BY id").result_rows}
+            for row in rows:
+                truth = parsed.truth(row)
+                clickhouse = answers[row["id"]]
+                assert truth == (None if clickhouse is None else bool(clickhouse)), (sql, row)
+                assert parsed(row) is (clickhouse == 1)
 
 
 def test_times_compare_with_iso_dates_and_times() -> None:

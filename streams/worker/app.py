@@ -237,12 +237,13 @@ class Worker:
             min_advance_s=settings.aging_min_advance_s,
             max_share=settings.aging_max_share,
         )
+        self.current_reads = CurrentReads(settings, self.clickhouse.current_reads)
         self.backfill = Backfill(
             self.pipeline,
             self.lock,
             self.stopping,
             self.writer,
-            CurrentReads(settings, self.clickhouse.current_reads),
+            self.current_reads,
             self._after_slice,
         )
         self.last_batch_at: float | None = None
@@ -277,7 +278,7 @@ class Worker:
             audiences=self.audiences,
             dashboard_reads=self.clickhouse.dashboard_reads,
             sql_reads=self.clickhouse.sql_reads,
-            current_reads=self.clickhouse.current_reads,
+            current_reads=self.current_reads,
         )
 
     async def _process(self, stream: faust.StreamT) -> None:

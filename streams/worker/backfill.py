@@ -3,11 +3,12 @@
 An audience is complete the moment it exists: as soon as a worker process knows of a change
 of the audiences, it checks its partitions' customers against it. Re-emitting every customer
 would read and score every state (minutes over a million customers on disk); instead
-ClickHouse answers which customers' memberships the change moves. Every row this process
-emitted is written first, so the rows read are each customer's last, the ones their
-memberships were decided on; the batches wait meanwhile. Each customer whose row says that
-their membership must change is then decided on that row, in their state, as the stream
-decides it (``CustomerPipeline.backfill``); nobody else is read.
+ClickHouse answers which customers' memberships the change may move: those the changed
+conditions hold for (``Condition.sql``, true exactly when the condition is) and the members.
+Every row this process emitted is written first, so the rows read are each customer's last,
+the ones their memberships were decided on; the batches wait meanwhile. Each customer whose
+row says that their membership must change is then decided on that row, in their state, as
+the stream decides it (``CustomerPipeline.backfill``); nobody else is read.
 
 The process that owns embedded ClickHouse reads for its helpers (``POST /internal/current``);
 with a ClickHouse server every process reads for itself.
@@ -23,6 +24,7 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 
+from processors.conditions import parse_condition
 from sinks.current import CurrentRows, read_current
 from sinks.query import ReadOnlyPool
 from streams.settings import Settings
@@ -33,22 +35,26 @@ from streams.worker.writes import RowWriter
 log = logging.getLogger(__name__)
 
 #: Customers checked at a time, with batches in between.
-SLICE = 10_000
+SLICE = 2_000
 
 
 class CurrentReads:
     """Customers' current rows and memberships, read from ClickHouse (``reads``), or asked of
-    the main process by a helper of embedded ClickHouse (``reads`` None)."""
+    the main process by a helper of embedded ClickHouse (``reads`` None). ``conditions`` are
+    audiences' condition texts, parsed here (and in the main process) into their SQL."""
 
     def __init__(self, settings: Settings, reads: ReadOnlyPool | None) -> None:
         self.settings, self.reads = settings, reads
 
-    async def read(self, columns: list[str], audiences: list[str], partitions: list[int]) -> CurrentRows:
-        if self.reads is not None:
-            count = self.settings.partitions
-            return await self.reads.run(lambda client: read_current(client, columns, audiences, partitions, count))
-        ask = orjson.dumps({"columns": columns, "audiences": audiences, "partitions": partitions})
-        return CurrentRows.from_json(await asyncio.to_thread(self._ask_main, ask))
+    async def read(
+        self, columns: list[str], audiences: list[str], conditions: list[str], partitions: list[int]
+    ) -> CurrentRows:
+        if self.reads is None:
+            ask = {"columns": columns, "audiences": audiences, "conditions": conditions, "partitions": partitions}
+            answer = await asyncio.to_thread(self._ask_main, orjson.dumps(ask))
+            return await asyncio.to_thread(CurrentRows.from_json, answer)
+        count, where = self.settings.partitions, [parse_condition(text).sql for text in conditions]
+        return await self.reads.run(lambda client: read_current(client, columns, audiences, partitions, count, where))
 
     def _ask_main(self, body: bytes) -> bytes:
         request = urllib.request.Request(
@@ -90,9 +96,14 @@ class Backfill:
             live = pipeline.audiences.live.values()
             # Every live audience's columns: a customer read is decided over every audience.
             columns = sorted({column for audience in live for column in audience.condition.columns})
+            conditions = [
+                pipeline.audiences.live[name].definition.condition
+                for name in changed
+                if name in pipeline.audiences.live
+            ]
             try:
                 await self.writer.flush()  # this process's rows all written: each customer's last is read
-                current = await self.current.read(columns, changed, sorted(partitions))
+                current = await self.current.read(columns, changed, conditions, sorted(partitions))
             except Exception:
                 log.exception("audiences %s not checked yet over partitions %s", changed, sorted(partitions))
                 return

@@ -24,12 +24,12 @@ from processors.features import profile
 from schemas.audiences import Audience, definition_problem
 from schemas.rows import FEATURE_TIME_COLUMNS
 from schemas.topics import partition_for
-from sinks.current import read_current
 from sinks.query import ReadOnlyPool, run_readonly
 from streams.analytics.dashboard import DashboardCache, dashboard_data, dashboard_page, plotly_js
 from streams.sdk.client import bearer
 from streams.settings import Settings
 from streams.worker.audiences import AudienceDefinitions
+from streams.worker.backfill import CurrentReads
 from streams.worker.faust_corrections import App
 from streams.worker.health import Health
 from streams.worker.intake import Intake
@@ -119,7 +119,7 @@ def register_views(
     audiences: AudienceDefinitions,
     dashboard_reads: ReadOnlyPool | None,
     sql_reads: ReadOnlyPool | None,
-    current_reads: ReadOnlyPool | None,
+    current_reads: CurrentReads,
 ) -> None:
     """Add the crm360 endpoints to ``app``'s web server: events through ``intake``, live
     profiles from ``pipeline`` (or the process of ``helpers`` that owns the customer in
@@ -130,7 +130,7 @@ def register_views(
     _customer_views(app, settings, pipeline, helpers, table, dashboard_reads)
     _process_views(app, settings, health, figures, helpers)
     _audience_views(app, audiences)
-    if dashboard_reads is not None and sql_reads is not None and current_reads is not None:
+    if dashboard_reads is not None and sql_reads is not None:
         _clickhouse_views(app, settings, writer, sql_reads, current_reads)
         _dashboard_views(app, settings, dashboard_reads)
 
@@ -330,7 +330,7 @@ def _process_views(
 
 
 def _clickhouse_views(
-    app: App, settings: Settings, writer: RowWriter, reads: ReadOnlyPool, current_reads: ReadOnlyPool
+    app: App, settings: Settings, writer: RowWriter, reads: ReadOnlyPool, current_reads: CurrentReads
 ) -> None:
     @app.page("/internal/rows")
     class Rows(KeyedView):
@@ -355,18 +355,16 @@ def _clickhouse_views(
         async def post(self, request: Request) -> Response:
             try:
                 ask = orjson.loads(await request.read())
-                columns, audiences, partitions = list(ask["columns"]), list(ask["audiences"]), list(ask["partitions"])
+                columns, audiences = list(ask["columns"]), list(ask["audiences"])
+                conditions, partitions = list(ask["conditions"]), [int(p) for p in ask["partitions"]]
             except (ValueError, KeyError, TypeError):
-                return self.json(
-                    {"error": 'send {"columns": [...], "audiences": [...], "partitions": [...]}'}, status=400
-                )
+                wanted = '{"columns": [...], "audiences": [...], "conditions": [...], "partitions": [...]}'
+                return self.json({"error": f"send {wanted}"}, status=400)
             try:
-                current = await current_reads.run(
-                    lambda client: read_current(client, columns, audiences, partitions, settings.partitions)
-                )
-            except ValueError as error:
+                current = await current_reads.read(columns, audiences, conditions, partitions)
+            except ValueError as error:  # a column or condition that is not one (ConditionError is one)
                 return self.json({"error": str(error)}, status=400)
-            return self.bytes(current.to_json(), content_type="application/json")
+            return self.bytes(await asyncio.to_thread(current.to_json), content_type="application/json")
 
     @app.page("/sql")
     class Sql(KeyedView):
