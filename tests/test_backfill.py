@@ -41,8 +41,9 @@ def check(pipeline: Any, current: CurrentRows, partitions: set[int]) -> None:
     """What ``Backfill.run`` does, in one go."""
     due, changed = pipeline.unchecked(partitions)
     generation = pipeline.audiences.generation
-    pipeline.backfill(current.dicts(), current.members, changed, partitions)
-    pipeline.checked(due, generation)
+    pipeline.start_backfill(due)
+    pipeline.backfill(current.dicts(), current.members, changed)
+    pipeline.end_backfill(generation)
 
 
 def test_a_backfill_reads_only_the_customers_whose_membership_moves() -> None:
@@ -56,8 +57,9 @@ def test_a_backfill_reads_only_the_customers_whose_membership_moves() -> None:
 
     table.reads = 0
     current = current_of(sink.features, ["purchase_count"], set())
-    assert pipeline.backfill(current.dicts(), current.members, changed, {0, 1}) == 20
-    pipeline.checked(due, pipeline.audiences.generation)
+    pipeline.start_backfill(due)
+    assert pipeline.backfill(current.dicts(), current.members, changed) == 20
+    pipeline.end_backfill(pipeline.audiences.generation)
     assert table.reads == 20  # the 10 one-time buyers stay where they are
     entered = {e.customer_id for e in pipeline.take_audience_events() if e.change == "entered"}
     assert entered == {f"c{i}" for i in range(30) if i % 3} and pipeline.unchecked({0, 1}) == (set(), [])
@@ -120,6 +122,39 @@ def test_a_customer_emitted_while_the_backfill_goes_on_is_left_to_the_stream(mon
     entered = {e.customer_id for e in pipeline.take_audience_events() if e.change == "entered"}
     assert entered == {f"c{i}" for i in range(30)} - {last}
     assert "one_time" not in pipeline.table[last.encode()].audiences and pipeline.emitted_since_read is None
+
+
+def test_a_partition_given_up_during_the_backfill_is_left_to_its_next_owner(monkeypatch: Any) -> None:
+    """A rebalance between slices takes partition 1 away: its customers are not touched any
+    more, and it is not marked checked (should it come back, the next backfill checks it)."""
+    from streams.worker import backfill as module
+
+    monkeypatch.setattr(module, "SLICE", 10)
+    pipeline, sink, _ = new_pipeline(ModelConfig(), partitions=2)
+    feed(pipeline, [purchase(f"c{i}", 0, i / 100) for i in range(40)])
+    pipeline.audiences.define(Audience(name="buyers", condition="purchase_count >= 1", version=1))
+    read = current_of(sink.features, ["purchase_count"], set())
+    given_up: list[int] = []
+
+    async def after_slice() -> None:
+        if not given_up:
+            pipeline.forget_partitions({1})
+            given_up.append(1)
+
+    class Reads:
+        async def read(self, *_: Any) -> CurrentRows:
+            return read
+
+    class Writer:
+        async def flush(self) -> None:
+            pass
+
+    runner = module.Backfill(pipeline, asyncio.Lock(), asyncio.Event(), Writer(), Reads(), after_slice)  # type: ignore[arg-type]
+    asyncio.run(runner.run(lambda: {0, 1}))
+    entered = {e.customer_id for e in pipeline.take_audience_events()}
+    first_slice = {row[0] for row in read.rows[:10]}
+    assert entered == first_slice | {c for c, *_ in read.rows if pipeline.partition_of(c.encode()) == 0}
+    assert pipeline.unchecked({0, 1}) == ({1}, ["buyers"])
 
 
 @pytest.fixture

@@ -107,21 +107,19 @@ class Backfill:
             except Exception:
                 log.exception("audiences %s not checked yet over partitions %s", changed, sorted(partitions))
                 return
-            pipeline.emitted_since_read = set()
-        decided = 0
+            pipeline.start_backfill(partitions)
+        decided, finished = 0, False
         try:
             for start in range(0, len(current.rows), SLICE):
                 if self.stopping.is_set():
                     return
                 async with self.lock:
-                    rows = current.dicts(start, start + SLICE)
-                    decided += pipeline.backfill(rows, current.members, changed, owned())
+                    decided += pipeline.backfill(current.dicts(start, start + SLICE), current.members, changed)
                     await self.after_slice()
                 await asyncio.sleep(0)  # an uncontended lock gives the loop no turn
-            async with self.lock:
-                pipeline.checked(partitions & owned(), generation)
+            finished = True
         finally:
-            pipeline.emitted_since_read = None
+            pipeline.end_backfill(generation if finished else None)
         log.info(
             "audiences %s checked over %d customers of partitions %s in %.1f s: %d entries and exits",
             changed,

@@ -139,8 +139,10 @@ class CustomerPipeline:
         self._images: dict[bytes, bytes | None] | None = None if isinstance(table, DiskTable) else {}
         #: The aging pass under way, if any.
         self.aging: AgingPass | None = None
-        #: Customers emitted since a backfill read the rows it checks, while one is under way.
+        #: While a backfill is under way: the customers emitted since it read the rows it
+        #: checks, and the partitions it checks (less those given up since).
         self.emitted_since_read: set[str] | None = None
+        self._backfilling: set[int] = set()
         #: The batch's touched customers while :meth:`ingest` runs (the identity graph reads them).
         self._touched: dict[bytes, tuple[CustomerState, int]] | None = None
         self.identities = Identities(self, identity_config or IdentityConfig())
@@ -169,6 +171,7 @@ class CustomerPipeline:
             self._scored.pop(p, None)
             self._checked.pop(p, None)
             self._failed.pop(p, None)
+        self._backfilling -= partitions
         self.journal.clear(partitions)
         if self.aging is not None:
             self.aging.forget(partitions)
@@ -681,17 +684,19 @@ class CustomerPipeline:
         since = min((self._checked.get(home, 0) for home in due), default=generation)
         return due, self.audiences.changed_since(since)
 
-    def backfill(
-        self, rows: Iterable[dict[str, Any]], members: set[tuple[str, str]], changed: list[str], owned: set[int]
-    ) -> int:
+    def start_backfill(self, partitions: set[int]) -> None:
+        """A backfill of ``partitions`` read their customers' rows (see :meth:`backfill`)."""
+        self.emitted_since_read, self._backfilling = set(), set(partitions)
+
+    def backfill(self, rows: Iterable[dict[str, Any]], members: set[tuple[str, str]], changed: list[str]) -> int:
         """Check customers against the audiences ``changed`` (defined, changed or deleted since
         their partition was last checked) on ``rows``, their current rows as read from
         ``customer_features`` (with ``members``, the memberships then): only a customer whose
         membership the rows say must change is read and decided (:meth:`Audiences.decide`,
         over every audience). A customer emitted since the read (:attr:`emitted_since_read`)
         is passed by: their newer row was checked against every audience; so is one of a
-        partition this process no longer ``owned``. Returns the entries and exits decided."""
-        audiences, emitted = self.audiences, self.emitted_since_read or set()
+        partition given up since. Returns the entries and exits decided."""
+        audiences, emitted, backfilling = self.audiences, self.emitted_since_read or set(), self._backfilling
         live = [audiences.live[name] for name in changed if name in audiences.live]
         gone = [name for name in changed if name not in audiences.live]
         now_ms = int(self.clock() * 1000)
@@ -703,7 +708,7 @@ class CustomerPipeline:
             ):
                 continue
             key = customer.encode()
-            if customer in emitted or self.partition_of(key) not in owned:
+            if customer in emitted or self.partition_of(key) not in backfilling:
                 continue
             state = self.held(key)
             if state is None or not state.is_profile:
@@ -715,10 +720,14 @@ class CustomerPipeline:
                 decided += len(changes)
         return decided
 
-    def checked(self, partitions: set[int], generation: int) -> None:
-        """The customers of ``partitions`` were checked against the audiences of ``generation``."""
-        for home in partitions:
-            self._checked[home] = generation
+    def end_backfill(self, generation: int | None) -> None:
+        """The backfill is over: its partitions (but those given up meanwhile, which the next
+        one checks) were checked against the audiences of ``generation`` (None: it stopped
+        before the end)."""
+        if generation is not None:
+            for home in self._backfilling:
+                self._checked[home] = generation
+        self.emitted_since_read, self._backfilling = None, set()
 
     def _due(self, home: int, watermark: float, min_advance_s: float) -> bool:
         """Re-emit when event time moved enough, or a newer model is out (at most every
