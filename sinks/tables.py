@@ -14,6 +14,7 @@ import types
 import typing
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel
@@ -71,7 +72,7 @@ class Table:
     columns: list[tuple[str, str]]
     engine: str
 
-    @property
+    @cached_property
     def column_names(self) -> list[str]:
         return [name for name, _ in self.columns]
 

@@ -40,7 +40,7 @@ from schemas.envelope import Rejected, decode_message
 from schemas.events import BaseEvent, Purchase, ahead_of_wall_clock
 from schemas.rows import FEATURE_TIME_COLUMNS, DeadLetter
 from schemas.topics import IDENTITY_OPS, partition_for
-from sinks.clickhouse import ClickHouseSink
+from sinks.clickhouse import ClickHouseSink, to_seconds
 from streams.worker.aging import AgingPass
 from streams.worker.counters import Counters
 from streams.worker.identities import Identities
@@ -564,6 +564,8 @@ class CustomerPipeline:
         feature row that decided it), unless only its destinations learn of it (consent)."""
         identity, as_of = state.identity, _time(row["as_of"])
         created_at = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+        # The rows take times as epoch seconds (to the millisecond, as DateTime64(3) keeps them).
+        as_of_s, created_s = to_seconds(row["as_of"]), now_ms / 1000
         identifiers = list(identity.identifiers) if identity is not None else [state.customer_id]
         for change in changes:
             audience = change.audience
@@ -587,7 +589,8 @@ class CustomerPipeline:
             features = orjson.dumps(plain["features"]).decode()
             self.sink.add_row(
                 "audience_events",
-                plain | {"features": features, "as_of": as_of, "created_at": created_at, "published": change.published},
+                plain
+                | {"features": features, "as_of": as_of_s, "created_at": created_s, "published": change.published},
             )
             if change.reason == "consent":
                 continue
@@ -597,10 +600,10 @@ class CustomerPipeline:
                 {
                     "audience": audience.name,
                     "customer_id": state.customer_id,
-                    "entered_at": _time(entered if entered is not None else row["as_of"]),
+                    "entered_at": to_seconds(entered if entered is not None else row["as_of"]),
                     "audience_version": audience.version,
                     "version": version,
-                    "updated_at": created_at,
+                    "updated_at": created_s,
                     "is_deleted": int(change.change == "exited"),
                 },
             )
