@@ -5,11 +5,14 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.sdk.subscriber import Unreadable
 
 
 def fail(message: str) -> NoReturn:
@@ -256,7 +259,9 @@ def alerts(
         return
     require_broker(settings)
     try:
-        with AlertSubscriber(settings.kafka_bootstrap, group_id=group_id, from_beginning=from_beginning) as subscriber:
+        with AlertSubscriber(
+            settings.kafka_bootstrap, group_id=group_id, from_beginning=from_beginning, on_unreadable=say_skipped
+        ) as subscriber:
             for alert in subscriber:
                 click.echo(show(alert))
                 if webhook:
@@ -266,6 +271,11 @@ def alerts(
                         click.echo(f"crm360: {error}", err=True)
     except KeyboardInterrupt:
         pass
+
+
+def say_skipped(record: Unreadable) -> None:
+    """A record a follower passed by, on stderr (the followed output stays clean)."""
+    click.echo(f"crm360: {record}", err=True)
 
 
 def require_broker(settings: Settings) -> None:
@@ -470,7 +480,9 @@ def audiences(
         return
     require_broker(settings)
     try:
-        with AudienceSubscriber(settings.kafka_bootstrap, group_id=group_id, from_beginning=from_beginning) as follower:
+        with AudienceSubscriber(
+            settings.kafka_bootstrap, group_id=group_id, from_beginning=from_beginning, on_unreadable=say_skipped
+        ) as follower:
             for event in follower:
                 click.echo(show(event))
     except KeyboardInterrupt:

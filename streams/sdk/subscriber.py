@@ -18,20 +18,24 @@ Kafka delivers at least once: drop repeats by ``alert_id`` (``event_id``, ``merg
 from __future__ import annotations
 
 import json
+import logging
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import ClassVar, Generic, Self, TypeVar
 
 from kafka import KafkaConsumer
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from schemas.alerts import ChurnAlert
 from schemas.audiences import AudienceEvent
 from schemas.rows import IdentityMerge
 from schemas.topics import AUDIENCE_UPDATES, CHURN_ALERTS, IDENTITY_MERGES
+
+log = logging.getLogger(__name__)
 
 
 class WebhookError(RuntimeError):
@@ -41,11 +45,30 @@ class WebhookError(RuntimeError):
 M = TypeVar("M", bound=BaseModel)
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """A record a subscriber passed by: where it is, and why it is not what the topic holds."""
+
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"skipped {self.topic} record {self.partition}@{self.offset}: {self.reason}"
+
+
+def _warn(record: Unreadable) -> None:
+    log.warning("%s", record)
+
+
 class Subscriber(Generic[M]):
     """Iterate over one topic's records as ``M`` objects.
 
     With a ``group_id`` the position is committed, so a restarted subscriber continues where
-    it stopped; ``from_beginning`` reads the records already published too.
+    it stopped; ``from_beginning`` reads the records already published too. A record that is
+    not an ``M`` (another producer's, a tombstone) is passed by: counted in :attr:`skipped`
+    and told to ``on_unreadable`` (by default, logged as a warning); the iteration goes on.
     """
 
     topic: ClassVar[str]
@@ -59,7 +82,10 @@ class Subscriber(Generic[M]):
         group_id: str | None = "",
         from_beginning: bool = False,
         idle_timeout_s: float | None = None,
+        on_unreadable: Callable[[Unreadable], None] = _warn,
     ) -> None:
+        self.on_unreadable = on_unreadable
+        self.skipped = 0
         group = self.default_group if group_id == "" else group_id
         self.consumer = KafkaConsumer(
             self.topic,
@@ -72,7 +98,16 @@ class Subscriber(Generic[M]):
 
     def __iter__(self) -> Iterator[M]:
         for record in self.consumer:
-            yield self.model.model_validate_json(record.value)
+            try:
+                item = self.model.model_validate_json(record.value)
+            except ValidationError as error:
+                first = error.errors()[0]
+                where = ".".join(map(str, first["loc"])) or "the record"
+                reason = f"not a valid {self.model.__name__}: {where}: {first['msg']}"
+                self.skipped += 1
+                self.on_unreadable(Unreadable(record.topic, record.partition, record.offset, reason))
+                continue
+            yield item
 
     def close(self) -> None:
         self.consumer.close()
