@@ -113,7 +113,9 @@ class Settings(BaseSettings):
     # Idle customers are re-emitted once their partition's watermark moved this much event time.
     aging_min_advance_s: float = 3_600.0
 
-    # An audience's webhook: tries per entry or exit (then a dead letter), the wait before the
+    # Where every churn alert is POSTed (as audiences' entries go to theirs), if anywhere.
+    alert_webhook: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=2_000)
+    # A webhook's tries per alert, entry or exit (then a dead letter), the wait before the
     # second try (doubling after each), and how long one try may take (seconds).
     webhook_tries: int = Field(default=5, ge=1, le=20)
     webhook_backoff_s: float = Field(default=0.5, ge=0)

@@ -13,14 +13,16 @@ import subprocess
 import sys
 import threading
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 from kafka import KafkaProducer
 
+from schemas.alerts import ChurnAlert
 from schemas.audiences import AudienceEvent
-from schemas.topics import AUDIENCE_UPDATES
+from schemas.topics import AUDIENCE_UPDATES, CHURN_ALERTS
 from streams.local.until import until
 from streams.sdk.subscriber import AudienceSubscriber
 from tests.conftest import publish
@@ -378,6 +380,55 @@ def test_webhooks_get_every_entry_with_retries_and_dead_letters(start_worker: An
         metrics = worker.metrics()
         assert metrics["crm360_webhook_deliveries_total"] == len(buyers)
         assert metrics["crm360_webhook_failures_total"] == len(big) + len(repeat) + 1
+    finally:
+        server.shutdown()
+
+
+def test_churn_alerts_go_to_their_webhook_by_the_same_machinery(start_worker: Any, broker: str) -> None:
+    """With ``CRM360_ALERT_WEBHOOK`` every alert on ``churn-alerts`` is POSTed there with its
+    ``alert_id`` as idempotency key and the same retries; a record there that is no alert is a
+    dead letter, and the deliveries go on."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        worker = start_worker(
+            CRM360_ALERT_WEBHOOK=f"{base}/flaky", CRM360_WEBHOOK_TRIES="3", CRM360_WEBHOOK_BACKOFF_S="0.05"
+        )
+        alerts = [
+            ChurnAlert(
+                alert_id=f"c{n}:86400",
+                customer_id=f"c{n}",
+                churn_probability=0.8,
+                previous_probability=0.4,
+                threshold=0.6,
+                drivers={"log_recency": 0.9},
+                segment=2,
+                segment_description="low spend · lapsed",
+                value_tier="gold",
+                monetary_total=120.0,
+                last_purchase_at=datetime(2025, 10, 1, tzinfo=UTC),
+                model_version=3,
+                as_of=datetime(2026, 1, 1, tzinfo=UTC),
+                created_at=datetime(2026, 1, 1, tzinfo=UTC),
+            )
+            for n in range(3)
+        ]
+        producer = KafkaProducer(bootstrap_servers=broker)
+        for alert in alerts[:2]:
+            producer.send(CHURN_ALERTS, key=alert.customer_id.encode(), value=alert.model_dump_json().encode())
+        producer.send(CHURN_ALERTS, key=b"x", value=b'{"not": "an alert"}', partition=0)
+        producer.send(CHURN_ALERTS, key=b"c2", value=alerts[2].model_dump_json().encode())
+        producer.flush()
+        producer.close()
+        until(lambda: {a.alert_id for a in alerts} <= set(Receiver.bodies), "every alert delivered", 60)
+        assert all(ChurnAlert.model_validate_json(Receiver.bodies[a.alert_id]) == a for a in alerts)
+        assert {Receiver.tries["/flaky", a.alert_id] for a in alerts} == {3}  # two 503s, then taken
+        stray = "SELECT topic, reason FROM dead_letters WHERE source = 'webhook'"
+        until(lambda: worker.sql(stray), "a dead letter for the record that is no alert", 60)
+        (letter,) = worker.sql(stray)
+        assert letter["topic"] == CHURN_ALERTS and letter["reason"].startswith("not a churn alert: ")
+        assert worker.metrics()["crm360_webhook_deliveries_total"] == 3
     finally:
         server.shutdown()
 
