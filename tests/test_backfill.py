@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,26 @@ def test_a_backfill_reads_only_the_customers_whose_membership_moves() -> None:
     assert table.reads == 10 and {(e.change, e.reason) for e in events} == {("exited", "deleted")}
 
 
+def run_backfill(pipeline: Any, read: CurrentRows, after_slice: Callable[[], Awaitable[None]]) -> list[tuple[Any, ...]]:
+    """``Backfill.run`` over partitions 0 and 1, reading ``read``; returns what it asked to read."""
+    from streams.worker.backfill import Backfill
+
+    asked: list[tuple[Any, ...]] = []
+
+    class Reads:
+        async def read(self, *ask: Any) -> CurrentRows:
+            asked.append(ask)
+            return read
+
+    class Writer:
+        async def flush(self) -> None:
+            pass
+
+    runner = Backfill(pipeline, asyncio.Lock(), asyncio.Event(), Writer(), Reads(), after_slice)  # type: ignore[arg-type]
+    asyncio.run(runner.run(lambda: {0, 1}))
+    return asked
+
+
 def test_a_customer_emitted_while_the_backfill_goes_on_is_left_to_the_stream(monkeypatch: Any) -> None:
     """The rows are checked a slice at a time, with batches in between: a customer whose new
     row a batch emitted meanwhile was checked on it, and their older row read before is passed
@@ -104,20 +124,8 @@ def test_a_customer_emitted_while_the_backfill_goes_on_is_left_to_the_stream(mon
             feed(pipeline, [purchase(last, 1, 5.0)])
         batches.append(len(batches))
 
-    class Reads:
-        async def read(
-            self, columns: list[str], audiences: list[str], conditions: list[str], partitions: list[int]
-        ) -> CurrentRows:
-            assert (columns, audiences, conditions) == (["purchase_count"], ["one_time"], ["purchase_count = 1"])
-            assert partitions == [0, 1]
-            return read
-
-    class Writer:
-        async def flush(self) -> None:
-            pass
-
-    runner = module.Backfill(pipeline, asyncio.Lock(), asyncio.Event(), Writer(), Reads(), after_slice)  # type: ignore[arg-type]
-    asyncio.run(runner.run(lambda: {0, 1}))
+    asked = run_backfill(pipeline, read, after_slice)
+    assert asked == [(["purchase_count"], ["one_time"], ["purchase_count = 1"], [0, 1])]
     assert len(batches) == 3 and pipeline.unchecked({0, 1}) == (set(), [])
     entered = {e.customer_id for e in pipeline.take_audience_events() if e.change == "entered"}
     assert entered == {f"c{i}" for i in range(30)} - {last}
@@ -141,16 +149,7 @@ def test_a_partition_given_up_during_the_backfill_is_left_to_its_next_owner(monk
             pipeline.forget_partitions({1})
             given_up.append(1)
 
-    class Reads:
-        async def read(self, *_: Any) -> CurrentRows:
-            return read
-
-    class Writer:
-        async def flush(self) -> None:
-            pass
-
-    runner = module.Backfill(pipeline, asyncio.Lock(), asyncio.Event(), Writer(), Reads(), after_slice)  # type: ignore[arg-type]
-    asyncio.run(runner.run(lambda: {0, 1}))
+    run_backfill(pipeline, read, after_slice)
     entered = {e.customer_id for e in pipeline.take_audience_events()}
     first_slice = {row[0] for row in read.rows[:10]}
     assert entered == first_slice | {c for c, *_ in read.rows if pipeline.partition_of(c.encode()) == 0}
