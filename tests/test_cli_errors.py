@@ -35,35 +35,14 @@ def crm360(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
 )
 def test_without_a_worker(args: list[str], tmp_path: Path) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRM360_")}
-    env |= {"CRM360_WEB_PORT": str(port), "CRM360_DATA_DIR": str(tmp_path)}
-    done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = crm360(args, CRM360_WEB_PORT=str(port), CRM360_DATA_DIR=str(tmp_path))
     assert done.returncode == 1
     assert done.stderr == f"crm360: no worker answers at http://127.0.0.1:{port}: start one with 'crm360 up'\n"
 
 
 @pytest.mark.parametrize("args", [["audiences", "--follow"], ["alerts", "--follow"]], ids=" ".join)
 def test_following_without_a_broker(args: list[str]) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRM360_")} | {
-        "CRM360_KAFKA_BOOTSTRAP": "127.0.0.1:1"
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = crm360(args, CRM360_KAFKA_BOOTSTRAP="127.0.0.1:1")
     assert done.returncode == 1
     assert done.stderr == (
         "crm360: no Kafka broker answers at 127.0.0.1:1: start the stack (crm360 up) or set CRM360_KAFKA_BOOTSTRAP\n"
