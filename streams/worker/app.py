@@ -42,7 +42,14 @@ from streams.worker.backfill import Backfill, CurrentReads
 from streams.worker.changelog import BufferedTable
 from streams.worker.checkpoint import Checkpoint
 from streams.worker.destinations import Destinations
-from streams.worker.faust_corrections import App, CustomerStore, ExactTableManager, FlushingProducer, ProcessRunner
+from streams.worker.faust_corrections import (
+    App,
+    AssignedTable,
+    CustomerStore,
+    ExactTableManager,
+    FlushingProducer,
+    ProcessRunner,
+)
 from streams.worker.health import BROKER_PROBE_INTERVAL_S, Health
 from streams.worker.intake import Intake
 from streams.worker.memory import rare_garbage_collection
@@ -113,6 +120,7 @@ def faust_app(settings: Settings) -> App:
         ),
         autodiscover=False,
         TableManager=ExactTableManager,
+        Table=AssignedTable,
     )
 
 

@@ -8,6 +8,7 @@ the worker runs on.
   app's checkpoint allows it, checks for stalls only partitions it has positioned.
 - :class:`ExactRecovery` (through :class:`ExactTableManager`): changelogs read to their end,
   no input record dropped.
+- :class:`AssignedTable`: changelog records applied only for the partitions this process holds.
 - :class:`CustomerStore` (``crm360rocksdb://``): faust's RocksDB store keeping each
   partition's newest event time and customer count.
 - :class:`App`: the faust app on that transport, with the checkpoint and stop signal the worker sets.
@@ -33,7 +34,7 @@ from faust.stores import rocksdb as faust_rocksdb
 from faust.tables import TableManager
 from faust.tables.recovery import Recovery
 from faust.transport.drivers import aiokafka as faust_kafka
-from faust.types import TP, FutureMessage
+from faust.types import TP, EventT, FutureMessage
 
 from processors.features import CustomerState
 from streams.worker.changelog import Record
@@ -237,6 +238,20 @@ class CustomerStore(faust_rocksdb.Store):
 
 
 STORES.aliases["crm360rocksdb"] = f"{__name__}:CustomerStore"
+
+
+class AssignedTable(faust.Table):
+    """faust's table, applying changelog records only of partitions this process is assigned.
+
+    When a rebalance comes during recovery, faust still applies what it had buffered or
+    queued of the partitions that went to another process (files them under the previous
+    record's partition, even): those states, as old as their records, came back after the
+    worker had let go of them and were served as live profiles next to the new owner's."""
+
+    def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
+        assignor = self.app.assignor
+        assigned = assignor.assigned_actives() | assignor.assigned_standbys()
+        super().apply_changelog_batch([event for event in batch if event.message.tp in assigned])
 
 
 class ExactTableManager(TableManager):
