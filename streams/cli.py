@@ -63,8 +63,10 @@ def prepare_topics(settings: Settings) -> None:
     from streams.worker.topic_admin import ensure_topics, topic_specs
 
     require_broker(settings)
-    counts = ensure_topics(settings.kafka_bootstrap, settings.partitions)
-    expected = {spec.name: spec.num_partitions for spec in topic_specs(settings.partitions)}
+    counts = ensure_topics(settings.kafka_bootstrap, settings.partitions, settings.topic_retention_days)
+    expected = {
+        spec.name: spec.num_partitions for spec in topic_specs(settings.partitions, settings.topic_retention_days)
+    }
     wrong = {t: n for t, n in counts.items() if n != expected[t]}
     if wrong:
         fail(f"topics {wrong} do not have CRM360_PARTITIONS={settings.partitions} partitions: set it to match")

@@ -121,6 +121,14 @@ class Settings(BaseSettings):
     webhook_backoff_s: float = Field(default=0.5, ge=0)
     webhook_timeout_s: float = Field(default=10.0, gt=0)
 
+    # Retention (days; none: kept until erased). Raw events and dead letters leave ClickHouse
+    # this long after they were written (table TTLs, set at every start); the Kafka topics
+    # crm360 creates keep their records this long (``retention.ms``; compacted ones keep each
+    # key's last record).
+    raw_events_retention_days: int | None = Field(default=None, ge=1)
+    dead_letters_retention_days: int | None = Field(default=90, ge=1)
+    topic_retention_days: int = Field(default=7, ge=1)
+
     # The live dashboard redraws itself this often (seconds).
     dashboard_refresh_s: float = Field(default=5.0, gt=0)
 

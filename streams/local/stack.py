@@ -99,7 +99,7 @@ def private_stack(purpose: str, partitions: int = 4, **worker_env: str) -> Itera
     worker = WorkerProcess.for_settings(settings, workdir / "worker.log", **worker_env)
     try:
         kafka.start()
-        ensure_topics(address, partitions)
+        ensure_topics(address, partitions, settings.topic_retention_days)
         yield settings, worker
     finally:
         worker.stop()

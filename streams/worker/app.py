@@ -35,6 +35,7 @@ from schemas.rows import DeadLetter
 from schemas.topics import IDENTITY_OPS, INPUT_TOPICS, PURCHASES, partition_for
 from sinks.clickhouse import ClickHouseSink, connect, migrate
 from sinks.query import ReadOnlyPool, reader_statements
+from sinks.retention import apply_retention
 from streams.settings import Role, Settings
 from streams.worker.aging import AgingSchedule
 from streams.worker.audiences import AudienceDefinitions
@@ -171,6 +172,7 @@ class ClickHouse:
         self.current_reads = ReadOnlyPool(settings.clickhouse_url, 1, "current", limits=False)
         self.writer = connect(settings.clickhouse_url)
         migrate(self.writer)
+        apply_retention(self.writer, settings.raw_events_retention_days, settings.dead_letters_retention_days)
         if not settings.embedded_clickhouse:
             for statement in reader_statements(settings.reader_password):
                 self.writer.command(statement)
