@@ -34,6 +34,8 @@ def kind_of(name: str, config: IdentityConfig) -> str:
 
 #: How profiles compare: the lower survives a merge.
 Rank = tuple[int, str]
+#: Merged identifiers followed at most, in one process, to the profile they went to.
+MOST_HOPS = 10
 
 
 def rank(profile_id: str, config: IdentityConfig) -> Rank:

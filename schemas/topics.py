@@ -13,6 +13,11 @@ IDENTITY_MERGES = "identity-merges"
 AUDIENCES = "audiences"
 #: Every entry into and exit from an audience (``schemas.audiences.AudienceEvent``), keyed by customer.
 AUDIENCE_UPDATES = "audience-updates"
+#: Suppressed identifiers, keyed by their digest (compacted, one partition; ``schemas.privacy.Suppression``).
+SUPPRESSIONS = "suppressions"
+#: Erasures for the owner of each identifier's partition (``schemas.privacy.Erasure``), keyed by
+#: the identifier, co-partitioned with the input topics and read with them.
+ERASURES = "erasures"
 #: Internal: labelled snapshots and customer samples for the one trainer (one partition),
 #: and the model versions it publishes to every worker (compacted, one partition).
 MODEL_TRAINING = "model-training"

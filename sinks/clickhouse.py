@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -33,7 +33,9 @@ from clickhouse_connect.driver.exceptions import Error as DriverError
 
 from schemas.envelope import Rejected
 from schemas.events import BaseEvent, Purchase
+from schemas.privacy import PrivacyRecord
 from schemas.rows import FEATURE_COLUMNS, FEATURE_TIME_COLUMNS, DeadLetter
+from sinks.erasure import RowErasure, erase_rows
 from sinks.tables import DATABASE, RAW_EVENT_TABLES, TABLES, TIME
 from sinks.views import VIEWS
 
@@ -126,6 +128,7 @@ MIGRATIONS: list[tuple[int, str, Sequence[str | Callable[[Client], None]]]] = [
             *(v.ddl() for v in VIEWS.values() if v.migration == 9),
         ],
     ),
+    (10, "privacy: privacy_log", [TABLES["privacy_log"].ddl()]),
 ]
 
 
@@ -204,7 +207,10 @@ ORDER = (
     *RAW_EVENT_TABLES.values(),
     "model_metrics",
     "segments",
+    "privacy_log",
 )
+#: The key of a batch's row erasures (:class:`~sinks.erasure.RowErasure`), run after its inserts.
+ERASURES = "erasures"
 #: How ClickHouse reads our JSON: ISO-8601 event times, and fields without a column (an
 #: event's ``type``) skipped.
 JSON_SETTINGS = {"date_time_input_format": "best_effort", "input_format_skip_unknown_fields": 1}
@@ -346,7 +352,7 @@ class Forwarder(Protocol):
     """Where a process that does not own the ClickHouse connection sends its inserts, all of
     one write in one call (a worker's helper process, see ``streams.worker.processes``)."""
 
-    def forward(self, inserts: list[Insert]) -> None: ...
+    def forward(self, inserts: list[Insert], erasures: list[RowErasure]) -> None: ...
 
 
 class ClickHouseSink:
@@ -372,13 +378,14 @@ class ClickHouseSink:
 
     @staticmethod
     def _empty() -> dict[str, list[Any]]:
-        return {name: [] for name in ORDER}
+        return {name: [] for name in (*ORDER, ERASURES)}
 
     @property
     def pending_rows(self) -> int:
         return sum(
             sum(chunk.rows for chunk in rows) if name in _EVENT_COLUMNS else len(rows)
             for name, rows in self.pending.items()
+            if name != ERASURES
         )
 
     def add_events(self, events: Iterable[BaseEvent]) -> None:
@@ -430,15 +437,21 @@ class ClickHouseSink:
 
     def add_row(self, table: str, row: dict[str, Any]) -> None:
         """Queue one row of a table written from a pydantic model's fields (times as datetimes)."""
-        self.pending[table].append(
-            [
-                to_seconds(value) if isinstance(value, datetime) else value
-                for value in (row[c] for c in TABLES[table].column_names)
-            ]
-        )
+        self.pending[table].append(self._values(table, row))
+
+    @staticmethod
+    def _values(table: str, row: dict[str, Any]) -> list[Any]:
+        return [
+            to_seconds(value) if isinstance(value, datetime) else value
+            for value in (row[c] for c in TABLES[table].column_names)
+        ]
 
     def add_dead_letter(self, letter: DeadLetter) -> None:
         self.pending["dead_letters"].append(dead_letter_row(letter))
+
+    def add_erasure(self, erasure: RowErasure) -> None:
+        """Queue an erasure of rows: it runs once every row queued before it is written."""
+        self.pending[ERASURES].append(erasure)
 
     def take(self) -> dict[str, list[Any]]:
         """Everything pending, for :meth:`write`; rows added from now on wait for the next."""
@@ -463,15 +476,18 @@ class ClickHouseSink:
         written = 0
         try:
             if isinstance(self.client, Forwarder):
-                inserts = [encode(name, rows) for name, rows in batch.items() if rows]
-                self.client.forward(inserts)  # in one request; the other process deals with refused rows
+                inserts = [encode(name, rows) for name, rows in batch.items() if rows and name != ERASURES]
+                # In one request; the other process deals with refused rows and runs the erasures after.
+                self.client.forward(inserts, batch[ERASURES])
                 written = sum(insert.rows for insert in inserts)
                 batch.update((insert.table, []) for insert in inserts)
+                batch[ERASURES] = []
             else:
                 # dead_letters again at the end: the dead letters of rows refused after its turn
                 for table in (*ORDER, "dead_letters"):
                     if batch[table]:
                         written += self._write_table(batch, table)
+                self.erase(batch[ERASURES])
         finally:
             self.last_flush_seconds = time.perf_counter() - started
             self.rows_written += written
@@ -611,6 +627,24 @@ class ClickHouseSink:
             f"INSERT INTO {DATABASE}.{insert.table} ({columns}) FROM INFILE '{path}' "
             f"SETTINGS {_JSON_SETTINGS_CLAUSE} FORMAT {insert.fmt}"
         )
+
+    def erase(self, erasures: list[RowErasure]) -> None:
+        """Run ``erasures`` in order, each logged in ``privacy_log`` with what it removed; each
+        leaves ``erasures`` once done (after a failure, the rest is run again)."""
+        assert not isinstance(self.client, Forwarder)
+        while erasures:
+            erasure = erasures[0]
+            removed = erase_rows(self.client, erasure.identifiers)
+            record = PrivacyRecord(
+                request_id=erasure.request_id,
+                at=datetime.now(tz=UTC),
+                action="erased",
+                identifier_hashes=[erasure.identifier_hash],
+                customer_states=erasure.customer_states,
+                removed=removed,
+            )
+            self._send(encode("privacy_log", [self._values("privacy_log", record.model_dump())]))
+            erasures.pop(0)
 
     def flush(self) -> int:
         """Insert everything pending now; returns the number of rows written."""

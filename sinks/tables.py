@@ -22,6 +22,7 @@ from pydantic import AwareDatetime, BaseModel
 from schemas.alerts import ChurnAlert
 from schemas.audiences import AudienceEvent, AudienceMember
 from schemas.events import BaseEvent, CustomerProfile, Identify, Purchase, SocialInteraction, Visit
+from schemas.privacy import PrivacyRecord
 from schemas.rows import (
     CustomerFeatures,
     DeadLetter,
@@ -155,4 +156,6 @@ TABLES: dict[str, Table] = {
         model_columns(AudienceMember) + [("version", "UInt64"), ("updated_at", TIME), ("is_deleted", "UInt8")],
         "ReplacingMergeTree(version, is_deleted) ORDER BY (audience, customer_id)",
     ),
+    # What was suppressed and erased, by request: digests of identifiers, never the identifiers.
+    "privacy_log": Table("privacy_log", model_columns(PrivacyRecord), "MergeTree ORDER BY (at, request_id)"),
 }

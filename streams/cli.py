@@ -226,6 +226,40 @@ def customer(customer_id: str, data_dir: Path | None) -> None:
 
 
 @main.command()
+@click.argument("identifier")
+@data_dir_option
+def forget(identifier: str, data_dir: Path | None) -> None:
+    """Erase one person, given any of their identifiers: their state and every row naming them;
+    their events are suppressed from then on (crm360 privacy log keeps the record)."""
+    settings = load_settings(data_dir=data_dir)
+    answer = ask_worker(settings, lambda client: client.forget(identifier))
+    removed = ", ".join(f"{table} {rows}" for table, rows in answer["removed"].items()) or "none"
+    click.echo(
+        f"erased {answer['identifiers_erased']} of {answer['identifiers']} identifier(s) and "
+        f"{answer['customer_states']} customer state(s); rows removed: {removed} (request {answer['request_id']})"
+    )
+    if not answer["complete"]:
+        click.echo("still under way: crm360 privacy log shows when every identifier is erased")
+
+
+@main.group()
+def privacy() -> None:
+    """Erasures and suppressions: their record."""
+
+
+@privacy.command("log")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@data_dir_option
+def privacy_log(fmt: str, data_dir: Path | None) -> None:
+    """Every suppression and erasure, oldest first: identifiers as digests, rows removed per table."""
+    query = (
+        "SELECT at, request_id, action, length(identifier_hashes) AS identifiers, customer_states, "
+        "toJSONString(removed) AS removed FROM privacy_log ORDER BY at, action DESC"
+    )
+    click.echo(format_result(run_query(load_settings(data_dir=data_dir), query), fmt))
+
+
+@main.command()
 @click.option("--follow", is_flag=True, help="Wait for new alerts and show them as they come.")
 @click.option("--from-beginning", is_flag=True, help="With --follow: also the alerts already published.")
 @click.option("--webhook", metavar="URL", help="With --follow: POST each alert as JSON to URL (with retries).")

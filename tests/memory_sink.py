@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.rows import DeadLetter
+from sinks.erasure import RowErasure
 
 
 class MemorySink:
@@ -16,6 +17,7 @@ class MemorySink:
         self.rows: dict[str, list[dict[str, Any]]] = {}
         #: Customers whose feature row was deleted (a profile merged into another).
         self.deleted: list[str] = []
+        self.erasures: list[RowErasure] = []
 
     def add_membership_change(self, dimension: str, name: str, customers: int) -> None:
         self.membership[dimension, name] = self.membership.get((dimension, name), 0) + customers
@@ -41,3 +43,6 @@ class MemorySink:
 
     def add_dead_letter(self, letter: DeadLetter) -> None:
         self.dead.append(letter)
+
+    def add_erasure(self, erasure: RowErasure) -> None:
+        self.erasures.append(erasure)

@@ -17,9 +17,10 @@ from processors.config import FeatureConfig
 from processors.features import CustomerState, apply, profile, row_version
 from schemas.events import Purchase, parse_event
 from sinks.clickhouse import ClickHouseSink, Insert, StagedInsert, connect, encode, migrate, stage
+from sinks.erasure import RowErasure
 from sinks.query import connect_readonly, run_readonly
 from sinks.tables import DATABASE, RAW_EVENT_TABLES, TABLES
-from streams.worker.processes import rows_request, staged_inserts
+from streams.worker.processes import erasures_in, rows_request, staged_inserts
 
 pytestmark = pytest.mark.integration  # embedded ClickHouse
 
@@ -37,7 +38,7 @@ def release_clickhouse() -> Iterator[None]:
 
 def test_migrations_idempotent_writes_and_reads(tmp_path: Path) -> None:
     client = connect(f"chdb://{tmp_path / 'ch'}")
-    assert migrate(client) == [1, 2, 5, 6, 7, 8, 9]
+    assert migrate(client) == [1, 2, 5, 6, 7, 8, 9, 10]
     assert migrate(client) == []
     sink = ClickHouseSink(client)
     event = parse_event(
@@ -291,10 +292,12 @@ class ToMainProcess:
         self.directory = staging / "40123"
         self.directory.mkdir(parents=True)
 
-    def forward(self, inserts: list[Insert]) -> None:
+    def forward(self, inserts: list[Insert], erasures: list[RowErasure]) -> None:
         self.requests += 1
         staged = [stage(insert, self.directory) for insert in inserts]
-        self.main.insert(staged_inserts(rows_request(self.directory, staged), self.staging))
+        body = rows_request(self.directory, staged, erasures)
+        self.main.insert(staged_inserts(body, self.staging))
+        self.main.erase(erasures_in(body))
 
 
 def test_a_helper_process_write_reaches_clickhouse_in_one_request(tmp_path: Path) -> None:
@@ -331,7 +334,7 @@ def test_a_helper_process_write_reaches_clickhouse_in_one_request(tmp_path: Path
     ):
         with pytest.raises(ValueError, match="not the table, columns and format"):
             main.insert([good, wrong])
-    body = rows_request(link.directory, [good])
+    body = rows_request(link.directory, [good], [])
     with pytest.raises(ValueError, match="not a body of staged inserts"):
         staged_inserts(body[:-1], staging)
     for wrong_body, reason in (

@@ -67,9 +67,9 @@ class WorkerClient:
         except ValueError:
             return status, raw.decode()
 
-    def _answer(self, method: str, path: str, body: bytes | None = None) -> Any:
+    def _answer(self, method: str, path: str, body: bytes | None = None, ok: tuple[int, ...] = (200,)) -> Any:
         status, answer = self.request(method, path, body)
-        if status != 200:
+        if status not in ok:
             raise QueryError(answer.get("error", f"HTTP {status}") if isinstance(answer, dict) else f"HTTP {status}")
         return answer
 
@@ -114,6 +114,13 @@ class WorkerClient:
     def customer(self, customer_id: str) -> dict[str, Any]:
         """One customer's live profile (``GET /customers/{id}``)."""
         answer: dict[str, Any] = self._answer("GET", f"/customers/{urllib.parse.quote(customer_id, safe='')}")
+        return answer
+
+    def forget(self, identifier: str) -> dict[str, Any]:
+        """Erase the person ``identifier`` names (``DELETE /customers/{id}``): what was erased
+        where, ``complete`` False while it is still under way."""
+        path = f"/customers/{urllib.parse.quote(identifier, safe='')}"
+        answer: dict[str, Any] = self._answer("DELETE", path, ok=(200, 202))
         return answer
 
 

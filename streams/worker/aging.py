@@ -77,7 +77,7 @@ class Walk:
             # A database in raw mode: its keys are bytes (rocksdict's stubs type every mode's keys).
             items = cast(Iterator[tuple[bytes, bytes]], table.database(self.partition).items(from_key=self.cursor))
             for key, raw in items:
-                if key == self.cursor or key in RESERVED_KEYS or key in self.late:
+                if key == self.cursor or key in RESERVED_KEYS or key in self.late or key in table.deleted:
                     continue
                 if len(out) == limit:
                     return out

@@ -32,7 +32,7 @@ from faust.types import TP, EventT
 
 from processors.identity_graph import Op
 from schemas.rows import DeadLetter
-from schemas.topics import IDENTITY_OPS, INPUT_TOPICS, PURCHASES, partition_for
+from schemas.topics import CUSTOMER_PROFILES, ERASURES, IDENTITY_OPS, INPUT_TOPICS, PURCHASES, partition_for
 from sinks.clickhouse import ClickHouseSink, connect, migrate
 from sinks.query import ReadOnlyPool, reader_statements
 from sinks.retention import apply_retention
@@ -51,6 +51,7 @@ from streams.worker.faust_corrections import (
     FlushingProducer,
     ProcessRunner,
 )
+from streams.worker.forget import Forgetting
 from streams.worker.health import BROKER_PROBE_INTERVAL_S, Health
 from streams.worker.intake import Intake
 from streams.worker.memory import rare_garbage_collection
@@ -61,6 +62,7 @@ from streams.worker.outbox import Outbox
 from streams.worker.pipeline import CustomerPipeline
 from streams.worker.processes import Helpers, RemoteRows
 from streams.worker.statestore import DiskTable
+from streams.worker.suppressions import SuppressionList
 from streams.worker.web import MAX_BODY_BYTES, register_views
 from streams.worker.writes import RowWriter
 
@@ -205,6 +207,7 @@ class Worker:
         self.source = self.app.topic(
             *INPUT_TOPICS,
             IDENTITY_OPS,
+            ERASURES,
             key_type=bytes,
             value_type=bytes,
             key_serializer="raw",
@@ -228,6 +231,13 @@ class Worker:
         )
         self.models = ModelHub(self.app, settings, self.pipeline, self.sink)
         self.audiences = AudienceDefinitions(self.app, settings.kafka_bootstrap, self.pipeline.audiences)
+        self.suppressions = SuppressionList(self.app, settings.kafka_bootstrap, self.pipeline.privacy.suppressions)
+        reads = self.clickhouse.current_reads
+        self.forgetting = (
+            Forgetting(self.app, settings.partitions, self.customers, self.suppressions, self.sink, reads)
+            if reads is not None
+            else None
+        )
         self.destinations = Destinations(self.app, settings, self.audiences, self._undelivered)
         self.lock = asyncio.Lock()  # held while processing, and around offset commits
         #: Set when the worker begins to stop: a failing write is then given up, not retried.
@@ -286,6 +296,7 @@ class Worker:
             helpers=self.helpers,
             table=self.table,
             audiences=self.audiences,
+            forgetting=self.forgetting,
             dashboard_reads=self.clickhouse.dashboard_reads,
             sql_reads=self.clickhouse.sql_reads,
             current_reads=self.current_reads,
@@ -297,6 +308,7 @@ class Worker:
             async for events in cast(faust.Stream, stream).take_events(batch_size, within=within):
                 await self.models.caught_up.wait()  # never score with less than the newest model
                 await self.audiences.caught_up.wait()  # nor check audiences before knowing them all
+                await self.suppressions.caught_up.wait()  # nor rebuild an erased person
                 async with self.lock:  # no rebalance completes while it is held
                     for run in slices(self._current(events), SLICE_BYTES):
                         if self.stopping.is_set():  # the rest waits for the next start, not the stop
@@ -356,6 +368,30 @@ class Worker:
             raise
         self.pipeline.identities.sent(handled)
 
+    async def _send_privacy(self) -> None:
+        """What erasures and suppressed events left to send (``streams.worker.privacy``):
+        suppressions durable first, so that no process applies their events again."""
+        outgoing = self.pipeline.privacy.take()
+        if not outgoing:
+            return
+        producer = cast(FlushingProducer, self.app.producer)
+        partitions = self.settings.partitions
+        try:
+            for suppression in outgoing.suppressions:
+                await self.suppressions.send(suppression)
+            for erasure in outgoing.erasures:
+                key = erasure.identifier.encode()
+                await producer.send_records(
+                    ERASURES, partition_for(key, partitions), [(key, erasure.model_dump_json().encode())]
+                )
+            for customer in outgoing.tombstones:
+                key = customer.encode()
+                await producer.send_records(CUSTOMER_PROFILES, partition_for(key, partitions), [(key, None)])
+            await producer.flush()
+        except BaseException:
+            self.pipeline.privacy.unsent(outgoing)
+            raise
+
     async def _revoked(self, sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         """Before the partitions move: every state change is in the changelog (the commit on
         revocation sent them; whatever changed since goes now), for their next owner."""
@@ -384,6 +420,7 @@ class Worker:
 
     async def _after_slice(self) -> None:
         """What a slice of input or of an aging pass leaves to publish and write."""
+        await self._send_privacy()
         await self._publish_model_output()
         await self.writer.flush_when_due()
         await self.checkpoint.write_state_when_large()

@@ -9,44 +9,33 @@ it checks any customer (:attr:`AudienceDefinitions.caught_up`).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from processors.audiences import Audiences
 from processors.conditions import ConditionError, parse_condition
 from schemas.audiences import Audience
 from schemas.topics import AUDIENCES
-from streams.worker.faust_corrections import fetched_end_offsets
+from streams.worker.compacted import CompactedTopic
 
 log = logging.getLogger("crm360")
-#: Seconds between attempts to follow the topic while the broker fails.
-RETRY_S = 3.0
 
 
 class AudienceDefinitions:
     """The ``audiences`` topic of one worker process, declared on ``app``, applied to ``audiences``."""
 
     def __init__(self, app: faust.App, bootstrap: str, audiences: Audiences) -> None:
-        self.bootstrap, self.audiences = bootstrap, audiences
-        raw: dict[str, Any] = {
-            "key_type": bytes,
-            "value_type": bytes,
-            "key_serializer": "raw",
-            "value_serializer": "raw",
-        }
-        self.topic = app.topic(AUDIENCES, partitions=1, **raw)
+        self.audiences = audiences
         #: Every definition read, deleted ones too, by name.
         self.known: dict[str, Audience] = {}
         #: The webhook of each audience that has one (``streams.worker.destinations``).
         self.webhooks: dict[str, str] = {}
-        self.caught_up = asyncio.Event()
-        app.task(self._follow)
+        self.definitions = CompactedTopic(app, bootstrap, AUDIENCES, self._receive)
+        self.caught_up = self.definitions.caught_up
 
     def listed(self) -> list[Audience]:
         """The audiences that exist, by name."""
@@ -60,7 +49,7 @@ class AudienceDefinitions:
         """Create or change ``audience`` (its condition checked first: :class:`ConditionError`);
         returns it with its new version once the topic has it."""
         parse_condition(audience.condition)
-        await self._known_all()
+        await self.definitions.read_all()
         before = self.known.get(audience.name)
         same = before is not None and not before.deleted and _definition(before) == _definition(audience)
         if same:
@@ -78,7 +67,7 @@ class AudienceDefinitions:
 
     async def delete(self, name: str) -> Audience | None:
         """Delete the audience ``name`` (its members leave); None if there is none."""
-        await self._known_all()
+        await self.definitions.read_all()
         before = self.get(name)
         if before is None:
             return None
@@ -88,48 +77,13 @@ class AudienceDefinitions:
         await self._publish(gone)
         return gone
 
-    async def _known_all(self) -> None:
-        """Once every definition is read; :class:`TimeoutError` if that takes ``RETRY_S`` * 10
-        (the broker is away: a change now could reuse a version)."""
-        await asyncio.wait_for(self.caught_up.wait(), RETRY_S * 10)
-
     async def _publish(self, audience: Audience) -> None:
-        raw = audience.model_dump_json().encode()
-        await (await self.topic.send(key=audience.name.encode(), value=raw))  # durable before it is answered
-        self._receive(raw)
+        await self.definitions.publish(audience.name.encode(), audience.model_dump_json().encode())
 
-    async def _follow(self) -> None:
-        """Read every definition from the topic's beginning, then keep following it; again
-        from the beginning after the broker failed it (the definitions read are kept)."""
-        while True:
-            try:
-                await self._read()
-            except Exception as error:  # noqa: BLE001 - a broker away must not end the following
-                log.warning("following %s again after: %s", AUDIENCES, error)
-                await asyncio.sleep(RETRY_S)
-
-    async def _read(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            tp = TopicPartition(AUDIENCES, 0)
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            end = (await fetched_end_offsets([self.bootstrap], [tp]))[tp]
-            if end == 0:
-                self.caught_up.set()
-            while True:
-                batches = await consumer.getmany(timeout_ms=500)
-                for record in batches.get(tp, []):
-                    if record.value is not None:
-                        self._receive(record.value)
-                if not self.caught_up.is_set() and await consumer.position(tp) >= end:
-                    self.caught_up.set()
-        finally:
-            await consumer.stop()
-
-    def _receive(self, raw: bytes) -> None:
+    def _receive(self, key: bytes | None, raw: bytes | None) -> None:
         """Apply one definition, unless this process has a newer one of it already."""
+        if raw is None:
+            return
         try:
             audience = Audience.model_validate_json(raw)
             before = self.known.get(audience.name)

@@ -31,6 +31,9 @@ class Counters:
     #: processes) when the graph's work is done.
     identity_ops_out: int = 0
     identity_ops_in: int = 0
+    #: Events dropped for naming an erased person's identifier, and erasures handled (one per identifier).
+    suppressed: int = 0
+    erasures: int = 0
     #: Customers whose feature row could not be computed (a bug): their state is kept, unscored.
     rows_failed: int = 0
     state_bytes_avg: float = 0.0

@@ -218,20 +218,24 @@ class CustomerStore(faust_rocksdb.Store):
     ) -> None:
         events = list(batch)
         newest: dict[int, float] = {}
-        new: dict[int, set[bytes]] = {}
+        kept: dict[tuple[int, bytes], bool] = {}  # whether each customer's last record keeps them
         for event in events:
             message = event.message
+            kept[message.partition, message.key] = message.value is not None  # None: erased
             if message.value is None:
-                continue  # states are never deleted
-            if message.key not in self._db_for_partition(message.partition):
-                new.setdefault(message.partition, set()).add(message.key)
+                continue
             at = orjson.loads(message.value)["newest_event_at"]
             if at is not None and at > newest.get(message.partition, float("-inf")):
                 newest[message.partition] = at
-        customers = {partition: counted(self._db_for_partition(partition)) for partition in new}
+        change: dict[int, int] = {}
+        for (partition, key), present in kept.items():
+            known = key in self._db_for_partition(partition)
+            if present != known:
+                change[partition] = change.get(partition, 0) + (1 if present else -1)
+        customers = {partition: counted(self._db_for_partition(partition)) for partition in change}
         super().apply_changelog_batch(events, to_key, to_value)
-        for partition, keys in new.items():
-            self._db_for_partition(partition)[COUNT_KEY] = str(customers[partition] + len(keys)).encode()
+        for partition, difference in change.items():
+            self._db_for_partition(partition)[COUNT_KEY] = str(customers[partition] + difference).encode()
         for partition, at in newest.items():
             database = self._db_for_partition(partition)
             database[NEWEST_KEY] = repr(with_newest(database, at)).encode()

@@ -23,6 +23,7 @@ from schemas.rows import DeadLetter, IdentityMerge
 from sinks.clickhouse import ClickHouseSink
 from streams.worker.counters import Counters
 from streams.worker.message import Message
+from streams.worker.privacy import Privacy
 from streams.worker.reasons import conflict, processing_failed
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class Pipeline(Protocol):
     sink: ClickHouseSink
     clock: Callable[[], float]
     audiences: Audiences
+    privacy: Privacy
 
     def partition_of(self, key: bytes) -> int: ...
 
@@ -109,6 +111,9 @@ class Identities:
         recorded, a profile that merged into another taken out of ``customer_features``."""
         pipeline = self.pipeline
         pipeline.counters.identity_ops_in += 1
+        if pipeline.privacy.suppressions.names_any((op.target, op.other, *op.identifiers)):
+            pipeline.counters.suppressed += 1  # an erased person's: it must not rebuild them
+            return
         key = op.target.encode()
         if pipeline.partition_of(key) != message.partition:
             pipeline.dead(dead, source, message, f"identity op for {op.target!r} on the wrong partition", op.payload)

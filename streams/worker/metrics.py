@@ -52,6 +52,8 @@ def process_figures(
         "crm360_aging_passes_total": c.aging_passes,
         "crm360_churn_alerts_total": c.alerts,
         "crm360_audience_changes_total": c.audience_changes,
+        "crm360_suppressed_total": c.suppressed,
+        "crm360_erasures_total": c.erasures,
         "crm360_audiences": len(pipeline.audiences.live),
         "crm360_model_version": pipeline.models.version,
         "crm360_model_labels_learned": pipeline.models.churn.labels_learned,

@@ -39,13 +39,14 @@ from schemas.audiences import AudienceEvent
 from schemas.envelope import Rejected, decode_message
 from schemas.events import BaseEvent, Purchase, ahead_of_wall_clock
 from schemas.rows import FEATURE_TIME_COLUMNS, DeadLetter
-from schemas.topics import IDENTITY_OPS, partition_for
+from schemas.topics import CUSTOMER_PROFILES, ERASURES, IDENTITY_OPS, partition_for
 from sinks.clickhouse import ClickHouseSink, to_seconds
 from streams.worker.aging import AgingPass
 from streams.worker.counters import Counters
 from streams.worker.identities import Identities
 from streams.worker.journal import Journal, Position
 from streams.worker.message import Message
+from streams.worker.privacy import Privacy, suppressed_reason
 from streams.worker.reasons import conflict, processing_failed
 from streams.worker.statestore import DiskTable
 
@@ -146,6 +147,7 @@ class CustomerPipeline:
         #: The batch's touched customers while :meth:`ingest` runs (the identity graph reads them).
         self._touched: dict[bytes, tuple[CustomerState, int]] | None = None
         self.identities = Identities(self, identity_config or IdentityConfig())
+        self.privacy = Privacy(self)
 
     def use_models(self, models: Models) -> None:
         """Score from now on with ``models`` (a newer version from the trainer)."""
@@ -245,6 +247,7 @@ class CustomerPipeline:
         counters = self.counters
         dead: list[DeadLetter] = []
         table, journal = self.table, self.journal
+        suppressions = self.privacy.suppressions
         queued = self.sink.queued_events()  # this batch's raw rows come after these
         left_out: list[BaseEvent] = []  # events whose customer's row failed: their raw rows go too
         batch_start: dict[int, int] = {}
@@ -252,12 +255,25 @@ class CustomerPipeline:
             counters.messages += 1
             if message.partition not in self.released:
                 self._released_until(message.partition)
+            if message.value is None:  # a tombstone of a compacted input topic (an erased profile's)
+                continue
             if message.topic == IDENTITY_OPS:
                 self.identities.handle(message, dead, source, horizon)
+                continue
+            if message.topic == ERASURES:
+                self.privacy.erase(message, dead, source)
                 continue
             entry = journal.add(message.partition, message.topic, message.offset, message.value, horizon)
             batch_start.setdefault(message.partition, entry)
             events, rejects = decode_message(message.value)
+            if suppressions.hashes:
+                kept = [event for event in events if not suppressions.suppresses(event)]
+                if len(kept) < len(events):
+                    counters.suppressed += len(events) - len(kept)
+                    self.dead(dead, source, message, suppressed_reason(len(events) - len(kept)), "")
+                    if message.topic == CUSTOMER_PROFILES:  # compacted: its last record must not name them
+                        self.privacy.outgoing.tombstones += [e.customer_id for e in events if e not in kept]
+                    events = kept
             accepted: list[BaseEvent] = []
             for index, event in enumerate(events):
                 customer = event.customer_id
@@ -359,6 +375,18 @@ class CustomerPipeline:
         self.record_dead_letters(dead)
         counters.batches += 1
         return dead
+
+    def forget(self, key: bytes, state: CustomerState) -> None:
+        """Erase the customer's state (``state``, as :meth:`held` gave it): out of the table,
+        the batch and the counts of ``segment_membership``."""
+        if state.rfm_segment is not None:  # counted there (see _track_membership)
+            segment = "unscored" if state.segment is None else str(state.segment)
+            self.sink.add_membership_change("segment", segment, -1)
+            self.sink.add_membership_change("rfm_segment", state.rfm_segment, -1)
+        if self._touched is not None:
+            self._touched.pop(key, None)
+        if self.table.get(key) is not None:
+            del self.table[key]
 
     def dead(self, dead: list[DeadLetter], source: str, message: Message, reason: str, payload: str) -> None:
         dead.append(

@@ -32,6 +32,7 @@ import aiohttp
 import orjson
 
 from sinks.clickhouse import Insert, StagedInsert, stage
+from sinks.erasure import RowErasure
 from streams.sdk.client import bearer
 from streams.settings import Role, Settings
 from streams.worker.children import spawn, stop_processes
@@ -43,9 +44,9 @@ def auth_headers(settings: Settings) -> dict[str, str]:
     return bearer(settings.key)
 
 
-def rows_request(directory: Path, staged: list[StagedInsert]) -> bytes:
+def rows_request(directory: Path, staged: list[StagedInsert], erasures: list[RowErasure]) -> bytes:
     """The body of ``POST /internal/rows``: a helper's staged inserts, by the name of its
-    staging directory."""
+    staging directory, and the erasures of rows to run after them."""
     return orjson.dumps(
         {
             "directory": directory.name,
@@ -53,8 +54,18 @@ def rows_request(directory: Path, staged: list[StagedInsert]) -> bytes:
                 {"table": i.table, "columns": i.columns, "format": i.fmt, "rows": i.rows, "bytes": i.size}
                 for i in staged
             ],
+            "erasures": [erasure.to_dict() for erasure in erasures],
         }
     )
+
+
+def erasures_in(body: bytes) -> list[RowErasure]:
+    """The erasures of rows a body made by :func:`rows_request` holds; ValueError when it is
+    not such a body."""
+    try:
+        return [RowErasure.from_dict(part) for part in orjson.loads(body).get("erasures", [])]
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"not a body of erasures: {error}") from error
 
 
 def staged_inserts(body: bytes, staging: Path) -> list[StagedInsert]:
@@ -105,10 +116,10 @@ class RemoteRows:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
 
-    def forward(self, inserts: list[Insert]) -> None:
+    def forward(self, inserts: list[Insert], erasures: list[RowErasure]) -> None:
         staged = [stage(insert, self.directory) for insert in inserts]
         request = urllib.request.Request(
-            self.url, data=rows_request(self.directory, staged), headers=self.headers, method="POST"
+            self.url, data=rows_request(self.directory, staged, erasures), headers=self.headers, method="POST"
         )
         try:
             with urllib.request.urlopen(request, timeout=120) as response:

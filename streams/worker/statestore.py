@@ -93,10 +93,14 @@ class DiskTable(BufferedTable):
         self.database, self.owned, self.partition_of, self.cache_size = database, owned, partition_of, cache_size
         #: Evict when the cache outgrows its size by this much (a walk per eviction, not per read).
         self._slack = max(64, cache_size // 8)
+        #: Customers deleted (erased) since the last :meth:`persist`: still on disk until then.
+        self.deleted: set[bytes] = set()
 
     def get(self, key: bytes, default: CustomerState | None = None) -> CustomerState | None:  # type: ignore[override]
         state = self.cache.get(key)
         if state is None:
+            if key in self.deleted:
+                return default
             partition = self.partition_of(key)
             # Not another process's partition: this one's database of it may be from long ago.
             raw = self.database(partition).get(key) if partition in self.owned() else None
@@ -121,10 +125,14 @@ class DiskTable(BufferedTable):
 
     def __setitem__(self, key: bytes, state: CustomerState) -> None:
         self.cache.pop(key, None)  # to the end: least recently written first
+        self.deleted.discard(key)
         super().__setitem__(key, state)
 
     def __delitem__(self, key: bytes) -> None:
-        raise TypeError("customers are never deleted from the disk store")
+        """Delete the customer (erased): gone at once, from disk at the next :meth:`persist`."""
+        self.cache.pop(key, None)
+        self.deleted.add(key)
+        self._changed[key] = None
 
     def __iter__(self) -> Iterator[bytes]:
         return (key for _, key, _ in self.customers(set(self.owned()), decode=False))
@@ -133,9 +141,11 @@ class DiskTable(BufferedTable):
         """The customers of the owned partitions: those on disk, and those new since the last
         :meth:`persist`."""
         owned = set(self.owned())
-        fresh = sum(
-            1 for key in self._changed if (p := self.partition_of(key)) in owned and key not in self.database(p)
-        )
+        fresh = 0
+        for key in self._changed:
+            partition = self.partition_of(key)
+            if partition in owned:
+                fresh += (key not in self.deleted) - (key in self.database(partition))
         return sum(counted(self.database(p)) for p in owned) + fresh
 
     def customers(self, partitions: set[int], decode: bool = True) -> Iterator[tuple[int, bytes, CustomerState | None]]:
@@ -150,7 +160,7 @@ class DiskTable(BufferedTable):
                 yield partition, key, state
             # A database in raw mode: its keys are bytes (rocksdict's stubs type every mode's keys).
             for key, raw in cast(Iterator[tuple[bytes, bytes]], self.database(partition).items()):
-                if key not in RESERVED_KEYS and key not in self.cache:
+                if key not in RESERVED_KEYS and key not in self.cache and key not in self.deleted:
                     yield partition, key, CustomerState.from_json(raw) if decode else None
 
     def take_changes(
@@ -179,8 +189,13 @@ class DiskTable(BufferedTable):
             newest: float | None = None
             customers = counted(database)
             for key, value in partition_records:
-                customers += key not in database
-                batch.put(key, value)  # states are never deleted (see __delitem__)
+                if value is None:  # erased
+                    customers -= key in database
+                    batch.delete(key)
+                    self.deleted.discard(key)
+                else:
+                    customers += key not in database
+                    batch.put(key, value)
                 self._changed.pop(key, None)
                 state = self.cache.get(key)
                 if state is not None and state.newest_event_at is not None:
@@ -202,6 +217,7 @@ class DiskTable(BufferedTable):
         for key in keys:
             del self.cache[key]
             self._changed.pop(key, None)
+        self.deleted = {key for key in self.deleted if not unwanted(key)}
         return len(keys)
 
     def _evict(self) -> None:

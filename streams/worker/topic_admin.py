@@ -12,16 +12,18 @@ from schemas.topics import (
     CHURN_MODELS,
     CUSTOMER_PROFILES,
     DEAD_LETTERS,
+    ERASURES,
     IDENTITY_MERGES,
     IDENTITY_OPS,
     INPUT_TOPICS,
     MODEL_TRAINING,
+    SUPPRESSIONS,
 )
 
 
 def topic_specs(partitions: int, retention_days: int) -> list[NewTopic]:
-    """Input topics share one partition count (co-partitioned); profiles, audiences and models
-    are compacted (each key's last record kept), the others keep records ``retention_days``.
+    """Input topics share one partition count (co-partitioned); profiles, audiences, suppressions and
+    models are compacted (each key's last record kept), the others keep records ``retention_days``.
 
     >>> specs = {spec.name: spec for spec in topic_specs(4, 7)}
     >>> specs["purchases"].topic_configs, specs["audiences"].topic_configs
@@ -32,9 +34,10 @@ def topic_specs(partitions: int, retention_days: int) -> list[NewTopic]:
     specs = []
     for name in INPUT_TOPICS:
         specs.append(NewTopic(name, partitions, 1, topic_configs=compacted if name == CUSTOMER_PROFILES else kept))
-    for name in (IDENTITY_OPS, DEAD_LETTERS, CHURN_ALERTS, IDENTITY_MERGES, AUDIENCE_UPDATES):
-        specs.append(NewTopic(name, partitions, 1, topic_configs=kept))  # identity ops: read with the input
+    for name in (IDENTITY_OPS, ERASURES, DEAD_LETTERS, CHURN_ALERTS, IDENTITY_MERGES, AUDIENCE_UPDATES):
+        specs.append(NewTopic(name, partitions, 1, topic_configs=kept))  # identity ops, erasures: read with the input
     specs.append(NewTopic(AUDIENCES, 1, 1, topic_configs=compacted))
+    specs.append(NewTopic(SUPPRESSIONS, 1, 1, topic_configs=compacted))
     specs.append(NewTopic(MODEL_TRAINING, 1, 1, topic_configs=kept))
     specs.append(NewTopic(CHURN_MODELS, 1, 1, topic_configs=compacted))
     return specs

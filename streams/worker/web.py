@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from processors.conditions import ConditionError
 from processors.features import profile
+from processors.identity import MOST_HOPS
 from schemas.audiences import Audience, definition_problem
 from schemas.rows import FEATURE_TIME_COLUMNS
 from schemas.topics import partition_for
@@ -31,16 +32,15 @@ from streams.settings import Settings
 from streams.worker.audiences import AudienceDefinitions
 from streams.worker.backfill import CurrentReads
 from streams.worker.faust_corrections import App
+from streams.worker.forget import Forgetting
 from streams.worker.health import Health
 from streams.worker.intake import Intake
 from streams.worker.metrics import combine, metrics_text
 from streams.worker.pipeline import CustomerPipeline
-from streams.worker.processes import Helpers, staged_inserts
+from streams.worker.processes import Helpers, erasures_in, staged_inserts
 from streams.worker.writes import RowWriter
 
 MAX_BODY_BYTES = 20 * 1024 * 1024
-#: Merged identifiers followed at most, in this process, to the profile they went to.
-MOST_HOPS = 10
 #: A profile's identifiers and the merges it decided, as ClickHouse has them.
 IDENTIFIERS_SQL = "SELECT identifier FROM identities FINAL WHERE profile_id = {id:String} ORDER BY identifier"
 MERGES_SQL = (
@@ -117,6 +117,7 @@ def register_views(
     helpers: Helpers | None,
     table: faust.Table,
     audiences: AudienceDefinitions,
+    forgetting: Forgetting | None,
     dashboard_reads: ReadOnlyPool | None,
     sql_reads: ReadOnlyPool | None,
     current_reads: CurrentReads,
@@ -127,7 +128,7 @@ def register_views(
     pools are ``None`` in a helper process), SQL, the dashboard and helpers' rows (``writer``)."""
     app.api_key = settings.key or ""
     _event_views(app, settings, intake, health)
-    _customer_views(app, settings, pipeline, helpers, table, dashboard_reads)
+    _customer_views(app, settings, pipeline, helpers, table, dashboard_reads, forgetting)
     _process_views(app, settings, health, figures, helpers)
     _audience_views(app, audiences)
     if dashboard_reads is not None and sql_reads is not None:
@@ -175,9 +176,22 @@ def _customer_views(
     helpers: Helpers | None,
     table: faust.Table,
     reads: ReadOnlyPool | None,
+    forgetting: Forgetting | None,
 ) -> None:
     @app.page("/customers/{customer_id}")
     class Customer(KeyedView):
+        async def delete(self, request: Request, customer_id: str) -> Response:
+            """Erase the person (``streams.worker.forget``): 200 once done, 202 while under way."""
+            if forgetting is None:  # a helper process
+                return self.json(
+                    {"error": "erasures are taken by the worker's main process: send it there"}, status=421
+                )
+            try:
+                answer = await forgetting.forget(customer_id)
+            except TimeoutError:
+                return self.json({"error": UNREAD_SUPPRESSIONS}, status=503)
+            return self.json(answer, status=200 if answer["complete"] else 202)
+
         async def get(self, request: Request, customer_id: str) -> Response:
             key = customer_id.encode()
             state = pipeline.table.get(key)
@@ -234,6 +248,8 @@ def _customer_views(
             )
 
 
+#: The answer to an erasure while the suppression list cannot be read.
+UNREAD_SUPPRESSIONS = "the suppressions topic cannot be read (is the broker up?): nothing was erased; try again"
 #: The answer to a change of audiences while their topic cannot be read.
 UNREAD = "the audiences topic cannot be read (is the broker up?): nothing changed; try again"
 
@@ -338,8 +354,10 @@ def _clickhouse_views(
 
         async def post(self, request: Request) -> Response:
             try:
-                inserts = staged_inserts(await request.read(), settings.staging_path)
+                body = await request.read()
+                inserts, erasures = staged_inserts(body, settings.staging_path), erasures_in(body)
                 await asyncio.to_thread(writer.sink.insert, inserts)
+                await asyncio.to_thread(writer.sink.erase, erasures)
             except ValueError as error:
                 return self.json({"error": str(error)}, status=400)
             except Exception as error:  # noqa: BLE001 - the helper retries, as after any failed write
