@@ -259,6 +259,16 @@ def privacy_log(fmt: str, data_dir: Path | None) -> None:
     click.echo(format_result(run_query(load_settings(data_dir=data_dir), query), fmt))
 
 
+@privacy.command("lift")
+@click.argument("identifier")
+@data_dir_option
+def privacy_lift(identifier: str, data_dir: Path | None) -> None:
+    """Lift IDENTIFIER's suppression: its events start a new profile from now on."""
+    answer = ask_worker(load_settings(data_dir=data_dir), lambda client: client.lift_suppression(identifier))
+    state = "lifted" if answer["was_suppressed"] else "was not suppressed; recorded anyway"
+    click.echo(f"{identifier}: {state} (request {answer['request_id']})")
+
+
 @main.command()
 @click.option("--follow", is_flag=True, help="Wait for new alerts and show them as they come.")
 @click.option("--from-beginning", is_flag=True, help="With --follow: also the alerts already published.")

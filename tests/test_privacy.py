@@ -165,3 +165,12 @@ def test_an_erased_person_is_gone_everywhere_stays_gone_and_the_others_stay_exac
     told = [AudienceEvent.model_validate_json(value or b"") for _, value in records(broker, AUDIENCE_UPDATES)]
     assert any(PERSON in event.identifiers for event in told)  # they entered "buyers" before the erasure
     assert all(event.created_at.timestamp() < erased_at for event in told if "gone-" in event.model_dump_json())
+
+    status, lifted = worker.request("DELETE", f"/suppressions/{DEVICE}")  # the operator lets the device back
+    assert status == 200 and lifted["was_suppressed"], lifted
+    publish(broker, [person_events("-lifted")[1]])  # a visit of the device: a new profile
+    until(lambda: worker.get(f"/customers/{DEVICE}")[0] == 200, "the device's new profile", 30)
+    assert worker.get(f"/customers/{DEVICE}")[1]["customer"]["visit_count"] == 1
+    assert worker.get(f"/customers/{PERSON}")[0] == 404  # still suppressed
+    actions = [row["action"] for row in worker.sql("SELECT action FROM privacy_log ORDER BY at")]
+    assert actions == ["suppressed", "erased", "erased", "suppressed", "erased", "lifted"]  # two requests, a lift

@@ -123,6 +123,12 @@ class WorkerClient:
         answer: dict[str, Any] = self._answer("DELETE", path, ok=(200, 202))
         return answer
 
+    def lift_suppression(self, identifier: str) -> dict[str, Any]:
+        """Lift the suppression of ``identifier`` (``DELETE /suppressions/{id}``): its events
+        start a new profile from now on."""
+        answer: dict[str, Any] = self._answer("DELETE", f"/suppressions/{urllib.parse.quote(identifier, safe='')}")
+        return answer
+
 
 class QueryClient:
     """Runs read-only SQL wherever the data is reachable."""

@@ -7,7 +7,8 @@ records to the compacted ``customer-profiles`` topic, and sends an erasure to th
 identifier's partition (``streams.worker.privacy``), which erases its state and the rows naming
 the person, and erases identifiers it finds in turn. The request is complete when every
 identifier suppressed for it was erased: ``privacy_log`` says so, row by row. Nothing of the
-person is kept but digests of their identifiers.
+person is kept but digests of their identifiers. An operator may lift an identifier's
+suppression (``DELETE /suppressions/{id}``): its events then start a new profile.
 """
 
 from __future__ import annotations
@@ -79,6 +80,18 @@ class Forgetting:
             if answer["complete"] or time.monotonic() > deadline:
                 return answer
             await asyncio.sleep(0.25)
+
+    async def lift(self, identifier: str) -> dict[str, Any]:
+        """Lift the suppression of ``identifier``: its events start a new profile from now on
+        (what was erased stays erased)."""
+        request_id = uuid.uuid4().hex
+        was = self.suppressions.suppressions.names_any([identifier])
+        digests = await self.suppressions.suppress([identifier], request_id, lifted=True)
+        record = PrivacyRecord(
+            request_id=request_id, at=datetime.now(tz=UTC), action="lifted", identifier_hashes=digests
+        )
+        self.sink.add_row("privacy_log", record.model_dump())
+        return {"request_id": request_id, "was_suppressed": was}
 
     async def identifiers_of(self, asked: str) -> list[str]:
         """``asked`` and the person's other identifiers known here: in the live state this

@@ -178,6 +178,17 @@ def _customer_views(
     reads: ReadOnlyPool | None,
     forgetting: Forgetting | None,
 ) -> None:
+    @app.page("/suppressions/{identifier}")
+    class Suppression(KeyedView):
+        async def delete(self, request: Request, identifier: str) -> Response:
+            """Lift the identifier's suppression: its events start a new profile from now on."""
+            if forgetting is None:  # a helper process
+                return self.json({"error": "suppressions are lifted by the worker's main process"}, status=421)
+            try:
+                return self.json(await forgetting.lift(identifier))
+            except TimeoutError:
+                return self.json({"error": UNREAD_SUPPRESSIONS}, status=503)
+
     @app.page("/customers/{customer_id}")
     class Customer(KeyedView):
         async def delete(self, request: Request, customer_id: str) -> Response:
@@ -249,7 +260,7 @@ def _customer_views(
 
 
 #: The answer to an erasure while the suppression list cannot be read.
-UNREAD_SUPPRESSIONS = "the suppressions topic cannot be read (is the broker up?): nothing was erased; try again"
+UNREAD_SUPPRESSIONS = "the suppressions topic cannot be read (is the broker up?): nothing changed; try again"
 #: The answer to a change of audiences while their topic cannot be read.
 UNREAD = "the audiences topic cannot be read (is the broker up?): nothing changed; try again"
 
