@@ -690,7 +690,13 @@ def evaluate(path: Path | None, until: datetime, min_auc: float) -> None:
 @click.option(
     "--audiences", type=click.IntRange(0, 20), default=0, help="Live audiences of typical conditions (up to 20)."
 )
-def bench(events: int, cpu: bool, identities: bool, audiences: int) -> None:
+@click.option(
+    "--suppressed",
+    type=click.IntRange(0),
+    default=0,
+    help="With --cpu: this many erased people's identifiers suppressed (every event checked against them).",
+)
+def bench(events: int, cpu: bool, identities: bool, audiences: int, suppressed: int) -> None:
     """Measure throughput (against a plain consumer) and freshness on a private local stack."""
     import json
 
@@ -702,7 +708,7 @@ def bench(events: int, cpu: bool, identities: bool, audiences: int) -> None:
         from streams.measure.cpubench import run_cpu_bench
 
         click.echo(f"processing {events} simulated events in one process ...", err=True)
-        figures = run_cpu_bench(events, audiences=audiences)
+        figures = run_cpu_bench(events, audiences=audiences, suppressed=suppressed)
         for name, value in figures.items():
             click.echo(f"  {name:<18} {value}")
         click.echo(json.dumps(figures))

@@ -25,6 +25,8 @@ def test_cpu_bench_outputs_are_reproducible_and_the_digest_sees_them() -> None:
     assert {k: first[k] for k in same} == {k: again[k] for k in same}
     other = run_cpu_bench(3_000, batch_messages=7)  # other batches: other rows and states
     assert other["events"] == 3_000 and other["digest"] != first["digest"]
+    checked = run_cpu_bench(3_000, suppressed=500)  # suppressions of nobody in the stream change nothing
+    assert checked["suppressed_identifiers"] == 500 and checked["digest"] == first["digest"]
 
 
 def test_with_audiences_the_digest_is_the_same_in_every_process() -> None:
