@@ -61,6 +61,29 @@ IN_FUNCTIONS = frozenset(
     {"in", "notIn", "globalIn", "globalNotIn", "nullIn", "notNullIn", "globalNullIn", "globalNotNullIn"}
 )
 
+#: Tables outside crm360's that describe the server and its tables, which SQL clients read on
+#: connect and to browse tables (besides ``information_schema``): none holds data or queries.
+CATALOG = frozenset(
+    ("system", name)
+    for name in (
+        "settings",
+        "functions",
+        "databases",
+        "tables",
+        "columns",
+        "data_type_families",
+        "table_engines",
+        "formats",
+        "time_zones",
+        "build_options",
+        "one",
+        "collations",
+        "table_functions",
+        "aggregate_function_combinators",
+        "keywords",
+    )
+)
+
 T = TypeVar("T")
 
 
@@ -100,14 +123,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def connect_readonly(dsn: str) -> Client:
-    """A connection whose session is read-only, with the limits of :data:`READONLY_SETTINGS`.
+def connect_readonly(dsn: str, limits: dict[str, int | str] = READONLY_SETTINGS) -> Client:
+    """A connection whose session is read-only, with ``limits`` (ending with ``readonly = 1``).
 
     ``dsn`` is the data's (``chdb://...``) or, for a server, the read-only user's (see
-    ``Settings.clickhouse_reader_url``), whose settings profile holds the same limits.
+    ``Settings.clickhouse_reader_url``), whose settings profile holds :data:`READONLY_SETTINGS`.
     """
     if dsn.startswith("chdb://"):  # each chDB client has its own session, set here once, in order
-        return connect(dsn, database=DATABASE, settings=READONLY_SETTINGS)
+        return connect(dsn, database=DATABASE, settings=limits)
     return connect(dsn, database=DATABASE)
 
 
@@ -144,23 +167,26 @@ def _nodes(tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
             stack.extend(reversed([child for child in children if isinstance(child, dict)]))
 
 
-def _outside(identifier: dict[str, Any]) -> str | None:
-    """Why a table name is refused: another database than crm360's."""
+def _outside(identifier: dict[str, Any], catalog: bool) -> str | None:
+    """Why a table name is refused: another database than crm360's (with ``catalog``, but the
+    tables of :data:`CATALOG` that clients read to describe the server and its tables)."""
     parts = identifier.get("name_parts") or [identifier["name"]]
     if len(parts) > 1 and parts[0] != DATABASE:
+        if catalog and (parts[0].lower() == "information_schema" or tuple(parts[:2]) in CATALOG):
+            return None
         return f"{identifier['name']}: only the tables of the {DATABASE} database can be read"
     return None
 
 
-def _problem(node: dict[str, Any]) -> str | None:
+def _problem(node: dict[str, Any], catalog: bool) -> str | None:
     """Why one node of a parsed SELECT is refused, if it is."""
     kind = node.get("type")
     if "out_file" in node:
         return "INTO OUTFILE: queries cannot write files"
-    if "format_ast" in node:
-        return "FORMAT: the output format is chosen by the client (crm360 sql --format)"
+    if "settings_ast" in node:
+        return "SETTINGS: the limits of queries here are fixed"
     if kind == "TableIdentifier":
-        return _outside(node)
+        return _outside(node, catalog)
     if kind == "TableExpression" and "table_function" in node:
         name = node["table_function"]["name"]
         if name not in GENERATORS:
@@ -171,13 +197,25 @@ def _problem(node: dict[str, Any]) -> str | None:
             return f"function {name}() reads outside the {DATABASE} tables"
         arguments = node.get("arguments", {}).get("children", [])
         if name in IN_FUNCTIONS and len(arguments) == 2 and arguments[1].get("type") == "Identifier":
-            return _outside(arguments[1])
+            return _outside(arguments[1], catalog)
     return None
 
 
-def statement(client: Client, sql: str) -> str:
-    """The one SELECT ``sql`` holds, as ClickHouse formats it; :class:`Refused` if it is not one
-    SELECT over crm360's tables. ClickHouse's parser reads it (errors are its own)."""
+@dataclass(frozen=True)
+class Select:
+    """One SELECT as ClickHouse formats it, without its ``FORMAT`` clause, and that format."""
+
+    sql: str
+    format: str | None
+
+
+def parse_select(client: Client, sql: str, catalog: bool = False) -> Select:
+    """The one SELECT ``sql`` holds; :class:`Refused` if it is not one SELECT over crm360's
+    tables (with ``catalog``, also :data:`CATALOG`). ClickHouse's parser reads it (errors are
+    its own).
+
+    A ``SETTINGS`` clause is refused (a read-only session refuses it anyway): the limits hold.
+    """
     tree, formatted = client.query(
         "SELECT parseQueryToJSON({sql:String}), formatQuerySingleLine({sql:String})", parameters={"sql": sql}
     ).result_rows[0]
@@ -187,10 +225,25 @@ def statement(client: Client, sql: str) -> str:
         raise Refused("the query is nested too deeply") from None
     if parsed["type"] != "SelectWithUnionQuery":
         raise Refused(f"only SELECT queries are run here, not {parsed['type']}")
-    for problem in map(_problem, _nodes(parsed)):
+    for node in _nodes(parsed):
+        problem = _problem(node, catalog)
         if problem:
             raise Refused(problem)
-    return str(formatted)
+    text = str(formatted)
+    fmt = parsed.get("format_ast", {}).get("name")
+    if fmt is not None:  # formatted last: "... FORMAT <name>" (SETTINGS, which could follow, is refused)
+        text = text.removesuffix(f" FORMAT {fmt}")
+    return Select(text, fmt)
+
+
+def statement(client: Client, sql: str) -> str:
+    """The one SELECT ``sql`` holds, as ClickHouse formats it, without a ``FORMAT`` clause
+    (:class:`Refused`: the client chooses the format, e.g. ``crm360 sql --format``); see
+    :func:`parse_select`."""
+    select = parse_select(client, sql)
+    if select.format is not None:
+        raise Refused("FORMAT: the output format is chosen by the client (crm360 sql --format)")
+    return select.sql
 
 
 def run_readonly(client: Client, sql: str, parameters: dict[str, Any] | None = None) -> QueryResult:
@@ -205,11 +258,12 @@ class ReadOnlyPool:
 
     Queries beyond ``size`` wait for a free thread without taking one of the event loop's
     default threads (which write to ClickHouse), and never wait for another pool's queries.
-    With ``limits`` False the connections are ``dsn``'s own, without the analysts' limits: for
-    the worker's own reads, whose statements are its code's (a backfill reads every customer).
+    The connections are read-only with ``limits`` (:func:`connect_readonly`); with None they
+    are ``dsn``'s own, without limits: for the worker's own reads, whose statements are its
+    code's (a backfill reads every customer).
     """
 
-    def __init__(self, dsn: str, size: int, name: str, limits: bool = True) -> None:
+    def __init__(self, dsn: str, size: int, name: str, limits: dict[str, int | str] | None = READONLY_SETTINGS) -> None:
         self.dsn = dsn
         self.limits = limits
         self._threads = ThreadPoolExecutor(size, thread_name_prefix=f"crm360-{name}")
@@ -218,7 +272,7 @@ class ReadOnlyPool:
     def _call(self, use: Callable[[Client], T]) -> T:
         client = getattr(self._local, "client", None)
         if client is None:  # opened in its thread, on first use: a failure is the query's error
-            opened = connect_readonly(self.dsn) if self.limits else connect(self.dsn, database=DATABASE)
+            opened = connect_readonly(self.dsn, self.limits) if self.limits else connect(self.dsn, database=DATABASE)
             client = self._local.client = opened
         return use(client)
 

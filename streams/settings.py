@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     sql_connections: int = Field(default=2, ge=1)
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    # With embedded ClickHouse, the worker serves ClickHouse's HTTP interface, read-only, on
+    # web_host at this port for analysts' own clients (0: not served).
+    clickhouse_http_port: int = Field(default=8123, ge=0)
     partitions: int = Field(default=4, ge=1)
     app_id: str = "crm360"
     api_key: SecretStr | None = None

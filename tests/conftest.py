@@ -124,6 +124,7 @@ def worker_env(broker: str, tmp_path: Path) -> dict[str, str]:
         CRM360_APP_ID=f"crm360-test-{uuid.uuid4().hex[:8]}",
         CRM360_DATA_DIR=str(tmp_path / "data"),
         CRM360_WEB_PORT=str(free_port()),
+        CRM360_CLICKHOUSE_HTTP_PORT=str(free_port()),
         CRM360_AGING_INTERVAL_S="1.0",
         CRM360_AGING_MIN_ADVANCE_S="0",
         PYTHONPATH=str(ROOT),

@@ -40,7 +40,7 @@ class WorkerProcess:
     def for_settings(cls, settings: Settings, log_path: Path | None, **extra: str) -> WorkerProcess:
         """A worker for ``settings``; ``extra`` sets more ``CRM360_*`` variables (lower-case names)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("CRM360_")} | settings.environment(
-            "kafka_bootstrap", "data_dir", "web_port", "app_id", "partitions", **extra
+            "kafka_bootstrap", "data_dir", "web_port", "clickhouse_http_port", "app_id", "partitions", **extra
         )
         return cls(env, log_path)
 
@@ -92,6 +92,7 @@ def private_stack(purpose: str, partitions: int = 4, **worker_env: str) -> Itera
         kafka_bootstrap=address,
         data_dir=workdir,
         web_port=free_port(),
+        clickhouse_http_port=0,  # private: analysts' clients have nothing to do here
         partitions=partitions,
         app_id=f"crm360-{purpose}-{uuid.uuid4().hex[:6]}",
     )

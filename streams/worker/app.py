@@ -42,6 +42,7 @@ from streams.worker.audiences import AudienceDefinitions
 from streams.worker.backfill import Backfill, CurrentReads
 from streams.worker.changelog import BufferedTable
 from streams.worker.checkpoint import Checkpoint
+from streams.worker.clickhouse_http import INTERFACE_LIMITS, ClickHouseInterface
 from streams.worker.destinations import Destinations
 from streams.worker.faust_corrections import (
     App,
@@ -168,10 +169,12 @@ class ClickHouse:
         #: The worker's own reads of every customer (``streams.worker.backfill``).
         self.current_reads: ReadOnlyPool | None = None
         self.staging: Path | None = None
+        #: ClickHouse's HTTP interface, read-only, for analysts' clients (embedded ClickHouse).
+        self.interface: ClickHouseInterface | None = None
         if settings.role is Role.HELPER and settings.embedded_clickhouse:  # the main process writes and reads
             self.writer = RemoteRows(settings, settings.staging_path / str(settings.web_port))
             return
-        self.current_reads = ReadOnlyPool(settings.clickhouse_url, 1, "current", limits=False)
+        self.current_reads = ReadOnlyPool(settings.clickhouse_url, 1, "current", limits=None)
         self.writer = connect(settings.clickhouse_url)
         migrate(self.writer)
         apply_retention(self.writer, settings.raw_events_retention_days, settings.dead_letters_retention_days)
@@ -180,6 +183,13 @@ class ClickHouse:
                 self.writer.command(statement)
         self.dashboard_reads = ReadOnlyPool(settings.clickhouse_reader_url, 1, "dashboard")
         self.sql_reads = ReadOnlyPool(settings.clickhouse_reader_url, settings.sql_connections, "sql")
+        if settings.embedded_clickhouse and settings.clickhouse_http_port:  # a server has its own
+            self.interface = ClickHouseInterface(
+                settings.web_host,
+                settings.clickhouse_http_port,
+                ReadOnlyPool(settings.clickhouse_url, settings.sql_connections, "interface", INTERFACE_LIMITS),
+                settings.key,
+            )
         if settings.embedded_clickhouse:
             shutil.rmtree(settings.staging_path, ignore_errors=True)  # left by earlier runs' helpers
             self.staging = settings.staging_path / "main"
@@ -282,6 +292,8 @@ class Worker:
         # signal sends (the partitions; nothing at shutdown).
         self.app.on_partitions_revoked.connect(self._revoked)  # type: ignore[arg-type]
         self.app.on_partitions_assigned.connect(self._assigned)  # type: ignore[arg-type]
+        if self.clickhouse.interface is not None:
+            self.app.task(self.clickhouse.interface.serve)
         if self.helpers:
             self.app.timer(2.0)(self._watch_helpers)
             self.app.on_before_shutdown.connect(self._stop_helpers)  # type: ignore[arg-type]
