@@ -265,3 +265,6 @@ def test_http_ingest_and_api_key(start_worker: Any) -> None:
     status, live = worker.request("GET", "/customers/carol", None, auth)
     assert status == 200 and live["customer"]["purchase_count"] == 1
     assert live["customer"]["last_purchase_at"].startswith("2024-03-01T11:00:00")
+    # faust's own table endpoints would answer a customer's state to anyone: not served.
+    for path in ("/table/", "/table/customers/", "/table/customers/carol/"):
+        assert worker.request("GET", path, None, auth)[0] == 404, path
