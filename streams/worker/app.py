@@ -118,7 +118,10 @@ def faust_app(settings: Settings) -> App:
         web_port=settings.web_port,
         web_bind=settings.web_host,
         web_application_options={"client_max_size": MAX_BODY_BYTES + 1},  # a body may be that long
-        web_tables_enabled=False,  # faust's /table/... would answer customers' states to anyone, key or not
+        # faust's /table/... would answer customers' states to anyone, key or not; /router/...
+        # the processes' addresses (routing a request to a customer's process needs neither).
+        web_tables_enabled=False,
+        web_router_enabled=False,
         # Each process its own (RocksDB locks its files), the same on every start.
         datadir=str(
             settings.data_path / "faust" / (f"helper-{settings.helper_number}" if settings.role is Role.HELPER else "")

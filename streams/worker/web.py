@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
+from importlib.metadata import version
 from typing import Any, cast
 from urllib.parse import quote
 
@@ -29,6 +30,7 @@ from sinks.query import ReadOnlyPool, run_readonly
 from streams.analytics.dashboard import DashboardCache, dashboard_data, dashboard_page, plotly_js
 from streams.sdk.client import bearer
 from streams.settings import Settings
+from streams.worker.api import docs_page, openapi_document
 from streams.worker.audiences import AudienceDefinitions
 from streams.worker.backfill import CurrentReads
 from streams.worker.faust_corrections import App
@@ -131,6 +133,7 @@ def register_views(
     _customer_views(app, settings, pipeline, helpers, table, dashboard_reads, forgetting)
     _process_views(app, settings, health, figures, helpers)
     _audience_views(app, audiences)
+    _api_views(app)
     if dashboard_reads is not None and sql_reads is not None:
         _clickhouse_views(app, settings, writer, sql_reads, current_reads)
         _dashboard_views(app, settings, dashboard_reads)
@@ -320,6 +323,22 @@ def _audience_views(app: App, audiences: AudienceDefinitions) -> None:
             if gone is None:
                 return self.json({"error": f"no audience {name!r}"}, status=404)
             return self.json(plain(gone))
+
+
+def _api_views(app: App) -> None:
+    def served() -> set[tuple[str, str]]:
+        router = app.web.web_app.router  # type: ignore[attr-defined]  # the aiohttp driver's
+        return {(route.method, route.resource.canonical) for route in router.routes() if route.resource is not None}
+
+    @app.page("/openapi.json")
+    class OpenApi(View):
+        async def get(self, request: Request) -> Response:
+            return self.json(openapi_document(served(), version("crm360")))
+
+    @app.page("/docs")
+    class Docs(View):
+        async def get(self, request: Request) -> Response:
+            return self.html(docs_page(openapi_document(served(), version("crm360"))))
 
 
 def _process_views(
