@@ -66,6 +66,9 @@ def test_analysts_clients_read_the_embedded_database_through_the_worker(start_wo
     assert status == 200 and [list(r.values()) for r in json.loads(body)["data"]] == in_process
     status, _, body = http(port, QUERY + " FORMAT Parquet")
     assert status == 200 and pq.read_table(io.BytesIO(body)).to_pylist()[0]["customer_id"] == in_process[0][0]
+    status, _, body = http(port, "SELECT number, toString(number) FROM numbers(300000)")  # streamed in chunks
+    lines = body.decode().splitlines()
+    assert status == 200 and len(lines) == 300_000 and lines[-1] == "299999\t299999"
     status, _, body = http(port, "SELECT {n:UInt32} + 1", param_n="41")
     assert (status, body) == (200, b"42\n")
 

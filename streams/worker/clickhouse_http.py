@@ -24,6 +24,7 @@ import asyncio
 import base64
 import binascii
 import hmac
+import io
 import logging
 import re
 import threading
@@ -59,8 +60,9 @@ CONTENT_TYPES = {
     "TSVWithNames": "text/tab-separated-values",
     "Pretty": "text/plain",
 }
-#: Chunks of output in flight between the query's thread and the response.
+#: Chunks of output in flight between the query's thread and the response, and their size.
 QUEUED_CHUNKS = 8
+CHUNK_BYTES = 1 << 20
 
 
 def exception(code: int, message: str, status: int) -> web.Response:
@@ -193,17 +195,19 @@ def _finish(run: Any, client: Client, put: Any) -> None:
 
 
 def _stream(client: Client, sql: str, parameters: dict[str, str], fmt: str) -> Iterator[bytes]:
+    """The output in chunks of :data:`CHUNK_BYTES` (the stream, a file, iterates lines: a
+    million rows of TSV took 150 s line by line)."""
     stream = client.raw_stream(sql, parameters=parameters or None, fmt=fmt)
+    assert isinstance(stream, io.IOBase)  # embedded ClickHouse's (a server's is a StreamContext)
     try:
-        yield from stream
+        while chunk := stream.read(CHUNK_BYTES):
+            yield chunk
     finally:
-        close = getattr(stream, "close", None)
-        if close is not None:
-            close()
+        stream.close()
 
 
 def _message(error: BaseException) -> str:
-    return " ".join(str(error).split())
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _error(error: BaseException) -> web.Response:
