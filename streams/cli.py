@@ -650,7 +650,8 @@ def simulate(customers: int, days: int, seed: int, truth_path: Path, out: Path |
 )
 @click.option("--min-auc", type=float, default=0.77, show_default=True, help="Fail below this ROC AUC.")
 def evaluate(path: Path | None, until: datetime, min_auc: float) -> None:
-    """Churn quality on real purchases (CDNOW file PATH): ROC AUC of churn_probability vs recency."""
+    """Quality on real purchases (CDNOW file PATH): churn (ROC AUC of churn_probability vs recency)
+    and customer value (clv_estimate vs BG/NBD + Gamma-Gamma and spend per week)."""
     import json
 
     from streams.measure.evaluate import DEFAULT_DATA, run_evaluation
@@ -668,6 +669,18 @@ def evaluate(path: Path | None, until: datetime, min_auc: float) -> None:
     click.echo(
         f"ROC AUC  churn_probability {result['roc_auc']:.4f}   days since last purchase {result['recency_baseline_roc_auc']:.4f}"
     )
+    value = result["value"]
+    click.echo(
+        f"customer value over the next {value['horizon_days']:g} days against each customer's actual spend "
+        f"({value['customers']} customers, ${value['holdout_revenue']:,.0f} in all):"
+    )
+    click.echo(f"  {'predictor':<22} Spearman  top-10%  top-20%  Gini   MAE $   RMSE $  predicted total")
+    for name in ("clv_estimate", "bg_nbd_gamma_gamma", "spend_per_week"):
+        f = value[name]
+        click.echo(
+            f"  {name:<22} {f['spearman']:>8.3f} {f['top_10_capture']:>8.3f} {f['top_20_capture']:>8.3f} "
+            f"{f['normalized_gini']:>5.3f} {f['mae']:>7.2f} {f['rmse']:>8.2f}  ${f['predicted_total']:>13,.0f}"
+        )
     click.echo(json.dumps(result))
     if result["scored"] < result["customers"]:
         fail(f"{result['customers'] - result['scored']} customers have no churn score")

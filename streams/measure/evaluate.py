@@ -3,7 +3,10 @@
 On a private local stack, the CDNOW purchases up to the calibration end are replayed
 through the real pipeline; once every customer is scored by the newest model version,
 ``churn_probability`` from ``customer_features FINAL`` is compared with what happened next
-(no purchase in the holdout = churned) by ROC AUC, next to days since the last purchase.
+(no purchase in the holdout = churned) by ROC AUC, next to days since the last purchase; and
+``clv_estimate`` (over a horizon as long as the holdout) with each customer's holdout spend,
+next to BG/NBD + Gamma-Gamma fitted on the calibration period (``streams.measure.btyd``) and
+to the calibration spend per week carried over the holdout (:func:`value_table`).
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ from typing import Any
 import click
 
 from processors.quality import roc_auc
+from schemas.events import Purchase
 from streams.local.replay import read_events, replay_file
 from streams.local.stack import WorkerProcess, private_stack
 from streams.local.until import until
+from streams.measure.btyd import expected_value, summarise
+from streams.measure.value_metrics import value_figures
 
 #: The classic CDNOW set-up: 39 weeks of calibration, then 39 weeks of holdout.
 CALIBRATION_END = datetime(1997, 9, 30, tzinfo=UTC)
@@ -48,20 +54,63 @@ def wait_for_models(worker: WorkerProcess, timeout: float) -> dict[str, float]:
         click.echo("")
 
 
+def value_table(path: Path, until: datetime, estimates: dict[str, float]) -> dict[str, Any]:
+    """Customer value predicted for the holdout (as long as the calibration, after ``until``)
+    against each customer's actual holdout spend: ``estimates`` (the stream's ``clv_estimate``),
+    BG/NBD + Gamma-Gamma, and the calibration spend per week of tenure (at least one) times
+    the holdout's weeks."""
+    end, calibration_end = until.timestamp() + 86_400, until.date()
+    purchases = [
+        (e.customer_id, e.ts.date(), e.amount)
+        for e in read_events(path, "cdnow")
+        if isinstance(e, Purchase) and e.kind == "purchase"
+    ]
+    start = min(day for _, day, _ in purchases)
+    horizon = float((calibration_end - start).days + 1)
+    spent: dict[str, float] = {}
+    calibration: dict[str, float] = {}
+    first: dict[str, Any] = {}
+    for customer, day, amount in purchases:
+        if datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() >= end:
+            spent[customer] = spent.get(customer, 0.0) + amount
+        else:
+            calibration[customer] = calibration.get(customer, 0.0) + amount
+            first[customer] = min(first.get(customer, day), day)
+    customers = sorted(calibration)
+    actual = [spent.get(c, 0.0) for c in customers]
+    reference = expected_value(summarise(purchases, calibration_end), horizon)
+    weeks = horizon / 7
+    per_week = [calibration[c] / max((calibration_end - first[c]).days / 7, 1.0) * weeks for c in customers]
+    return {
+        "customers": len(customers),
+        "holdout_revenue": round(sum(actual), 2),
+        "horizon_days": horizon,
+        "clv_estimate": value_figures(actual, [estimates.get(c, 0.0) for c in customers]),
+        "bg_nbd_gamma_gamma": value_figures(actual, [reference[c] for c in customers]),
+        "spend_per_week": value_figures(actual, per_week),
+    }
+
+
 def run_evaluation(path: Path, until: datetime = CALIBRATION_END, timeout: float = 600.0) -> dict[str, Any]:
     """Replay ``path`` (CDNOW format) up to ``until`` and score churn against the rest."""
     end = until.timestamp() + 86_400
     holdout_buyers = {e.customer_id for e in read_events(path, "cdnow") if e.epoch >= end}
-    with private_stack("evaluate", aging_interval_s="1", rescore_interval_s="1") as (settings, worker):
+    horizon_days = str((until.date() - min(e.ts.date() for e in read_events(path, "cdnow"))).days + 1)
+    with private_stack("evaluate", aging_interval_s="1", rescore_interval_s="1", clv_horizon_days=horizon_days) as (
+        settings,
+        worker,
+    ):
         click.echo("starting a private broker and worker ...")
         worker.start()
         replay_file(settings, path, "cdnow", until, wait=True, timeout=timeout)
         metrics = wait_for_models(worker, timeout)
-        rows = worker.sql("SELECT customer_id, churn_probability, recency_days FROM customer_features FINAL")
+        rows = worker.sql(
+            "SELECT customer_id, churn_probability, recency_days, clv_estimate FROM customer_features FINAL"
+        )
         quality = worker.sql(
             "SELECT roc_auc, log_loss, calibration_error, labels FROM model_metrics ORDER BY measured_at DESC LIMIT 1"
         )
-    churned = [customer not in holdout_buyers for customer, _, _ in rows]
+    churned = [customer not in holdout_buyers for customer, *_ in rows]
     scored = [r for r in rows if r[1] is not None]
     return {
         "customers": len(rows),
@@ -74,4 +123,5 @@ def run_evaluation(path: Path, until: datetime = CALIBRATION_END, timeout: float
         "prequential": dict(zip(("roc_auc", "log_loss", "calibration_error", "labels"), quality[0]))
         if quality
         else None,
+        "value": value_table(path, until, {r[0]: r[3] or 0.0 for r in rows}),
     }
