@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
 import time
@@ -60,6 +61,15 @@ def storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStorage]:
     local.start()
     yield local
     local.stop()
+
+
+@pytest.fixture
+def release_clickhouse() -> Iterator[None]:
+    """chDB opens one data directory per process, until its last client is gone: the driver's
+    error of a failed insert holds its client in a reference cycle, which the next test's
+    directory must not wait on."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture

@@ -4,8 +4,7 @@ current rows read back from ClickHouse, and only those whose membership moves re
 from __future__ import annotations
 
 import asyncio
-import gc
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -154,12 +153,6 @@ def test_a_partition_given_up_during_the_backfill_is_left_to_its_next_owner(monk
     first_slice = {row[0] for row in read.rows[:10]}
     assert entered == first_slice | {c for c, *_ in read.rows if pipeline.partition_of(c.encode()) == 0}
     assert pipeline.unchecked({0, 1}) == ({1}, ["buyers"])
-
-
-@pytest.fixture
-def release_clickhouse() -> Iterator[None]:
-    yield
-    gc.collect()  # chDB holds its directory until its last client is gone
 
 
 @pytest.mark.integration

@@ -3,8 +3,6 @@ loses those rows, the others keep theirs, the log says what went, and erasing ag
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ from sinks.clickhouse import ClickHouseSink, connect, migrate
 from sinks.erasure import NAMING, RowErasure
 from sinks.tables import DATABASE
 
-pytestmark = pytest.mark.integration  # embedded ClickHouse
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("release_clickhouse")]  # embedded ClickHouse
 
 #: Per table, rows (column -> SQL value) naming the person ("gone", "anonymous_id:dev") and one naming another.
 ROWS: dict[str, tuple[list[dict[str, str]], dict[str, str]]] = {
@@ -49,13 +47,6 @@ ROWS: dict[str, tuple[list[dict[str, str]], dict[str, str]]] = {
         {"payload": '\'{"customer_id":"gone-not"}\'', "reason": "'r2'"},
     ),
 }
-
-
-@pytest.fixture(autouse=True)
-def release_clickhouse() -> Iterator[None]:
-    """chDB holds its data directory until its last client is gone (see tests/test_sinks.py)."""
-    yield
-    gc.collect()
 
 
 def test_an_erasure_removes_every_row_naming_the_person_and_only_those(tmp_path: Path) -> None:

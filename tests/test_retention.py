@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,14 +10,7 @@ from sinks.clickhouse import connect, migrate
 from sinks.retention import WRITTEN_AT, apply_retention
 from sinks.tables import DATABASE
 
-pytestmark = pytest.mark.integration  # embedded ClickHouse
-
-
-@pytest.fixture(autouse=True)
-def release_clickhouse() -> Iterator[None]:
-    """chDB holds its data directory until its last client is gone (see tests/test_sinks.py)."""
-    yield
-    gc.collect()
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("release_clickhouse")]  # embedded ClickHouse
 
 
 def test_rows_older_than_their_retention_leave_and_the_rest_stay(tmp_path: Path) -> None:

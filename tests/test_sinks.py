@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import gc
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,18 +20,9 @@ from sinks.query import connect_readonly, run_readonly
 from sinks.tables import DATABASE, RAW_EVENT_TABLES, TABLES
 from streams.worker.processes import erasures_in, rows_request, staged_inserts
 
-pytestmark = pytest.mark.integration  # embedded ClickHouse
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("release_clickhouse")]  # embedded ClickHouse
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def release_clickhouse() -> Iterator[None]:
-    """chDB opens one data directory per process, until its last client is gone: the driver's
-    error of a failed insert holds its client in a reference cycle, which the next test's
-    directory must not wait on."""
-    yield
-    gc.collect()
 
 
 def test_migrations_idempotent_writes_and_reads(tmp_path: Path) -> None:
