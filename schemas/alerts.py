@@ -17,7 +17,9 @@ True
 
 from __future__ import annotations
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, computed_field
 
 
 class ChurnAlert(BaseModel):
@@ -42,3 +44,34 @@ class ChurnAlert(BaseModel):
     as_of: AwareDatetime
     #: Wall-clock time the alert was raised.
     created_at: AwareDatetime
+
+
+class ModelQualityAlert(BaseModel):
+    """The live churn model's prequential quality left its band (``degraded``) or came back
+    (``recovered``): on the ``model-quality`` topic, keyed by ``model``, and in ``/health``.
+
+    >>> alert = ModelQualityAlert(status="degraded", model_version=7, labels=5000, roc_auc=0.58,
+    ...     calibration_error=0.04, min_roc_auc=0.6, max_calibration_error=0.1,
+    ...     reasons=["ROC AUC 0.58 below 0.6"], measured_at=1700000000)
+    >>> alert.alert_id
+    'degraded:7:1700000000'
+    >>> ModelQualityAlert.model_validate_json(alert.model_dump_json()) == alert   # its alert_id read back too
+    True
+    """
+
+    status: Literal["degraded", "recovered"]
+    model_version: int
+    #: Matured labels the figures are measured on (the prequential window).
+    labels: int
+    roc_auc: float | None
+    calibration_error: float | None
+    min_roc_auc: float
+    max_calibration_error: float
+    reasons: list[str]
+    measured_at: AwareDatetime
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def alert_id(self) -> str:
+        """Stable for one change of status: a subscriber drops repeats by it."""
+        return f"{self.status}:{self.model_version}:{int(self.measured_at.timestamp())}"

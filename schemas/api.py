@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from schemas.alerts import ModelQualityAlert
 from schemas.audiences import Audience
 
 
@@ -65,11 +66,13 @@ class SqlAnswer(BaseModel):
 
 
 class HealthAnswer(BaseModel):
-    """``GET /health``: healthy only when every process of the worker is."""
+    """``GET /health``: healthy only when every process of the worker is; ``model_quality``
+    names the churn model's quality out of its band (the worker still works)."""
 
     status: Literal["ok", "unhealthy"]
     reason: str | None
     processes: list[str]
+    model_quality: ModelQualityAlert | None = None
 
 
 class AudienceList(BaseModel):

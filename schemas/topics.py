@@ -18,6 +18,8 @@ SUPPRESSIONS = "suppressions"
 #: Erasures for the owner of each identifier's partition (``schemas.privacy.Erasure``), keyed by
 #: the identifier, co-partitioned with the input topics and read with them.
 ERASURES = "erasures"
+#: Changes of the live churn model's quality (``schemas.alerts.ModelQualityAlert``), keyed by model.
+MODEL_QUALITY = "model-quality"
 #: Internal: labelled snapshots and customer samples for the one trainer (one partition),
 #: and the model versions it publishes to every worker (compacted, one partition).
 MODEL_TRAINING = "model-training"

@@ -19,6 +19,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from processors.config import FeatureConfig, IdentityConfig, ModelConfig
+from processors.quality_watch import QualityBand
 from sinks.tables import READER
 
 #: The processors' defaults, which the settings take as theirs.
@@ -163,6 +164,11 @@ class Settings(BaseSettings):
     rescore_interval_s: float = 30.0
     # The trainer publishes a new model version at most this often.
     trainer_publish_interval_s: float = 1.0
+    # The live churn model's band: below this prequential ROC AUC, or above this calibration
+    # error, once its window holds this many matured labels, a model-quality alert goes out.
+    model_min_roc_auc: float = Field(default=0.6, ge=0, le=1)
+    model_max_calibration_error: float = Field(default=0.1, ge=0, le=1)
+    model_quality_min_labels: int = Field(default=1_000, ge=1)
 
     def rocksdb_options(self) -> RocksDBSizes:
         """faust's RocksDB options per partition database: small write buffers and block cache,
@@ -280,6 +286,9 @@ class Settings(BaseSettings):
             unique_kinds=frozenset(self.unique_identifier_kinds),
             max_identifiers=self.max_identifiers,
         )
+
+    def quality_band(self) -> QualityBand:
+        return QualityBand(self.model_min_roc_auc, self.model_max_calibration_error, self.model_quality_min_labels)
 
     def models_config(self) -> ModelConfig:
         return ModelConfig(

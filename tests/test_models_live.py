@@ -95,3 +95,30 @@ def test_evaluate_command_ranks_cdnow_churn_above_the_target() -> None:
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["customers"] == figures["scored"] == customers
     assert figures["roc_auc"] >= target and figures["roc_auc"] > figures["recency_baseline_roc_auc"], figures
+
+
+def test_a_model_out_of_its_quality_band_is_announced_and_shown_in_health(broker: str, start_worker: Any) -> None:
+    """A band no model reaches (ROC AUC at least 0.999): once the window holds enough labels, a
+    ``degraded`` alert goes to ``model-quality`` and ``/health`` names it, still healthy."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from schemas.alerts import ModelQualityAlert
+    from schemas.topics import MODEL_QUALITY
+    from streams.local.until import until
+
+    worker = start_worker(**MODEL_ENV, CRM360_MODEL_MIN_ROC_AUC="0.999", CRM360_MODEL_QUALITY_MIN_LABELS="100")
+    publish(broker, list(Simulation(customers=200, days=240, seed=5).events()))
+    settle(worker)
+    status, health = until(
+        lambda: (answer := worker.get("/health"))[1].get("model_quality") and answer, "the alarm in /health", 60
+    )
+    assert status == 200 and health["status"] == "ok"
+    quality = ModelQualityAlert.model_validate(health["model_quality"])
+    assert quality.status == "degraded" and quality.labels >= 100 and quality.reasons[0].startswith("ROC AUC")
+    consumer = KafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False, consumer_timeout_ms=5000)
+    consumer.assign([TopicPartition(MODEL_QUALITY, 0)])
+    consumer.seek_to_beginning()
+    told = [ModelQualityAlert.model_validate_json(record.value) for record in consumer]
+    consumer.close()
+    assert [alert.status for alert in told] == ["degraded"]  # once, not at every measurement
+    assert told[0].alert_id == quality.alert_id

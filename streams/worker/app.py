@@ -262,6 +262,7 @@ class Worker:
             self.app, self.table.changelog_topic.get_topic_name(), self.customers, self.pipeline, self.writer
         )
         self.health = Health(settings.kafka_bootstrap, self.app.assignor, self.writer, self.models.caught_up)
+        self.health.quality = self.models.watch
         self.aging = AgingSchedule(
             self.pipeline.start_aging,
             self.lock,

@@ -18,6 +18,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
+from processors.quality_watch import QualityWatch
+from schemas.alerts import ModelQualityAlert
+
 #: How often the worker asks the broker whether it answers, and how long it waits for it.
 BROKER_PROBE_INTERVAL_S = 1.0
 BROKER_PROBE_TIMEOUT_S = 3.0
@@ -38,6 +41,8 @@ class Health:
         self.bootstrap, self.assignor, self.writer, self.model_caught_up = bootstrap, assignor, writer, model_caught_up
         self.broker_error: str | None = None
         self.agent_error: str | None = None
+        #: The live churn model's quality watch, in the process that trains it.
+        self.quality: QualityWatch | None = None
 
     async def probe_broker(self, client: Any) -> None:
         """Whether the broker answers ``client``'s metadata request within
@@ -57,6 +62,11 @@ class Health:
         if self.writer.error:
             return f"ClickHouse writes failing ({self.writer.error})"
         return None
+
+    def model_degraded(self) -> ModelQualityAlert | None:
+        """The alert of the churn model's quality out of its band, while it is."""
+        last = self.quality.last if self.quality is not None else None
+        return last if last is not None and last.status == "degraded" else None
 
     def healthy(self) -> tuple[bool, str]:
         """Consuming (partitions assigned) and writing (last ClickHouse write succeeded)."""

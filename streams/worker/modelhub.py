@@ -24,8 +24,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from processors.models import Models, Trainer
+from processors.quality_watch import QualityWatch
 from processors.snapshots import Inputs, LabelledSnapshot
-from schemas.topics import CHURN_MODELS, MODEL_TRAINING
+from schemas.topics import CHURN_MODELS, MODEL_QUALITY, MODEL_TRAINING
 from streams.settings import Role
 from streams.worker.pipeline import TrainingBatch
 
@@ -83,6 +84,9 @@ class ModelHub:
         }
         self.training_topic = app.topic(MODEL_TRAINING, partitions=1, maxsize=2 * MESSAGES_AT_ONCE, **raw)
         self.models_topic = app.topic(CHURN_MODELS, partitions=1, **raw)
+        self.quality_topic = app.topic(MODEL_QUALITY, partitions=1, **raw)
+        #: The live model's quality against its band (judged where the trainer runs).
+        self.watch = QualityWatch(settings.quality_band())
         self.latest: bytes | None = None
         self.latest_version = 0
         self.caught_up = asyncio.Event()
@@ -166,6 +170,10 @@ class ModelHub:
         models, sink = trainer.models, self.sink
         at = datetime.fromtimestamp(time.time(), tz=UTC)
         report: dict[str, Any] = trainer.quality.report()
+        alert = self.watch.check(report, models.version, at)
+        if alert is not None:
+            log.warning("churn model quality %s: %s", alert.status, "; ".join(alert.reasons) or "back in its band")
+            await self.quality_topic.send(key=b"churn", value=alert.model_dump_json().encode())
         sink.add_row(
             "model_metrics",
             {

@@ -16,6 +16,7 @@ from schemas.topics import (
     IDENTITY_MERGES,
     IDENTITY_OPS,
     INPUT_TOPICS,
+    MODEL_QUALITY,
     MODEL_TRAINING,
     SUPPRESSIONS,
 )
@@ -39,6 +40,7 @@ def topic_specs(partitions: int, retention_days: int) -> list[NewTopic]:
     specs.append(NewTopic(AUDIENCES, 1, 1, topic_configs=compacted))
     specs.append(NewTopic(SUPPRESSIONS, 1, 1, topic_configs=compacted))
     specs.append(NewTopic(MODEL_TRAINING, 1, 1, topic_configs=kept))
+    specs.append(NewTopic(MODEL_QUALITY, 1, 1, topic_configs=kept))
     specs.append(NewTopic(CHURN_MODELS, 1, 1, topic_configs=compacted))
     return specs
 

@@ -355,8 +355,14 @@ def _process_views(
                         ok, reason = False, f"worker process at {url}: {answer.get('reason', status)}"
                         break
             processes = [settings.web_url, *(helpers.urls if helpers else [])]
+            degraded = health.model_degraded()  # the model is judged where it is trained: here
             return self.json(
-                {"status": "ok" if ok else "unhealthy", "reason": reason, "processes": processes},
+                {
+                    "status": "ok" if ok else "unhealthy",
+                    "reason": reason,
+                    "processes": processes,
+                    "model_quality": degraded.model_dump(mode="json") if degraded else None,
+                },
                 status=200 if ok else 503,
             )
 
