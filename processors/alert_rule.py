@@ -17,8 +17,23 @@ Examples
 
 from __future__ import annotations
 
+import hashlib
+
 from processors.config import DAY, ModelConfig
 from processors.features import CustomerState
+
+
+def in_control_group(customer_id: str, share: float) -> bool:
+    """Whether the customer's alerts are held out: the first 8 bytes of the SHA-256 of their id,
+    as a fraction of 2**64, below ``share``; the same answer on every worker, run and restart.
+
+    >>> in_control_group("c1", 0.0), in_control_group("c1", 1.0)
+    (False, True)
+    >>> sum(in_control_group(f"c{n}", 0.2) for n in range(10_000))
+    1958
+    """
+    digest = hashlib.sha256(customer_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
 
 
 def should_alert(state: CustomerState, probability: float, value_tier: str, at: float, config: ModelConfig) -> bool:

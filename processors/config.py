@@ -84,6 +84,9 @@ class ModelConfig:
     alert_cooldown_days: float = 30.0
     #: Only customers of these value tiers raise alerts (empty: every tier).
     alert_value_tiers: frozenset[str] = frozenset()
+    #: This share of alerted customers, picked by a stable hash of their id, is a control
+    #: group: their alerts are recorded (``control``) and never published.
+    alert_holdout_share: float = 0.0
     #: Horizon of the customer lifetime value estimate.
     clv_horizon_days: float = 365.0
 

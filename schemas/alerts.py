@@ -44,6 +44,11 @@ class ChurnAlert(BaseModel):
     as_of: AwareDatetime
     #: Wall-clock time the alert was raised.
     created_at: AwareDatetime
+    #: The churn horizon: the alert is right if the customer makes no purchase in this many
+    #: days of event time after ``as_of`` (``v_alert_outcomes``).
+    horizon_days: float = 90.0
+    #: In the control group (``CRM360_ALERT_HOLDOUT_SHARE``): recorded, never published.
+    control: bool = False
 
 
 class ModelQualityAlert(BaseModel):

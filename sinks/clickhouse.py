@@ -129,6 +129,18 @@ MIGRATIONS: list[tuple[int, str, Sequence[str | Callable[[Client], None]]]] = [
         ],
     ),
     (10, "privacy: privacy_log", [TABLES["privacy_log"].ddl()]),
+    (
+        11,
+        "alert outcomes: churn alerts' horizon and control group, their views",
+        [
+            *(
+                f"ALTER TABLE {DATABASE}.churn_alerts ADD COLUMN IF NOT EXISTS `{name}` {kind}"
+                for name, kind in TABLES["churn_alerts"].columns
+                if name in ("horizon_days", "control")
+            ),
+            *(v.ddl() for v in VIEWS.values() if v.migration == 11),
+        ],
+    ),
 ]
 
 

@@ -386,6 +386,88 @@ ORDER BY audience, other
 )
 
 #: The views, by name.
+ALERT_OUTCOMES = View(
+    "v_alert_outcomes",
+    "Per churn alert: what happened after it, on event time: whether its horizon has passed "
+    "(matured: the newest purchase of anyone is later than as_of + horizon_days), the customer's "
+    "purchases and revenue within the horizon (none: the alert was right), days since their last "
+    "purchase when alerted, and whether they were in the control group (never told).",
+    f"""
+SELECT
+    a.alert_id AS alert_id,
+    a.customer_id AS customer_id,
+    a.as_of AS as_of,
+    a.threshold AS threshold,
+    a.value_tier AS value_tier,
+    a.control AS control,
+    a.churn_probability AS churn_probability,
+    a.horizon_days AS horizon_days,
+    a.as_of + toIntervalMillisecond(toInt64(a.horizon_days * 86400000)) AS decided_at,
+    decided_at <= (SELECT max(ts) FROM {DATABASE}.purchases) AS matured,
+    round(dateDiff('second', a.last_purchase_at, a.as_of) / 86400, 2) AS days_since_purchase,
+    countIf(p.ts > a.as_of AND p.ts <= decided_at) AS purchases_after,
+    round(sumIf(p.amount, p.ts > a.as_of AND p.ts <= decided_at), 2) AS revenue_after
+FROM (SELECT * FROM {DATABASE}.churn_alerts FINAL) AS a
+LEFT JOIN (SELECT customer_id, ts, amount FROM {DATABASE}.purchases FINAL WHERE kind = 'purchase') AS p
+    ON p.customer_id = a.customer_id
+GROUP BY alert_id, customer_id, as_of, threshold, value_tier, control, churn_probability, horizon_days,
+    a.last_purchase_at
+ORDER BY as_of, alert_id
+""",
+    migration=11,
+)
+
+ALERT_RULES = View(
+    "v_alert_rules",
+    "Per alert rule (threshold, value_tier), alerts sent (the control group left out): how many, "
+    "how many matured, precision (share of matured alerts whose customer made no purchase in the "
+    "horizon), the median lead time of the right ones (days left of the horizon since their last "
+    "purchase when alerted), and the revenue of the alerted customers who bought again in it.",
+    f"""
+SELECT
+    threshold,
+    value_tier,
+    count() AS alerts,
+    countIf(matured) AS matured_alerts,
+    round(if(matured_alerts = 0, 0, countIf(matured AND purchases_after = 0) / matured_alerts), 4) AS precision,
+    round(quantileExactIf(0.5)(horizon_days - days_since_purchase, matured AND purchases_after = 0), 2)
+        AS median_lead_days,
+    round(sumIf(revenue_after, matured), 2) AS revenue_after
+FROM {DATABASE}.v_alert_outcomes
+WHERE NOT control
+GROUP BY threshold, value_tier
+ORDER BY threshold, value_tier
+""",
+    migration=11,
+)
+
+ALERT_UPLIFT = View(
+    "v_alert_uplift",
+    "Per alert rule (threshold, value_tier), matured alerts: customers told and of the control "
+    "group, the share of each who bought again within the horizon, the uplift (told less control) "
+    "with its 95% margin (normal approximation: the uplift is real when it exceeds its margin), "
+    "and revenue per alerted customer of each.",
+    f"""
+SELECT
+    threshold,
+    value_tier,
+    countIf(NOT control) AS told,
+    countIf(control) AS held_out,
+    round(if(told = 0, 0, countIf(NOT control AND purchases_after > 0) / told), 4) AS told_rebought,
+    round(if(held_out = 0, 0, countIf(control AND purchases_after > 0) / held_out), 4) AS held_out_rebought,
+    round(told_rebought - held_out_rebought, 4) AS uplift,
+    round(if(told = 0 OR held_out = 0, NULL, 1.96 * sqrt(told_rebought * (1 - told_rebought) / told
+        + held_out_rebought * (1 - held_out_rebought) / held_out)), 4) AS uplift_margin_95,
+    round(avgIf(revenue_after, NOT control), 2) AS told_revenue_per_alert,
+    round(avgIf(revenue_after, control), 2) AS held_out_revenue_per_alert
+FROM {DATABASE}.v_alert_outcomes
+WHERE matured
+GROUP BY threshold, value_tier
+ORDER BY threshold, value_tier
+""",
+    migration=11,
+)
+
 VIEWS: dict[str, View] = {
     view.name: view
     for view in (
@@ -401,5 +483,8 @@ VIEWS: dict[str, View] = {
         ENGAGEMENT,
         AUDIENCE_SIZES_DAILY,
         AUDIENCE_OVERLAP,
+        ALERT_OUTCOMES,
+        ALERT_RULES,
+        ALERT_UPLIFT,
     )
 }

@@ -154,6 +154,7 @@ class Settings(BaseSettings):
     alert_rearm_below: float = Field(default=_MODELS.alert_rearm_below, ge=0, le=1)
     alert_cooldown_days: float = _MODELS.alert_cooldown_days
     alert_value_tiers: list[str] = []
+    alert_holdout_share: float = Field(default=0.0, ge=0, le=1)
     clv_horizon_days: float = _MODELS.clv_horizon_days
     # Identity resolution (see processors.config.IdentityConfig): the kinds of identifiers,
     # the most lasting first; the kinds a person holds one value of; identifiers per profile.
@@ -298,6 +299,7 @@ class Settings(BaseSettings):
             segment_warmup=self.segment_warmup,
             alert_threshold=self.alert_threshold,
             alert_rearm_below=self.alert_rearm_below,
+            alert_holdout_share=self.alert_holdout_share,
             alert_cooldown_days=self.alert_cooldown_days,
             alert_value_tiers=frozenset(self.alert_value_tiers),
             clv_horizon_days=self.clv_horizon_days,

@@ -221,9 +221,16 @@ def test_alerts_fire_on_crossing_with_hysteresis_cooldown_and_tiers() -> None:
     assert fired == [1, 41]
 
 
-def test_pipeline_alerts_carry_the_drivers_and_previous_probability() -> None:
+def lapsing_buyers(holdout_share: float = 0.0) -> tuple[Any, Any]:
+    """A pipeline (and its sink) that learned, over 400 days, that one-time buyers never come
+    back while a regular keeps buying every 7 days, alerting with ``holdout_share`` held out."""
     config = ModelConfig(
-        alert_threshold=0.6, alert_rearm_below=0.4, segment_warmup=3, churn_horizon_days=30, snapshot_every_days=14
+        alert_threshold=0.6,
+        alert_rearm_below=0.4,
+        segment_warmup=3,
+        churn_horizon_days=30,
+        snapshot_every_days=14,
+        alert_holdout_share=holdout_share,
     )
     pipeline, sink, _ = new_pipeline(config)
     trainer = Trainer(config)
@@ -238,6 +245,11 @@ def test_pipeline_alerts_carry_the_drivers_and_previous_probability() -> None:
         trainer.observe(batch.observations)
         trainer.learn(batch.labels)
         pipeline.use_models(Models.from_bytes(trainer.publish(day)))
+    return pipeline, sink
+
+
+def test_pipeline_alerts_carry_the_drivers_and_previous_probability() -> None:
+    pipeline, sink = lapsing_buyers()
     alerts = pipeline.take_alerts()
     assert alerts, "lapsing one-time buyers should raise alerts"
     assert all(a.customer_id.startswith("once") for a in alerts)
@@ -247,6 +259,23 @@ def test_pipeline_alerts_carry_the_drivers_and_previous_probability() -> None:
     assert len(alert.drivers) == 5 and list(alert.drivers.values()) == sorted(alert.drivers.values(), reverse=True)
     assert alert.model_version >= 1 and alert.alert_id.startswith(alert.customer_id + ":")
     assert len(sink.rows["churn_alerts"]) == len(alerts)
+    assert not any(row["control"] for row in sink.rows["churn_alerts"])
+    assert {row["horizon_days"] for row in sink.rows["churn_alerts"]} == {30.0}
+
+
+def test_a_control_group_is_recorded_and_never_published() -> None:
+    from processors.alert_rule import in_control_group
+
+    pipeline, sink = lapsing_buyers(holdout_share=0.5)
+    published = pipeline.take_alerts()
+    rows = sink.rows["churn_alerts"]
+    held = [row["customer_id"] for row in rows if row["control"]]
+    assert published and held  # both groups, as the hash splits them
+    assert {a.customer_id for a in published} == {row["customer_id"] for row in rows if not row["control"]}
+    assert all(in_control_group(c, 0.5) for c in held) and not any(
+        in_control_group(a.customer_id, 0.5) for a in published
+    )
+    assert pipeline.counters.alerts_held_out == len(held) and pipeline.counters.alerts == len(published)
 
 
 def test_webhook_forwarding_retries_server_errors_and_gives_up_with_a_clear_error() -> None:

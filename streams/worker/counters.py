@@ -20,6 +20,8 @@ class Counters:
     aging_passes: int = 0
     labels_released: int = 0
     alerts: int = 0
+    #: Alerts of the control group: recorded, not published.
+    alerts_held_out: int = 0
     #: Entries into and exits from audiences.
     audience_changes: int = 0
     #: Events that reached an identifier merged into another profile, sent on to it.

@@ -51,6 +51,7 @@ def process_figures(
         "crm360_labels_released_total": c.labels_released,
         "crm360_aging_passes_total": c.aging_passes,
         "crm360_churn_alerts_total": c.alerts,
+        "crm360_churn_alerts_held_out_total": c.alerts_held_out,
         "crm360_audience_changes_total": c.audience_changes,
         "crm360_suppressed_total": c.suppressed,
         "crm360_erasures_total": c.erasures,

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from processors.alert_rule import should_alert
+from processors.alert_rule import in_control_group, should_alert
 from processors.audiences import Audiences, Change
 from processors.clv import clv_estimate
 from processors.config import DAY, FeatureConfig, IdentityConfig, ModelConfig
@@ -563,9 +563,12 @@ class CustomerPipeline:
         if changes:
             self.record_audience_changes(state, row, changes, version, now_ms)
         if alert is not None:
-            self.alerts.append(alert)
+            if alert.control:
+                self.counters.alerts_held_out += 1
+            else:
+                self.alerts.append(alert)
+                self.counters.alerts += 1
             self.sink.add_row("churn_alerts", alert.model_dump())
-            self.counters.alerts += 1
         state.churn_probability = probability
         return inputs
 
@@ -655,6 +658,8 @@ class CustomerPipeline:
             model_version=models.version,
             as_of=datetime.fromtimestamp(as_of, tz=UTC),
             created_at=datetime.fromtimestamp(now_ms / 1000, tz=UTC),
+            horizon_days=self.model_config.churn_horizon_days,
+            control=in_control_group(state.customer_id, self.model_config.alert_holdout_share),
         )
 
     def age(self, assigned: set[int], min_advance_s: float = 3_600.0) -> int:
