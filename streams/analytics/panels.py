@@ -587,6 +587,45 @@ def summarize_alerts(rows: list[Row]) -> str:
     )
 
 
+ALERT_RULES_SQL = f"""
+SELECT
+    r.threshold AS threshold,
+    r.value_tier AS value_tier,
+    r.alerts AS alerts,
+    r.matured_alerts AS matured_alerts,
+    r.precision AS precision,
+    r.median_lead_days AS median_lead_days,
+    r.revenue_after AS revenue_after,
+    u.held_out AS held_out,
+    u.uplift AS uplift,
+    u.uplift_margin_95 AS uplift_margin_95
+FROM {DB}.v_alert_rules AS r
+LEFT JOIN {DB}.v_alert_uplift AS u ON u.threshold = r.threshold AND u.value_tier = r.value_tier
+WHERE r.alerts > 0
+ORDER BY r.alerts DESC
+"""
+
+
+def summarize_alert_rules(rows: list[Row]) -> str:
+    top = rows[0]
+    if not top["matured_alerts"]:
+        return (
+            f"{count_words(top['alerts'])} alerts for {top['value_tier']} customers; none has reached its horizon yet."
+        )
+    told = (
+        f" Against the control group the share who bought again moved by {top['uplift']:+.1%} "
+        f"(± {top['uplift_margin_95']:.1%})."
+        if top["held_out"] and top["uplift_margin_95"] is not None
+        else ""
+    )
+    return (
+        f"Of {count_words(top['matured_alerts'])} matured alerts for {top['value_tier']} customers at threshold "
+        f"{top['threshold']:g}, {share_words(top['precision'])} were right (no purchase in the horizon), with "
+        f"{top['median_lead_days'] or 0:g} days of lead; those who bought again spent {money_words(top['revenue_after'])}."
+        + told
+    )
+
+
 # --- audiences ---------------------------------------------------------------------------
 
 AUDIENCES_SQL = f"""
@@ -854,6 +893,20 @@ _PANELS = [
         True,
         "as_of",
         needs="churn alerts (customers whose churn probability crossed the alert threshold)",
+    ),
+    Panel(
+        "alert_rules",
+        "Do the alerts keep anyone?",
+        "Churn and at-risk value",
+        "Per alert rule (threshold, value tier): alerts, those whose horizon passed, the share that were right, "
+        "days of lead, revenue of those who bought again, and the uplift over the control group.",
+        ALERT_RULES_SQL,
+        "table",
+        None,
+        summarize_alert_rules,
+        True,
+        counted_by="alerts",
+        needs="churn alerts (and, for the uplift, CRM360_ALERT_HOLDOUT_SHARE above 0)",
     ),
     Panel(
         "audiences",
