@@ -31,6 +31,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = ROOT / "test-artifacts"
 CHARTS = [p.key for p in DASHBOARD_PANELS if p.kind == "chart"]
+TABLES = [p.key for p in DASHBOARD_PANELS if p.kind == "table"]
 
 #: Drawn marks in a plotly chart: bars with a size, heatmap images, line paths.
 MARKS_JS = """
@@ -109,7 +110,9 @@ def test_dashboard_live_in_chromium_and_report_offline(
     browser.get(worker.url + "/dashboard")
     until(lambda: browser.execute_script("return document.body.dataset.refreshed"), "the first refresh")
     # Empty data: a friendly empty state in every panel, zeros on top, no error anywhere.
-    assert browser.execute_script("return document.querySelectorAll('.panel .empty').length") == len(CHARTS) + 1
+    assert browser.execute_script("return document.querySelectorAll('.panel .empty').length") == len(CHARTS) + len(
+        TABLES
+    )
     assert browser.execute_script("return document.querySelectorAll('.error').length") == 0
     assert headline(browser)["customers"] == "0"
     browser.save_screenshot(str(ARTIFACTS / "dashboard-empty.png"))
@@ -147,6 +150,7 @@ def test_dashboard_live_in_chromium_and_report_offline(
         ),
         "the latest alerts on the page",
     )
+    assert browser.execute_script("return document.querySelectorAll('#body-alert_rules tbody tr').length") >= 1
     empty = browser.execute_script(
         "return [...document.querySelectorAll('.panel .empty, .error')].map(e => e.closest('.panel').id)"
     )
