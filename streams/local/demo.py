@@ -23,6 +23,12 @@ def run_demo(settings: Settings, seconds: float | None, customers: int, rate: fl
     worker.start()
     click.echo(f'worker ready: {settings.web_url}  (try: crm360 sql "{SEGMENT_QUERY}")')
     click.echo(f"live dashboard: {settings.web_url}/dashboard  (open it in a browser; it refreshes itself)")
+    if settings.embedded_clickhouse and settings.clickhouse_http_port:
+        click.echo(
+            f"ClickHouse for your own clients: http://{settings.web_host}:{settings.clickhouse_http_port}  "
+            "(read-only; clickhouse-connect, DBeaver, Grafana, curl)"
+        )
+    click.echo(f"API: {settings.web_url}/docs")
     simulation = Simulation(customers=customers, days=730, seed=seed)
     truth_path = settings.data_path / "simulation_truth.json"
     simulation.save_ground_truth(truth_path)
