@@ -74,6 +74,7 @@ def test_gamma_gamma_recovers_a_simulated_population_and_its_customers_spend() -
 
 
 @pytest.mark.skipif(not CDNOW_DEVELOPMENT.exists(), reason="the CDNOW development half is not next to this checkout")
+@pytest.mark.filterwarnings("ignore::scipy.stats.ConstantInputWarning")  # no stream estimates: a constant 0
 def test_on_the_cdnow_development_half_the_references_give_the_published_figures() -> None:
     table = value_table(CDNOW_DEVELOPMENT, datetime(1997, 9, 30, tzinfo=UTC), {})
     assert (table["customers"], table["holdout_revenue"], table["horizon_days"]) == (11_785, 395_291.63, 273.0)
