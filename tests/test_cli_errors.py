@@ -30,6 +30,8 @@ def crm360(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
         ["audience", "create", "buyers", "purchase_count >= 1"],
         ["audience", "change", "buyers", "--min-stay-days", "3"],
         ["audience", "delete", "buyers"],
+        ["forget", "c1"],
+        ["privacy", "lift", "c1"],
     ],
     ids=" ".join,
 )
@@ -38,6 +40,14 @@ def test_without_a_worker(args: list[str], tmp_path: Path) -> None:
     done = crm360(args, CRM360_WEB_PORT=str(port), CRM360_DATA_DIR=str(tmp_path))
     assert done.returncode == 1
     assert done.stderr == f"crm360: no worker answers at http://127.0.0.1:{port}: start one with 'crm360 up'\n"
+
+
+def test_privacy_log_without_data(tmp_path: Path) -> None:
+    done = crm360(["privacy", "log"], CRM360_WEB_PORT=str(free_port()), CRM360_DATA_DIR=str(tmp_path / "none"))
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"crm360: no crm360 data at chdb://{tmp_path / 'none' / 'clickhouse'}: run 'crm360 up' first (or pass --data-dir)\n"
+    )
 
 
 @pytest.mark.parametrize("args", [["audiences", "--follow"], ["alerts", "--follow"]], ids=" ".join)
