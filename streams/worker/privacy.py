@@ -14,7 +14,6 @@ producer sent of a suppressed customer to the compacted ``customer-profiles`` to
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -43,8 +42,6 @@ class Outgoing:
 
 if TYPE_CHECKING:
     from streams.worker.pipeline import CustomerPipeline
-
-log = logging.getLogger(__name__)
 
 
 def suppressed_reason(count: int) -> str:
