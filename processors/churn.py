@@ -5,10 +5,9 @@ recency measured against the customer's own purchase rhythm and age; the model i
 ``StandardScaler | LogisticRegression``, learning one delayed label at a time.
 
 Scores use the learned weights averaged over about the last ``averaging_labels`` labels
-(Polyak-Ruppert averaging; River 0.26's ``optim.Averager`` does not reach the model's
-weights). Labels reach the trainer in an order that depends on which partition released
-them when; plain SGD's last steps then move the ranking by up to 0.003 ROC AUC on CDNOW,
-the averaged weights by under 0.001. Measured on the CDNOW purchases (``crm360 evaluate``)
+(``processors.averaging``): plain SGD's last steps move the ranking by up to 0.003 ROC AUC
+on CDNOW with the order in which partitions release labels, the averaged weights by under
+0.001. Measured on the CDNOW purchases (``crm360 evaluate``)
 this ranks next-39-week churn better than days since the last purchase alone.
 
 Examples
@@ -35,8 +34,8 @@ from typing import Any
 
 from river import compose, linear_model, optim, preprocessing
 
+from processors.averaging import average_into, averaging_rate, fold
 from processors.snapshots import Inputs
-from processors.standardize import standard_scaling
 
 #: Feature names, in the user's words where possible.
 FEATURES = (
@@ -133,13 +132,7 @@ class ChurnModel:
         return _logistic(intercept + sum(coefficients[name] * value for name, value in churn_features(inputs).items()))
 
     def _fold_scaler(self) -> tuple[float, dict[str, float]]:
-        """The scoring weights on unscaled features: log-odds = intercept + sum of coefficient
-        × feature, the scaler's means and deviations folded in (one pass instead of two)."""
-        intercept, coefficients = self.intercept, {}
-        for name, (mean, deviation) in zip(FEATURES, standard_scaling(self.pipeline["StandardScaler"], FEATURES)):
-            coefficient = coefficients[name] = self.weights.get(name, 0.0) / deviation if deviation else 0.0
-            intercept -= coefficient * mean
-        return intercept, coefficients
+        return fold(self.intercept, self.weights, self.pipeline["StandardScaler"], FEATURES)
 
     def learn(self, inputs: Inputs, churned: bool) -> float:
         """Learn from one matured label and fold the new weights into the average; returns
@@ -151,12 +144,9 @@ class ChurnModel:
         before = _logistic(self.intercept + sum(weights.get(name, 0.0) * value for name, value in scaled.items()))
         self.pipeline.learn_one(features, churned)
         self.labels_learned += 1
-        rate = max(1.0 / self.labels_learned, 1.0 / self.averaging_labels)
+        rate = averaging_rate(self.labels_learned, self.averaging_labels)
         learned: linear_model.LogisticRegression = self.pipeline["LogisticRegression"]
-        averaged = self.weights
-        for name, weight in learned.weights.items():
-            old = averaged.get(name, 0.0)
-            averaged[name] = old + (weight - old) * rate
+        average_into(self.weights, learned.weights, rate)
         self.intercept += (learned.intercept - self.intercept) * rate
         return before
 
