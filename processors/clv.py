@@ -1,28 +1,195 @@
-"""A simple customer lifetime value estimate over a horizon.
+"""Customer lifetime value: the expected spend over a horizon, learned online from matured
+snapshots, with an interval.
 
-``clv_estimate = (1 - churn_probability) * purchases_per_day * horizon_days * avg_order_value``
+Every churn snapshot matures with the spend of the customer's purchases in the label horizon
+after it (``processors.snapshots``). The value model learns from those, on event time:
 
-where ``purchases_per_day = purchase_count / max(tenure_days, 30)`` (the customer's own
-rate, with at least a month of tenure so a brand-new buyer is not extrapolated from one
-day) and ``avg_order_value`` is net of refunds. It is the expected net revenue of the next
-``horizon_days`` if the customer keeps their past rhythm while active, discounted by the
-chance they churn. Customers who never bought have no estimate.
+- what a buyer spends in a label horizon: a linear regression of the log spend on the churn
+  model's features (averaged SGD, ``processors.averaging``), back to dollars by Duan's smearing
+  (``exp(predicted log spend)`` times the mean of the exponentiated residuals);
+- the chance to buy at all in a label horizon is the churn model's ``1 - churn_probability``;
+- how spend carries on beyond one label horizon: the *spend retention*, the spend in the
+  label horizons after snapshots over the spend in the 90 days before them (as rates per
+  day, of the snapshots of about the latest ``RETENTION_HALF_LIFE_DAYS`` of event time: it
+  changes as a customer base ages). Spend is taken to decay
+  geometrically at that rate: over ``H`` days a customer spends their label-horizon spend
+  times ``(1 - r ** (H / h)) / (1 - r)`` (``r`` the retention, ``h`` the label horizon;
+  ``H / h`` when spend does not decay);
+- the 80% interval: the 10% and 90% quantiles of the ratio of a label's actual spend to what
+  the model expected of it before learning it (prequential, by stochastic gradient on the
+  pinball loss), times the estimate.
+
+Until the model has learned from ``WARMUP_BUYERS`` buyers, :func:`rule_estimate` stands in.
 
 Examples
 --------
->>> clv_estimate(purchase_count=6, net_value=300.0, tenure_days=180.0, churn_probability=0.25, horizon_days=365)
-456.25
->>> clv_estimate(0, 0.0, 10.0, 0.5, 365) is None
+>>> from processors.config import DAY
+>>> from processors.snapshots import Inputs
+>>> model = ValueModel(label_horizon_days=90.0)
+>>> loyal = Inputs(2.0, 12.0, 600.0, 300.0, 25.0, 4.0, 200.0, 3.0, 5.0, 60.0, 298.0)
+>>> lapsed = Inputs(200.0, 1.0, 15.0, 200.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+>>> for day in range(2000):
+...     model.learn(loyal, churn_probability=0.1, spend=150.0, at=day * DAY)
+...     model.learn(lapsed, churn_probability=0.9, spend=0.0, at=day * DAY)
+>>> round(model.retention, 2)   # 150 in 90 days after, 200 in the 90 days before
+0.75
+>>> estimate, low, high = model.estimate(loyal, churn_probability=0.1, horizon_days=90.0)
+>>> 100 < estimate < 200 and low <= estimate <= high
+True
+>>> model.estimate(loyal, churn_probability=0.1, horizon_days=180.0)[0] > 1.5 * estimate
 True
 """
 
 from __future__ import annotations
 
+import math
 
-def clv_estimate(
+from river import compose, linear_model, optim, preprocessing
+
+from processors.averaging import average_into, averaging_rate, fold
+from processors.churn import FEATURES, churn_features
+from processors.config import DAY
+from processors.snapshots import Inputs
+
+#: The value model answers once it learned from this many buyers' labels.
+WARMUP_BUYERS = 200
+#: The smearing factor is that of about this many latest buyers (the first ones', while the
+#: weights are still far off, are forgotten).
+SMEARING_BUYERS = 1_000
+#: Quantiles of the interval.
+INTERVAL = (0.1, 0.9)
+#: Step of the interval's quantile estimates (in ratios of actual to expected spend).
+QUANTILE_STEP = 0.005
+#: The window ``revenue_90d`` sums, against which spend retention is measured.
+REVENUE_WINDOW_DAYS = 90.0
+#: Spend retention weighs snapshots by their event time with this half-life.
+RETENTION_HALF_LIFE_DAYS = 3.5
+
+
+def rule_estimate(
     purchase_count: int, net_value: float, tenure_days: float | None, churn_probability: float, horizon_days: float
 ) -> float | None:
+    """The rule of thumb that stands in before the model learned: the customer's own purchase
+    rate (with at least a month of tenure) times the horizon times their average net order,
+    discounted by the churn probability; none for a customer who never bought.
+
+    >>> rule_estimate(6, 300.0, 180.0, 0.25, 365)
+    456.25
+    >>> rule_estimate(0, 0.0, 10.0, 0.5, 365) is None
+    True
+    """
     if purchase_count <= 0:
         return None
     per_day = purchase_count / max(tenure_days or 0.0, 30.0)
     return round((1.0 - churn_probability) * per_day * horizon_days * net_value / purchase_count, 2)
+
+
+class ValueModel:
+    """Expected spend of a customer over a horizon, and its 80% interval."""
+
+    _folded: tuple[float, dict[str, float]] = (0.0, {})
+    _folded_at = -1
+
+    def __init__(
+        self, label_horizon_days: float = 90.0, learning_rate: float = 0.01, averaging_labels: int = 10_000
+    ) -> None:
+        self.label_horizon_days = label_horizon_days
+        self.averaging_labels = averaging_labels
+        self.pipeline = compose.Pipeline(
+            preprocessing.StandardScaler(),
+            linear_model.LinearRegression(optimizer=optim.SGD(learning_rate), intercept_lr=learning_rate),
+        )
+        self.labels_learned = 0
+        self.buyers_learned = 0
+        #: Averaged weights and intercept of the log spend of buyers (standardized features).
+        self.weights: dict[str, float] = {}
+        self.intercept = 0.0
+        #: Mean of exp(residual) of buyers: exp(predicted log spend) times it is the expected
+        #: spend, whatever the residuals' distribution (Duan's smearing).
+        self.smearing = 1.0
+        #: Spend per day after snapshots and before them, weighed by the snapshots' event time
+        #: (as of ``retention_at``).
+        self.spend_after = 0.0
+        self.spend_before = 0.0
+        self.retention_at = -math.inf
+        self.ratio_quantiles = [0.0, 1.0]
+
+    def _retain(self, at: float, after: float, before: float) -> None:
+        """Add a snapshot's spend rates to the sums, older snapshots weighing less."""
+        half_life = RETENTION_HALF_LIFE_DAYS * DAY
+        if at > self.retention_at:
+            fade = 0.5 ** ((at - self.retention_at) / half_life) if self.retention_at > -math.inf else 0.0
+            self.spend_after, self.spend_before, self.retention_at = (
+                self.spend_after * fade,
+                self.spend_before * fade,
+                at,
+            )
+            weight = 1.0
+        else:
+            weight = 0.5 ** ((self.retention_at - at) / half_life)
+        self.spend_after += after * weight
+        self.spend_before += before * weight
+
+    @property
+    def ready(self) -> bool:
+        return self.buyers_learned >= WARMUP_BUYERS
+
+    @property
+    def retention(self) -> float:
+        """Spend in a label horizon over spend in the one before (1 before any spend)."""
+        return self.spend_after / self.spend_before if self.spend_before > 0 else 1.0
+
+    def horizon_factor(self, horizon_days: float) -> float:
+        """Label-horizon spends in ``horizon_days``, spend decaying at the retention."""
+        periods, retention = horizon_days / self.label_horizon_days, min(self.retention, 1.0)
+        if retention > 0.999:
+            return periods
+        return (1.0 - retention**periods) / (1.0 - retention)
+
+    def _label_spend(self, features: dict[str, float], churn_probability: float) -> float:
+        """Expected spend in one label horizon: the chance to buy times a buyer's expected spend."""
+        if self._folded_at != self.buyers_learned:
+            scaler = self.pipeline["StandardScaler"]
+            self._folded, self._folded_at = fold(self.intercept, self.weights, scaler, FEATURES), self.buyers_learned
+        intercept, coefficients = self._folded
+        log_spend = intercept + sum(coefficients[name] * value for name, value in features.items())
+        return (1.0 - churn_probability) * math.exp(min(log_spend, 30.0)) * self.smearing
+
+    def estimate(
+        self, inputs: Inputs, churn_probability: float, horizon_days: float
+    ) -> tuple[float, float, float] | None:
+        """Expected spend over ``horizon_days`` and its 80% interval (none before the warm-up)."""
+        if not self.ready:
+            return None
+        value = self._label_spend(churn_features(inputs), churn_probability) * self.horizon_factor(horizon_days)
+        low, high = self.ratio_quantiles
+        return round(value, 2), round(value * low, 2), round(value * high, 2)
+
+    def learn(self, inputs: Inputs, churn_probability: float, spend: float, at: float) -> None:
+        """Learn from one matured label: what the customer spent in the label horizon after a
+        snapshot at event time ``at``, given the churn probability the churn model gave it
+        before learning it."""
+        self.labels_learned += 1
+        features = churn_features(inputs)
+        self._retain(at, spend / self.label_horizon_days, max(inputs.revenue_90d, 0.0) / REVENUE_WINDOW_DAYS)
+        if self.ready:
+            expected = self._label_spend(features, churn_probability)
+            ratio = spend / expected if expected > 0 else 0.0
+            for i, quantile in enumerate(INTERVAL):
+                moved = self.ratio_quantiles[i] + QUANTILE_STEP * (quantile - (ratio < self.ratio_quantiles[i]))
+                self.ratio_quantiles[i] = max(moved, 0.0)
+        if spend <= 0:
+            return
+        self.buyers_learned += 1
+        scaled = self.pipeline["StandardScaler"].transform_one(features)
+        log_spend = math.log(spend)
+        learned: linear_model.LinearRegression = self.pipeline["LinearRegression"]
+        if self.buyers_learned == 1:  # start at the first buyer's spend, not at exp(0) = $1
+            learned.intercept = self.intercept = log_spend
+        predicted = self.intercept + sum(self.weights.get(name, 0.0) * value for name, value in scaled.items())
+        buyers_rate = averaging_rate(self.buyers_learned, self.averaging_labels)
+        smearing_rate = averaging_rate(self.buyers_learned, SMEARING_BUYERS)
+        self.smearing += (math.exp(min(log_spend - predicted, 30.0)) - self.smearing) * smearing_rate
+        self.pipeline.learn_one(features, log_spend)
+        average_into(self.weights, learned.weights, buyers_rate)
+        self.intercept += (learned.intercept - self.intercept) * buyers_rate

@@ -614,5 +614,7 @@ def profile(
         "segment": None,
         "churn_probability": None,
         "clv_estimate": None,
+        "clv_low": None,
+        "clv_high": None,
         "model_version": None,
     }

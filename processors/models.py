@@ -1,4 +1,5 @@
-"""The published models: one churn model and one segmenter, versioned, trained in one place.
+"""The published models: the churn model, the value model and the segmenter, versioned,
+trained in one place.
 
 A single :class:`Trainer` learns from every partition's matured labels (and a sample of
 live customers for the segments), measures itself prequentially, and publishes
@@ -30,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from processors.churn import ChurnModel
+from processors.clv import ValueModel
 from processors.config import ModelConfig
 from processors.quality import Prequential
 from processors.segments import Segmenter
@@ -62,12 +64,19 @@ class Models:
     version: int = 0
     training_offset: int = -1
     descriptions: dict[int, str] = field(default_factory=dict)
+    value: ValueModel = field(default_factory=ValueModel)
+
+    def __setstate__(self, state: dict) -> None:
+        """Snapshots published before the value model start one (labelled 90 days ahead)."""
+        state.setdefault("value", ValueModel())
+        self.__dict__.update(state)
 
     @classmethod
     def initial(cls, config: ModelConfig) -> Models:
         return cls(
             ChurnModel(config.learning_rate, config.averaging_labels),
             Segmenter(config.segments, config.segment_step, config.segment_warmup),
+            value=ValueModel(config.churn_horizon_days, config.learning_rate, config.averaging_labels),
         )
 
     def score(self, inputs: Inputs) -> Score:
@@ -98,13 +107,16 @@ class Trainer:
             self.models.segmenter.learn(one)
 
     def learn(self, labels: list[LabelledSnapshot]) -> None:
-        """Score each label with the current model (prequential), then learn it, in the
+        """Score each label with the current churn model (prequential), then learn it (the
+        value model learns its spend, given that score), in the
         event-time order of the snapshots (partitions release labels in bulk); labels whose
         inputs are not all finite are skipped (see :func:`finite`)."""
-        churn = self.models.churn
+        churn, value = self.models.churn, self.models.value
         for label in sorted(labels, key=lambda label: label.at):
-            if finite(label.inputs):
-                self.quality.record(churn.learn(label.inputs, label.churned), label.churned)
+            if finite(label.inputs) and math.isfinite(label.spend):
+                expected = churn.learn(label.inputs, label.churned)
+                self.quality.record(expected, label.churned)
+                value.learn(label.inputs, expected, label.spend, label.at)
 
     def publish(self, training_offset: int) -> bytes:
         """A new version of the models, having learned through ``training_offset``."""

@@ -225,17 +225,19 @@ def _merge_profile_fields(survivor: CustomerState, absorbed: CustomerState) -> N
 
 
 def _merge_snapshots(survivor: CustomerState, absorbed: CustomerState, models: ModelConfig) -> None:
-    """One snapshot per grid point (the survivor's where both have one), each marked stayed if
-    the other side's remembered purchases fall in its horizon."""
+    """One snapshot per grid point, each marked stayed if the other side's remembered purchases
+    fall in its horizon; where both have one, the spends add (a side's purchases it does not
+    remember add to the other side's snapshots no spend: the state keeps no amounts per purchase)."""
     theirs = CustomerState(absorbed.customer_id, snapshots=array("d", absorbed.snapshots))
     for ts in remembered_purchases(survivor):
-        record_purchase(theirs, ts, models)
+        record_purchase(theirs, ts, 0.0, models)
     for ts in remembered_purchases(absorbed):
-        record_purchase(survivor, ts, models)
+        record_purchase(survivor, ts, 0.0, models)
     mine, others = _rows(survivor.snapshots), _rows(theirs.snapshots)
     for at, row in mine.items():
-        if at in others and others[at][1] == STAYED:
-            row[1] = STAYED
+        other = others.get(at)
+        if other is not None and max(row[1], other[1]) >= STAYED:
+            row[1] = max(row[1], STAYED) + max(other[1], STAYED)
     merged = others | mine
     survivor.snapshots = array("d", (n for at in sorted(merged) for n in merged[at]))
 

@@ -2,8 +2,8 @@
 
 Every customer is snapshotted on a grid of event time (every ``snapshot_every_days``). A
 snapshot at time ``g`` holds the model inputs as they were at ``g`` (events up to ``g``
-included) and is labelled once the horizon has passed: 0 if a purchase came in
-``(g, g + horizon]``, 1 if none did. A label is released only when the partition's
+included) and is labelled once the horizon has passed: churned if no purchase came in
+``(g, g + horizon]``, and the spend of the purchases that did (what the value model learns). A label is released only when the partition's
 watermark passes ``g + horizon``, also when the purchase came early, so the model never
 sees a label before it could be known and early "stayed" labels do not outnumber late
 "churned" ones.
@@ -24,13 +24,13 @@ Examples
 ...         "ts": day * DAY, "channel": "web", "order_id": f"o{day}", "amount": 10.0, "currency": "EUR"})
 ...     capture(state, event.epoch, released_until=float("-inf"), config=models, features=features)
 ...     apply(state, event, features)
-...     record_purchase(state, event.epoch, models)
+...     record_purchase(state, event.epoch, event.amount, models)
 >>> buy(1); buy(25)           # snapshots at days 10 and 20 are taken, then both see a purchase
 >>> [(at / DAY, outcome) for at, outcome in zip(state.snapshots[::SNAPSHOT_WIDTH], state.snapshots[1::SNAPSHOT_WIDTH])]
-[(10.0, 0.0), (20.0, 0.0)]
+[(10.0, 10.0), (20.0, 10.0)]
 >>> labels = mature(state, 0.0, 75 * DAY, models, features)   # horizons of days 10 .. 40 passed
->>> [(label.at / DAY, label.churned) for label in labels]
-[(10.0, False), (20.0, False), (30.0, True), (40.0, True)]
+>>> [(label.at / DAY, label.churned, label.spend) for label in labels]
+[(10.0, False, 10.0), (20.0, False, 10.0), (30.0, True, 0.0), (40.0, True, 0.0)]
 """
 
 from __future__ import annotations
@@ -69,17 +69,21 @@ class Inputs(NamedTuple):
     active_days: float
 
 
+#: A snapshot's outcome while no purchase came in its horizon; once one did, the outcome is the
+#: spend of the purchases in it (at least :data:`STAYED`).
 UNKNOWN, STAYED = -1.0, 0.0
 
 
 @dataclass(frozen=True, slots=True)
 class LabelledSnapshot:
-    """A customer's inputs at event time ``at`` and whether they churned in the horizon after."""
+    """A customer's inputs at event time ``at``, whether they churned in the horizon after and
+    what they spent in it."""
 
     customer_id: str
     at: float
     churned: bool
     inputs: Inputs
+    spend: float = 0.0
 
 
 def inputs_at(state: CustomerState, at: float, features: FeatureConfig) -> Inputs:
@@ -176,12 +180,13 @@ def capture(
             snapshots.extend(inputs_at(state, at, features))
 
 
-def record_purchase(state: CustomerState, ts: float, config: ModelConfig) -> None:
-    """A purchase at ``ts`` means every earlier snapshot within the horizon stayed."""
+def record_purchase(state: CustomerState, ts: float, amount: float, config: ModelConfig) -> None:
+    """A purchase of ``amount`` at ``ts``: every earlier snapshot within the horizon stayed,
+    and spent that much more."""
     horizon, snapshots = config.churn_horizon_days * DAY, state.snapshots
     for i in range(0, len(snapshots), SNAPSHOT_WIDTH):
         if snapshots[i] < ts <= snapshots[i] + horizon:
-            snapshots[i + 1] = STAYED
+            snapshots[i + 1] = max(snapshots[i + 1], STAYED) + amount
 
 
 def mature(
@@ -195,8 +200,9 @@ def mature(
         LabelledSnapshot(
             state.customer_id,
             snapshots[i],
-            snapshots[i + 1] != STAYED,
+            snapshots[i + 1] < STAYED,
             Inputs._make(snapshots[i + 2 : i + SNAPSHOT_WIDTH].tolist()),
+            max(snapshots[i + 1], STAYED),
         )
         for i in range(0, len(snapshots), SNAPSHOT_WIDTH)
         if released_until < snapshots[i] + horizon <= watermark

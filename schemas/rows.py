@@ -60,6 +60,9 @@ class CustomerFeatures(BaseModel):
     segment: int | None
     churn_probability: float | None
     clv_estimate: float | None
+    #: The 80% interval of ``clv_estimate`` (none while the rule of thumb stands in).
+    clv_low: float | None
+    clv_high: float | None
     model_version: int | None
 
 

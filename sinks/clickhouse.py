@@ -141,6 +141,15 @@ MIGRATIONS: list[tuple[int, str, Sequence[str | Callable[[Client], None]]]] = [
             *(v.ddl() for v in VIEWS.values() if v.migration == 11),
         ],
     ),
+    (
+        12,
+        "customer value model: the 80% interval of clv_estimate",
+        [
+            f"ALTER TABLE {DATABASE}.customer_features ADD COLUMN IF NOT EXISTS `{name}` {kind} AFTER clv_estimate"
+            for name, kind in reversed(TABLES["customer_features"].columns)
+            if name in ("clv_low", "clv_high")
+        ],
+    ),
 ]
 
 

@@ -681,6 +681,13 @@ def evaluate(path: Path | None, until: datetime, min_auc: float) -> None:
             f"  {name:<22} {f['spearman']:>8.3f} {f['top_10_capture']:>8.3f} {f['top_20_capture']:>8.3f} "
             f"{f['normalized_gini']:>5.3f} {f['mae']:>7.2f} {f['rmse']:>8.2f}  ${f['predicted_total']:>13,.0f}"
         )
+    scaled = value["at_actual_total"]
+    click.echo(
+        "  scaled to the actual total, MAE $ / RMSE $: "
+        + ", ".join(f"{name} {scaled[name]['mae']:.2f} / {scaled[name]['rmse']:.2f}" for name in scaled)
+    )
+    coverage = value["clv_interval_coverage"]
+    click.echo(f"  80% interval of clv_estimate: {'none yet' if coverage is None else f'covers {coverage:.1%}'}")
     click.echo(json.dumps(result))
     if result["scored"] < result["customers"]:
         fail(f"{result['customers'] - result['scored']} customers have no churn score")

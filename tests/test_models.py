@@ -14,6 +14,7 @@ from rocksdict import Options, Rdict
 
 from processors.alert_rule import should_alert
 from processors.churn import ChurnModel, churn_features
+from processors.clv import WARMUP_BUYERS
 from processors.config import DAY, FeatureConfig, ModelConfig
 from processors.features import SNAPSHOT_WIDTH, CustomerState, apply, profile
 from processors.models import Models, Trainer
@@ -88,10 +89,12 @@ def test_labels_come_only_after_the_horizon_and_snapshots_see_only_the_past() ->
     # Watermark day 40: only day 0's horizon (day 30) has passed, although day 14 saw day 20's purchase.
     released = {(lb.customer_id, round((lb.at - T0) / DAY)): lb for lb in pipeline.take_training().labels}
     assert sorted(released) == [("a", 0)] and released["a", 0].churned is False
+    assert released["a", 0].spend == 500.0  # what a spent in the horizon: day 20's purchase, not day 0's
     feed(pipeline, [purchase("b", 1, 45.0)])
     pipeline.age({0})
     released = {(lb.customer_id, round((lb.at - T0) / DAY)): lb for lb in pipeline.take_training().labels}
     assert sorted(released) == [("a", 14)] and released["a", 14].churned is False
+    assert released["a", 14].spend == 500.0
     # The day-14 snapshot holds a as of day 14: one purchase of 20, recency 14 days; nothing from day 20.
     snapshot = released["a", 14].inputs._asdict()
     assert snapshot["purchase_count"] == 1 and snapshot["monetary_total"] == 20.0 and snapshot["recency_days"] == 14.0
@@ -101,21 +104,24 @@ def test_labels_come_only_after_the_horizon_and_snapshots_see_only_the_past() ->
     # Day 60: a's day-28 snapshot (horizon 58) churned; b's day-42 snapshot is not due yet.
     feed(pipeline, [visit("b", 2, 60.0)])
     pipeline.age({0})
-    later = {(lb.customer_id, round((lb.at - T0) / DAY)): lb.churned for lb in pipeline.take_training().labels}
-    assert later == {("a", 28): True}
+    later = {
+        (lb.customer_id, round((lb.at - T0) / DAY)): (lb.churned, lb.spend) for lb in pipeline.take_training().labels
+    }
+    assert later == {("a", 28): (True, 0.0)}
     # A second aging pass at the same watermark releases nothing twice.
     pipeline.age({0})
     assert pipeline.take_training().labels == []
 
 
-def test_a_snapshot_is_kept_as_its_time_its_outcome_and_every_input() -> None:
+def test_a_snapshot_is_kept_as_its_time_its_outcome_its_spend_and_every_input() -> None:
     config = ModelConfig(churn_horizon_days=30, snapshot_every_days=14)
     pipeline, _, table = new_pipeline(config)
     feed(pipeline, [purchase("a", 1, 0.0), purchase("a", 2, 30.0)])  # grid points 0 and 14 (28: after a purchase)
     before = CustomerState("a")
     apply(before, purchase("a", 1, 0.0), FEATURES)
     rows = table[b"a"].snapshots
-    expected = [[T0 + day * DAY, STAYED, *inputs_at(before, T0 + day * DAY, FEATURES)] for day in (0, 14, 28)]
+    spent = STAYED + purchase("a", 2, 30.0).amount  # the outcome: the spend in the horizon
+    expected = [[T0 + day * DAY, spent, *inputs_at(before, T0 + day * DAY, FEATURES)] for day in (0, 14, 28)]
     assert (
         SNAPSHOT_WIDTH == 2 + len(Inputs._fields)
         and [rows[i : i + SNAPSHOT_WIDTH].tolist() for i in range(0, len(rows), SNAPSHOT_WIDTH)] == expected
@@ -582,3 +588,31 @@ def test_an_aging_pass_walks_the_partitions_owned_once_it_holds_the_lock() -> No
     asyncio.run(main())
     emitted = {pipeline.partition_of(row["customer_id"].encode()) for row in sink.features}
     assert pipeline.counters.aging_passes == 1 and emitted == {1}
+
+
+def test_clv_comes_from_the_value_model_once_it_learned_with_its_interval() -> None:
+    config = ModelConfig(churn_horizon_days=30, snapshot_every_days=14, clv_horizon_days=60)
+    trainer = Trainer(config)
+    loyal = Inputs(2.0, 12.0, 600.0, 300.0, 25.0, 4.0, 200.0, 3.0, 5.0, 60.0, 298.0)
+    lapsed = Inputs(200.0, 1.0, 15.0, 200.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    pipeline, sink, _ = new_pipeline(config)
+    feed(pipeline, [purchase("a", 1, 0.0)])
+    assert sink.features[-1]["clv_low"] is None  # the rule of thumb stands in: no interval
+    for day in range(WARMUP_BUYERS):
+        at = T0 + day * DAY
+        trainer.learn([LabelledSnapshot("l", at, False, loyal, 90.0), LabelledSnapshot("x", at, True, lapsed, 0.0)])
+    models = Models.from_bytes(trainer.publish(training_offset=1))
+    pipeline.use_models(models)
+    feed(pipeline, [purchase("a", 2, 1.0)])
+    row = sink.features[-1]
+    inputs = profile_inputs(pipeline.table[b"a"], row)
+    expected = models.value.estimate(inputs, models.churn.probability(inputs), 60.0)
+    assert expected is not None and (row["clv_estimate"], row["clv_low"], row["clv_high"]) == expected
+    assert row["clv_low"] <= row["clv_estimate"] <= row["clv_high"]
+
+
+def test_model_snapshots_published_before_the_value_model_still_load() -> None:
+    models = Models.initial(ModelConfig())
+    del models.__dict__["value"]
+    old = Models.from_bytes(pickle.dumps(models))
+    assert not old.value.ready and old.value.estimate(Inputs(*[1.0] * 11), 0.5, 365.0) is None

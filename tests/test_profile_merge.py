@@ -125,12 +125,12 @@ def snapshotted(events: list[Any]) -> CustomerState:
         capture(state, event.epoch, float("-inf"), MODELS, CFG)
         apply(state, event, CFG)
         if event.type == "purchase":
-            record_purchase(state, event.epoch, MODELS)
+            record_purchase(state, event.epoch, event.amount, MODELS)
     return state
 
 
 def grid(state: CustomerState) -> dict[float, float]:
-    """Each snapshot's time -> its outcome."""
+    """Each snapshot's time -> its outcome (unknown, or the spend in its horizon)."""
     rows = state.snapshots
     return {rows[i]: rows[i + 1] for i in range(0, len(rows), SNAPSHOT_WIDTH)}
 
@@ -146,7 +146,11 @@ def test_snapshots_of_both_histories_are_kept_once_per_grid_point() -> None:
     assert len(account.snapshots) == len(merged) * SNAPSHOT_WIDTH  # one snapshot per grid point
     assert set(merged) == set(mine) | set(theirs)
     horizon = MODELS.churn_horizon_days * DAY
-    purchases = [T0 + d * DAY for d in (0, 50, 200, 300, 420)]  # every purchase is remembered by its side
+    # Every purchase is remembered by its side; a side's amounts count where it had the grid point.
+    sides = [(mine, [(0, 10.0), (300, 10.0)]), (theirs, [(50, 20.0), (200, 20.0), (420, 20.0)])]
     for at, outcome in merged.items():
-        stayed = any(at < ts <= at + horizon for ts in purchases)
-        assert outcome == (STAYED if stayed else UNKNOWN), at
+        within = [
+            (grid_, amount) for grid_, bought in sides for day, amount in bought if at < T0 + day * DAY <= at + horizon
+        ]
+        spend = sum(amount for grid_, amount in within if at in grid_)
+        assert outcome == (STAYED + spend if within else UNKNOWN), at

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from streams.local.replay import read_events
 from streams.measure.btyd import BgNbd, GammaGamma
 from streams.measure.evaluate import value_table
 from tests.conftest import CDNOW_DEVELOPMENT
@@ -76,7 +77,8 @@ def test_gamma_gamma_recovers_a_simulated_population_and_its_customers_spend() -
 @pytest.mark.skipif(not CDNOW_DEVELOPMENT.exists(), reason="the CDNOW development half is not next to this checkout")
 @pytest.mark.filterwarnings("ignore::scipy.stats.ConstantInputWarning")  # no stream estimates: a constant 0
 def test_on_the_cdnow_development_half_the_references_give_the_published_figures() -> None:
-    table = value_table(CDNOW_DEVELOPMENT, datetime(1997, 9, 30, tzinfo=UTC), {})
+    nothing = dict.fromkeys((e.customer_id for e in read_events(CDNOW_DEVELOPMENT, "cdnow")), (0.0, 0.0))
+    table = value_table(CDNOW_DEVELOPMENT, datetime(1997, 9, 30, tzinfo=UTC), {}, nothing)
     assert (table["customers"], table["holdout_revenue"], table["horizon_days"]) == (11_785, 395_291.63, 273.0)
     assert table["bg_nbd_gamma_gamma"] == {
         "spearman": 0.424,
@@ -87,6 +89,9 @@ def test_on_the_cdnow_development_half_the_references_give_the_published_figures
         "rmse": 98.51,
         "predicted_total": pytest.approx(326_482, abs=1),
     }
+    scaled = table["at_actual_total"]["bg_nbd_gamma_gamma"]  # its shape, at the actual level
+    assert (scaled["mae"], scaled["rmse"], scaled["predicted_total"]) == (35.37, 99.4, 395_291.63)
+    assert table["clv_interval_coverage"] == 0.699  # "spends nothing" holds for those who spent nothing
     per_week = table["spend_per_week"]
     assert (per_week["spearman"], per_week["mae"], per_week["rmse"]) == (0.401, 73.12, 170.81)
     assert per_week["predicted_total"] == pytest.approx(1_052_239, abs=1)

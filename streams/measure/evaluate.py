@@ -54,11 +54,15 @@ def wait_for_models(worker: WorkerProcess, timeout: float) -> dict[str, float]:
         click.echo("")
 
 
-def value_table(path: Path, until: datetime, estimates: dict[str, float]) -> dict[str, Any]:
+def value_table(
+    path: Path, until: datetime, estimates: dict[str, float], intervals: dict[str, tuple[float, float]]
+) -> dict[str, Any]:
     """Customer value predicted for the holdout (as long as the calibration, after ``until``)
     against each customer's actual holdout spend: ``estimates`` (the stream's ``clv_estimate``),
     BG/NBD + Gamma-Gamma, and the calibration spend per week of tenure (at least one) times
-    the holdout's weeks."""
+    the holdout's weeks; each also scaled to the actual total (MAE and RMSE then compare the
+    shape of the predictions, not their level); and the share of customers whose spend fell in
+    their ``intervals`` (the stream's 80% ``clv_low`` .. ``clv_high``)."""
     end, calibration_end = until.timestamp() + 86_400, until.date()
     purchases = [
         (e.customer_id, e.ts.date(), e.amount)
@@ -81,13 +85,28 @@ def value_table(path: Path, until: datetime, estimates: dict[str, float]) -> dic
     reference = expected_value(summarise(purchases, calibration_end), horizon)
     weeks = horizon / 7
     per_week = [calibration[c] / max((calibration_end - first[c]).days / 7, 1.0) * weeks for c in customers]
+    predictions = {
+        "clv_estimate": [estimates.get(c, 0.0) for c in customers],
+        "bg_nbd_gamma_gamma": [reference[c] for c in customers],
+        "spend_per_week": per_week,
+    }
+    total = sum(actual)
+    covered = [
+        low <= spend <= high
+        for c, spend in zip(customers, actual)
+        if (bounds := intervals.get(c))
+        for low, high in [bounds]
+    ]
     return {
         "customers": len(customers),
-        "holdout_revenue": round(sum(actual), 2),
+        "holdout_revenue": round(total, 2),
         "horizon_days": horizon,
-        "clv_estimate": value_figures(actual, [estimates.get(c, 0.0) for c in customers]),
-        "bg_nbd_gamma_gamma": value_figures(actual, [reference[c] for c in customers]),
-        "spend_per_week": value_figures(actual, per_week),
+        **{name: value_figures(actual, predicted) for name, predicted in predictions.items()},
+        "at_actual_total": {
+            name: value_figures(actual, [p * total / (sum(predicted) or 1.0) for p in predicted])
+            for name, predicted in predictions.items()
+        },
+        "clv_interval_coverage": round(sum(covered) / len(covered), 4) if covered else None,
     }
 
 
@@ -105,7 +124,8 @@ def run_evaluation(path: Path, until: datetime = CALIBRATION_END, timeout: float
         replay_file(settings, path, "cdnow", until, wait=True, timeout=timeout)
         metrics = wait_for_models(worker, timeout)
         rows = worker.sql(
-            "SELECT customer_id, churn_probability, recency_days, clv_estimate FROM customer_features FINAL"
+            "SELECT customer_id, churn_probability, recency_days, clv_estimate, clv_low, clv_high "
+            "FROM customer_features FINAL"
         )
         quality = worker.sql(
             "SELECT roc_auc, log_loss, calibration_error, labels FROM model_metrics ORDER BY measured_at DESC LIMIT 1"
@@ -123,5 +143,7 @@ def run_evaluation(path: Path, until: datetime = CALIBRATION_END, timeout: float
         "prequential": dict(zip(("roc_auc", "log_loss", "calibration_error", "labels"), quality[0]))
         if quality
         else None,
-        "value": value_table(path, until, {r[0]: r[3] or 0.0 for r in rows}),
+        "value": value_table(
+            path, until, {r[0]: r[3] or 0.0 for r in rows}, {r[0]: (r[4], r[5]) for r in rows if r[4] is not None}
+        ),
     }

@@ -46,8 +46,8 @@ METRICS_INTERVAL_S = 5.0
 
 
 def encode_training(batch: TrainingBatch) -> list[bytes]:
-    """Training messages: JSON ``{"labels": [[customer, at, churned, inputs]], "observations": [...]}``."""
-    labels = [[lb.customer_id, lb.at, lb.churned, list(lb.inputs)] for lb in batch.labels]
+    """Training messages: JSON ``{"labels": [[customer, at, churned, inputs, spend]], "observations": [...]}``."""
+    labels = [[lb.customer_id, lb.at, lb.churned, list(lb.inputs), lb.spend] for lb in batch.labels]
     observations = [list(inputs) for inputs in batch.observations]  # JSON arrays, as snapshots keep them
     out = []
     for start in range(0, max(len(labels), len(batch.observations)), RECORDS_PER_MESSAGE):
@@ -60,10 +60,17 @@ def encode_training(batch: TrainingBatch) -> list[bytes]:
 
 
 def decode_training(value: bytes) -> TrainingBatch:
+    """The batch of a training message (labels of versions before the spend: spent nothing).
+
+    >>> old = decode_training(b'{"labels": [["c1", 0.0, false, [1,2,3,4,5,6,7,8,9,10,11]]], "observations": []}')
+    >>> old.labels[0].spend, decode_training(encode_training(old)[0]) == old
+    (0.0, True)
+    """
     data = orjson.loads(value)
     return TrainingBatch(
         labels=[
-            LabelledSnapshot(c, at, bool(churned), Inputs._make(inputs)) for c, at, churned, inputs in data["labels"]
+            LabelledSnapshot(c, at, bool(churned), Inputs._make(inputs), *spend)
+            for c, at, churned, inputs, *spend in data["labels"]
         ],
         observations=[Inputs._make(inputs) for inputs in data["observations"]],
     )

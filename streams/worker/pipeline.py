@@ -28,7 +28,7 @@ import orjson
 
 from processors.alert_rule import in_control_group, should_alert
 from processors.audiences import Audiences, Change
-from processors.clv import clv_estimate
+from processors.clv import rule_estimate
 from processors.config import DAY, FeatureConfig, IdentityConfig, ModelConfig
 from processors.features import CustomerState, count_event, profile, remember, row_version
 from processors.models import Models
@@ -402,7 +402,7 @@ class CustomerPipeline:
             capture(state, ts, self._released_until(home), self.model_config, self.config)
         counted = count_event(state, event, self.config, ts)
         if isinstance(event, Purchase) and event.kind == "purchase":
-            record_purchase(state, ts, self.model_config)
+            record_purchase(state, ts, event.amount, self.model_config)
         return counted
 
     def held(self, key: bytes) -> CustomerState | None:
@@ -527,13 +527,13 @@ class CustomerPipeline:
         score = models.score(inputs)
         probability = score.churn_probability
         row["churn_probability"], row["segment"], row["model_version"] = probability, score.segment, models.version
-        row["clv_estimate"] = clv_estimate(
-            state.purchase_count,
-            inputs.monetary_total,
-            row["tenure_days"],
-            probability,
-            self.model_config.clv_horizon_days,
-        )
+        horizon = self.model_config.clv_horizon_days
+        value = models.value.estimate(inputs, probability, horizon)
+        if value is None:
+            count, tenure = state.purchase_count, row["tenure_days"]
+            row["clv_estimate"] = rule_estimate(count, inputs.monetary_total, tenure, probability, horizon)
+        else:
+            row["clv_estimate"], row["clv_low"], row["clv_high"] = value
         return row, inputs
 
     def _scores(self, state: CustomerState, home: int) -> bool:
