@@ -53,9 +53,6 @@ from processors.snapshots import Inputs
 
 #: The value model answers once it learned from this many buyers' labels.
 WARMUP_BUYERS = 200
-#: The smearing factor is that of about this many latest buyers (the first ones', while the
-#: weights are still far off, are forgotten).
-SMEARING_BUYERS = 1_000
 #: Quantiles of the interval.
 INTERVAL = (0.1, 0.9)
 #: Step of the interval's quantile estimates (in ratios of actual to expected spend).
@@ -188,8 +185,7 @@ class ValueModel:
             learned.intercept = self.intercept = log_spend
         predicted = self.intercept + sum(self.weights.get(name, 0.0) * value for name, value in scaled.items())
         buyers_rate = averaging_rate(self.buyers_learned, self.averaging_labels)
-        smearing_rate = averaging_rate(self.buyers_learned, SMEARING_BUYERS)
-        self.smearing += (math.exp(min(log_spend - predicted, 30.0)) - self.smearing) * smearing_rate
+        self.smearing += (math.exp(min(log_spend - predicted, 30.0)) - self.smearing) * buyers_rate
         self.pipeline.learn_one(features, log_spend)
         average_into(self.weights, learned.weights, buyers_rate)
         self.intercept += (learned.intercept - self.intercept) * buyers_rate
