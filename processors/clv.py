@@ -16,8 +16,8 @@ after it (``processors.snapshots``). The value model learns from those, on event
   times ``(1 - r ** (H / h)) / (1 - r)`` (``r`` the retention, ``h`` the label horizon;
   ``H / h`` when spend does not decay);
 - the 80% interval: the 10% and 90% quantiles of the ratio of a label's actual spend to what
-  the model expected of it before learning it (prequential, by stochastic gradient on the
-  pinball loss), times the estimate.
+  the model expected of it before learning it (prequential), over the latest
+  ``INTERVAL_LABELS`` labels, times the estimate.
 
 Until the model has learned from ``WARMUP_BUYERS`` buyers, :func:`rule_estimate` stands in.
 
@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 
-from river import compose, linear_model, optim, preprocessing
+from river import compose, linear_model, optim, preprocessing, utils
 
 from processors.averaging import average_into, averaging_rate, fold
 from processors.churn import FEATURES, churn_features
@@ -55,8 +55,8 @@ from processors.snapshots import Inputs
 WARMUP_BUYERS = 200
 #: Quantiles of the interval.
 INTERVAL = (0.1, 0.9)
-#: Step of the interval's quantile estimates (in ratios of actual to expected spend).
-QUANTILE_STEP = 0.005
+#: The interval's quantiles are those of this many latest labels.
+INTERVAL_LABELS = 5_000
 #: The window ``revenue_90d`` sums, against which spend retention is measured.
 REVENUE_WINDOW_DAYS = 90.0
 #: Spend retention weighs snapshots by their event time with this half-life.
@@ -109,7 +109,8 @@ class ValueModel:
         self.spend_after = 0.0
         self.spend_before = 0.0
         self.retention_at = -math.inf
-        self.ratio_quantiles = [0.0, 1.0]
+        #: Actual over expected spend of the latest labels, sorted.
+        self.ratios: utils.SortedWindow[float] = utils.SortedWindow(INTERVAL_LABELS)
 
     def _retain(self, at: float, after: float, before: float) -> None:
         """Add a snapshot's spend rates to the sums, older snapshots weighing less."""
@@ -159,7 +160,8 @@ class ValueModel:
         if not self.ready:
             return None
         value = self._label_spend(churn_features(inputs), churn_probability) * self.horizon_factor(horizon_days)
-        low, high = self.ratio_quantiles
+        ratios = self.ratios
+        low, high = (ratios[int(q * (len(ratios) - 1))] if ratios else 1.0 for q in INTERVAL)
         return round(value, 2), round(value * low, 2), round(value * high, 2)
 
     def learn(self, inputs: Inputs, churn_probability: float, spend: float, at: float) -> None:
@@ -172,9 +174,7 @@ class ValueModel:
         if self.ready:
             expected = self._label_spend(features, churn_probability)
             ratio = spend / expected if expected > 0 else 0.0
-            for i, quantile in enumerate(INTERVAL):
-                moved = self.ratio_quantiles[i] + QUANTILE_STEP * (quantile - (ratio < self.ratio_quantiles[i]))
-                self.ratio_quantiles[i] = max(moved, 0.0)
+            self.ratios.append(ratio)
         if spend <= 0:
             return
         self.buyers_learned += 1

@@ -140,6 +140,10 @@ def run_evaluation(path: Path, until: datetime = CALIBRATION_END, timeout: float
         "recency_baseline_roc_auc": round(roc_auc(churned, [r[2] for r in rows]) or 0.0, 4),
         "model_version": int(metrics.get("crm360_model_version", 0)),
         "labels_learned": int(metrics.get("crm360_model_labels_learned", 0)),
+        "value_model": {
+            name: metrics.get(f"crm360_value_model_{name}")
+            for name in ("buyers_learned", "spend_retention", "smearing")
+        },
         "prequential": dict(zip(("roc_auc", "log_loss", "calibration_error", "labels"), quality[0]))
         if quality
         else None,
