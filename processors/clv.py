@@ -4,8 +4,8 @@ snapshots, with an interval.
 Every churn snapshot matures with the spend of the customer's purchases in the label horizon
 after it (``processors.snapshots``). The value model learns from those, on event time:
 
-- what a buyer spends in a label horizon: a linear regression of the log spend on the churn
-  model's features (averaged SGD, ``processors.averaging``), back to dollars by Duan's smearing
+- what a buyer spends in a label horizon: a linear regression of the log spend on every
+  candidate feature of the churn model (averaged SGD, ``processors.averaging``), back to dollars by Duan's smearing
   (``exp(predicted log spend)`` times the mean of the exponentiated residuals);
 - the chance to buy at all in a label horizon is the churn model's ``1 - churn_probability``;
 - how spend carries on beyond one label horizon: the *spend retention*, the spend in the
@@ -47,7 +47,7 @@ import math
 from river import compose, linear_model, optim, preprocessing, utils
 
 from processors.averaging import average_into, averaging_rate, fold
-from processors.churn import FEATURES, churn_features
+from processors.churn import CANDIDATE_FEATURES, churn_features
 from processors.config import DAY
 from processors.snapshots import Inputs
 
@@ -148,7 +148,10 @@ class ValueModel:
         """Expected spend in one label horizon: the chance to buy times a buyer's expected spend."""
         if self._folded_at != self.buyers_learned:
             scaler = self.pipeline["StandardScaler"]
-            self._folded, self._folded_at = fold(self.intercept, self.weights, scaler, FEATURES), self.buyers_learned
+            self._folded, self._folded_at = (
+                fold(self.intercept, self.weights, scaler, CANDIDATE_FEATURES),
+                self.buyers_learned,
+            )
         intercept, coefficients = self._folded
         log_spend = intercept + sum(coefficients[name] * value for name, value in features.items())
         return (1.0 - churn_probability) * math.exp(min(log_spend, 30.0)) * self.smearing

@@ -13,7 +13,7 @@ import pytest
 from rocksdict import Options, Rdict
 
 from processors.alert_rule import should_alert
-from processors.churn import ChurnModel, churn_features
+from processors.churn import CANDIDATE_FEATURES, ChurnModel, churn_features
 from processors.clv import WARMUP_BUYERS
 from processors.config import DAY, FeatureConfig, ModelConfig
 from processors.features import SNAPSHOT_WIDTH, CustomerState, apply, profile
@@ -468,16 +468,17 @@ def test_a_model_version_published_before_weight_averaging_still_scores() -> Non
     model = ChurnModel()
     lapsed = Inputs(200.0, 1.0, 15.0, 200.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0)
     loyal = Inputs(2.0, 9.0, 500.0, 300.0, 30.0, 3.0, 150.0, 2.0, 4.0, 40.0, 298.0)
-    for _ in range(50):
+    for _ in range(150):
         model.learn(lapsed, churned=True)
         model.learn(loyal, churned=False)
-    for name in ("weights", "intercept", "averaging_labels"):
+    for name in ("weights", "intercept", "averaging_labels", "features"):
         delattr(model, name)
     old = pickle.loads(pickle.dumps(model))
+    assert old.features == CANDIDATE_FEATURES  # versions before the choice learned every candidate
     learned = old.pipeline.predict_proba_one(churn_features(lapsed))[True]
     assert old.probability(lapsed) == pytest.approx(learned) and learned > 0.9
     old.learn(loyal, churned=False)  # and goes on learning
-    assert old.labels_learned == 101
+    assert old.labels_learned == 301
 
 
 def test_learning_a_label_returns_the_probability_the_model_gave_it_before() -> None:
