@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_migrations_idempotent_writes_and_reads(tmp_path: Path) -> None:
     client = connect(f"chdb://{tmp_path / 'ch'}")
-    assert migrate(client) == [1, 2, 5, 6, 7, 8, 9, 10, 11]
+    assert migrate(client) == [1, 2, 5, 6, 7, 8, 9, 10, 11, 12]
     assert migrate(client) == []
     sink = ClickHouseSink(client)
     event = parse_event(

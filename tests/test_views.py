@@ -217,7 +217,7 @@ C5 = features("c5", engagement_score=0.25)
 def writer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     """A chDB database holding the dataset (and its duplicates), and its writing client."""
     writer = connect(f"chdb://{tmp_path_factory.mktemp('views') / 'ch'}")
-    assert migrate(writer) == [1, 2, 5, 6, 7, 8, 9, 10, 11]
+    assert migrate(writer) == [1, 2, 5, 6, 7, 8, 9, 10, 11, 12]
     for table in ("purchases", "visits", "social_interactions", "customer_features"):
         writer.command(f"SYSTEM STOP MERGES {DATABASE}.{table}")  # keep the duplicates on disk
     sink = ClickHouseSink(writer)
