@@ -143,12 +143,13 @@ class ChurnModel:
         state.setdefault("intercept", learned.intercept)
         self.__dict__.update(state)
 
-    def probability(self, inputs: Inputs) -> float:
-        """Churn probability of one customer (0.5 before any label was learned)."""
+    def probability(self, inputs: Inputs, features: dict[str, float] | None = None) -> float:
+        """Churn probability of one customer (0.5 before any label was learned); ``features``:
+        their :func:`churn_features`, when the caller has them already."""
         if self._folded_at != self.labels_learned:
             self._folded, self._folded_at = self._fold_scaler(), self.labels_learned
         intercept, coefficients = self._folded
-        every = churn_features(inputs)
+        every = features or churn_features(inputs)
         return _logistic(intercept + sum(coefficient * every[name] for name, coefficient in coefficients.items()))
 
     def _fold_scaler(self) -> tuple[float, dict[str, float]]:

@@ -157,12 +157,15 @@ class ValueModel:
         return (1.0 - churn_probability) * math.exp(min(log_spend, 30.0)) * self.smearing
 
     def estimate(
-        self, inputs: Inputs, churn_probability: float, horizon_days: float
+        self, inputs: Inputs, churn_probability: float, horizon_days: float, features: dict[str, float] | None = None
     ) -> tuple[float, float, float] | None:
-        """Expected spend over ``horizon_days`` and its 80% interval (none before the warm-up)."""
+        """Expected spend over ``horizon_days`` and its 80% interval (none before the warm-up);
+        ``features``: the customer's ``churn_features``, when the caller has them already."""
         if not self.ready:
             return None
-        value = self._label_spend(churn_features(inputs), churn_probability) * self.horizon_factor(horizon_days)
+        value = self._label_spend(features or churn_features(inputs), churn_probability) * self.horizon_factor(
+            horizon_days
+        )
         ratios = self.ratios
         low, high = (ratios[int(q * (len(ratios) - 1))] if ratios else 1.0 for q in INTERVAL)
         return round(value, 2), round(value * low, 2), round(value * high, 2)

@@ -79,8 +79,8 @@ class Models:
             value=ValueModel(config.churn_horizon_days, config.learning_rate, config.averaging_labels),
         )
 
-    def score(self, inputs: Inputs) -> Score:
-        return Score(round(self.churn.probability(inputs), 4), self.segmenter.segment(inputs))
+    def score(self, inputs: Inputs, features: dict[str, float] | None = None) -> Score:
+        return Score(round(self.churn.probability(inputs, features), 4), self.segmenter.segment(inputs))
 
     def to_bytes(self) -> bytes:
         """Serialized for the compacted model topic (internal: pickle, trusted producers only)."""

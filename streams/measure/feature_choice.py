@@ -106,8 +106,9 @@ def cross_validate(
 ) -> list[list[float]]:
     """Each candidate feature set's AUC on every split (the same splits for all)."""
     splits = [(seed, fold) for seed in range(1, repeats + 1) for fold in range(folds)]
-    jobs = [(features, folds, seed, fold) for features in candidates for seed, fold in splits]
-    results = list(pool.map(_split, [(f, s, k, fold) for f, k, s, fold in jobs]))
+    results = list(
+        pool.map(_split, [(features, seed, folds, fold) for features in candidates for seed, fold in splits])
+    )
     return [results[i : i + len(splits)] for i in range(0, len(results), len(splits))]
 
 

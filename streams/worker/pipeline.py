@@ -28,6 +28,7 @@ import orjson
 
 from processors.alert_rule import in_control_group, should_alert
 from processors.audiences import Audiences, Change
+from processors.churn import churn_features
 from processors.clv import rule_estimate
 from processors.config import DAY, FeatureConfig, IdentityConfig, ModelConfig
 from processors.features import CustomerState, count_event, profile, remember, row_version
@@ -524,11 +525,12 @@ class CustomerPipeline:
         row = profile(state, watermark, self.config, self.scorer)
         models = self.models
         inputs = profile_inputs(state, row)
-        score = models.score(inputs)
+        features = churn_features(inputs)  # once, for both models
+        score = models.score(inputs, features)
         probability = score.churn_probability
         row["churn_probability"], row["segment"], row["model_version"] = probability, score.segment, models.version
         horizon = self.model_config.clv_horizon_days
-        value = models.value.estimate(inputs, probability, horizon)
+        value = models.value.estimate(inputs, probability, horizon, features)
         if value is None:
             count, tenure = state.purchase_count, row["tenure_days"]
             row["clv_estimate"] = rule_estimate(count, inputs.monetary_total, tenure, probability, horizon)
