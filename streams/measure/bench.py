@@ -248,7 +248,11 @@ def backfill(worker: WorkerProcess) -> dict[str, Any]:
     """Two audiences created over the customers there, each timed until ``audience_membership``
     holds all its members: a typical one (the few who spent most), then one every customer is in."""
     click.echo("backfill of new audiences ...", err=True)
-    customers = worker.sql("SELECT count() FROM customer_features FINAL")[0][0]
+    # The freshness phase's last events may still be on their way to ClickHouse: count the
+    # customers once it holds every one the worker has.
+    customers = until(
+        lambda: _stored_customers(worker), "every customer of the worker in customer_features", 120, every=0.1
+    )
     figures: dict[str, Any] = {"backfill_customers": customers}
     for name, condition in (("big_spenders", "monetary_total > 90"), ("everyone", "customer_id != ''")):
         # The condition means in SQL what it means in the stream: the bench's own count of members.
@@ -257,6 +261,13 @@ def backfill(worker: WorkerProcess) -> dict[str, Any]:
         figures |= {f"backfill_{name}_members": expected, f"backfill_{name}_s": round(seconds, 2)}
     figures["backfill_customers_per_s"] = round(customers / figures["backfill_everyone_s"], 1)
     return figures
+
+
+def _stored_customers(worker: WorkerProcess) -> int | None:
+    """How many customers ``customer_features`` holds, once that is how many the worker keeps."""
+    held = int(worker.metrics().get("crm360_customers", 0))
+    stored = worker.sql("SELECT count() FROM customer_features FINAL")[0][0]
+    return stored if stored == held else None
 
 
 def _backfilled(worker: WorkerProcess, name: str, condition: str, members: int) -> float:
