@@ -17,7 +17,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from processors.features import CustomerState
 from streams.settings import Settings
 from streams.worker.app import customer_table, faust_app
-from streams.worker.faust_corrections import CheckpointingConsumer
+from streams.worker.faust_corrections import FETCH_MAX_WAIT_MS, CheckpointingConsumer
 
 
 def test_the_stall_check_passes_over_a_partition_rewound_but_not_yet_positioned(broker: str) -> None:
@@ -50,6 +50,24 @@ def test_the_stall_check_passes_over_a_partition_rewound_but_not_yet_positioned(
             await rewinding
         finally:
             await reader.stop()
+
+    asyncio.run(check())
+
+
+def test_the_worker_consumer_asks_the_broker_to_answer_a_fetch_within_a_tenth_of_a_second(broker: str) -> None:
+    """faust's consumer asks for 1.5 s, and the local broker holds a fetch for most of it even
+    once records arrived: each record reaching an idle worker waited ~0.6 s, each hop of the
+    identity graph too."""
+
+    async def check() -> None:
+        app = faust_app(Settings(kafka_bootstrap=broker))
+        consumer = cast(CheckpointingConsumer, app.consumer)
+        kafka = consumer._thread._create_worker_consumer(app.transport)
+        await kafka.start()
+        try:
+            assert kafka._fetcher._fetch_max_wait_ms == FETCH_MAX_WAIT_MS == 100
+        finally:
+            await kafka.stop()
 
     asyncio.run(check())
 

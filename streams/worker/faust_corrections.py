@@ -5,7 +5,8 @@ the worker runs on.
 - :class:`FlushingProducer`: a flush waits for every send, and a table's changes go out as
   record batches.
 - :class:`CheckpointingConsumer`: rewinds to the committed offsets, commits only when the
-  app's checkpoint allows it, checks for stalls only partitions it has positioned.
+  app's checkpoint allows it, checks for stalls only partitions it has positioned, and asks
+  the broker to answer a fetch within :data:`FETCH_MAX_WAIT_MS`.
 - :class:`ExactRecovery` (through :class:`ExactTableManager`): changelogs read to their end,
   no input record dropped.
 - :class:`AssignedTable`: changelog records applied only for the partitions this process holds.
@@ -98,8 +99,27 @@ class FlushingProducer(faust_kafka.Producer):
             await asyncio.gather(*self._queued)  # raises if one failed: then nothing is committed
 
 
+#: How long a fetch may wait for records to arrive. faust asks for 1.5 s, and the local broker
+#: keeps a fetch for most of its wait even once records arrived (measured in
+#: ``../shared/notes/broker.md``): every record reaching an idle worker waited ~0.6 s, and every
+#: hop of the identity graph (an op sent, read by the partition it is for) too. Apache Kafka
+#: answers at the first record; for it this only makes an idle consumer ask ten times a second.
+FETCH_MAX_WAIT_MS = 100
+
+
+class PromptConsumerThread(faust_kafka.AIOKafkaConsumerThread):
+    """faust's consumer thread, whose aiokafka consumer waits at most :data:`FETCH_MAX_WAIT_MS`
+    for a fetch (faust fixes it at 1.5 s)."""
+
+    def _create_worker_consumer(self, transport: faust_kafka.Transport) -> aiokafka.AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by its fetcher, created at start
+        return consumer
+
+
 class PatientConsumer(faust_kafka.Consumer):
-    """faust's Kafka consumer, whose stall check passes over a partition not yet positioned.
+    """faust's Kafka consumer, whose stall check passes over a partition not yet positioned, and
+    whose fetches wait at most :data:`FETCH_MAX_WAIT_MS` (:class:`PromptConsumerThread`).
 
     Every 2.5 commit intervals faust checks that each assigned partition is being read, and
     reads its position, which aiokafka asserts is known. A partition rewound (by
@@ -113,6 +133,9 @@ class PatientConsumer(faust_kafka.Consumer):
         state = assignment.state_value(aiokafka.TopicPartition(tp.topic, tp.partition)) if assignment else None
         if state is not None and state.has_valid_position:
             super().verify_event_path(now, tp)
+
+    def _new_consumer_thread(self) -> PromptConsumerThread:
+        return PromptConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
 class RewindingConsumer(PatientConsumer):
