@@ -17,7 +17,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from processors.features import CustomerState
 from streams.settings import Settings
 from streams.worker.app import customer_table, faust_app
-from streams.worker.faust_corrections import FETCH_MAX_WAIT_MS, CheckpointingConsumer
+from streams.worker.faust_corrections import FETCH_MAX_WAIT_MS, CheckpointingConsumer, Transport
 
 
 def test_the_stall_check_passes_over_a_partition_rewound_but_not_yet_positioned(broker: str) -> None:
@@ -62,7 +62,7 @@ def test_the_worker_consumer_asks_the_broker_to_answer_a_fetch_within_a_tenth_of
     async def check() -> None:
         app = faust_app(Settings(kafka_bootstrap=broker))
         consumer = cast(CheckpointingConsumer, app.consumer)
-        kafka = consumer._thread._create_worker_consumer(app.transport)
+        kafka = consumer._thread._create_worker_consumer(cast(Transport, app.transport))
         await kafka.start()
         try:
             assert kafka._fetcher._fetch_max_wait_ms == FETCH_MAX_WAIT_MS == 100
