@@ -77,8 +77,12 @@ class Identity:
     identifiers: list[str] = field(default_factory=list)
     #: Of a merged identifier: the profile it went to (a merged one too, at times: follow it).
     merged_into: str | None = None
-    #: The profile this one is absorbing: links that reach it meanwhile wait in ``waiting``.
+    #: The profile this one is absorbing alone (it may hold identifiers of unique kinds): links
+    #: that reach it meanwhile wait in ``waiting``.
     absorbing: str | None = None
+    #: Profiles of one identifier of a kind not unique (devices) this one asked to join it, all
+    #: at once: a surrender asked of it meanwhile waits in ``waiting``.
+    joining: list[str] = field(default_factory=list)
     waiting: list[dict[str, Any]] = field(default_factory=list)
     #: The merges and refused links this profile decided, oldest first (the latest
     #: ``IdentityConfig.history`` of them).

@@ -8,30 +8,38 @@ it. A record is either a profile (a customer state; once it took part in a link,
 (``identity.merged_into``), which events and links that reach it follow.
 
 What involves other partitions travels as :class:`Op` messages to the identifier that handles
-them (the worker sends them on a topic co-partitioned with the input topics):
+them (the worker sends them on a topic co-partitioned with the input topics); an op for the
+record that sends it is handled at once, as is the link of an event that names several
+identifiers (:meth:`IdentityGraph.link`):
 
 ``link``
     An event named ``other`` beside an identifier of ``target``'s profile: the profile sends
-    ``other`` a ``union``.
+    ``other`` a ``union``, or handles it itself if it ranks first.
 ``union``
     ``target``'s profile (created if the identifier is new) and the profile ``other`` are one
     person. The one that ranks first (:func:`processors.identity.rank`) survives: if it is
     ``target``'s, it asks ``other`` to ``surrender`` and waits; else it sends ``other`` a
     ``union``, which then does.
 ``surrender``
-    ``target``'s profile is asked to merge into ``other`` (whose identifiers come along). Unless
-    a guard refuses (``refused``), it becomes a merged identifier and sends its state
-    (``absorb``); one that merged elsewhere meanwhile says where (``moved``).
+    ``target``'s profile is asked to merge into ``other`` (whose identifiers, those it is
+    joining included, come along). Unless a guard refuses (``refused``), it becomes a merged
+    identifier and sends its state (``absorb``); one that merged elsewhere meanwhile says where
+    (``moved``). A surrender marked ``plain`` is taken only by a profile of one identifier of a
+    kind not unique (a device); another answers ``declined``, and is asked again alone.
 ``absorb``
     The survivor folds the state in (:func:`processors.profile_merge.merge_profiles`), takes
     its identifiers and ``repoint``s them to itself, so later events take one hop at most.
-``refused``, ``moved``
+``refused``, ``moved``, ``declined``
     The survivor stops waiting (after a move, it sends a ``union`` to where the other went).
 ``event``
     An event that reached a merged identifier, on its way to the profile.
 
-A profile waits for one absorption at a time and keeps what reaches it meanwhile for after; it
-only waits for a profile that ranks after it, so no two profiles ever wait for each other.
+A profile asks every device it links to join it at once (``plain``: each adds one identifier
+that no guard but the cap can refuse, and the surrenders carry them all, so the cap counts
+them) and absorbs any other profile alone: so the guards decide as if the absorptions came
+one by one, while a person's devices merge in one round trip instead of one each. It keeps
+what reaches it meanwhile for after, and only waits for profiles that rank after it, so no
+two profiles ever wait for each other.
 
 Delivery is at least once: a worker that restarts from its last checkpoint reads again what it
 read since and sends again what it sent. The caller makes the record an op changed durable
@@ -56,11 +64,16 @@ import orjson
 
 from processors.config import FeatureConfig, IdentityConfig, ModelConfig
 from processors.features import CustomerState, recall
-from processors.identity import Identity, Rank, conflict, rank
+from processors.identity import Identity, Rank, conflict, kind_of, rank
 from processors.profile_merge import merge_profiles
 from schemas.events import BaseEvent, parse_event_json
 
-OpKind = Literal["link", "union", "surrender", "absorb", "refused", "moved", "repoint", "event"]
+OpKind = Literal["link", "union", "surrender", "absorb", "refused", "moved", "declined", "repoint", "event"]
+
+#: A surrender's ``payload``: only a profile of one identifier of a kind not unique takes it.
+PLAIN = "plain"
+#: A union's ``payload``: the other declined a plain surrender, ask it alone.
+ALONE = "alone"
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,11 +187,17 @@ class IdentityGraph:
         #: Records whose outbox this process filled and has not sent yet.
         self._unsent: set[str] = set()
 
-    def links(self, state: CustomerState, others: Sequence[str], at: float) -> list[Op]:
-        """The ops that join ``others`` to the profile ``state`` (an event at event time ``at``
-        named them beside it); ``state`` is written by the caller, who applies the event to it.
-        Each union goes to the one of the two that ranks first, which asks the other to
-        surrender (sent to the other, it would come back first)."""
+    def link(self, key: str, others: Sequence[str], at: float) -> list[Op]:
+        """Join ``others`` to the profile of ``key``, whose record, stored, holds an event at
+        event time ``at`` that named them beside it: ``link`` ops, handled at once. As after
+        :meth:`handle`, the caller makes the record durable before it sends the ops they give,
+        then calls :meth:`sent`."""
+        return [sent for other in others for sent in self.handle(Op("link", key, other=other, at=at)).ops]
+
+    def _links(self, state: CustomerState, others: Sequence[str], at: float) -> list[Op]:
+        """The ops that join ``others`` to the profile ``state``. Each union goes to the one of
+        the two that ranks first, which asks the other to surrender (sent to the other, it would
+        come back first)."""
         mine = state.customer_id
         identity = self._identity(state)
         first = rank(mine, self.config)
@@ -208,9 +227,11 @@ class IdentityGraph:
         # An outbox this process filled is sent with its batch; one a restart restored, now.
         restored = op.target not in self._unsent and before is not None and before.identity is not None
         resend = [Op.from_dict(data) for data in before.identity.outbox] if restored else []  # type: ignore[union-attr]
+        if resend:
+            self._unsent.add(op.target)
         handled = Handled()
         self._changed = False
-        self._handle(op, handled)
+        self._handle_here(op, handled)
         new = handled.ops
         handled.ops = resend + new
         if self._changed and new:
@@ -223,7 +244,10 @@ class IdentityGraph:
 
     def sent(self, key: str) -> None:
         """The ops of :meth:`handle` for ``key`` are sent: a merged identifier's state is in
-        its profile's way."""
+        its profile's way. (An outbox that no :meth:`handle` gave out is kept: restored, it
+        goes with the next op that reaches the record.)"""
+        if key not in self._unsent:
+            return
         self._unsent.discard(key)
         state = self.records.get(key)
         identity = state.identity if state is not None else None
@@ -239,6 +263,15 @@ class IdentityGraph:
         self._changed = True
         self.records.put(key, state)
 
+    def _handle_here(self, op: Op, out: Handled) -> None:
+        """Handle ``op``, and at once the ops it sends to its own target (sent, they would come
+        back to it a hop later: an event's link asks its own profile to unite)."""
+        todo = [op]
+        while todo:
+            self._handle(todo.pop(0), out)
+            todo += [sent for sent in out.ops if sent.target == op.target]
+            out.ops = [sent for sent in out.ops if sent.target != op.target]
+
     def _handle(self, op: Op, out: Handled) -> None:
         state = self.records.get(op.target)
         identity = state.identity if state is not None else None
@@ -250,15 +283,21 @@ class IdentityGraph:
             out.events.append((op.target, op.payload))
         elif op.kind == "link":
             state = state or CustomerState(op.target)
-            out.ops += self.links(state, [op.other], op.at)
+            out.ops += self._links(state, [op.other], op.at)
             self._put(op.target, state)
         elif op.kind == "union":
             self._union(op, state or CustomerState(op.target), out)
         elif op.kind == "surrender":
             self._surrender(op, state or CustomerState(op.target), out)
-        elif state is not None and identity is not None and identity.absorbing == op.other:
+        elif state is not None and identity is not None and self._waits_for(identity, op):
             self._answered(op, state, identity, out)
         # else: an answer delivered again, for a profile that no longer waits for it
+
+    @staticmethod
+    def _waits_for(identity: Identity, op: Op) -> bool:
+        """Whether ``op`` answers a profile that ``identity``'s waits for (a decline answers
+        only a profile asked with others)."""
+        return op.other in identity.joining or (identity.absorbing == op.other and op.kind != "declined")
 
     def _merged(self, op: Op, state: CustomerState, identity: Identity, went: str, out: Handled) -> None:
         """An op for an identifier merged into ``went``."""
@@ -281,14 +320,26 @@ class IdentityGraph:
 
     def _union(self, op: Op, state: CustomerState, out: Handled) -> None:
         identity = self._identity(state)
-        if op.other in identity.identifiers or op.other in identity.refused:
-            return  # one profile already, or refused before
+        if op.other in identity.identifiers or op.other in identity.refused or op.other in identity.joining:
+            return  # one profile already, refused before, or asked already
         if identity.absorbing is not None:
             identity.waiting.append(op.to_dict())
         elif rank(op.target, self.config) < rank(op.other, self.config):
-            identity.absorbing = op.other
+            # A profile of an identifier of a unique kind never joins with others: asked alone.
+            alone = op.payload == ALONE or kind_of(op.other, self.config) in self.config.unique_kinds
+            if alone:
+                identity.absorbing = op.other
+            else:
+                identity.joining.append(op.other)
             out.ops.append(
-                Op("surrender", op.other, other=op.target, at=op.at, identifiers=tuple(identity.identifiers))
+                Op(
+                    "surrender",
+                    op.other,
+                    other=op.target,
+                    at=op.at,
+                    identifiers=tuple(identity.identifiers + identity.joining),
+                    payload="" if alone else PLAIN,
+                )
             )
         else:
             out.ops.append(Op("union", op.other, other=op.target, at=op.at))
@@ -296,8 +347,10 @@ class IdentityGraph:
 
     def _surrender(self, op: Op, state: CustomerState, out: Handled) -> None:
         identity = self._identity(state)
-        if identity.absorbing is not None:
+        if identity.absorbing is not None or identity.joining:
             identity.waiting.append(op.to_dict())
+        elif op.payload == PLAIN and not self._plain(identity):
+            out.ops.append(Op("declined", op.other, other=op.target, at=op.at))
         elif (reason := conflict(identity.identifiers, list(op.identifiers), self.config)) is not None:
             out.ops.append(Op("refused", op.other, other=op.target, at=op.at, payload=reason))
         else:
@@ -305,10 +358,21 @@ class IdentityGraph:
             out.ops.append(Op("absorb", op.other, other=op.target, at=op.at, payload=state.to_json().decode()))
         self._put(op.target, state)
 
+    def _plain(self, identity: Identity) -> bool:
+        """Whether the profile is one identifier of a kind not unique (a device)."""
+        (name, *more) = identity.identifiers
+        return not more and kind_of(name, self.config) not in self.config.unique_kinds
+
     def _answered(self, op: Op, state: CustomerState, identity: Identity, out: Handled) -> None:
-        """The profile ``op.other`` that this one waited for answered: absorb, refused or moved."""
-        identity.absorbing = None
-        if op.kind == "moved":  # unite with where it went
+        """The profile ``op.other`` that this one waited for answered: absorb, refused, moved
+        or (asked with others) declined."""
+        if identity.absorbing == op.other and op.kind != "declined":
+            identity.absorbing = None
+        else:
+            identity.joining.remove(op.other)
+        if op.kind == "declined":  # it holds more than one device: asked again, alone
+            identity.waiting.append(Op("union", op.target, other=op.other, at=op.at, payload=ALONE).to_dict())
+        elif op.kind == "moved":  # unite with where it went
             out.ops.append(Op("union", op.payload, other=op.target, at=op.at))
         elif op.kind == "refused":
             identity.refused = (identity.refused + [op.other])[-self.config.max_identifiers :]
@@ -334,13 +398,15 @@ class IdentityGraph:
         identity.history = (identity.history + [asdict(decision)])[-self.config.history :]
 
     def _resume(self, key: str, waiting: list[dict[str, Any]], out: Handled) -> None:
-        """Handle what waited, in order, until the profile waits again."""
+        """Handle what waited, in order, until the profile waits again (it absorbs a profile
+        alone, or what it handled waits once more)."""
         for index, data in enumerate(waiting):
             self._handle(Op.from_dict(data), out)
             state = self.records.get(key)
-            if state is not None and state.identity is not None and state.identity.absorbing is not None:
-                state.identity.waiting += waiting[index + 1 :]
-                self._put(key, state)
+            identity = state.identity if state is not None else None
+            if identity is not None and (identity.absorbing is not None or identity.waiting):
+                identity.waiting += waiting[index + 1 :]
+                self._put(key, state)  # type: ignore[arg-type]
                 return
 
     def _rule(self, survivor: Rank, absorbed: Rank) -> str:

@@ -149,10 +149,10 @@ def test_a_pipeline_merges_a_device_into_a_new_card_through_its_own_identity_ops
     assert (merge["survivor"], merge["absorbed"], merge["rule"]) == (card, device, "loyalty_card outlasts anonymous_id")
 
 
-def test_a_merge_costs_one_union_one_surrender_one_absorb_however_often_its_link_repeats() -> None:
+def test_a_merge_costs_one_surrender_one_absorb_however_often_its_link_repeats() -> None:
     """An account's visits name a device that already has a profile, again and again while the
-    merge is under way: the union goes once, straight to the account (it ranks first), which
-    takes the device in one round trip."""
+    merge is under way: the account ranks first, so it unites at once (sent, the union would
+    come back to it a hop later) and takes the device in one round trip."""
     from schemas.envelope import encode_envelope
     from schemas.topics import IDENTITY_OPS, VISITS, partition_for
     from streams.worker.message import Message
@@ -187,5 +187,5 @@ def test_a_merge_costs_one_union_one_surrender_one_absorb_however_often_its_link
         ]
         messages = [Message(IDENTITY_OPS, p, offset + i, raw) for i, (p, raw) in enumerate(packed)] + batches[:2]
         offset, batches = offset + len(packed), batches[2:]
-    assert kinds == ["union", "surrender", "absorb"]
+    assert kinds == ["surrender", "absorb"]
     assert table[b"c1"].visit_count == 9 and table[b"anonymous_id:d1"].identity.merged_into == "c1"  # type: ignore[union-attr]

@@ -14,7 +14,7 @@ import pytest
 from processors.config import FeatureConfig, IdentityConfig, ModelConfig
 from processors.features import CustomerState, apply, profile
 from processors.identity import kind_of
-from processors.identity_graph import Decision, IdentityGraph, Op
+from processors.identity_graph import Decision, Handled, IdentityGraph, Op
 from schemas.events import BaseEvent, parse_event, parse_event_json
 from schemas.topics import partition_for
 
@@ -81,28 +81,33 @@ class Cluster:
             take_input = part.read_inputs < len(part.inputs) and (
                 part.read_ops == len(part.ops) or self.rng.random() < 0.5
             )
+            part.records.written.clear()
             if take_input:
                 key, others, event = part.inputs[part.read_inputs]
                 part.read_inputs += 1
-                self.ingest(graph, part.records, key, others, event)
+                linked = self.ingest(graph, part.records, key, others, event)
+                if linked is not None:
+                    self.durable_then_sent(part, graph, key, linked)
                 continue
             op = part.ops[part.read_ops]
             part.read_ops += 1
-            part.records.written.clear()
-            handled = graph.handle(op)
-            # The records an op changed are durable before what it sends is (the protocol's rule).
-            for key in part.records.written:
-                part.checkpoint[0][key] = part.records[key].to_json()
-            if self.rng.random() < 0.03 and self.crashes:
-                self.crash(part)  # after the records were written, before the ops went out
-                continue
-            for profile_id, raw in handled.events:
-                state = part.records.get(profile_id) or CustomerState(profile_id)
-                apply(state, parse_event_json(raw.encode()), CFG)
-                part.records.put(profile_id, state)
-            self.send(handled.ops)
-            graph.sent(op.target)
-            self.decisions += handled.decisions
+            self.durable_then_sent(part, graph, op.target, graph.handle(op))
+
+    def durable_then_sent(self, part: Partition, graph: IdentityGraph, key: str, handled: Handled) -> None:
+        """The records that handling changed are durable before what it sends is (the protocol's
+        rule), and its decisions, rows, are written before the records."""
+        self.decisions += handled.decisions
+        for name in part.records.written:
+            part.checkpoint[0][name] = part.records[name].to_json()
+        if self.rng.random() < 0.03 and self.crashes:
+            self.crash(part)  # after the records were written, before the ops went out
+            return
+        for profile_id, raw in handled.events:
+            state = part.records.get(profile_id) or CustomerState(profile_id)
+            apply(state, parse_event_json(raw.encode()), CFG)
+            part.records.put(profile_id, state)
+        self.send(handled.ops)
+        graph.sent(key)
 
     def crash(self, part: Partition) -> None:
         """The partition's worker restarts: its records and read positions as of its checkpoint."""
@@ -110,8 +115,11 @@ class Cluster:
         images, part.read_inputs, part.read_ops = part.checkpoint
         part.records = Records({k: CustomerState.from_json(v) for k, v in images.items()})
 
-    def ingest(self, graph: IdentityGraph, records: Records, key: str, others: list[str], event: BaseEvent) -> None:
-        """What the worker does with an input event of identifier ``key`` naming ``others``."""
+    def ingest(
+        self, graph: IdentityGraph, records: Records, key: str, others: list[str], event: BaseEvent
+    ) -> Handled | None:
+        """What the worker does with an input event of identifier ``key`` naming ``others``:
+        what linking them gives, if it applied the event."""
         state = records.get(key)
         went = state.identity.merged_into if state is not None and state.identity is not None else None
         if state is not None and went is not None:
@@ -119,11 +127,11 @@ class Cluster:
             if onward is not None:
                 self.send([Op("event", onward, payload=event.model_dump_json())])
             self.send([Op("link", went, other=other, at=event.epoch) for other in others])
-            return
+            return None
         state = state or CustomerState(key)
         apply(state, event, CFG)
-        self.send(graph.links(state, others, event.epoch))
         records.put(key, state)
+        return Handled(ops=graph.link(key, others, event.epoch))
 
     def root(self, name: str) -> str:
         """The profile an identifier resolves to, following merged identifiers."""
@@ -218,7 +226,7 @@ def test_every_linked_person_ends_as_one_exact_profile_whatever_the_interleaving
         state = cluster.state(root)
         identity = state.identity
         assert set(identity.identifiers if identity else [root]) == members[component]
-        assert identity is None or (identity.absorbing is None and not identity.waiting)
+        assert identity is None or (identity.absorbing is None and not identity.joining and not identity.waiting)
         accounts = [name for name in members[component] if kind_of(name, IdentityConfig()) == "customer_id"]
         assert root == (accounts[0] if accounts else root)  # the one with a customer_id survives
         one = CustomerState(root)

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 #: first one reaches its target: offsets are committed only once their events' ops are sent,
 #: and a restart, reading those events again, sends theirs again.
 RECENT_LINKS = 100_000
+LINKS = ("link", "union")
 #: The version of a profile's deleted row in ``customer_features``: the highest there is.
 DELETED_VERSION = (1 << 64) - 1
 
@@ -79,8 +80,11 @@ class Identities:
         self.merges: list[IdentityMerge] = []
 
     def link(self, state: CustomerState, event: BaseEvent, ts: float) -> None:
-        """The event applied to ``state`` names other identifiers: join them to its profile."""
-        self._send_links(self.graph.links(state, event.others, ts))
+        """The event applied to ``state`` (held by the batch) names other identifiers: join them
+        to its profile."""
+        key = state.customer_id
+        self._send_links(self.graph.link(key, event.others, ts))
+        self._handled[key] = None
 
     def forward(self, state: CustomerState, event: BaseEvent, ts: float) -> None:
         """An event of an identifier merged into another profile: on to the profile, with
@@ -158,10 +162,10 @@ class Identities:
         self._handled = dict.fromkeys(handled) | self._handled
 
     def _send_links(self, ops: list[Op]) -> None:
-        """``ops`` (links or unions an event asks for) to send, but those sent lately."""
+        """``ops`` (of links an event asks for) to send, but links and unions sent lately."""
         recent = self._recent_links
-        new = [op for op in ops if (op.kind, op.target, op.other) not in recent]
-        recent.update(((op.kind, op.target, op.other), None) for op in new)
+        new = [op for op in ops if op.kind not in LINKS or (op.kind, op.target, op.other) not in recent]
+        recent.update(((op.kind, op.target, op.other), None) for op in new if op.kind in LINKS)
         while len(recent) > RECENT_LINKS:
             del recent[next(iter(recent))]
         self._send(new)

@@ -322,13 +322,14 @@ class CustomerPipeline:
                 if seen == "conflict":  # neither applied nor written: features and raw tables keep the first
                     rejects.append(Rejected(conflict(event), event.model_dump_json()))
                     continue
+                # A duplicate's raw and feature rows too: re-delivered after a crash, they may be
+                # among those never written. It is the first content again, so re-writing it changes
+                # nothing. Held before its links, which the identity graph handles on it at once.
+                touched[key] = (state, home)
                 if event.identifiers:
                     self.identities.link(state, event, ts)
                 counters.events_in += 1
-                # A duplicate's raw row too: re-delivered after a crash, it may be among those never
-                # written. It is the first content again, so re-writing it changes nothing.
                 accepted.append(event)
-                touched[key] = (state, home)  # a duplicate's feature row too, for the same reason
                 if ts > self.watermarks.get(home, float("-inf")):
                     self.watermarks[home] = ts
                 if seen == "duplicate":
