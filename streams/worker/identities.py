@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 #: first one reaches its target: offsets are committed only once their events' ops are sent,
 #: and a restart, reading those events again, sends theirs again.
 RECENT_LINKS = 100_000
+#: The kinds of op that :data:`RECENT_LINKS` keeps from repeating.
 LINKS = ("link", "union")
 #: The version of a profile's deleted row in ``customer_features``: the highest there is.
 DELETED_VERSION = (1 << 64) - 1
@@ -83,8 +84,10 @@ class Identities:
         """The event applied to ``state`` (held by the batch) names other identifiers: join them
         to its profile."""
         key = state.customer_id
-        self._send_links(self.graph.link(key, event.others, ts))
-        self._handled[key] = None
+        ops = self.graph.link(key, event.others, ts)
+        if ops:  # the record is durable before they go (a link that sends nothing needs no early write)
+            self._handled[key] = None
+        self._send_links(ops)
 
     def forward(self, state: CustomerState, event: BaseEvent, ts: float) -> None:
         """An event of an identifier merged into another profile: on to the profile, with
