@@ -155,6 +155,60 @@ def test_a_partition_given_up_during_the_backfill_is_left_to_its_next_owner(monk
     assert pipeline.unchecked({0, 1}) == ({1}, ["buyers"])
 
 
+def test_an_aging_pass_waits_while_a_backfill_is_under_way(monkeypatch: Any) -> None:
+    """An audience created while an aging pass walked a million customers took minutes: their
+    slices took turns, and the pass (which nobody waits for) had as many turns as the backfill
+    (which the marketer does). Now the pass waits between its slices until the backfill is over."""
+    from streams.worker import backfill as module
+    from streams.worker.aging import AgingSchedule
+    from streams.worker.backfill import Backfill
+
+    monkeypatch.setattr(module, "SLICE", 10)
+    pipeline, sink, _ = new_pipeline(ModelConfig(), partitions=2)
+    feed(pipeline, [purchase(f"c{i}", 0, i / 100) for i in range(200)])
+    order: list[str] = []
+
+    async def backfilled() -> None:
+        order.append("backfill")
+
+    async def aged() -> None:
+        order.append("aging")
+
+    class Reads:
+        async def read(self, *ask: Any) -> CurrentRows:
+            return current_of(sink.features, ["purchase_count"], set())
+
+    class Writer:
+        async def flush(self) -> None:
+            pass
+
+    async def main() -> None:
+        lock = asyncio.Lock()
+        backfill = Backfill(pipeline, lock, asyncio.Event(), Writer(), Reads(), backfilled)  # type: ignore[arg-type]
+        aging = AgingSchedule(
+            pipeline.start_aging,
+            lock,
+            asyncio.Event(),
+            aged,
+            way_clear=backfill.idle,
+            slice_size=10,
+            min_advance_s=0.0,
+            max_share=0.5,
+        )
+        walking = asyncio.create_task(aging.run(lambda: {0, 1}))
+        while len(order) < 3:
+            await asyncio.sleep(0)
+        pipeline.audiences.define(Audience(name="buyers", condition="purchase_count >= 1", version=1))
+        await backfill.run(lambda: {0, 1})
+        await walking
+
+    asyncio.run(main())
+    first, last = order.index("backfill"), len(order) - order[::-1].index("backfill") - 1
+    assert order[first : last + 1] == ["backfill"] * 20, order  # 200 customers, 10 at a time
+    assert order[:first] == ["aging"] * 3 and order[last + 1 :].count("aging") > 10
+    assert {e.customer_id for e in pipeline.take_audience_events()} == {f"c{i}" for i in range(200)}
+
+
 @pytest.mark.integration
 def test_the_current_rows_of_those_who_may_move_come_back_as_written(tmp_path: Path, release_clickhouse: None) -> None:
     """The rows read back are the last written of the customers of the partitions asked for

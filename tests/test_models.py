@@ -522,6 +522,13 @@ def test_the_trainer_skips_non_finite_inputs_and_keeps_learning() -> None:
     assert 0.0 < models.score(lapsed).churn_probability < 1.0 and models.score(loyal).segment is not None
 
 
+def clear() -> asyncio.Event:
+    """A way that nothing holds up (see ``AgingSchedule``)."""
+    event = asyncio.Event()
+    event.set()
+    return event
+
+
 def test_an_aging_pass_gives_the_event_loop_a_turn_between_slices_and_stops_when_asked() -> None:
     """At 10 million customers a pass held each worker process's event loop for 80 s after a
     restart: no heartbeat, no HTTP answer, SIGTERM handled only once the pass was through."""
@@ -537,7 +544,14 @@ def test_an_aging_pass_gives_the_event_loop_a_turn_between_slices_and_stops_when
         nonlocal ticks
         lock, stopping = asyncio.Lock(), asyncio.Event()
         aging = AgingSchedule(
-            pipeline.start_aging, lock, stopping, after_slice, slice_size=50, min_advance_s=0.0, max_share=0.5
+            pipeline.start_aging,
+            lock,
+            stopping,
+            after_slice,
+            way_clear=clear(),
+            slice_size=50,
+            min_advance_s=0.0,
+            max_share=0.5,
         )
 
         async def ticker() -> None:  # any other work of the loop: a heartbeat, a request
@@ -576,7 +590,14 @@ def test_an_aging_pass_walks_the_partitions_owned_once_it_holds_the_lock() -> No
     async def main() -> None:
         lock = asyncio.Lock()
         aging = AgingSchedule(
-            pipeline.start_aging, lock, asyncio.Event(), nothing, slice_size=50, min_advance_s=0.0, max_share=0.5
+            pipeline.start_aging,
+            lock,
+            asyncio.Event(),
+            nothing,
+            way_clear=clear(),
+            slice_size=50,
+            min_advance_s=0.0,
+            max_share=0.5,
         )
         async with lock:  # a batch, then the rebalance, hold it
             waiting = asyncio.create_task(aging.run(lambda: set(owned)))

@@ -236,9 +236,10 @@ class AgingSchedule:
     """Aging passes as a worker runs them: each started by ``start`` and stepped a slice of
     ``slice_size`` customers at a time under ``lock`` (what processing holds), ``after_slice``
     run after each slice (its rows and state written when due), and the event loop served
-    between slices: heartbeats, HTTP, signals and batches wait at most one slice. Passes take at
-    most ``max_share`` of the time; a stopping worker (``stopping``) leaves a pass under way and
-    its next start begins one afresh."""
+    between slices: heartbeats, HTTP, signals and batches wait at most one slice. A pass steps
+    only while ``way_clear`` is set: work that someone waits for (an audience's backfill) goes
+    first. Passes take at most ``max_share`` of the time; a stopping worker (``stopping``)
+    leaves a pass under way and its next start begins one afresh."""
 
     def __init__(
         self,
@@ -247,11 +248,13 @@ class AgingSchedule:
         stopping: asyncio.Event,
         after_slice: Callable[[], Awaitable[None]],
         *,
+        way_clear: asyncio.Event,
         slice_size: int,
         min_advance_s: float,
         max_share: float,
     ) -> None:
         self.start, self.lock, self.stopping, self.after_slice = start, lock, stopping, after_slice
+        self.way_clear = way_clear
         self.slice_size, self.min_advance_s, self.max_share = slice_size, min_advance_s, max_share
         self.next_at = 0.0  # monotonic time before which no pass starts
 
@@ -269,6 +272,7 @@ class AgingSchedule:
             aging = self.start(assigned, self.min_advance_s)
         took = 0.0
         while not aging.done:
+            await self.way_clear.wait()
             if self.stopping.is_set():
                 return
             async with self.lock:

@@ -263,15 +263,6 @@ class Worker:
         )
         self.health = Health(settings.kafka_bootstrap, self.app.assignor, self.writer, self.models.caught_up)
         self.health.quality = self.models.watch
-        self.aging = AgingSchedule(
-            self.pipeline.start_aging,
-            self.lock,
-            self.stopping,
-            self._after_slice,
-            slice_size=settings.aging_slice,
-            min_advance_s=settings.aging_min_advance_s,
-            max_share=settings.aging_max_share,
-        )
         self.current_reads = CurrentReads(settings, self.clickhouse.current_reads)
         self.backfill = Backfill(
             self.pipeline,
@@ -280,6 +271,16 @@ class Worker:
             self.writer,
             self.current_reads,
             self._after_slice,
+        )
+        self.aging = AgingSchedule(
+            self.pipeline.start_aging,
+            self.lock,
+            self.stopping,
+            self._after_slice,
+            way_clear=self.backfill.idle,
+            slice_size=settings.aging_slice,
+            min_advance_s=settings.aging_min_advance_s,
+            max_share=settings.aging_max_share,
         )
         self.last_batch_at: float | None = None
         #: When identity ops were last sent (they go out together, every flush interval).

@@ -79,6 +79,10 @@ class Backfill:
     ) -> None:
         self.pipeline, self.lock, self.stopping, self.writer = pipeline, lock, stopping, writer
         self.current, self.after_slice = current, after_slice
+        #: Cleared while a backfill is under way: an aging pass waits for it (someone waits for
+        #: the audience to be complete; labels and aging can wait that long).
+        self.idle = asyncio.Event()
+        self.idle.set()
 
     async def run(self, owned: Callable[[], set[int]]) -> None:
         """Check the customers of the partitions ``owned()`` says are this process's, if the
@@ -86,6 +90,17 @@ class Backfill:
         off, then checked a slice at a time with batches in between (over a million customers
         and twenty audiences the checks take tens of seconds of CPU). A failure is logged and
         tried again at the next call; so is a check a stopping worker leaves."""
+        if not self.pipeline.unchecked(owned())[0]:
+            return
+        self.idle.clear()  # from here an aging pass waits
+        try:
+            await self._check(owned)
+        finally:
+            self.idle.set()
+
+    async def _check(self, owned: Callable[[], set[int]]) -> None:
+        """The check itself, what it is due for judged again once it holds the lock (a
+        rebalance may have come meanwhile)."""
         pipeline = self.pipeline
         async with self.lock:
             partitions, changed = pipeline.unchecked(owned())
