@@ -7,17 +7,20 @@ until the worker applied them all and committed, then stops and restarts it and 
 line: events per second while filling, the worker's resident memory (its processes together)
 at the end and at its peak while filling, and its growth over the idle worker per customer, the stop time, the time until a restarted worker is healthy, and until it has
 applied one more purchase (the first batch of each partition also reads what it needs of the
-restored state); with ``--audience``, also how long a new audience takes to hold every customer.
+restored state); with ``--audience``, also how long a new audience takes to hold its members once
+the worker settled after the fill.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
 
@@ -71,13 +74,38 @@ def publish(address: str, partitions: int, customers: int, each: int) -> None:
         print(f"sent {min(begin + EVENTS_AT_ONCE, n):,} of {n:,} events", file=sys.stderr, flush=True)
 
 
-def worker_resident_bytes(pid: int) -> int:
-    """Resident memory of a process and its children (a worker's helpers)."""
-    total = resident_bytes(pid)
+def worker_pids(pid: int) -> Iterator[int]:
+    """A process and its descendants (a worker's helpers)."""
+    yield pid
     for task in Path(f"/proc/{pid}/task").iterdir():
         for child in (task / "children").read_text().split():
-            total += worker_resident_bytes(int(child))
-    return total
+            yield from worker_pids(int(child))
+
+
+def worker_resident_bytes(pid: int) -> int:
+    """Resident memory of a process and its children."""
+    return sum(resident_bytes(each) for each in worker_pids(pid))
+
+
+def worker_cpu_s(pid: int) -> float:
+    """CPU seconds a process and its children used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    # utime and stime: fields 14 and 15 of /proc/PID/stat, counted after the command's ")"
+    return sum(
+        sum(int(field) for field in Path(f"/proc/{each}/stat").read_text().rpartition(")")[2].split()[11:13]) / ticks
+        for each in worker_pids(pid)
+    )
+
+
+def settle(pid: int, window_s: float = 3.0, busy_share: float = 0.1) -> float:
+    """Seconds until the worker's processes used less than ``busy_share`` of a core over
+    ``window_s``: the aging pass and checkpoints a fill leaves behind are over."""
+    began = time.monotonic()
+    while True:
+        before = worker_cpu_s(pid)
+        time.sleep(window_s)
+        if worker_cpu_s(pid) - before < busy_share * window_s:
+            return time.monotonic() - began
 
 
 class PeakResident:
@@ -132,7 +160,8 @@ def run(customers: int, each: int, audience: bool = False) -> dict[str, Any]:
             wait_for(worker, "crm360_events_in_total", customers * each)
             fill_s = time.monotonic() - began  # producing included: the worker reads as they come
             time.sleep(settings.commit_interval_s + 2)  # a commit: the restart reads nothing before it
-        backfilled = backfill(worker) if audience else {}
+        # Timed on a settled worker: what the backfill itself costs, not the fill's aftermath.
+        backfilled = {"settle_s": round(settle(worker.process.pid), 1)} | backfill(worker) if audience else {}
         resident = worker_resident_bytes(worker.process.pid)
         stopped = time.monotonic()
         worker.stop(signal.SIGTERM, grace_s=120)
