@@ -45,10 +45,11 @@ def start_local_kafka(settings: Settings) -> Any:
     (then None)."""
     from streams.local.broker import BrokerError, LocalKafka
     from streams.local.storage import StorageError
-    from streams.worker.ports import answers
+    from streams.worker.ports import answers, claim
 
     if answers(settings.kafka_bootstrap):
         return None
+    claim(settings.web_port, settings.clickhouse_http_port)  # the worker binds them after the storage drew its ports
     settings.data_path.mkdir(parents=True, exist_ok=True)
     kafka = LocalKafka(settings.kafka_bootstrap, settings.data_path)
     try:

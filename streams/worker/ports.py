@@ -15,21 +15,40 @@ import socket
 #: taken by a connection (a Kafka client's, say) before the process meant for it binds it: a
 #: bench run's worker died with "address already in use".
 PORTS = range(20_000, 32_768)
+#: Ports this process handed out, or was told are its processes' (:func:`claim`): a port drawn
+#: is free only until its process binds it, and a stack's worker failed to bind its configured
+#: port because the storage, started first, had drawn the same one.
+_TAKEN: set[int] = set()
+
+
+def claim(*ports: int) -> None:
+    """Ports this process's children will bind (configured ones, say): never drawn here.
+
+    >>> before = set(_TAKEN)
+    >>> claim(*PORTS[:-1])
+    >>> free_port() == PORTS[-1]
+    True
+    >>> _TAKEN.clear(); _TAKEN.update(before)
+    """
+    _TAKEN.update(ports)
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now, outside the ephemeral range.
+    """A TCP port on 127.0.0.1 that nothing listens on now, outside the ephemeral range, and
+    that this process neither handed out before nor was told is taken.
 
     >>> free_port() in PORTS
     True
     """
-    for port in random.sample(PORTS, 200):
+    candidates = [port for port in PORTS if port not in _TAKEN]
+    for port in random.sample(candidates, min(200, len(candidates))):
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _TAKEN.add(port)
+        return port
     raise OSError(f"no free port on 127.0.0.1 among 200 tried in {PORTS.start}-{PORTS.stop - 1}")
 
 

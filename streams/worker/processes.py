@@ -36,7 +36,7 @@ from sinks.erasure import RowErasure
 from streams.sdk.client import bearer
 from streams.settings import Role, Settings
 from streams.worker.children import spawn, stop_processes
-from streams.worker.ports import free_port
+from streams.worker.ports import claim, free_port
 
 
 def auth_headers(settings: Settings) -> dict[str, str]:
@@ -137,6 +137,7 @@ class Helpers:
 
     def __init__(self, settings: Settings, count: int) -> None:
         self.settings = settings
+        claim(settings.web_port, settings.clickhouse_http_port)  # this process's own, bound later
         self.ports = [free_port() for _ in range(count)]
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
         self.stopping = False
