@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
 
@@ -28,7 +26,7 @@ from schemas.envelope import pack
 from schemas.events import parse_event
 from streams.local.stack import WorkerProcess, private_stack
 from streams.local.until import until
-from streams.measure.bench import backfill, produce
+from streams.measure.bench import backfill, process_cpu_seconds, produce
 from streams.settings import Settings
 from streams.worker.memory import resident_bytes
 
@@ -74,38 +72,29 @@ def publish(address: str, partitions: int, customers: int, each: int) -> None:
         print(f"sent {min(begin + EVENTS_AT_ONCE, n):,} of {n:,} events", file=sys.stderr, flush=True)
 
 
-def worker_pids(pid: int) -> Iterator[int]:
-    """A process and its descendants (a worker's helpers)."""
-    yield pid
+def worker_resident_bytes(pid: int) -> int:
+    """Resident memory of a process and its children (a worker's helpers)."""
+    total = resident_bytes(pid)
     for task in Path(f"/proc/{pid}/task").iterdir():
         for child in (task / "children").read_text().split():
-            yield from worker_pids(int(child))
+            total += worker_resident_bytes(int(child))
+    return total
 
 
-def worker_resident_bytes(pid: int) -> int:
-    """Resident memory of a process and its children."""
-    return sum(resident_bytes(each) for each in worker_pids(pid))
-
-
-def worker_cpu_s(pid: int) -> float:
-    """CPU seconds a process and its children used so far."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    # utime and stime: fields 14 and 15 of /proc/PID/stat, counted after the command's ")"
-    return sum(
-        sum(int(field) for field in Path(f"/proc/{each}/stat").read_text().rpartition(")")[2].split()[11:13]) / ticks
-        for each in worker_pids(pid)
-    )
-
-
-def settle(pid: int, window_s: float = 3.0, busy_share: float = 0.1) -> float:
+def settle(pid: int, window_s: float = 3.0, busy_share: float = 0.1, timeout: float = 3_600.0) -> float:
     """Seconds until the worker's processes used less than ``busy_share`` of a core over
     ``window_s``: the aging pass and checkpoints a fill leaves behind are over."""
     began = time.monotonic()
-    while True:
-        before = worker_cpu_s(pid)
-        time.sleep(window_s)
-        if worker_cpu_s(pid) - before < busy_share * window_s:
-            return time.monotonic() - began
+    last = [process_cpu_seconds(pid) or 0.0]
+
+    def quiet() -> bool | None:
+        used = process_cpu_seconds(pid) or 0.0
+        busy, last[0] = used - last[0], used
+        return busy < busy_share * window_s or None
+
+    time.sleep(window_s)
+    until(quiet, "the worker settled after the fill", timeout, every=window_s)
+    return time.monotonic() - began
 
 
 class PeakResident:
