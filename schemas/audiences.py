@@ -26,7 +26,7 @@ True
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, computed_field
@@ -96,8 +96,7 @@ class AudienceEvent(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def event_id(self) -> str:
-        because = "" if self.reason == "condition" else f":{self.reason}"
-        return f"{self.audience}:{self.version}:{self.customer_id}:{self.change}:{int(self.as_of.timestamp())}{because}"
+        return _event_id(self.audience, self.version, self.customer_id, self.change, self.reason, self.as_of)
 
 
 class AudienceMember(BaseModel):
@@ -110,3 +109,60 @@ class AudienceMember(BaseModel):
     entered_at: AwareDatetime
     #: The audience's version that let them in (or out).
     audience_version: int
+
+
+def utc_json(seconds: float) -> str:
+    """Epoch seconds as :class:`AudienceEvent` writes a time in JSON (as pydantic does).
+
+    >>> utc_json(864000), utc_json(1700000000.5)
+    ('1970-01-11T00:00:00Z', '2023-11-14T22:13:20.500000Z')
+    """
+    return _json_time(datetime.fromtimestamp(seconds, tz=UTC))
+
+
+def audience_event_json(
+    audience: str,
+    version: int,
+    change: Literal["entered", "exited"],
+    reason: Literal["condition", "deleted", "merged", "consent"],
+    customer_id: str,
+    identifiers: list[str],
+    features: dict[str, Any],
+    as_of: float,
+    created_at: float,
+) -> dict[str, Any]:
+    """The JSON form of an :class:`AudienceEvent` (``model_dump(mode="json")``), built without
+    validating it: a worker decides thousands of entries a second (a backfill, an aging pass),
+    from values it made itself. Times are epoch seconds; ``features`` must be JSON already
+    (times in them as :func:`utc_json` writes them).
+
+    >>> fields = dict(audience="at_risk", version=2, change="exited", reason="merged", customer_id="c1",
+    ...     identifiers=["c1", "email:x"], features={"recency_days": 75.0, "last_purchase_at": utc_json(5.25)})
+    >>> plain = audience_event_json(**fields, as_of=864000.123, created_at=1700000000)
+    >>> plain == AudienceEvent(**fields, as_of=864000.123, created_at=1700000000).model_dump(mode="json")
+    True
+    >>> plain["event_id"]
+    'at_risk:2:c1:exited:864000:merged'
+    """
+    as_of_time = datetime.fromtimestamp(as_of, tz=UTC)  # the id takes its seconds as a read-back event does
+    return {
+        "audience": audience,
+        "version": version,
+        "change": change,
+        "reason": reason,
+        "customer_id": customer_id,
+        "identifiers": identifiers,
+        "features": features,
+        "as_of": _json_time(as_of_time),
+        "created_at": utc_json(created_at),
+        "event_id": _event_id(audience, version, customer_id, change, reason, as_of_time),
+    }
+
+
+def _json_time(moment: datetime) -> str:
+    return moment.isoformat()[:-6] + "Z"  # "+00:00" as "Z"
+
+
+def _event_id(audience: str, version: int, customer_id: str, change: str, reason: str, as_of: datetime) -> str:
+    because = "" if reason == "condition" else f":{reason}"
+    return f"{audience}:{version}:{customer_id}:{change}:{int(as_of.timestamp())}{because}"

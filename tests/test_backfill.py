@@ -60,7 +60,7 @@ def test_a_backfill_reads_only_the_customers_whose_membership_moves() -> None:
     assert pipeline.backfill(current.dicts(), current.members, changed) == 20
     pipeline.end_backfill(pipeline.audiences.generation)
     assert table.reads == 20  # the 10 one-time buyers stay where they are
-    entered = {e.customer_id for e in pipeline.take_audience_events() if e.change == "entered"}
+    entered = {e["customer_id"] for e in pipeline.take_audience_events() if e["change"] == "entered"}
     assert entered == {f"c{i}" for i in range(30) if i % 3} and pipeline.unchecked({0, 1}) == (set(), [])
 
     # Changed: only those who leave or join are read; the members who stay are not.
@@ -69,8 +69,8 @@ def test_a_backfill_reads_only_the_customers_whose_membership_moves() -> None:
     table.reads = 0
     check(pipeline, current_of(sink.features, ["purchase_count"], members), {0, 1})
     events = pipeline.take_audience_events()
-    assert table.reads == 10 and {e.change for e in events} == {"exited"}
-    assert {e.customer_id for e in events} == {f"c{i}" for i in range(30) if i % 3 == 1}
+    assert table.reads == 10 and {e["change"] for e in events} == {"exited"}
+    assert {e["customer_id"] for e in events} == {f"c{i}" for i in range(30) if i % 3 == 1}
     assert {c.decode() for c, s in table.items() if "repeat" in s.audiences} == {
         f"c{i}" for i in range(30) if i % 3 == 2
     }
@@ -81,7 +81,7 @@ def test_a_backfill_reads_only_the_customers_whose_membership_moves() -> None:
     members = {("repeat", f"c{i}") for i in range(30) if i % 3 == 2}
     check(pipeline, current_of(sink.features, [], members), {0, 1})
     events = pipeline.take_audience_events()
-    assert table.reads == 10 and {(e.change, e.reason) for e in events} == {("exited", "deleted")}
+    assert table.reads == 10 and {(e["change"], e["reason"]) for e in events} == {("exited", "deleted")}
 
 
 def run_backfill(pipeline: Any, read: CurrentRows, after_slice: Callable[[], Awaitable[None]]) -> list[tuple[Any, ...]]:
@@ -126,7 +126,7 @@ def test_a_customer_emitted_while_the_backfill_goes_on_is_left_to_the_stream(mon
     asked = run_backfill(pipeline, read, after_slice)
     assert asked == [(["purchase_count"], ["one_time"], ["purchase_count = 1"], [0, 1])]
     assert len(batches) == 3 and pipeline.unchecked({0, 1}) == (set(), [])
-    entered = {e.customer_id for e in pipeline.take_audience_events() if e.change == "entered"}
+    entered = {e["customer_id"] for e in pipeline.take_audience_events() if e["change"] == "entered"}
     assert entered == {f"c{i}" for i in range(30)} - {last}
     assert "one_time" not in pipeline.table[last.encode()].audiences and pipeline.emitted_since_read is None
 
@@ -149,7 +149,7 @@ def test_a_partition_given_up_during_the_backfill_is_left_to_its_next_owner(monk
             given_up.append(1)
 
     run_backfill(pipeline, read, after_slice)
-    entered = {e.customer_id for e in pipeline.take_audience_events()}
+    entered = {e["customer_id"] for e in pipeline.take_audience_events()}
     first_slice = {row[0] for row in read.rows[:10]}
     assert entered == first_slice | {c for c, *_ in read.rows if pipeline.partition_of(c.encode()) == 0}
     assert pipeline.unchecked({0, 1}) == ({1}, ["buyers"])
@@ -206,7 +206,7 @@ def test_an_aging_pass_waits_while_a_backfill_is_under_way(monkeypatch: Any) -> 
     first, last = order.index("backfill"), len(order) - order[::-1].index("backfill") - 1
     assert order[first : last + 1] == ["backfill"] * 20, order  # 200 customers, 10 at a time
     assert order[:first] == ["aging"] * 3 and order[last + 1 :].count("aging") > 10
-    assert {e.customer_id for e in pipeline.take_audience_events()} == {f"c{i}" for i in range(200)}
+    assert {e["customer_id"] for e in pipeline.take_audience_events()} == {f"c{i}" for i in range(200)}
 
 
 @pytest.mark.integration

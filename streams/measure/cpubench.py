@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
+import orjson
 from faust.stores.rocksdb import RocksDBOptions
 
 from processors.features import CustomerState
@@ -127,7 +128,7 @@ def run_cpu_bench(
             digest.update(repr([a.model_dump_json() for a in pipeline.take_alerts()]).encode())
             entries = pipeline.take_audience_events()
             if entries:  # without audiences the digest stays what it was before they existed
-                digest.update(repr([e.model_dump_json() for e in entries]).encode())
+                digest.update(repr([orjson.dumps(e) for e in entries]).encode())
             digest.update(b"".join(encode_training(training)))  # as the trainer receives them
             for name, rows in sink.pending.items():
                 if rows:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any, cast
 
 import faust
+import orjson
 
 from schemas.alerts import ChurnAlert
-from schemas.audiences import AudienceEvent
 from schemas.rows import DeadLetter, IdentityMerge
 from schemas.topics import AUDIENCE_UPDATES, CHURN_ALERTS, DEAD_LETTERS, IDENTITY_MERGES, partition_for
 from streams.worker.faust_corrections import FlushingProducer
@@ -45,14 +45,14 @@ class Outbox:
         for merge in merges:
             await self.merges_topic.send(key=merge.survivor.encode(), value=merge.model_dump_json().encode())
 
-    async def audience_events(self, events: list[AudienceEvent]) -> None:
-        """Each entry or exit as JSON, keyed by its customer, in record batches (an aging pass or
-        a backfill decides thousands at once)."""
+    async def audience_events(self, events: list[dict[str, Any]]) -> None:
+        """Each entry or exit (an :class:`~schemas.audiences.AudienceEvent` as JSON), keyed by
+        its customer, in record batches (an aging pass or a backfill decides thousands at once)."""
         by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
         partitions = self.app.conf.topic_partitions
         for event in events:
-            key = event.customer_id.encode()
-            by_partition.setdefault(partition_for(key, partitions), []).append((key, event.model_dump_json().encode()))
+            key = event["customer_id"].encode()
+            by_partition.setdefault(partition_for(key, partitions), []).append((key, orjson.dumps(event)))
         producer = cast(FlushingProducer, self.app.producer)
         for partition, records in by_partition.items():
             await producer.send_records(AUDIENCE_UPDATES, partition, records)

@@ -36,7 +36,7 @@ from processors.models import Models
 from processors.rfm import RFMScorer
 from processors.snapshots import Inputs, LabelledSnapshot, capture, profile_inputs, record_purchase
 from schemas.alerts import ChurnAlert
-from schemas.audiences import AudienceEvent
+from schemas.audiences import audience_event_json, utc_json
 from schemas.envelope import Rejected, decode_message
 from schemas.events import BaseEvent, Purchase, ahead_of_wall_clock
 from schemas.rows import FEATURE_TIME_COLUMNS, DeadLetter
@@ -123,7 +123,7 @@ class CustomerPipeline:
         self.alerts: list[ChurnAlert] = []
         #: The live audiences (the worker follows their definitions), and the entries and exits to publish.
         self.audiences = Audiences()
-        self.audience_events: list[AudienceEvent] = []
+        self.audience_events: list[dict[str, Any]] = []  # as JSON (``schemas.audiences.audience_event_json``)
         self.observations_per_batch = observations_per_batch
         self.rescore_interval_s = rescore_interval_s
         #: Per partition: event time up to which churn labels were released.
@@ -162,7 +162,7 @@ class CustomerPipeline:
         alerts, self.alerts = self.alerts, []
         return alerts
 
-    def take_audience_events(self) -> list[AudienceEvent]:
+    def take_audience_events(self) -> list[dict[str, Any]]:
         events, self.audience_events = self.audience_events, []
         return events
 
@@ -596,35 +596,38 @@ class CustomerPipeline:
         """Queue each entry or exit for ``audience_events`` and, when published, for
         ``audience-updates``; and the customer's membership row (``version``: that of the
         feature row that decided it), unless only its destinations learn of it (consent)."""
-        identity, as_of = state.identity, _time(row["as_of"])
-        created_at = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+        identity, as_of = state.identity, row["as_of"]
         # The rows take times as epoch seconds (to the millisecond, as DateTime64(3) keeps them).
-        as_of_s, created_s = to_seconds(row["as_of"]), now_ms / 1000
+        as_of_s, created_s = to_seconds(as_of), now_ms / 1000
         identifiers = list(identity.identifiers) if identity is not None else [state.customer_id]
         for change in changes:
             audience = change.audience
-            event = AudienceEvent(
-                audience=audience.name,
-                version=audience.version,
-                change=change.change,
-                reason=change.reason,
-                customer_id=state.customer_id,
-                identifiers=identifiers,
-                features={
-                    c: _time(row.get(c)) if c in FEATURE_TIME_COLUMNS else row.get(c)
-                    for c in audience.condition.columns
-                },
-                as_of=as_of,  # type: ignore[arg-type]
-                created_at=created_at,
+            features: dict[str, Any] = {c: row.get(c) for c in audience.condition.columns}
+            for column in FEATURE_TIME_COLUMNS.intersection(features):
+                if features[column] is not None:
+                    features[column] = utc_json(features[column])
+            event = audience_event_json(
+                audience.name,
+                audience.version,
+                change.change,
+                change.reason,
+                state.customer_id,
+                identifiers,
+                features,
+                as_of,
+                created_s,
             )
             if change.published:
                 self.audience_events.append(event)
-            plain = event.model_dump(mode="json")
-            features = orjson.dumps(plain["features"]).decode()
             self.sink.add_row(
                 "audience_events",
-                plain
-                | {"features": features, "as_of": as_of_s, "created_at": created_s, "published": change.published},
+                event
+                | {
+                    "features": orjson.dumps(features).decode(),
+                    "as_of": as_of_s,
+                    "created_at": created_s,
+                    "published": change.published,
+                },
             )
             if change.reason == "consent":
                 continue
@@ -634,7 +637,7 @@ class CustomerPipeline:
                 {
                     "audience": audience.name,
                     "customer_id": state.customer_id,
-                    "entered_at": to_seconds(entered if entered is not None else row["as_of"]),
+                    "entered_at": to_seconds(entered if entered is not None else as_of),
                     "audience_version": audience.version,
                     "version": version,
                     "updated_at": created_s,
