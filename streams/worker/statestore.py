@@ -95,6 +95,9 @@ class DiskTable(BufferedTable):
         self._slack = max(64, cache_size // 8)
         #: Customers deleted (erased) since the last :meth:`persist`: still on disk until then.
         self.deleted: set[bytes] = set()
+        #: Cached customers known to be in their database (read from it, or written by
+        #: :meth:`persist`): counting them needs no look-up, which costs about as much as the write.
+        self._on_disk: set[bytes] = set()
 
     def get(self, key: bytes, default: CustomerState | None = None) -> CustomerState | None:  # type: ignore[override]
         state = self.cache.get(key)
@@ -107,6 +110,7 @@ class DiskTable(BufferedTable):
             if raw is None:
                 return default
             state = self.cache[key] = CustomerState.from_json(raw)
+            self._on_disk.add(key)
             if len(self.cache) > self.cache_size + self._slack:
                 self._evict()
         return state
@@ -145,7 +149,7 @@ class DiskTable(BufferedTable):
         for key in self._changed:
             partition = self.partition_of(key)
             if partition in owned:
-                fresh += (key not in self.deleted) - (key in self.database(partition))
+                fresh += (key not in self.deleted) - self._in_database(key, partition)
         return sum(counted(self.database(p)) for p in owned) + fresh
 
     def customers(self, partitions: set[int], decode: bool = True) -> Iterator[tuple[int, bytes, CustomerState | None]]:
@@ -190,11 +194,11 @@ class DiskTable(BufferedTable):
             customers = counted(database)
             for key, value in partition_records:
                 if value is None:  # erased
-                    customers -= key in database
+                    customers -= self._in_database(key, partition)
                     batch.delete(key)
                     self.deleted.discard(key)
                 else:
-                    customers += key not in database
+                    customers += not self._in_database(key, partition)
                     batch.put(key, value)
                 self._changed.pop(key, None)
                 state = self.cache.get(key)
@@ -206,7 +210,15 @@ class DiskTable(BufferedTable):
             if kept is not None:
                 batch.put(NEWEST_KEY, repr(kept).encode())
             database.write(batch)
+            for key, value in partition_records:
+                if value is None:
+                    self._on_disk.discard(key)
+                elif key in self.cache:
+                    self._on_disk.add(key)
         self._evict()
+
+    def _in_database(self, key: bytes, partition: int) -> bool:
+        return key in self._on_disk or key in self.database(partition)
 
     def drop(self, unwanted: Callable[[bytes], bool]) -> int:
         """Forget the cached states whose key is ``unwanted`` (their partitions belong to another
@@ -217,6 +229,7 @@ class DiskTable(BufferedTable):
         for key in keys:
             del self.cache[key]
             self._changed.pop(key, None)
+            self._on_disk.discard(key)
         self.deleted = {key for key in self.deleted if not unwanted(key)}
         return len(keys)
 
@@ -227,3 +240,4 @@ class DiskTable(BufferedTable):
             return
         for key in list(islice((key for key in self.cache if key not in self._changed), excess)):
             del self.cache[key]
+            self._on_disk.discard(key)
