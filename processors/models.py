@@ -4,8 +4,9 @@ trained in one place.
 A single :class:`Trainer` learns from every partition's matured labels (and a sample of
 live customers for the segments), measures itself prequentially, and publishes
 :class:`Models` snapshots; every worker scores with the latest snapshot it received.
-A snapshot records the training-stream offset it has learned through, so a trainer that
-restarts from it neither skips nor repeats a label.
+A snapshot records the training-stream offset it has learned through and the labels it holds
+back (:mod:`processors.label_order`), so a trainer that restarts from it neither skips nor
+repeats a label.
 
 Examples
 --------
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from processors.churn import ChurnModel
 from processors.clv import ValueModel
 from processors.config import ModelConfig
+from processors.label_order import LabelOrder
 from processors.quality import Prequential
 from processors.segments import Segmenter
 from processors.snapshots import Inputs, LabelledSnapshot
@@ -65,10 +67,14 @@ class Models:
     training_offset: int = -1
     descriptions: dict[int, str] = field(default_factory=dict)
     value: ValueModel = field(default_factory=ValueModel)
+    #: The trainer's labels held until every partition released up to them.
+    label_order: LabelOrder | None = None
 
     def __setstate__(self, state: dict) -> None:
-        """Snapshots published before the value model start one (labelled 90 days ahead)."""
+        """Snapshots published before the value model start one (labelled 90 days ahead);
+        those before the label order hold none."""
         state.setdefault("value", ValueModel())
+        state.setdefault("label_order", None)
         self.__dict__.update(state)
 
     @classmethod
@@ -97,14 +103,29 @@ class Models:
 class Trainer:
     """Learns the shared models from labelled snapshots and customer observations."""
 
-    def __init__(self, config: ModelConfig, start: Models | None = None, window: int = 20_000) -> None:
+    def __init__(
+        self, config: ModelConfig, start: Models | None = None, window: int = 20_000, partitions: int = 1
+    ) -> None:
         self.models = start or Models.initial(config)
+        self.order = self.models.label_order = self.models.label_order or LabelOrder(partitions)
+        self.order.partitions = partitions
         self.quality = Prequential(window)
 
     def observe(self, inputs: list[Inputs]) -> None:
         """Let the segmenter learn from live customers' inputs (finite ones: see :func:`finite`)."""
         for one in filter(finite, inputs):
             self.models.segmenter.learn(one)
+
+    def receive(
+        self, labels: list[LabelledSnapshot], frontiers: dict[int, float | None], now: float, offset: int
+    ) -> int:
+        """Hold ``labels`` of the training message at ``offset``, released with their
+        partitions' ``frontiers``, until every partition released up to them
+        (:class:`~processors.label_order.LabelOrder`), and learn those due at wall time ``now``;
+        returns how many were learnt."""
+        due = self.order.add(labels, frontiers, now, offset)
+        self.learn(due)
+        return len(due)
 
     def learn(self, labels: list[LabelledSnapshot]) -> None:
         """Score each label with the current churn model (prequential), then learn it (the

@@ -486,7 +486,7 @@ class Worker:
         """Training records to the trainer, churn alerts to marketing tools, merges and refused
         links to whoever follows them (sent before the states that decided them: the producer's
         flush before a state is durable sends them too)."""
-        training = self.pipeline.take_training()
+        training = self.pipeline.take_training(self._owned_partitions())
         if training:
             await self.models.send_training(training)
         await self.outbox.alerts(self.pipeline.take_alerts())

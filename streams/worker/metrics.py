@@ -63,6 +63,7 @@ def process_figures(
         "crm360_value_model_smearing": round(pipeline.models.value.smearing, 4),
         "crm360_trainer_labels_learned": trainer.models.churn.labels_learned if trainer else 0,
         "crm360_trainer_model_version": trainer.models.version if trainer else 0,
+        "crm360_trainer_labels_held": len(trainer.order.held) if trainer else 0,
         "crm360_up": 1 if health.healthy()[0] else 0,
     }
     for partition, watermark in sorted(c.watermarks.items()):

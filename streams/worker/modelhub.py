@@ -14,8 +14,10 @@ ClickHouse without passing through it, and a helper's event loop was the busiest
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
@@ -46,25 +48,33 @@ METRICS_INTERVAL_S = 5.0
 
 
 def encode_training(batch: TrainingBatch) -> list[bytes]:
-    """Training messages: JSON ``{"labels": [[customer, at, churned, inputs, spend]], "observations": [...]}``."""
+    """Training messages: JSON ``{"labels": [[customer, at, churned, inputs, spend]], "observations":
+    [...], "frontiers": [[partition, frontier]]}``, the frontiers in the last message (they
+    speak for every label before them)."""
     labels = [[lb.customer_id, lb.at, lb.churned, list(lb.inputs), lb.spend] for lb in batch.labels]
     observations = [list(inputs) for inputs in batch.observations]  # JSON arrays, as snapshots keep them
+    frontiers = [[home, frontier] for home, frontier in batch.frontiers.items()]
     out = []
-    for start in range(0, max(len(labels), len(batch.observations)), RECORDS_PER_MESSAGE):
+    records = max(len(labels), len(observations), 1)
+    for start in range(0, records, RECORDS_PER_MESSAGE):
         chunk = {
             "labels": labels[start : start + RECORDS_PER_MESSAGE],
             "observations": observations[start : start + RECORDS_PER_MESSAGE],
+            "frontiers": frontiers if start + RECORDS_PER_MESSAGE >= records else [],
         }
         out.append(orjson.dumps(chunk, option=orjson.OPT_SERIALIZE_NUMPY))
     return out
 
 
 def decode_training(value: bytes) -> TrainingBatch:
-    """The batch of a training message (labels of versions before the spend: spent nothing).
+    """The batch of a training message (labels of versions before the spend: spent nothing;
+    messages before frontiers: none).
 
     >>> old = decode_training(b'{"labels": [["c1", 0.0, false, [1,2,3,4,5,6,7,8,9,10,11]]], "observations": []}')
-    >>> old.labels[0].spend, decode_training(encode_training(old)[0]) == old
-    (0.0, True)
+    >>> old.labels[0].spend, old.frontiers, decode_training(encode_training(old)[0]) == old
+    (0.0, {}, True)
+    >>> decode_training(encode_training(TrainingBatch(frontiers={0: 86400.0, 3: None}))[0]).frontiers
+    {0: 86400.0, 3: None}
     """
     data = orjson.loads(value)
     return TrainingBatch(
@@ -73,6 +83,7 @@ def decode_training(value: bytes) -> TrainingBatch:
             for c, at, churned, inputs, *spend in data["labels"]
         ],
         observations=[Inputs._make(inputs) for inputs in data["observations"]],
+        frontiers={home: frontier for home, frontier in data.get("frontiers", [])},
     )
 
 
@@ -98,29 +109,38 @@ class ModelHub:
         self.latest_version = 0
         self.caught_up = asyncio.Event()
         self.trainer: Trainer | None = None
+        self.publishing = asyncio.Lock()
         self.recorded_version = 0  # the trainer's model version whose quality is in model_metrics
         if settings.role is Role.MAIN:  # only processes subscribed to the topic are assigned its partition
             app.agent(self.training_topic, name="trainer")(self._train)
             app.timer(METRICS_INTERVAL_S)(self._record_quality)
+            app.timer(METRICS_INTERVAL_S)(self._release_held)
         app.task(self._follow)
 
     async def send_training(self, batch: TrainingBatch) -> None:
         for value in encode_training(batch):
             await self.training_topic.send(key=b"training", value=value)
 
-    async def _follow(self) -> None:
-        """Keep the newest published model version; swap it into the pipeline."""
-        settings = self.settings
+    @contextlib.asynccontextmanager
+    async def _reading(self, topic: str) -> AsyncIterator[tuple[AIOKafkaConsumer, TopicPartition]]:
+        """A consumer of the one partition of ``topic``, outside the consumer group."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
+            bootstrap_servers=self.settings.kafka_bootstrap,
             enable_auto_commit=False,
             max_partition_fetch_bytes=64 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
         )
         await consumer.start()
         try:
-            tp = TopicPartition(CHURN_MODELS, 0)
+            tp = TopicPartition(topic, 0)
             consumer.assign([tp])
+            yield consumer, tp
+        finally:
+            await consumer.stop()
+
+    async def _follow(self) -> None:
+        """Keep the newest published model version; swap it into the pipeline."""
+        async with self._reading(CHURN_MODELS) as (consumer, tp):
             end = (await consumer.end_offsets([tp]))[tp]
             # Model versions are single-record batches, where "latest" is exact; read a few back.
             consumer.seek(tp, max(end - 5, 0))
@@ -132,8 +152,6 @@ class ModelHub:
                     self._receive(record.value)
                 if not self.caught_up.is_set() and await consumer.position(tp) >= end:
                     self.caught_up.set()
-        finally:
-            await consumer.stop()
 
     def _receive(self, raw: bytes) -> None:
         try:
@@ -153,17 +171,45 @@ class ModelHub:
             trainer = self.trainer
             if trainer is None or (self.latest_version > trainer.models.version):
                 start = Models.from_bytes(self.latest) if self.latest else None
-                trainer = self.trainer = Trainer(self.config, start)
+                trainer = self.trainer = Trainer(self.config, start, partitions=self.settings.partitions)
+                await self._hold_again(trainer)
             fresh = [e for e in events if e.message.offset > trainer.models.training_offset]
             if not fresh:
                 continue
-            labels = []
+            now, news = time.monotonic(), False
             for event in fresh:
                 batch = decode_training(cast(bytes, event.message.value))  # workers send no tombstones here
+                frontiers = dict(trainer.order.frontiers)
                 trainer.observe(batch.observations)
-                labels += batch.labels
-            trainer.learn(labels)
-            raw = trainer.publish(training_offset=max(e.message.offset for e in fresh))
+                trainer.receive(batch.labels, batch.frontiers, now, event.message.offset)
+                news = news or bool(batch.labels or batch.observations) or trainer.order.frontiers != frontiers
+            if news:  # a restarted worker reports its frontiers again: not worth a version
+                await self._publish(trainer, training_offset=max(e.message.offset for e in fresh))
+
+    async def _hold_again(self, trainer: Trainer) -> None:
+        """A trainer started from a published version holds again the labels it held: they are
+        in the training messages from ``reread_from`` through its training offset."""
+        order, through = trainer.order, trainer.models.training_offset
+        if order.reread_from is None:
+            return
+        async with self._reading(MODEL_TRAINING) as (consumer, tp):
+            consumer.seek(tp, order.reread_from)
+            while await consumer.position(tp) <= through:
+                for record in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
+                    if record.offset <= through:
+                        order.hold_again(decode_training(cast(bytes, record.value)).labels, record.offset)
+        log.info("the trainer holds again %d labels of offsets %d..%d", len(order.held), order.reread_from, through)
+        order.reread_from = None
+
+    async def _release_held(self) -> None:
+        """Held labels due by wall time alone (a worker stalled while they waited), learnt."""
+        trainer = self.trainer
+        if trainer is not None and trainer.order.held and trainer.receive([], {}, time.monotonic(), 0):
+            await self._publish(trainer, trainer.models.training_offset)
+
+    async def _publish(self, trainer: Trainer, training_offset: int) -> None:
+        async with self.publishing:  # versions go out in the order they were made
+            raw = trainer.publish(training_offset)
             await (await self.models_topic.send(key=b"churn", value=raw))  # durable before the batch is acked
             self._receive(raw)
 

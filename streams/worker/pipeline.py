@@ -56,13 +56,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainingBatch:
-    """What the models learn from: matured labels, and live customers' inputs (segments)."""
+    """What the models learn from: matured labels, live customers' inputs (segments), and the
+    partitions' frontiers that moved (see :mod:`processors.label_order`)."""
 
     labels: list[LabelledSnapshot] = field(default_factory=list)
     observations: list[Inputs] = field(default_factory=list)
+    frontiers: dict[int, float | None] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.labels or self.observations)
+        return bool(self.labels or self.observations or self.frontiers)
 
 
 #: Customers whose partition :meth:`CustomerPipeline.partition_of` remembers (about 100 bytes each;
@@ -128,6 +130,7 @@ class CustomerPipeline:
         self.rescore_interval_s = rescore_interval_s
         #: Per partition: event time up to which churn labels were released.
         self.released: dict[int, float] = {}
+        self._reported: dict[int, float | None] = {}  # frontiers sent to the trainer
         self._aged_at: dict[int, float] = {}
         self._scored: dict[int, tuple[int, float]] = {}  # partition -> (model version, wall time)
         self._checked: dict[int, int] = {}  # partition -> the audiences' generation its customers were checked against
@@ -154,8 +157,18 @@ class CustomerPipeline:
         """Score from now on with ``models`` (a newer version from the trainer)."""
         self.models = models
 
-    def take_training(self) -> TrainingBatch:
+    def take_training(self, partitions: Iterable[int] = ()) -> TrainingBatch:
+        """The labels and observations collected since the last take, with the frontiers of
+        ``partitions`` (this worker's) that moved since: the snapshot time up to which each
+        released its labels, None for one without customers; one yet to release is left out
+        (the trainer waits for it)."""
         batch, self.training = self.training, TrainingBatch()
+        horizon = self.model_config.churn_horizon_days * DAY
+        for home in partitions:
+            released = self._released_until(home)
+            frontier = None if home not in self.watermarks else released - horizon
+            if frontier != -math.inf and self._reported.get(home, -math.inf) != frontier:
+                batch.frontiers[home] = self._reported[home] = frontier
         return batch
 
     def take_alerts(self) -> list[ChurnAlert]:
@@ -170,6 +183,7 @@ class CustomerPipeline:
         """Another worker owns these now: its restored state decides what it releases."""
         for p in partitions:
             self.released.pop(p, None)
+            self._reported.pop(p, None)
             self._aged_at.pop(p, None)
             self._scored.pop(p, None)
             self._checked.pop(p, None)

@@ -1,0 +1,145 @@
+"""The trainer learns every partition's labels in one event-time order, whatever order the
+partitions release them in, also across a trainer restart (no broker, no database)."""
+
+from __future__ import annotations
+
+import random
+
+from processors.config import DAY, ModelConfig
+from processors.label_order import LabelOrder
+from processors.models import Models, Trainer
+from processors.snapshots import Inputs, LabelledSnapshot
+from schemas.envelope import pack
+from streams.worker.message import Message
+from tests.test_models import T0, new_pipeline, purchase
+
+GRID = 14 * DAY
+#: One release: (partition, labels, the partition's frontier after it).
+Release = tuple[int, list[LabelledSnapshot], float]
+
+
+def releases(partitions: int = 2, grid_points: int = 12, customers: int = 60) -> list[list[Release]]:
+    """Per partition, its releases in its own order: one per grid point, each reporting it."""
+    rng = random.Random(7)
+    out: list[list[Release]] = []
+    for home in range(partitions):
+        own: list[Release] = []
+        for point in range(grid_points):
+            at = T0 + point * GRID
+            labels = []
+            for i in range(customers):
+                recency, count = rng.uniform(1, 200), rng.randint(1, 12)
+                inputs = Inputs(recency, count, count * 40.0, 300.0, 30.0, 1.0, 40.0, 1.0, 2.0, 10.0, 100.0)
+                churned = rng.random() < recency / 250
+                labels.append(
+                    LabelledSnapshot(f"p{home}-{i}", at, churned, inputs, 0.0 if churned else rng.uniform(10, 300))
+                )
+            own.append((home, labels, at))
+        out.append(own)
+    return out
+
+
+def interleave(per_partition: list[list[Release]], ahead: int) -> list[Release]:
+    """Partition 1 runs ``ahead`` releases ahead of partition 0."""
+    first, second = per_partition
+    out = second[:ahead]
+    for i, release in enumerate(first):
+        out.append(release)
+        out += second[ahead + i : ahead + i + 1]
+    return out
+
+
+def learnt(trainer: Trainer) -> tuple[object, ...]:
+    """What the models learnt: the churn and value models' weights and the value model's level,
+    retention and interval."""
+    churn, value = trainer.models.churn, trainer.models.value
+    return (
+        churn.labels_learned,
+        churn.intercept,
+        churn.weights,
+        value.intercept,
+        value.weights,
+        value.smearing,
+        value.retention,
+        list(value.ratios),
+    )
+
+
+def receive_all(trainer: Trainer, arrivals: list[Release], first_offset: int = 0) -> None:
+    for offset, (home, labels, frontier) in enumerate(arrivals[first_offset:], start=first_offset):
+        trainer.receive(labels, {home: frontier}, now=0.0, offset=offset)
+
+
+def test_the_models_learn_the_same_whatever_order_the_partitions_release_labels_in() -> None:
+    per_partition = releases()
+    models = []
+    for ahead in (0, 3, 6):
+        trainer = Trainer(ModelConfig(), partitions=2)
+        receive_all(trainer, interleave(per_partition, ahead))
+        assert trainer.models.churn.labels_learned == 2 * 12 * 60
+        models.append(learnt(trainer))
+    assert models[0] == models[1] == models[2]
+    # Learnt as they come, the same releases make different models.
+    as_they_come = []
+    for ahead in (0, 3):
+        trainer = Trainer(ModelConfig(), partitions=2)
+        for _, labels, _ in interleave(per_partition, ahead):
+            trainer.learn(labels)
+        as_they_come.append(learnt(trainer))
+    assert as_they_come[0] != as_they_come[1]
+
+
+def test_a_restarted_trainer_holds_again_what_it_held_and_learns_each_label_once() -> None:
+    arrivals = interleave(releases(), ahead=4)
+    straight = Trainer(ModelConfig(), partitions=2)
+    receive_all(straight, arrivals)
+
+    first = Trainer(ModelConfig(), partitions=2)
+    receive_all(first, arrivals[:15])
+    assert first.order.held  # partition 1 ran ahead: its labels wait
+    published = Models.from_bytes(first.publish(training_offset=14))
+    order = published.label_order
+    assert order is not None and order.held == [] and order.reread_from is not None
+    restarted = Trainer(ModelConfig(), published, partitions=2)
+    for offset in range(order.reread_from, 15):  # what the hub reads again from the training topic
+        restarted.order.hold_again(arrivals[offset][1], offset)
+    restarted.order.reread_from = None
+    assert len(restarted.order.held) == len(first.order.held)
+    receive_all(restarted, arrivals, first_offset=15)
+    assert learnt(restarted) == learnt(straight)
+    assert restarted.models.churn.labels_learned == straight.models.churn.labels_learned
+
+
+def test_a_partition_holds_labels_back_only_while_it_is_worth_waiting_for() -> None:
+    label = LabelledSnapshot("c", 100 * DAY, False, Inputs(*[1.0] * 11), 20.0)
+    empty = LabelOrder(partitions=2)
+    assert empty.add([label], {0: 100 * DAY, 1: None}, now=0.0, offset=0) == [label]  # 1 has no customers
+    stopped = LabelOrder(partitions=2, slack_days=365)
+    assert stopped.add([label], {0: 100 * DAY, 1: -300 * DAY}, now=0.0, offset=0) == [label]  # 1 stopped long ago
+    lagging = LabelOrder(partitions=2, slack_days=365)
+    assert lagging.add([label], {0: 100 * DAY, 1: 50 * DAY}, now=0.0, offset=0) == []
+    assert lagging.add([], {}, now=59.0, offset=1) == []
+    assert lagging.add([], {}, now=61.0, offset=2) == [label]  # nothing released for a minute
+    late = LabelledSnapshot("d", 90 * DAY, True, Inputs(*[1.0] * 11))
+    assert lagging.add([late], {}, now=62.0, offset=3) == [late]  # behind what was learnt: at once
+
+
+def test_a_worker_reports_each_partition_frontier_once_it_moved() -> None:
+    config = ModelConfig(churn_horizon_days=30, snapshot_every_days=14)
+    pipeline, _, _ = new_pipeline(config, partitions=2)
+    customers = [c for c in (f"c{i}" for i in range(40)) if pipeline.partition_of(c.encode()) == 0][:3]
+
+    def feed(days: list[float]) -> None:
+        events = [purchase(c, n, day) for n, day in enumerate(days) for c in customers]
+        pipeline.ingest([Message(m.topic, m.partition, i, m.value) for i, m in enumerate(pack(events, 2))])
+
+    feed([0.0, 20.0])
+    assert pipeline.take_training({0, 1}).frontiers == {1: None}  # 0 is yet to release: the trainer waits
+    pipeline.age({0, 1})
+    assert pipeline.take_training({0, 1}).frontiers == {0: T0 + 20 * DAY - 30 * DAY}
+    assert pipeline.take_training({0, 1}).frontiers == {}
+    feed([0.0, 20.0, 60.0])
+    pipeline.age({0, 1})
+    batch = pipeline.take_training({0, 1})
+    assert batch.frontiers == {0: T0 + 60 * DAY - 30 * DAY}
+    assert batch.labels and max(label.at for label in batch.labels) <= T0 + 30 * DAY
