@@ -11,8 +11,9 @@ in a fixed pseudo-random order of customers: the order is the same whatever the 
 A partition holds the others back only while it is worth waiting for: not when it has no
 customers (its frontier reported as ``None``), nor when its frontier lags the leading one
 by more than ``slack_days`` of event time (its events stopped coming), nor once nothing was
-released for ``max_wait_s`` of wall time (a worker stalled). Labels no later than what was
-learnt already when they come (late ones) are learnt at once.
+released for ``max_wait_s`` of wall time (a worker stalled), nor beyond ``max_held`` held
+labels (memory: the labels of the oldest event times are learnt). Labels no later than what
+was learnt already when they come (late ones) are learnt at once.
 
 Held labels are not kept with the models: they are in the training messages, which a
 restarted trainer reads again from :attr:`LabelOrder.reread_from` (:meth:`LabelOrder.hold_again`).
@@ -47,15 +48,24 @@ from processors.snapshots import LabelledSnapshot
 SLACK_DAYS = 365.0
 #: Held labels are all learnt when nothing was released for this long.
 MAX_WAIT_S = 60.0
+#: Beyond this many held labels (about 400 bytes each) the oldest event times are learnt.
+MAX_HELD = 250_000
 
 
 class LabelOrder:
     """Labels held until every partition's frontier passed them (see the module)."""
 
-    def __init__(self, partitions: int, slack_days: float = SLACK_DAYS, max_wait_s: float = MAX_WAIT_S) -> None:
+    def __init__(
+        self,
+        partitions: int,
+        slack_days: float = SLACK_DAYS,
+        max_wait_s: float = MAX_WAIT_S,
+        max_held: int = MAX_HELD,
+    ) -> None:
         self.partitions = partitions
         self.slack = slack_days * DAY
         self.max_wait_s = max_wait_s
+        self.max_held = max_held
         #: Per partition, the snapshot time up to which it released labels (None: no customers).
         self.frontiers: dict[int, float | None] = {}
         #: Every label at or before this event time was learnt; later ones are held.
@@ -115,7 +125,8 @@ class LabelOrder:
         stalled = held and now - self.waiting_since >= self.max_wait_s
         until = max(self.learnt_through, max(entry[0] for entry in held) if stalled else self.frontier())
         ready = []
-        while held and held[0][0] <= until:
+        while held and (held[0][0] <= until or len(held) > self.max_held):  # over the cap: the oldest times
+            until = max(until, held[0][0])
             ready.append(heapq.heappop(held)[4])
         if ready:
             self.waiting_since = now

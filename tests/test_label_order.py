@@ -122,6 +122,10 @@ def test_a_partition_holds_labels_back_only_while_it_is_worth_waiting_for() -> N
     assert lagging.add([], {}, now=61.0, offset=2) == [label]  # nothing released for a minute
     late = LabelledSnapshot("d", 90 * DAY, True, Inputs(*[1.0] * 11))
     assert lagging.add([late], {}, now=62.0, offset=3) == [late]  # behind what was learnt: at once
+    capped = LabelOrder(partitions=2, max_held=2)
+    at = [LabelledSnapshot(c, day * DAY, False, Inputs(*[1.0] * 11)) for c, day in (("x", 3), ("y", 1), ("z", 1))]
+    assert capped.add(at, {0: 5 * DAY}, now=0.0, offset=0) == [at[2], at[1]]  # day 1 whole, by the tie-break
+    assert capped.held[0][4] == at[0] and capped.learnt_through == 1 * DAY
 
 
 def test_a_worker_reports_each_partition_frontier_once_it_moved() -> None:
