@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from processors.churn import ChurnModel
 from processors.clv import ValueModel
 from processors.config import ModelConfig
-from processors.label_order import LabelOrder
+from processors.label_order import MAX_WAIT_S, LabelOrder
 from processors.quality import Prequential
 from processors.segments import Segmenter
 from processors.snapshots import Inputs, LabelledSnapshot
@@ -104,11 +104,16 @@ class Trainer:
     """Learns the shared models from labelled snapshots and customer observations."""
 
     def __init__(
-        self, config: ModelConfig, start: Models | None = None, window: int = 20_000, partitions: int = 1
+        self,
+        config: ModelConfig,
+        start: Models | None = None,
+        window: int = 20_000,
+        partitions: int = 1,
+        max_hold_s: float = MAX_WAIT_S,
     ) -> None:
         self.models = start or Models.initial(config)
         self.order = self.models.label_order = self.models.label_order or LabelOrder(partitions)
-        self.order.partitions = partitions
+        self.order.partitions, self.order.max_wait_s = partitions, max_hold_s
         self.quality = Prequential(window)
 
     def observe(self, inputs: list[Inputs]) -> None:

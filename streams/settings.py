@@ -165,6 +165,8 @@ class Settings(BaseSettings):
     rescore_interval_s: float = 30.0
     # The trainer publishes a new model version at most this often.
     trainer_publish_interval_s: float = 1.0
+    # The trainer learns the labels it holds once no partition released any for this long.
+    trainer_max_hold_s: float = Field(default=60.0, gt=0)
     # The live churn model's band: below this prequential ROC AUC, or above this calibration
     # error, once its window holds this many matured labels, a model-quality alert goes out.
     model_min_roc_auc: float = Field(default=0.6, ge=0, le=1)

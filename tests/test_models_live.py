@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
 
+from schemas.topics import partition_for
 from streams.local.simulate import Simulation
+from streams.local.until import until
 from streams.sdk.subscriber import AlertSubscriber
 from tests.conftest import CDNOW, CDNOW_DEVELOPMENT, MODEL_ENV, ROOT, publish, settle
 
@@ -122,3 +125,66 @@ def test_a_model_out_of_its_quality_band_is_announced_and_shown_in_health(broker
     consumer.close()
     assert [alert.status for alert in told] == ["degraded"]  # once, not at every measurement
     assert told[0].alert_id == quality.alert_id
+
+
+def test_labels_held_for_a_lagging_partition_survive_a_restart_and_are_learnt_once(
+    broker: str, start_worker: Any
+) -> None:
+    """Partition 0's customers stop at day 60 while the others go on to day 130: the trainer
+    holds the others' later labels, also across a restart, and learns each once partition 0
+    catches up."""
+    grid = 7 * 86_400
+    start = 1_700_000_000 // grid * grid
+    names = (f"h{i}" for i in range(1_000))
+    customers: dict[int, list[str]] = {p: [] for p in range(4)}
+    for name in names:
+        home = customers[partition_for(name, 4)]
+        if len(home) < 30:
+            home.append(name)
+
+    def purchases(partitions: list[int], days: range) -> list[dict[str, Any]]:
+        return [
+            {
+                "type": "purchase",
+                "event_id": f"{customer}-{day}",
+                "customer_id": customer,
+                "ts": start + day * 86_400 + i,
+                "channel": "web",
+                "order_id": f"{customer}-{day}",
+                "amount": 20.0 + i % 7,
+                "currency": "EUR",
+            }
+            for day in days
+            for home in partitions
+            for i, customer in enumerate(customers[home])
+            if (day + i) % 3 == 0  # some buy, some lapse: both labels
+        ]
+
+    env = MODEL_ENV | {"CRM360_TRAINER_MAX_HOLD_S": "600"}
+    worker = start_worker(**env)
+    publish(broker, purchases([0, 1, 2, 3], range(61)) + purchases([1, 2, 3], range(61, 131)))
+
+    def holding(w: Any) -> dict[str, float] | None:
+        held, learned = w.metric("crm360_trainer_labels_held"), w.metric("crm360_trainer_labels_learned")
+        released = w.metric("crm360_labels_released_total")
+        return {"held": held, "learned": learned, "released": released} if held and held + learned == released else None
+
+    before = until(lambda: holding(worker), "labels of partitions 1-3 held", 90, every=0.5)
+    time.sleep(3)  # aging passes of day 130 are done: nothing more comes
+    assert holding(worker) == before
+    worker.stop()
+
+    restarted = start_worker(**env)
+    restarted.wait_for_metric("crm360_trainer_labels_held", before["held"])  # read again from model-training
+    assert restarted.metric("crm360_trainer_labels_learned") == before["learned"]
+    publish(broker, purchases([0], range(61, 131)))
+
+    def learnt_all() -> float | None:
+        learned, released = (
+            restarted.metric("crm360_trainer_labels_learned"),
+            restarted.metric("crm360_labels_released_total"),
+        )
+        held = restarted.metric("crm360_trainer_labels_held")
+        return learned if held == 0 and learned == before["released"] + released and released else None
+
+    until(learnt_all, "every label learnt once", 90, every=0.5)

@@ -171,8 +171,11 @@ class ModelHub:
             trainer = self.trainer
             if trainer is None or (self.latest_version > trainer.models.version):
                 start = Models.from_bytes(self.latest) if self.latest else None
-                trainer = self.trainer = Trainer(self.config, start, partitions=self.settings.partitions)
+                trainer = Trainer(
+                    self.config, start, partitions=self.settings.partitions, max_hold_s=self.settings.trainer_max_hold_s
+                )
                 await self._hold_again(trainer)
+                self.trainer = trainer  # the timer that releases held labels sees it whole
             fresh = [e for e in events if e.message.offset > trainer.models.training_offset]
             if not fresh:
                 continue
