@@ -11,7 +11,7 @@ in a fixed pseudo-random order of customers: the order is the same whatever the 
 A partition holds the others back only while it is worth waiting for: not when it has no
 customers (its frontier reported as ``None``), nor when its frontier lags the leading one
 by more than ``slack_days`` of event time (its events stopped coming), nor once nothing was
-released for ``max_wait_s`` of wall time (a worker stalled), nor beyond ``max_held`` held
+released for ``max_wait_s`` of wall time while labels waited (a worker stalled), nor beyond ``max_held`` held
 labels (memory: the labels of the oldest event times are learnt). Labels no later than what
 was learnt already when they come (late ones) are learnt at once.
 
@@ -101,6 +101,8 @@ class LabelOrder:
         ``frontiers`` (those its worker reported); returns the labels due at wall time ``now``,
         in order."""
         self.frontiers.update(frontiers)
+        if labels and not self.held:
+            self.waiting_since = now  # the wait starts with the first held label
         for label in labels:
             self._hold(label, offset)
         return self.due(now)
@@ -120,15 +122,15 @@ class LabelOrder:
         """The held labels due at wall time ``now``, in order: those the frontier passed and
         late ones (all of them once nothing was released for ``max_wait_s``)."""
         held = self.held
-        if self.waiting_since is None or not held:
+        if self.waiting_since is None:  # restored: the wait starts now
             self.waiting_since = now
-        stalled = held and now - self.waiting_since >= self.max_wait_s
+        stalled = bool(held) and now - self.waiting_since >= self.max_wait_s
         until = max(self.learnt_through, max(entry[0] for entry in held) if stalled else self.frontier())
         ready = []
         while held and (held[0][0] <= until or len(held) > self.max_held):  # over the cap: the oldest times
             until = max(until, held[0][0])
             ready.append(heapq.heappop(held)[4])
-        if ready:
+        if until > self.learnt_through:  # the frontier moved on: those still held wait from now
             self.waiting_since = now
         self.learnt_through = until
         return ready

@@ -122,6 +122,10 @@ def test_a_partition_holds_labels_back_only_while_it_is_worth_waiting_for() -> N
     assert lagging.add([], {}, now=61.0, offset=2) == [label]  # nothing released for a minute
     late = LabelledSnapshot("d", 90 * DAY, True, Inputs(*[1.0] * 11))
     assert lagging.add([late], {}, now=62.0, offset=3) == [late]  # behind what was learnt: at once
+    quiet = LabelOrder(partitions=2, slack_days=365)
+    quiet.add([], {0: 100 * DAY, 1: 50 * DAY}, now=0.0, offset=0)
+    assert quiet.add([label], {}, now=600.0, offset=1) == []  # after a quiet spell the wait starts with it
+    assert quiet.add([], {1: 100 * DAY}, now=601.0, offset=2) == [label]
     capped = LabelOrder(partitions=2, max_held=2)
     at = [LabelledSnapshot(c, day * DAY, False, Inputs(*[1.0] * 11)) for c, day in (("x", 3), ("y", 1), ("z", 1))]
     assert capped.add(at, {0: 5 * DAY}, now=0.0, offset=0) == [at[2], at[1]]  # day 1 whole, by the tie-break
@@ -138,9 +142,9 @@ def test_a_worker_reports_each_partition_frontier_once_it_moved() -> None:
         pipeline.ingest([Message(m.topic, m.partition, i, m.value) for i, m in enumerate(pack(events, 2))])
 
     feed([0.0, 20.0])
-    assert pipeline.take_training({0, 1}).frontiers == {1: None}  # 0 is yet to release: the trainer waits
+    assert pipeline.take_training({0, 1}).frontiers == {}  # 0 is yet to release, 1 to be restored
     pipeline.age({0, 1})
-    assert pipeline.take_training({0, 1}).frontiers == {0: T0 + 20 * DAY - 30 * DAY}
+    assert pipeline.take_training({0, 1}).frontiers == {0: T0 + 20 * DAY - 30 * DAY, 1: None}
     assert pipeline.take_training({0, 1}).frontiers == {}
     feed([0.0, 20.0, 60.0])
     pipeline.age({0, 1})

@@ -38,11 +38,13 @@ def wait_for_models(worker: WorkerProcess, timeout: float) -> dict[str, float]:
         m = worker.metrics()
         version = int(m.get("crm360_model_version", 0))
         learned, released = m.get("crm360_model_labels_learned", 0), m.get("crm360_labels_released_total", 0)
+        held = int(m.get("crm360_trainer_labels_held", 0))
         low, high, rows = worker.sql(
             "SELECT min(model_version), max(model_version), count() FROM customer_features FINAL"
         )[0]
         click.echo(
-            f"\rmodel version {version}: {int(learned)}/{int(released)} labels learned, "
+            f"\rmodel version {version}: {int(learned)}/{int(released)} labels learned ({held} held for the "
+            f"slowest partition), "
             f"{rows} customers, row versions {low}..{high}   ",
             nl=False,
         )

@@ -419,6 +419,7 @@ class Worker:
                 await self.app.producer.flush()
                 await self._send_identity_ops(now=True)
         self.pipeline.forget_partitions({tp.partition for tp in revoked if tp.topic == PURCHASES})
+        self.models.revoked()
 
     async def _assigned(self, sender: Any, assigned: set[TP], **kwargs: Any) -> None:
         """Customers of partitions now owned by another process (or worker) leave this one:
@@ -486,7 +487,7 @@ class Worker:
         """Training records to the trainer, churn alerts to marketing tools, merges and refused
         links to whoever follows them (sent before the states that decided them: the producer's
         flush before a state is durable sends them too)."""
-        training = self.pipeline.take_training(self._owned_partitions())
+        training = self.pipeline.take_training(self.settled)
         if training:
             await self.models.send_training(training)
         await self.outbox.alerts(self.pipeline.take_alerts())

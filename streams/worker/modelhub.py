@@ -109,7 +109,8 @@ class ModelHub:
         self.latest_version = 0
         self.caught_up = asyncio.Event()
         self.trainer: Trainer | None = None
-        self.publishing = asyncio.Lock()
+        #: Held by whoever changes the trainer: the training agent or the timer releasing held labels.
+        self.learning = asyncio.Lock()
         self.recorded_version = 0  # the trainer's model version whose quality is in model_metrics
         if settings.role is Role.MAIN:  # only processes subscribed to the topic are assigned its partition
             app.agent(self.training_topic, name="trainer")(self._train)
@@ -127,6 +128,7 @@ class ModelHub:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap,
             enable_auto_commit=False,
+            auto_offset_reset="earliest",  # an offset gone by retention: from what is left
             max_partition_fetch_bytes=64 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
         )
@@ -168,26 +170,34 @@ class ModelHub:
             MESSAGES_AT_ONCE, within=self.settings.trainer_publish_interval_s
         ):
             await self.caught_up.wait()
-            trainer = self.trainer
-            if trainer is None or (self.latest_version > trainer.models.version):
-                start = Models.from_bytes(self.latest) if self.latest else None
-                trainer = Trainer(
-                    self.config, start, partitions=self.settings.partitions, max_hold_s=self.settings.trainer_max_hold_s
-                )
-                await self._hold_again(trainer)
-                self.trainer = trainer  # the timer that releases held labels sees it whole
-            fresh = [e for e in events if e.message.offset > trainer.models.training_offset]
-            if not fresh:
-                continue
-            now, news = time.monotonic(), False
-            for event in fresh:
-                batch = decode_training(cast(bytes, event.message.value))  # workers send no tombstones here
-                frontiers = dict(trainer.order.frontiers)
-                trainer.observe(batch.observations)
-                trainer.receive(batch.labels, batch.frontiers, now, event.message.offset)
-                news = news or bool(batch.labels or batch.observations) or trainer.order.frontiers != frontiers
-            if news:  # a restarted worker reports its frontiers again: not worth a version
-                await self._publish(trainer, training_offset=max(e.message.offset for e in fresh))
+            async with self.learning:
+                trainer = self.trainer
+                if trainer is None or (self.latest_version > trainer.models.version):
+                    self.trainer = None  # the timer leaves it alone while it is rebuilt
+                    start = Models.from_bytes(self.latest) if self.latest else None
+                    trainer = Trainer(
+                        self.config,
+                        start,
+                        partitions=self.settings.partitions,
+                        max_hold_s=self.settings.trainer_max_hold_s,
+                    )
+                    await self._hold_again(trainer)
+                    self.trainer = trainer
+                fresh = [e for e in events if e.message.offset > trainer.models.training_offset]
+                now, news = time.monotonic(), False
+                for event in fresh:
+                    batch = decode_training(cast(bytes, event.message.value))  # workers send no tombstones here
+                    frontiers = dict(trainer.order.frontiers)
+                    trainer.observe(batch.observations)
+                    trainer.receive(batch.labels, batch.frontiers, now, event.message.offset)
+                    news = news or bool(batch.labels or batch.observations) or trainer.order.frontiers != frontiers
+                if news:  # a restarted worker reports its frontiers again: not worth a version
+                    await self._publish(trainer, training_offset=max(e.message.offset for e in fresh))
+
+    def revoked(self) -> None:
+        """The partitions moved: another process may train now. This one's trainer is dropped;
+        should the training partition come back, a new one starts from the newest version."""
+        self.trainer = None
 
     async def _hold_again(self, trainer: Trainer) -> None:
         """A trainer started from a published version holds again the labels it held: they are
@@ -197,24 +207,32 @@ class ModelHub:
             return
         async with self._reading(MODEL_TRAINING) as (consumer, tp):
             consumer.seek(tp, order.reread_from)
+            first = None
             while await consumer.position(tp) <= through:
                 for record in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
+                    first = record.offset if first is None else first
                     if record.offset <= through:
                         order.hold_again(decode_training(cast(bytes, record.value)).labels, record.offset)
+        if first != order.reread_from:
+            log.error(
+                "training messages from offset %d are gone (retention?): the labels they held are not learnt",
+                order.reread_from,
+            )
         log.info("the trainer holds again %d labels of offsets %d..%d", len(order.held), order.reread_from, through)
         order.reread_from = None
 
     async def _release_held(self) -> None:
         """Held labels due by wall time alone (a worker stalled while they waited), learnt."""
-        trainer = self.trainer
-        if trainer is not None and trainer.order.held and trainer.receive([], {}, time.monotonic(), 0):
-            await self._publish(trainer, trainer.models.training_offset)
+        async with self.learning:
+            trainer = self.trainer
+            if trainer is not None and trainer.order.held and trainer.receive([], {}, time.monotonic(), 0):
+                await self._publish(trainer, trainer.models.training_offset)
 
     async def _publish(self, trainer: Trainer, training_offset: int) -> None:
-        async with self.publishing:  # versions go out in the order they were made
-            raw = trainer.publish(training_offset)
-            await (await self.models_topic.send(key=b"churn", value=raw))  # durable before the batch is acked
-            self._receive(raw)
+        """A new version, durable before the batch it learnt is acknowledged."""
+        raw = trainer.publish(training_offset)
+        await (await self.models_topic.send(key=b"churn", value=raw))
+        self._receive(raw)
 
     async def _record_quality(self) -> None:
         """The quality of the trainer's newest model version, and what each segment stands for,

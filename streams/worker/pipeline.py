@@ -159,13 +159,15 @@ class CustomerPipeline:
 
     def take_training(self, partitions: Iterable[int] = ()) -> TrainingBatch:
         """The labels and observations collected since the last take, with the frontiers of
-        ``partitions`` (this worker's) that moved since: the snapshot time up to which each
-        released its labels, None for one without customers; one yet to release is left out
-        (the trainer waits for it)."""
+        ``partitions`` (this worker's, settled) that moved since: the snapshot time up to which
+        each released its labels, None for one without customers. One yet to release its
+        first labels is left out: a trainer that never heard of it waits for it."""
         batch, self.training = self.training, TrainingBatch()
         horizon = self.model_config.churn_horizon_days * DAY
         for home in partitions:
-            released = self._released_until(home)
+            released = self.released.get(home)
+            if released is None:  # not restored yet
+                continue
             frontier = None if home not in self.watermarks else released - horizon
             if frontier != -math.inf and self._reported.get(home, -math.inf) != frontier:
                 batch.frontiers[home] = self._reported[home] = frontier
