@@ -142,12 +142,13 @@ def test_a_worker_reports_each_partition_frontier_once_it_moved() -> None:
         pipeline.ingest([Message(m.topic, m.partition, i, m.value) for i, m in enumerate(pack(events, 2))])
 
     feed([0.0, 20.0])
-    assert pipeline.take_training({0, 1}).frontiers == {}  # 0 is yet to release, 1 to be restored
+    assert pipeline.take_training({0, 1}, {0, 1}).frontiers == {}  # 0 is yet to release, 1 to be restored
     pipeline.age({0, 1})
-    assert pipeline.take_training({0, 1}).frontiers == {0: T0 + 20 * DAY - 30 * DAY, 1: None}
-    assert pipeline.take_training({0, 1}).frontiers == {}
+    assert pipeline.take_training({0, 1}, {0}).frontiers == {0: T0 + 20 * DAY - 30 * DAY}  # 1 may have events
+    assert pipeline.take_training({0, 1}, {0, 1}).frontiers == {1: None}  # 1 was read through: it has none
+    assert pipeline.take_training({0, 1}, {0, 1}).frontiers == {}
     feed([0.0, 20.0, 60.0])
     pipeline.age({0, 1})
-    batch = pipeline.take_training({0, 1})
+    batch = pipeline.take_training({0, 1}, {0, 1})
     assert batch.frontiers == {0: T0 + 60 * DAY - 30 * DAY}
     assert batch.labels and max(label.at for label in batch.labels) <= T0 + 30 * DAY

@@ -47,6 +47,7 @@ from streams.worker.destinations import Destinations
 from streams.worker.faust_corrections import (
     App,
     AssignedTable,
+    CheckpointingConsumer,
     CustomerStore,
     ExactTableManager,
     FlushingProducer,
@@ -480,6 +481,13 @@ class Worker:
             await self.writer.flush_when_due()
             await self._send_identity_ops()
 
+    def _read_through(self) -> set[int]:
+        """The partitions whose every input topic this process has read to the end (as of the
+        last fetch)."""
+        consumer = cast(CheckpointingConsumer, self.app.consumer)
+        inputs = [tp for tp in self.app.assignor.assigned_actives() if tp.topic in (*INPUT_TOPICS, IDENTITY_OPS)]
+        return {tp.partition for tp in inputs} - {tp.partition for tp in inputs if consumer.lag(tp) != 0}
+
     def _owned_partitions(self) -> set[int]:
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == PURCHASES}
 
@@ -487,7 +495,7 @@ class Worker:
         """Training records to the trainer, churn alerts to marketing tools, merges and refused
         links to whoever follows them (sent before the states that decided them: the producer's
         flush before a state is durable sends them too)."""
-        training = self.pipeline.take_training(self.settled)
+        training = self.pipeline.take_training(self.settled, self._read_through())
         if training:
             await self.models.send_training(training)
         await self.outbox.alerts(self.pipeline.take_alerts())

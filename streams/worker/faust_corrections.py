@@ -167,6 +167,11 @@ class CheckpointingConsumer(RewindingConsumer):
                 return False  # rows of these offsets are unwritten: the next start reads them again
             return await super().force_commit(topics, start_new_transaction=start_new_transaction)
 
+    def lag(self, tp: TP) -> int | None:
+        """Records of ``tp`` not read yet, as of the last fetch (None before any)."""
+        highwater, position = self.highwater(tp), self._read_offset.get(tp)
+        return None if highwater is None else max(highwater - ((position or -1) + 1), 0)
+
 
 class Transport(faust_kafka.Transport):
     """faust's Kafka transport, with :class:`CheckpointingConsumer` and :class:`FlushingProducer`."""

@@ -70,10 +70,8 @@ def process_figures(
         figures[f'crm360_watermark_seconds{{partition="{partition}"}}'] = round(watermark, 3)
     consumer = cast("CheckpointingConsumer", app.consumer)  # faust's ConsumerT has no read offsets
     for tp in sorted(tp for tp in app.assignor.assigned_actives() if tp.topic in (*INPUT_TOPICS, IDENTITY_OPS)):
-        highwater = consumer.highwater(tp)
-        position = consumer._read_offset.get(tp)
-        if highwater is not None:
-            lag = max(highwater - ((position or -1) + 1), 0)
+        lag = consumer.lag(tp)
+        if lag is not None:
             figures[f'crm360_consumer_lag{{topic="{tp.topic}",partition="{tp.partition}"}}'] = lag
     return figures
 

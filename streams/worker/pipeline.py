@@ -19,7 +19,7 @@ import math
 import operator
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Collection, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -157,16 +157,20 @@ class CustomerPipeline:
         """Score from now on with ``models`` (a newer version from the trainer)."""
         self.models = models
 
-    def take_training(self, partitions: Iterable[int] = ()) -> TrainingBatch:
+    def take_training(self, partitions: Iterable[int] = (), read_through: Collection[int] = ()) -> TrainingBatch:
         """The labels and observations collected since the last take, with the frontiers of
         ``partitions`` (this worker's, settled) that moved since: the snapshot time up to which
-        each released its labels, None for one without customers. One yet to release its
-        first labels is left out: a trainer that never heard of it waits for it."""
+        each released its labels, None for one without customers whose input was all read
+        (``read_through``: it does not hold the others' labels back). One yet to release its
+        first labels, or without customers yet with input to read, is left out: a trainer that
+        never heard of it waits for it."""
         batch, self.training = self.training, TrainingBatch()
         horizon = self.model_config.churn_horizon_days * DAY
         for home in partitions:
             released = self.released.get(home)
             if released is None:  # not restored yet
+                continue
+            if home not in self.watermarks and home not in read_through:
                 continue
             frontier = None if home not in self.watermarks else released - horizon
             if frontier != -math.inf and self._reported.get(home, -math.inf) != frontier:
