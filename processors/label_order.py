@@ -11,9 +11,9 @@ in a fixed pseudo-random order of customers: the order is the same whatever the 
 A partition holds the others back only while it is worth waiting for: not when it has no
 customers (its frontier reported as ``None``), nor when its frontier lags the leading one
 by more than ``slack_days`` of event time (its events stopped coming), nor once nothing was
-released for ``max_wait_s`` of wall time while labels waited (a worker stalled), nor beyond ``max_held`` held
-labels (memory: the labels of the oldest event times are learnt). Labels no later than what
-was learnt already when they come (late ones) are learnt at once.
+released for ``max_wait_s`` of wall time while labels waited (a worker stalled), nor beyond
+``max_held`` held labels (memory: the labels of the oldest event times are learnt). Labels no
+later than what was learnt already when they come (late ones) are learnt at once.
 
 Held labels are not kept with the models: they are in the training messages, which a
 restarted trainer reads again from :attr:`LabelOrder.reread_from` (:meth:`LabelOrder.hold_again`).

@@ -4,9 +4,10 @@ trained in one place.
 A single :class:`Trainer` learns from every partition's matured labels (and a sample of
 live customers for the segments), measures itself prequentially, and publishes
 :class:`Models` snapshots; every worker scores with the latest snapshot it received.
-A snapshot records the training-stream offset it has learned through and the labels it holds
-back (:mod:`processors.label_order`), so a trainer that restarts from it neither skips nor
-repeats a label.
+A snapshot records the training-stream offset it has learned through, and the partitions'
+frontiers and the offset from which its messages hold labels not learnt yet
+(:mod:`processors.label_order`), so a trainer that restarts from it neither skips nor repeats a
+label.
 
 Examples
 --------

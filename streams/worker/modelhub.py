@@ -208,7 +208,10 @@ class ModelHub:
         async with self._reading(MODEL_TRAINING) as (consumer, tp):
             consumer.seek(tp, order.reread_from)
             first = None
-            while await consumer.position(tp) <= through:
+            while True:
+                position, end = await consumer.position(tp), consumer.highwater(tp)
+                if position > through or (end is not None and position >= end):
+                    break  # through its training offset, or the topic's end should it hold less
                 for record in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
                     first = record.offset if first is None else first
                     if record.offset <= through:
