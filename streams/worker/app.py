@@ -260,7 +260,12 @@ class Worker:
         self.outbox = Outbox(self.app)
         self.writer = RowWriter(self.sink, settings, self.stopping, self._dead_lettered)
         self.checkpoint = Checkpoint(
-            self.app, self.table.changelog_topic.get_topic_name(), self.customers, self.pipeline, self.writer
+            self.app,
+            self.table.changelog_topic.get_topic_name(),
+            self.customers,
+            self.pipeline,
+            self.writer,
+            cast(CheckpointingConsumer, self.app.consumer).expelled,
         )
         self.health = Health(settings.kafka_bootstrap, self.app.assignor, self.writer, self.models.caught_up)
         self.health.quality = self.models.watch
@@ -413,13 +418,20 @@ class Worker:
 
     async def _revoked(self, sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         """Before the partitions move: every state change is in the changelog (the commit on
-        revocation sent them; whatever changed since goes now), for their next owner."""
+        revocation sent them; whatever changed since goes now), for their next owner. An
+        expelled process sends none (see ``streams.worker.checkpoint``) and forgets its
+        customers' states, changed or not: should their partitions come back, recovery reads
+        what their owner meanwhile sent."""
         self.settled = set()
+        partitions = {tp.partition for tp in revoked if tp.topic == PURCHASES}
         async with self.lock:
             if await self.checkpoint.write_then_send_state():
                 await self.app.producer.flush()
                 await self._send_identity_ops(now=True)
-        self.pipeline.forget_partitions({tp.partition for tp in revoked if tp.topic == PURCHASES})
+            elif self.checkpoint.expelled():
+                dropped = self.customers.drop(lambda key: self.pipeline.partition_of(key) in partitions)
+                log.warning("expelled from the consumer group: %d customers' states left to the changelog", dropped)
+        self.pipeline.forget_partitions(partitions)
         self.models.revoked()
 
     async def _assigned(self, sender: Any, assigned: set[TP], **kwargs: Any) -> None:

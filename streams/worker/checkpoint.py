@@ -5,6 +5,13 @@ reach: a restart reads the changelog from there).
 Rows go first: a state sent ahead of its rows would make the messages read again after a crash
 duplicates, whose raw rows were then lost.
 
+A process the consumer group expelled (paused, or starved of CPU, past the session timeout)
+sends no state: another process may own its partitions by then and have sent newer states of
+their customers, which its older ones would follow in the changelog, and so be what the next
+recovery restores, without events whose offsets the other process committed. Its unsent
+changes are dropped with its partitions (``streams.worker.app``); the partitions' owner reads
+their messages again from the committed offsets.
+
 A stopping worker leaves the rest of its batch unapplied (:meth:`Checkpoint.hold_offsets`):
 faust acks a batch whole, so from then on no offset is committed, and the next start reads
 those messages again (the ones applied, as duplicates).
@@ -14,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import cast
 
 import faust
@@ -43,8 +50,11 @@ class Checkpoint:
         customers: BufferedTable,
         pipeline: CustomerPipeline,
         writer: RowWriter,
+        expelled: Callable[[], bool],
     ) -> None:
         self.app, self.changelog_topic = app, changelog_topic
+        #: Whether the consumer group expelled this process (it then sends no state).
+        self.expelled = expelled
         self.customers, self.pipeline, self.writer = customers, pipeline, writer
         #: Messages were acked unapplied: no offset commit may pass them.
         self.offsets_held = False
@@ -62,7 +72,14 @@ class Checkpoint:
         """Write the pending rows, then send the state changes (or those of ``only``: the states
         the identity graph changed, sent before its ops, see ``streams.worker.app``); whether it
         did. A stopping worker that gave rows up (here, or in a background write) sends no state
-        any more: the next start applies those messages again and writes their rows."""
+        any more: the next start applies those messages again and writes their rows. Nor does
+        an expelled process."""
+        if self.expelled():
+            log.warning(
+                "this process left the consumer group (paused past the session timeout?): "
+                "its state changes are not sent; the partitions' next owner reads their messages again"
+            )
+            return False
         try:
             await self.writer.flush()
         except WriteAbandoned as error:

@@ -29,6 +29,7 @@ from typing import Any, cast
 import aiokafka
 import faust
 import orjson
+from aiokafka.consumer.group_coordinator import GroupCoordinator
 from faust.serializers import codecs
 from faust.stores import STORES
 from faust.stores import rocksdb as faust_rocksdb
@@ -166,6 +167,16 @@ class CheckpointingConsumer(RewindingConsumer):
             if not written:
                 return False  # rows of these offsets are unwritten: the next start reads them again
             return await super().force_commit(topics, start_new_transaction=start_new_transaction)
+
+    def expelled(self) -> bool:
+        """Whether the group no longer counts this consumer a member: a heartbeat or a commit
+        learnt that its session expired (the process was paused, or starved of CPU, for longer
+        than the session timeout). Other members may own its partitions by then, and have
+        sent newer states of their customers to the changelog. It stays so until it joined
+        again, and before it first joined."""
+        consumer = self._thread._consumer
+        coordinator = consumer._coordinator if consumer is not None else None
+        return isinstance(coordinator, GroupCoordinator) and coordinator.generation < 0
 
     def lag(self, tp: TP) -> int | None:
         """Records of ``tp`` not read yet, as of the last fetch (None before any)."""
