@@ -251,7 +251,7 @@ def test_a_crashed_broker_or_storage_is_restarted_and_nothing_is_lost(up: Any, c
             publisher.publish(event)
     stack.wait_healthy()
     assert_exact(stack, expected)
-    assert f"the local {'broker' if child == 'tansu' else 'storage'} exited" in stack.log()
+    assert f"the local {'broker' if child == 'tansu' else 'storage'} exited" in stack.log_path.read_text()
     stack.stop()
 
 

@@ -430,7 +430,9 @@ class Worker:
                 await self._send_identity_ops(now=True)
             elif self.checkpoint.expelled():
                 dropped = self.customers.drop(lambda key: self.pipeline.partition_of(key) in partitions)
-                log.warning("expelled from the consumer group: %d customers' states left to the changelog", dropped)
+                log.warning(
+                    "expelled from the consumer group: %d customers' states dropped (their owner's are newer)", dropped
+                )
         self.pipeline.forget_partitions(partitions)
         self.models.revoked()
 

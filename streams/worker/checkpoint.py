@@ -55,6 +55,7 @@ class Checkpoint:
         self.app, self.changelog_topic = app, changelog_topic
         #: Whether the consumer group expelled this process (it then sends no state).
         self.expelled = expelled
+        self.told_expelled = False  # the log says it once a time
         self.customers, self.pipeline, self.writer = customers, pipeline, writer
         #: Messages were acked unapplied: no offset commit may pass them.
         self.offsets_held = False
@@ -75,11 +76,14 @@ class Checkpoint:
         any more: the next start applies those messages again and writes their rows. Nor does
         an expelled process."""
         if self.expelled():
-            log.warning(
-                "this process left the consumer group (paused past the session timeout?): "
-                "its state changes are not sent; the partitions' next owner reads their messages again"
-            )
+            if not self.told_expelled:
+                log.warning(
+                    "this process left the consumer group (paused past the session timeout?): "
+                    "its state changes are not sent; the partitions' next owner reads their messages again"
+                )
+            self.told_expelled = True
             return False
+        self.told_expelled = False
         try:
             await self.writer.flush()
         except WriteAbandoned as error:
