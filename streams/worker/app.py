@@ -61,6 +61,7 @@ from streams.worker.message import Message
 from streams.worker.metrics import process_figures
 from streams.worker.modelhub import ModelHub
 from streams.worker.outbox import Outbox
+from streams.worker.pauses import PauseWatch
 from streams.worker.pipeline import CustomerPipeline
 from streams.worker.processes import Helpers, RemoteRows
 from streams.worker.statestore import DiskTable
@@ -259,6 +260,7 @@ class Worker:
         self.stopping = self.app.stopping = asyncio.Event()
         self.outbox = Outbox(self.app)
         self.writer = RowWriter(self.sink, settings, self.stopping, self._dead_lettered)
+        self.pauses = PauseWatch(settings.session_timeout_s, settings.heartbeat_interval_s)
         self.checkpoint = Checkpoint(
             self.app,
             self.table.changelog_topic.get_topic_name(),
@@ -266,6 +268,7 @@ class Worker:
             self.pipeline,
             self.writer,
             cast(CheckpointingConsumer, self.app.consumer).expelled,
+            self.pauses,
         )
         self.health = Health(settings.kafka_bootstrap, self.app.assignor, self.writer, self.models.caught_up)
         self.health.quality = self.models.watch
@@ -300,6 +303,7 @@ class Worker:
         self.app.timer(settings.flush_interval_s)(self._backfill)
         self.app.timer(settings.flush_interval_s / 4)(self._flush_when_due)
         self.app.timer(BROKER_PROBE_INTERVAL_S)(self._probe_broker)
+        self.app.timer(settings.heartbeat_interval_s)(self._tick)
         # mode's stubs require a handler to take any positional arguments; ours take what their
         # signal sends (the partitions; nothing at shutdown).
         self.app.on_partitions_revoked.connect(self._revoked)  # type: ignore[arg-type]
@@ -458,6 +462,9 @@ class Worker:
         await self._publish_model_output()
         await self.writer.flush_when_due()
         await self.checkpoint.write_state_when_large()
+
+    async def _tick(self) -> None:
+        self.pauses.tick()
 
     async def _probe_broker(self) -> None:
         await self.health.probe_broker(cast(FlushingProducer, self.app.producer)._ensure_producer().client)

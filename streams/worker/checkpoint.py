@@ -6,7 +6,8 @@ Rows go first: a state sent ahead of its rows would make the messages read again
 duplicates, whose raw rows were then lost.
 
 A process the consumer group expelled (paused, or starved of CPU, past the session timeout)
-sends no state: another process may own its partitions by then and have sent newer states of
+sends no state (nor one that just ran again after such a pause, until its next heartbeats
+said whether it is still a member: ``streams.worker.pauses``): another process may own its partitions by then and have sent newer states of
 their customers, which its older ones would follow in the changelog, and so be what the next
 recovery restores, without events whose offsets the other process committed. Its unsent
 changes are dropped with its partitions (``streams.worker.app``); the partitions' owner reads
@@ -29,6 +30,7 @@ import faust
 from streams.worker.changelog import BufferedTable
 from streams.worker.faust_corrections import FlushingProducer
 from streams.worker.memory import release_freed_memory
+from streams.worker.pauses import PauseWatch
 from streams.worker.pipeline import CustomerPipeline
 from streams.worker.statestore import DiskTable
 from streams.worker.writes import RowWriter, WriteAbandoned
@@ -51,11 +53,14 @@ class Checkpoint:
         pipeline: CustomerPipeline,
         writer: RowWriter,
         expelled: Callable[[], bool],
+        pauses: PauseWatch,
     ) -> None:
         self.app, self.changelog_topic = app, changelog_topic
         #: Whether the consumer group expelled this process (it then sends no state).
         self.expelled = expelled
         self.told_expelled = False  # the log says it once a time
+        #: Right after a pause, membership is known only after the next heartbeats.
+        self.pauses = pauses
         self.customers, self.pipeline, self.writer = customers, pipeline, writer
         #: Messages were acked unapplied: no offset commit may pass them.
         self.offsets_held = False
@@ -74,7 +79,11 @@ class Checkpoint:
         the identity graph changed, sent before its ops, see ``streams.worker.app``); whether it
         did. A stopping worker that gave rows up (here, or in a background write) sends no state
         any more: the next start applies those messages again and writes their rows. Nor does
-        an expelled process."""
+        an expelled process (nor one that ran again after a long pause, until its consumer
+        knows whether it is still a member)."""
+        wait_s = self.pauses.wait_s()
+        if wait_s:
+            await asyncio.sleep(wait_s)
         if self.expelled():
             if not self.told_expelled:
                 log.warning(

@@ -162,6 +162,9 @@ class CheckpointingConsumer(RewindingConsumer):
     """A consumer that commits offsets only inside the app's checkpoint (the worker writes its
     pending rows there first, and holds processing until the commit is done)."""
 
+    #: Whether the group ever assigned it partitions.
+    was_assigned = False
+
     async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
         async with cast(App, self.app).checkpoint() as written:
             if not written:
@@ -173,10 +176,14 @@ class CheckpointingConsumer(RewindingConsumer):
         learnt that its session expired (the process was paused, or starved of CPU, for longer
         than the session timeout). Other members may own its partitions by then, and have
         sent newer states of their customers to the changelog. It stays so until it joined
-        again, and before it first joined."""
+        again (a consumer that never had partitions was not expelled)."""
         consumer = self._thread._consumer
         coordinator = consumer._coordinator if consumer is not None else None
-        return isinstance(coordinator, GroupCoordinator) and coordinator.generation < 0
+        return self.was_assigned and isinstance(coordinator, GroupCoordinator) and coordinator.generation < 0
+
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        self.was_assigned = True
+        await super().on_partitions_assigned(assigned, generation_id)
 
     def lag(self, tp: TP) -> int | None:
         """Records of ``tp`` not read yet, as of the last fetch (None before any)."""
