@@ -6,12 +6,13 @@ Rows go first: a state sent ahead of its rows would make the messages read again
 duplicates, whose raw rows were then lost.
 
 A process the consumer group expelled (paused, or starved of CPU, past the session timeout)
-sends no state (nor one that just ran again after such a pause, until its next heartbeats
-said whether it is still a member: ``streams.worker.pauses``): another process may own its partitions by then and have sent newer states of
-their customers, which its older ones would follow in the changelog, and so be what the next
-recovery restores, without events whose offsets the other process committed. Its unsent
-changes are dropped with its partitions (``streams.worker.app``); the partitions' owner reads
-their messages again from the committed offsets.
+sends no state, nor does one that just ran again after such a pause until its next heartbeats
+said whether it is still a member (``streams.worker.pauses``). Another process may own its
+partitions by then and have sent newer states of their customers, which its older ones would
+follow in the changelog, and so be what the next recovery restores, without events whose
+offsets the other process committed. Its unsent changes are dropped with its partitions
+(``streams.worker.app``); the partitions' owner reads their messages again from the committed
+offsets.
 
 A stopping worker leaves the rest of its batch unapplied (:meth:`Checkpoint.hold_offsets`):
 faust acks a batch whole, so from then on no offset is committed, and the next start reads
@@ -58,7 +59,7 @@ class Checkpoint:
         self.app, self.changelog_topic = app, changelog_topic
         #: Whether the consumer group expelled this process (it then sends no state).
         self.expelled = expelled
-        self.told_expelled = False  # the log says it once a time
+        self.told_expelled = False  # the log says it once an expulsion
         #: Right after a pause, membership is known only after the next heartbeats.
         self.pauses = pauses
         self.customers, self.pipeline, self.writer = customers, pipeline, writer
