@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.support.wait import WebDriverWait
 
 from streams.analytics.dashboard import DASHBOARD_PANELS
 from streams.analytics.panels import PANELS, SECTIONS
@@ -184,6 +185,8 @@ def test_dashboard_live_in_chromium_and_report_offline(
         {"offline": True, "latency": 0, "downloadThroughput": 0, "uploadThroughput": 0},
     )
     browser.get(out.as_uri())
+    # One full run read no section here (cause not found): first, the browser must be on the file.
+    WebDriverWait(browser, 10).until(lambda b: b.current_url == out.as_uri())
     shown_sections = browser.execute_script(
         "return [...document.querySelectorAll('section[data-section]')].map(s => s.dataset.section)"
     )
