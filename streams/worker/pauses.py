@@ -47,7 +47,9 @@ class PauseWatch:
     def tick(self) -> None:
         now = self.clock()
         if self.ticked_at is not None and now - self.ticked_at > self.session_timeout_s:
-            log.warning(
+            # Not a warning: a start-up's slow steps stand the event loop still too, heartbeats
+            # go on in the consumer's thread, and an expulsion is told where it is learnt.
+            log.info(
                 "this process stood still for %.1f s, longer than the session timeout: "
                 "it sends no state until its heartbeats say whether it is still in the consumer group",
                 now - self.ticked_at,
