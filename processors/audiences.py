@@ -1,44 +1,75 @@
 """Who is in which audience: every emitted feature row checked against every live audience.
 
-A customer's memberships live in their state (``CustomerState.audiences``: audience name to
-the event time they entered), so a change of membership is decided once, where the customer
-is, and survives restarts with the state. A customer enters when the condition becomes true;
+A customer's memberships (:class:`Membership`: audience name to the event time they entered)
+are kept next to their state, in their own changelog-backed table: a change of membership is
+decided once, where the customer is, and survives restarts, and a backfill that moves a million
+customers sends a small record each, not their states. A customer enters when the condition becomes true;
 leaves when it is no longer true and they have been a member for the audience's minimum stay
 (in event time); leaves every audience that was deleted.
 
 An audience with a consent ``purpose`` publishes only members who gave it: one who did not is
-a member (counted) but withheld (``CustomerState.withheld``) from its destinations; consent
+a member (counted) but withheld (``Membership.withheld``) from its destinations; consent
 given later publishes their entry, consent withdrawn their exit (``reason="consent"``), and
 the exit of a withheld member is not published either.
 
 >>> from schemas.audiences import Audience
 >>> audiences = Audiences()
 >>> audiences.define(Audience(name="at_risk", condition="churn_probability > 0.6", min_stay_days=7, version=1))
->>> state = CustomerState("c1")
->>> [(c.audience.name, c.change) for c in audiences.decide(state, {"churn_probability": 0.7, "as_of": 0.0})]
+>>> state, member = CustomerState("c1"), Membership()
+>>> def decide(row):
+...     global member
+...     changes, member = audiences.decide(state, member, row)
+...     return changes
+>>> [(c.audience.name, c.change) for c in decide({"churn_probability": 0.7, "as_of": 0.0})]
 [('at_risk', 'entered')]
->>> audiences.decide(state, {"churn_probability": 0.2, "as_of": 3 * DAY})  # within the minimum stay
+>>> decide({"churn_probability": 0.2, "as_of": 3 * DAY})  # within the minimum stay
 []
->>> [c.change for c in audiences.decide(state, {"churn_probability": 0.2, "as_of": 8 * DAY})]
+>>> [c.change for c in decide({"churn_probability": 0.2, "as_of": 8 * DAY})]
 ['exited']
 >>> audiences.define(Audience(name="emailable", condition="churn_probability > 0.6", purpose="marketing_email", version=1))
->>> [(c.audience.name, c.change, c.published) for c in audiences.decide(state, {"churn_probability": 0.7, "as_of": 9 * DAY})]
+>>> [(c.audience.name, c.change, c.published) for c in decide({"churn_probability": 0.7, "as_of": 9 * DAY})]
 [('at_risk', 'entered', True), ('emailable', 'entered', False)]
 >>> state.consents["marketing_email"] = [1.0, 9 * DAY]
->>> [(c.audience.name, c.change, c.reason, c.published) for c in audiences.decide(state, {"churn_probability": 0.7, "as_of": 9 * DAY})]
+>>> [(c.audience.name, c.change, c.reason, c.published) for c in decide({"churn_probability": 0.7, "as_of": 9 * DAY})]
 [('emailable', 'entered', 'consent', True)]
+>>> Membership.from_json(member.to_json()) == member
+True
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import orjson
 
 from processors.conditions import Condition, parse_condition
 from processors.config import DAY
 from processors.features import CustomerState, consented
 from schemas.audiences import Audience
+
+
+@dataclass(frozen=True)
+class Membership:
+    """The audiences a customer is a member of, and the event time they entered each; of
+    those, the ones whose destinations do not have them (no consent for their purpose).
+    Never changed in place: :meth:`Audiences.decide` gives a new one."""
+
+    audiences: dict[str, float] = field(default_factory=dict)
+    withheld: list[str] = field(default_factory=list)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({"audiences": self.audiences, "withheld": self.withheld})
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Membership:
+        data = orjson.loads(raw)
+        return cls(data["audiences"], data["withheld"])
+
+
+#: A customer in no audience.
+NONE = Membership()
 
 
 @dataclass(frozen=True)
@@ -104,11 +135,13 @@ class Audiences:
         """The audiences defined, changed or deleted after ``generation``."""
         return [name for name, at in self.changed_at.items() if at > generation]
 
-    def decide(self, state: CustomerState, row: Mapping[str, Any]) -> list[Change]:
-        """The changes of the customer's memberships that ``row`` (their new feature row, times as
-        epoch seconds) makes; ``state.audiences`` and ``state.withheld`` are replaced (not
-        changed in place) when any."""
-        members, withheld = state.audiences, state.withheld
+    def decide(
+        self, state: CustomerState, membership: Membership, row: Mapping[str, Any]
+    ) -> tuple[list[Change], Membership]:
+        """The changes of the customer's ``membership`` that ``row`` (their new feature row,
+        times as epoch seconds) makes, and their membership after them (``membership`` itself
+        when none); ``state`` tells their consents."""
+        members, withheld = membership.audiences, membership.withheld
         as_of = row["as_of"]
         changes: list[Change] = []
         kept: dict[str, float] | None = None
@@ -145,18 +178,14 @@ class Audiences:
                 del kept[name]
                 if name in withheld:
                     hidden = [n for n in (hidden if hidden is not None else withheld) if n != name]
-        if kept is not None:
-            state.audiences = kept
-        if hidden is not None:
-            state.withheld = hidden
-        return changes
+        if kept is None and hidden is None:
+            return changes, membership
+        return changes, Membership(members if kept is None else kept, withheld if hidden is None else hidden)
 
-    def leave_all(self, state: CustomerState) -> list[Change]:
-        """The customer leaves every audience (a profile merged into another)."""
-        changes = [
-            Change(audience, "exited", reason="merged", published=name not in state.withheld)
-            for name in state.audiences
+    def leave_all(self, membership: Membership) -> list[Change]:
+        """The exits of a customer who leaves every audience (a profile merged into another)."""
+        return [
+            Change(audience, "exited", reason="merged", published=name not in membership.withheld)
+            for name in membership.audiences
             if (audience := self.live.get(name) or self.deleted.get(name)) is not None
         ]
-        state.audiences, state.withheld = {}, []
-        return changes

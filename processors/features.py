@@ -172,10 +172,6 @@ class CustomerState:
     rfm_segment: str | None = None
     alert_armed: bool = True
     last_alert_at: float | None = None
-    #: The audiences it is a member of, and the event time it entered each (``processors.audiences``).
-    audiences: dict[str, float] = field(default_factory=dict)
-    #: Of those, the ones whose destinations do not have it (no consent for their purpose).
-    withheld: list[str] = field(default_factory=list)
     #: Per purpose, consent as last stated: [1 given / 0 withdrawn, event time].
     consents: dict[str, list[float]] = field(default_factory=dict)
     #: Its profile's identifiers and merges, once it took part in a link (``processors.identity``).
@@ -190,9 +186,8 @@ class CustomerState:
         """Compact JSON (orjson: a quarter of the stdlib's time, the same bytes; this runs for
         every touched customer of every batch)."""
         data = {name: getattr(self, name) for name in _STATE_FIELDS}
-        for name in ("audiences", "withheld", "consents"):  # most customers have none: records stay as they were
-            if not data[name]:
-                del data[name]
+        if not data["consents"]:  # most customers have none: records stay as they were
+            del data["consents"]
         # Machine byte order: little-endian on every platform crm360 runs on.
         data["applied_ids"] = base64.b64encode(self.applied_ids.tobytes()).decode("ascii")
         data["applied_contents"] = base64.b64encode(self.applied_contents.tobytes()).decode("ascii")
@@ -214,6 +209,10 @@ class CustomerState:
         True
         """
         data = orjson.loads(raw)
+        # Memberships are kept apart since 2026-12 (``processors.audiences``): those a state
+        # written before carries are dropped, and decided again on the customer's next row.
+        data.pop("audiences", None)
+        data.pop("withheld", None)
         data["daily"] = {int(day): bucket for day, bucket in data["daily"].items()}
         data["snapshots"] = array("d", chain.from_iterable(data["snapshots"]))
         identity = data.get("identity")

@@ -477,3 +477,36 @@ def test_minimum_stay_and_one_entry_per_change_across_a_killed_worker(start_work
     with AudienceSubscriber(broker, group_id=None, from_beginning=True, idle_timeout_s=5) as subscriber:
         published = [e.event_id for e in subscriber]
     assert set(published) == {r["event_id"] for r in rows}  # repeats, if any, are the same events
+
+
+@pytest.mark.parametrize("store", ["rocksdb", "memory"])
+def test_memberships_come_back_from_their_changelog(start_worker: Any, broker: str, tmp_path: Path, store: str) -> None:
+    """Memberships are a table of their own: a worker started on another machine (an empty data
+    directory) restores them from their changelog with the customers' states, so a member's next
+    row enters nobody again and a newcomer enters once."""
+
+    def buy(n: int, customer: str, amount: float) -> dict[str, Any]:
+        return {
+            "type": "purchase",
+            "event_id": f"k{n}",
+            "customer_id": customer,
+            "ts": T0 + n * DAY,
+            "channel": "web",
+            "order_id": f"k{n}",
+            "amount": amount,
+            "currency": "EUR",
+        }
+
+    worker = start_worker(CRM360_STATE_STORE=store)
+    create(worker, "spenders", "monetary_total > 50")
+    streamed(worker, broker, [buy(1, "m1", 60.0), buy(2, "m2", 10.0)])
+    until(lambda: members(worker, "spenders") == {"m1"}, "m1 in", 60)
+    worker.stop()  # a clean stop: states, memberships and offsets committed
+
+    moved = start_worker(CRM360_STATE_STORE=store, CRM360_DATA_DIR=str(tmp_path / "elsewhere"))
+    streamed(moved, broker, [buy(3, "m1", 5.0), buy(4, "m2", 100.0)])
+    # Its ClickHouse is new too: only changes reach it (m1's row was written by the first one).
+    until(lambda: members(moved, "spenders") == {"m2"} or None, "m2 in", 60)
+    with AudienceSubscriber(broker, group_id=None, from_beginning=True, idle_timeout_s=5) as subscriber:
+        changes = Counter((e.customer_id, e.change) for e in subscriber)
+    assert changes == {("m1", "entered"): 1, ("m2", "entered"): 1}

@@ -20,13 +20,17 @@ from tests.test_models import feed, new_pipeline, purchase
 
 
 class CountingTable(dict[bytes, Any]):
-    """A customer table that counts the states read from it."""
+    """A customer table that counts the states read from it and written to it."""
 
-    reads = 0
+    reads = writes = 0
 
     def get(self, key: bytes, default: Any = None) -> Any:
         self.reads += 1
         return super().get(key, default)
+
+    def __setitem__(self, key: bytes, value: Any) -> None:
+        self.writes += 1
+        super().__setitem__(key, value)
 
 
 def current_of(rows: list[dict[str, Any]], columns: list[str], members: set[tuple[str, str]]) -> CurrentRows:
@@ -54,12 +58,14 @@ def test_a_backfill_reads_only_the_customers_whose_membership_moves() -> None:
     due, changed = pipeline.unchecked({0, 1})
     assert due == {0, 1} and changed == ["repeat"]
 
-    table.reads = 0
+    table.reads = table.writes = 0
     current = current_of(sink.features, ["purchase_count"], set())
     pipeline.start_backfill(due)
     assert pipeline.backfill(current.dicts(), current.members, changed) == 20
     pipeline.end_backfill(pipeline.audiences.generation)
     assert table.reads == 20  # the 10 one-time buyers stay where they are
+    # Memberships are a table of their own: no customer's state is written (sent, stored) again.
+    assert table.writes == 0 and len(pipeline.memberships) == 20
     entered = {e["customer_id"] for e in pipeline.take_audience_events() if e["change"] == "entered"}
     assert entered == {f"c{i}" for i in range(30) if i % 3} and pipeline.unchecked({0, 1}) == (set(), [])
 
@@ -71,7 +77,7 @@ def test_a_backfill_reads_only_the_customers_whose_membership_moves() -> None:
     events = pipeline.take_audience_events()
     assert table.reads == 10 and {e["change"] for e in events} == {"exited"}
     assert {e["customer_id"] for e in events} == {f"c{i}" for i in range(30) if i % 3 == 1}
-    assert {c.decode() for c, s in table.items() if "repeat" in s.audiences} == {
+    assert {c.decode() for c, m in pipeline.memberships.items() if "repeat" in m.audiences} == {
         f"c{i}" for i in range(30) if i % 3 == 2
     }
 
@@ -82,6 +88,7 @@ def test_a_backfill_reads_only_the_customers_whose_membership_moves() -> None:
     check(pipeline, current_of(sink.features, [], members), {0, 1})
     events = pipeline.take_audience_events()
     assert table.reads == 10 and {(e["change"], e["reason"]) for e in events} == {("exited", "deleted")}
+    assert not pipeline.memberships  # in no audience: no record
 
 
 def run_backfill(pipeline: Any, read: CurrentRows, after_slice: Callable[[], Awaitable[None]]) -> list[tuple[Any, ...]]:
@@ -128,7 +135,7 @@ def test_a_customer_emitted_while_the_backfill_goes_on_is_left_to_the_stream(mon
     assert len(batches) == 3 and pipeline.unchecked({0, 1}) == (set(), [])
     entered = {e["customer_id"] for e in pipeline.take_audience_events() if e["change"] == "entered"}
     assert entered == {f"c{i}" for i in range(30)} - {last}
-    assert "one_time" not in pipeline.table[last.encode()].audiences and pipeline.emitted_since_read is None
+    assert last.encode() not in pipeline.memberships and pipeline.emitted_since_read is None
 
 
 def test_a_partition_given_up_during_the_backfill_is_left_to_its_next_owner(monkeypatch: Any) -> None:

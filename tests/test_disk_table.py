@@ -45,7 +45,7 @@ def test_the_count_stays_exact_and_customers_read_from_disk_are_not_looked_up_ag
     def partition_of(key: bytes) -> int:
         return int(key.decode()[1:]) % 2
 
-    table = DiskTable(databases.__getitem__, lambda: owned, partition_of, cache_size=10)  # type: ignore[arg-type]
+    table = DiskTable(databases.__getitem__, lambda: owned, partition_of, cache_size=10, kind=CustomerState)  # type: ignore[arg-type]
     keys = [f"c{i}".encode() for i in range(100)]
     for key in keys:
         table[key] = CustomerState(key.decode(), events_applied=1)

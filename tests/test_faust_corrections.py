@@ -16,7 +16,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 
 from processors.features import CustomerState
 from streams.settings import Settings
-from streams.worker.app import customer_table, faust_app
+from streams.worker.app import changelog_table, faust_app
 from streams.worker.faust_corrections import FETCH_MAX_WAIT_MS, CheckpointingConsumer, Transport
 
 
@@ -79,7 +79,7 @@ def test_recovery_applies_no_changelog_record_of_a_partition_given_to_another_pr
     restarted under a backlog)."""
     settings = Settings(state_store="memory", data_dir=tmp_path)
     app = faust_app(settings)
-    table = customer_table(app, settings)
+    table = changelog_table(app, settings, "customers", "crm360_state")
     changelog = table.changelog_topic.get_topic_name()
     cast(PartitionAssignor, app.assignor)._assignment = ClientAssignment(actives={changelog: [0]}, standbys={})
 

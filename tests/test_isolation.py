@@ -78,7 +78,7 @@ def run(tmp_path: Path, store: str, checkpoint: bool, with_poison: bool) -> tupl
     table: Any = {}
     if store == "disk":
         database = Rdict(str(tmp_path / f"customers-{with_poison}"), Options(raw_mode=True))
-        table = DiskTable(lambda p: database, lambda: {0}, lambda key: 0, cache_size=1)
+        table = DiskTable(lambda p: database, lambda: {0}, lambda key: 0, cache_size=1, kind=CustomerState)
     pipeline = CustomerPipeline(
         settings.feature_config(),
         sink,  # type: ignore[arg-type]  # a MemorySink stands in for ClickHouse, as in the other tests

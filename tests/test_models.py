@@ -396,7 +396,7 @@ def test_batches_between_the_slices_of_an_aging_pass_release_each_label_once(tmp
         table: Any = {}
         if store == "disk":
             database = Rdict(str(tmp_path / f"db-{sliced}"), Options(raw_mode=True))
-            table = DiskTable({0: database}.__getitem__, lambda: {0}, lambda key: 0, cache_size=10)
+            table = DiskTable({0: database}.__getitem__, lambda: {0}, lambda key: 0, cache_size=10, kind=CustomerState)
         pipeline = CustomerPipeline(FEATURES, MemorySink(), table, 1, config, rescore_interval_s=0)  # type: ignore[arg-type]
         feed(pipeline, first)
         pipeline.age({0})

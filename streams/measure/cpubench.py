@@ -83,6 +83,7 @@ def run_cpu_bench(
                 databases.keys,
                 lambda key: partition_for(key, settings.partitions),
                 settings.state_cache_customers,
+                kind=CustomerState,
             )
         changelog_bytes = 0
         pipeline = CustomerPipeline(

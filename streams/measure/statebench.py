@@ -60,7 +60,7 @@ def run(store: str, customers: int, cache: int, operations: int = 100_000, parti
 
             options = RocksDBOptions(**Settings().rocksdb_options())
             databases = {p: options.open(Path(folder) / str(p)) for p in range(partitions)}
-            table = DiskTable(databases.__getitem__, lambda: range(partitions), partition_of, cache)
+            table = DiskTable(databases.__getitem__, lambda: range(partitions), partition_of, cache, kind=CustomerState)
             for start in range(0, customers, 10_000):
                 for i in range(start, min(start + 10_000, customers)):
                     state = CustomerState.from_json(templates[i % len(templates)].to_json())

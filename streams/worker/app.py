@@ -30,6 +30,8 @@ import faust
 from clickhouse_connect.driver.client import Client
 from faust.types import TP, EventT
 
+from processors.audiences import Membership
+from processors.features import CustomerState
 from processors.identity_graph import Op
 from schemas.rows import DeadLetter
 from schemas.topics import CUSTOMER_PROFILES, ERASURES, IDENTITY_OPS, INPUT_TOPICS, PURCHASES, partition_for
@@ -40,7 +42,7 @@ from streams.settings import Role, Settings
 from streams.worker.aging import AgingSchedule
 from streams.worker.audiences import AudienceDefinitions
 from streams.worker.backfill import Backfill, CurrentReads
-from streams.worker.changelog import BufferedTable
+from streams.worker.changelog import BufferedTable, V
 from streams.worker.checkpoint import Checkpoint
 from streams.worker.clickhouse_http import INTERFACE_LIMITS, ClickHouseInterface
 from streams.worker.destinations import Destinations
@@ -134,11 +136,12 @@ def faust_app(settings: Settings) -> App:
     )
 
 
-def customer_table(app: App, settings: Settings) -> faust.Table:
-    """The changelog-backed table of customer states, keyed by customer id."""
-    state_schema: faust.Schema = faust.Schema(key_serializer="raw", value_serializer="crm360_state")
+def changelog_table(app: App, settings: Settings, name: str, serializer: str) -> faust.Table:
+    """A changelog-backed table keyed by customer id: their states (``customers``, values by
+    the ``crm360_state`` codec), or their audience memberships (``memberships``)."""
+    state_schema: faust.Schema = faust.Schema(key_serializer="raw", value_serializer=serializer)
     table = app.Table(
-        "customers",
+        name,
         default=None,
         schema=state_schema,
         partitions=settings.partitions,
@@ -146,7 +149,7 @@ def customer_table(app: App, settings: Settings) -> faust.Table:
         # Declared here so its serializers are ours (raw customer-id keys, state values).
         options={"driver": "rocksdict", **settings.rocksdb_options()} if settings.state_store == "rocksdb" else None,
         changelog_topic=app.topic(
-            f"{settings.app_id}-customers-changelog",
+            f"{settings.app_id}-{name}-changelog",
             schema=state_schema,
             partitions=settings.partitions,
             compacting=True,
@@ -158,7 +161,7 @@ def customer_table(app: App, settings: Settings) -> faust.Table:
         ),
     )
     declared = cast(faust.Table, table)  # faust's TableT lacks the serializers the table has
-    declared.key_serializer, declared.value_serializer = "raw", "crm360_state"
+    declared.key_serializer, declared.value_serializer = "raw", serializer
     return declared
 
 
@@ -208,18 +211,11 @@ class Worker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.app = faust_app(settings)
-        self.table = customer_table(self.app, settings)
-        #: What the pipeline writes: the table's store, changes sent at each checkpoint.
-        self.customers = (
-            BufferedTable(self.table.data)
-            if settings.state_store == "memory"
-            else DiskTable(
-                cast(CustomerStore, self.table.data)._db_for_partition,
-                self._owned_partitions,
-                lambda key: self.pipeline.partition_of(key),
-                settings.state_cache_customers,
-            )
-        )
+        self.table = changelog_table(self.app, settings, "customers", "crm360_state")
+        self.membership_table = changelog_table(self.app, settings, "memberships", "crm360_membership")
+        #: What the pipeline writes: the tables' stores, changes sent at each checkpoint.
+        self.customers: BufferedTable[CustomerState] = self._buffered(self.table, CustomerState)
+        self.memberships: BufferedTable[Membership] = self._buffered(self.membership_table, Membership)
         self.source = self.app.topic(
             *INPUT_TOPICS,
             IDENTITY_OPS,
@@ -244,6 +240,7 @@ class Worker:
             settings.models_config(),
             rescore_interval_s=settings.rescore_interval_s,
             identity_config=settings.identity_config(),
+            memberships=self.memberships,
         )
         self.models = ModelHub(self.app, settings, self.pipeline, self.sink)
         self.audiences = AudienceDefinitions(self.app, settings.kafka_bootstrap, self.pipeline.audiences)
@@ -263,8 +260,10 @@ class Worker:
         self.pauses = PauseWatch(settings.session_timeout_s, settings.heartbeat_interval_s)
         self.checkpoint = Checkpoint(
             self.app,
-            self.table.changelog_topic.get_topic_name(),
-            self.customers,
+            {
+                self.table.changelog_topic.get_topic_name(): self.customers,
+                self.membership_table.changelog_topic.get_topic_name(): self.memberships,
+            },
             self.pipeline,
             self.writer,
             cast(CheckpointingConsumer, self.app.consumer).expelled,
@@ -434,6 +433,7 @@ class Worker:
                 await self._send_identity_ops(now=True)
             elif self.checkpoint.expelled():
                 dropped = self.customers.drop(lambda key: self.pipeline.partition_of(key) in partitions)
+                self.memberships.drop(lambda key: self.pipeline.partition_of(key) in partitions)
                 log.warning(
                     "expelled from the consumer group: %d customers' states dropped (their owner's are newer)", dropped
                 )
@@ -445,7 +445,8 @@ class Worker:
         their owner serves and counts them. Should their partition come back, faust's recovery
         reads its changelog from the start. Their changes were all sent on revocation."""
         mine = {tp.partition for tp in assigned if tp.topic == PURCHASES}
-        self.customers.drop(lambda key: self.pipeline.partition_of(key) not in mine)
+        for table in (self.customers, self.memberships):
+            table.drop(lambda key: self.pipeline.partition_of(key) not in mine)
         self.settled = mine
 
     async def _age(self) -> None:
@@ -511,6 +512,18 @@ class Worker:
 
     def _owned_partitions(self) -> set[int]:
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == PURCHASES}
+
+    def _buffered(self, table: faust.Table, kind: type[V]) -> BufferedTable[V]:
+        """What the pipeline writes of ``table``: its store, on disk or in memory."""
+        if self.settings.state_store == "memory":
+            return BufferedTable(table.data)
+        return DiskTable(
+            cast(CustomerStore, table.data)._db_for_partition,
+            self._owned_partitions,
+            lambda key: self.pipeline.partition_of(key),
+            self.settings.state_cache_customers,
+            kind,
+        )
 
     async def _publish_model_output(self) -> None:
         """Training records to the trainer, churn alerts to marketing tools, merges and refused

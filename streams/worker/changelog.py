@@ -1,4 +1,5 @@
-"""The customer table as the pipeline writes it: changes are sent to the changelog in bulk.
+"""The customer table (and the table of their audience memberships) as the pipeline writes it:
+changes are sent to the changelog in bulk.
 
 A write to a Faust table sends one changelog record through Faust's per-message path, which
 at the worker's rates costs a large share of its time (docs/performance.md).
@@ -22,28 +23,39 @@ these records like any others: the key is the customer id, the value the state's
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from typing import Protocol, Self, TypeVar
 
-from processors.features import CustomerState
-
-#: A changelog record: customer id, state JSON (None: the customer was deleted).
+#: A changelog record: customer id, value JSON (None: the customer was deleted).
 Record = tuple[bytes, bytes | None]
 
 
-class BufferedTable(MutableMapping[bytes, CustomerState]):
-    """Customer states by key in ``store``, remembering the keys written since the last
+class Stored(Protocol):
+    """A value of a table: a customer's state, or their memberships."""
+
+    def to_json(self) -> bytes: ...
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Self: ...
+
+
+V = TypeVar("V", bound=Stored)
+
+
+class BufferedTable(MutableMapping[bytes, V]):
+    """Customers' values by key in ``store``, remembering the keys written since the last
     :meth:`take_changes`."""
 
-    def __init__(self, store: MutableMapping[bytes, CustomerState]) -> None:
+    def __init__(self, store: MutableMapping[bytes, V]) -> None:
         self.store = store
         self._changed: dict[bytes, None] = {}  # insertion-ordered set
 
-    def __getitem__(self, key: bytes) -> CustomerState:
+    def __getitem__(self, key: bytes) -> V:
         return self.store[key]
 
-    def get(self, key: bytes, default: CustomerState | None = None) -> CustomerState | None:  # type: ignore[override]
+    def get(self, key: bytes, default: V | None = None) -> V | None:  # type: ignore[override]
         return self.store.get(key, default)
 
-    def __setitem__(self, key: bytes, state: CustomerState) -> None:
+    def __setitem__(self, key: bytes, state: V) -> None:
         self.store[key] = state
         self._changed[key] = None
 
@@ -62,6 +74,7 @@ class BufferedTable(MutableMapping[bytes, CustomerState]):
         records, not even of changes not yet taken (their partitions belong to another process
         now); returns how many.
 
+        >>> from processors.features import CustomerState
         >>> table = BufferedTable({b"a": CustomerState("a"), b"b": CustomerState("b")})
         >>> table[b"a"] = CustomerState("a")
         >>> table.drop(lambda key: key == b"a"), list(table), table.take_changes(len)
@@ -92,6 +105,7 @@ class BufferedTable(MutableMapping[bytes, CustomerState]):
         ``only`` that were), by partition: the state as it is now, serialized once however
         often it was written.
 
+        >>> from processors.features import CustomerState
         >>> table = BufferedTable({})
         >>> table[b"a"], table[b"b"] = CustomerState("a"), CustomerState("b")
         >>> [key for _, records in table.take_changes(lambda key: 0, only=[b"b", b"z"]).items() for key, _ in records]

@@ -1,6 +1,6 @@
 """What an offset commit waits for: the pending rows written, then the changed customer states
-sent to the changelog (and, on disk, written to the state store with the changelog offsets they
-reach: a restart reads the changelog from there).
+and audience memberships sent to their changelogs (and, on disk, written to the state store
+with the changelog offsets they reach: a restart reads the changelogs from there).
 
 Rows go first: a state sent ahead of its rows would make the messages read again after a crash
 duplicates, whose raw rows were then lost.
@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from typing import cast
+from typing import Any, cast
 
 import faust
 
@@ -43,26 +43,25 @@ MOST_UNSENT = 20_000
 
 
 class Checkpoint:
-    """Writes ``writer``'s rows, then sends ``customers``' changes to ``changelog_topic``
-    through ``app``'s producer."""
+    """Writes ``writer``'s rows, then sends the changes of each of ``tables`` (by changelog
+    topic; the customers' states first) through ``app``'s producer."""
 
     def __init__(
         self,
         app: faust.App,
-        changelog_topic: str,
-        customers: BufferedTable,
+        tables: dict[str, BufferedTable[Any]],
         pipeline: CustomerPipeline,
         writer: RowWriter,
         expelled: Callable[[], bool],
         pauses: PauseWatch,
     ) -> None:
-        self.app, self.changelog_topic = app, changelog_topic
+        self.app, self.tables = app, tables
         #: Whether the consumer group expelled this process (it then sends no state).
         self.expelled = expelled
         self.told_expelled = False  # the log says it once an expulsion
         #: Right after a pause, membership is known only after the next heartbeats.
         self.pauses = pauses
-        self.customers, self.pipeline, self.writer = customers, pipeline, writer
+        self.pipeline, self.writer = pipeline, writer
         #: Messages were acked unapplied: no offset commit may pass them.
         self.offsets_held = False
 
@@ -109,23 +108,25 @@ class Checkpoint:
         """A checkpoint without its offset commit (the messages are read again after a crash, as
         duplicates) once more customers changed than :data:`MOST_UNSENT`, or than the state
         cache holds (on disk, changed states stay in memory until written)."""
-        customers = self.customers
-        most = min(customers.cache_size, MOST_UNSENT) if isinstance(customers, DiskTable) else MOST_UNSENT
-        if customers.changes() > most:
-            await self.write_then_send_state()
+        for table in self.tables.values():
+            most = min(table.cache_size, MOST_UNSENT) if isinstance(table, DiskTable) else MOST_UNSENT
+            if table.changes() > most:
+                await self.write_then_send_state()
+                return
 
     async def send_state(self, only: Iterable[bytes] | None = None) -> None:
-        """The states of customers changed since the last call (or of those of ``only``) to the
-        changelog (the producer's next flush waits for them); on disk, once the broker
-        acknowledged them, with the changelog offsets they reach."""
+        """The states and memberships of customers changed since the last call (or of those of
+        ``only``) to their changelogs (the producer's next flush waits for them); on disk, once
+        the broker acknowledged them, with the changelog offsets they reach."""
         producer = cast(FlushingProducer, self.app.producer)
-        changes = self.customers.take_changes(self.pipeline.partition_of, only)
-        last = {
-            partition: await producer.send_records(self.changelog_topic, partition, records)
-            for partition, records in changes.items()
-        }
-        if isinstance(self.customers, DiskTable):
-            offsets = {partition: (await sent).offset + count - 1 for partition, (sent, count) in last.items()}
-            self.customers.persist(changes, offsets)
+        for topic, table in self.tables.items():
+            changes = table.take_changes(self.pipeline.partition_of, only)
+            last = {
+                partition: await producer.send_records(topic, partition, records)
+                for partition, records in changes.items()
+            }
+            if isinstance(table, DiskTable):
+                offsets = {partition: (await sent).offset + count - 1 for partition, (sent, count) in last.items()}
+                table.persist(changes, offsets)
         if only is None:  # every change is in the changelog: a rebuild starts from here
             self.pipeline.checkpointed()

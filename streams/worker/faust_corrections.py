@@ -1,7 +1,8 @@
 """faust, corrected for exactness on crm360's brokers: the app, transport, recovery and state store
 the worker runs on.
 
-- :class:`StateCodec` (``crm360_state``): customer states as the changelog's JSON.
+- :class:`JsonCodec` (``crm360_state``, ``crm360_membership``): customer states and memberships as
+  their changelogs' JSON.
 - :class:`FlushingProducer`: a flush waits for every send, and a table's changes go out as
   record batches.
 - :class:`CheckpointingConsumer`: rewinds to the committed offsets, commits only when the
@@ -38,22 +39,28 @@ from faust.tables.recovery import Recovery
 from faust.transport.drivers import aiokafka as faust_kafka
 from faust.types import TP, EventT, FutureMessage
 
+from processors.audiences import Membership
 from processors.features import CustomerState
-from streams.worker.changelog import Record
+from streams.worker.changelog import Record, Stored
 from streams.worker.statestore import COUNT_KEY, NEWEST_KEY, counted, with_newest
 
 
-class StateCodec(codecs.Codec):
-    """Serializes :class:`CustomerState` for the table's changelog."""
+class JsonCodec(codecs.Codec):
+    """Serializes a table's values (:class:`~streams.worker.changelog.Stored`) for its changelog."""
+
+    def __init__(self, kind: type[Stored]) -> None:
+        super().__init__()
+        self.kind = kind
 
     def _dumps(self, obj: Any) -> bytes:
         return obj.to_json()
 
     def _loads(self, s: bytes) -> Any:
-        return CustomerState.from_json(s)
+        return self.kind.from_json(s)
 
 
-codecs.register("crm360_state", StateCodec())
+codecs.register("crm360_state", JsonCodec(CustomerState))
+codecs.register("crm360_membership", JsonCodec(Membership))
 
 
 class FlushingProducer(faust_kafka.Producer):
@@ -257,7 +264,7 @@ class CustomerStore(faust_rocksdb.Store):
     """faust's RocksDB store, keeping each partition's newest event time and customer count
     (:data:`~streams.worker.statestore.NEWEST_KEY`, :data:`~streams.worker.statestore.COUNT_KEY`) as recovery
     writes the changelog into it: a worker new to a partition starts from them instead of reading
-    every customer."""
+    every customer. It keeps the memberships table too (its records have no event time)."""
 
     def apply_changelog_batch(
         self, batch: Iterable[Any], to_key: Callable[[Any], Any], to_value: Callable[[Any], Any]
@@ -270,7 +277,7 @@ class CustomerStore(faust_rocksdb.Store):
             kept[message.partition, message.key] = message.value is not None  # None: erased
             if message.value is None:
                 continue
-            at = orjson.loads(message.value)["newest_event_at"]
+            at = orjson.loads(message.value).get("newest_event_at")  # none in a membership
             if at is not None and at > newest.get(message.partition, float("-inf")):
                 newest[message.partition] = at
         change: dict[int, int] = {}

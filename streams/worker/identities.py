@@ -10,11 +10,11 @@ first (``streams.worker.app``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import Protocol
 
-from processors.audiences import Audiences, Change
+from processors.audiences import NONE, Audiences, Change, Membership
 from processors.config import FeatureConfig, IdentityConfig, ModelConfig
 from processors.features import CustomerState, profile
 from processors.identity_graph import Decision, IdentityGraph, Op
@@ -49,6 +49,7 @@ class Pipeline(Protocol):
     sink: ClickHouseSink
     clock: Callable[[], float]
     audiences: Audiences
+    memberships: MutableMapping[bytes, Membership]
     privacy: Privacy
 
     def partition_of(self, key: bytes) -> int: ...
@@ -62,8 +63,10 @@ class Pipeline(Protocol):
     def dead(self, dead: list[DeadLetter], source: str, message: Message, reason: str, payload: str) -> None: ...
 
     def record_audience_changes(
-        self, state: CustomerState, row: dict, changes: list[Change], version: int, now_ms: int
+        self, state: CustomerState, membership: Membership, row: dict, changes: list[Change], version: int, now_ms: int
     ) -> None: ...
+
+    def keep_membership(self, key: bytes, membership: Membership) -> None: ...
 
 
 class Identities:
@@ -217,9 +220,12 @@ class Identities:
             # profile again), whatever the watermark was then.
             now_ms = int(pipeline.clock() * 1000)
             sink.add_features(row, DELETED_VERSION, now_ms, deleted=True)
-            if state.audiences:
-                changes = pipeline.audiences.leave_all(state)
-                pipeline.record_audience_changes(state, row, changes, DELETED_VERSION, now_ms)
+            key = state.customer_id.encode()
+            membership = pipeline.memberships.get(key, NONE)
+            if membership.audiences:
+                changes = pipeline.audiences.leave_all(membership)
+                pipeline.record_audience_changes(state, NONE, row, changes, DELETED_VERSION, now_ms)
+                pipeline.keep_membership(key, NONE)
         if state.rfm_segment is not None:  # it counted in a segment and an RFM group
             sink.add_membership_change("segment", "unscored" if state.segment is None else str(state.segment), -1)
             sink.add_membership_change("rfm_segment", state.rfm_segment, -1)

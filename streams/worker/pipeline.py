@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from processors.alert_rule import in_control_group, should_alert
-from processors.audiences import Audiences, Change
+from processors.audiences import NONE, Audiences, Change, Membership
 from processors.churn import churn_features
 from processors.clv import rule_estimate
 from processors.config import DAY, FeatureConfig, IdentityConfig, ModelConfig
@@ -73,7 +73,7 @@ KNOWN_PARTITIONS = 1_000_000
 #: A position after every event of the journal.
 END: Position = (sys.maxsize, 0)
 #: What the models said last about a customer (a rebuild keeps it: it was published).
-MODEL_VIEW = ("churn_probability", "segment", "rfm_segment", "alert_armed", "last_alert_at", "audiences")
+MODEL_VIEW = ("churn_probability", "segment", "rfm_segment", "alert_armed", "last_alert_at")
 
 
 #: What the models said last of a state, as a tuple (taken for every touched customer of a batch).
@@ -109,6 +109,7 @@ class CustomerPipeline:
         rescore_interval_s: float = 30.0,
         clock: Callable[[], float] = time.time,
         identity_config: IdentityConfig | None = None,
+        memberships: MutableMapping[bytes, Membership] | None = None,
     ) -> None:
         self.config = config
         #: Wall clock for the rows' ingestion times (fixed in a reproducible benchmark).
@@ -125,6 +126,9 @@ class CustomerPipeline:
         self.alerts: list[ChurnAlert] = []
         #: The live audiences (the worker follows their definitions), and the entries and exits to publish.
         self.audiences = Audiences()
+        #: Customers' memberships of audiences, by key (none: in no audience), in a table of their
+        #: own: a backfill that moves a million customers sends a small record each.
+        self.memberships: MutableMapping[bytes, Membership] = {} if memberships is None else memberships
         self.audience_events: list[dict[str, Any]] = []  # as JSON (``schemas.audiences.audience_event_json``)
         self.observations_per_batch = observations_per_batch
         self.rescore_interval_s = rescore_interval_s
@@ -409,6 +413,7 @@ class CustomerPipeline:
             self._touched.pop(key, None)
         if self.table.get(key) is not None:
             del self.table[key]
+        self.keep_membership(key, NONE)
 
     def dead(self, dead: list[DeadLetter], source: str, message: Message, reason: str, payload: str) -> None:
         dead.append(
@@ -569,7 +574,7 @@ class CustomerPipeline:
 
     def _emit(self, state: CustomerState, watermark: float, now_ms: int) -> Inputs:
         """Queue the customer's scored feature row; updates the models' view in ``state``
-        (membership, alerting). Returns the model inputs. Whatever can fail comes before the
+        (alerting) and the customer's memberships. Returns the model inputs. Whatever can fail comes before the
         first row is queued."""
         row, inputs = self._score(state, watermark)
         if self.emitted_since_read is not None:
@@ -578,13 +583,18 @@ class CustomerPipeline:
         alert = None
         if self.models.version and should_alert(state, probability, row["value_tier"], row["as_of"], self.model_config):
             alert = self._alert(state, row, inputs, now_ms)
-        changes = self.audiences.decide(state, row) if self.audiences.live or state.audiences else []
+        changes: list[Change] = []
+        membership, key = NONE, b""
+        if self.audiences.changed_at:  # an audience exists, or existed and its members must leave
+            key = state.customer_id.encode()
+            changes, membership = self.audiences.decide(state, self.memberships.get(key, NONE), row)
         version = row_version(state, row["as_of"])
         self.sink.add_features(row, version, now_ms)
         self.counters.feature_rows += 1
         self._track_membership(state, row["segment"], row["rfm_segment"])
         if changes:
-            self.record_audience_changes(state, row, changes, version, now_ms)
+            self.record_audience_changes(state, membership, row, changes, version, now_ms)
+            self.keep_membership(key, membership)
         if alert is not None:
             if alert.control:
                 self.counters.alerts_held_out += 1
@@ -610,12 +620,20 @@ class CustomerPipeline:
             self.sink.add_membership_change(dimension, new, +1)
         state.segment, state.rfm_segment = segment, new_rfm
 
+    def keep_membership(self, key: bytes, membership: Membership) -> None:
+        """The customer's memberships are ``membership`` from now on (:data:`NONE`: no record)."""
+        if membership.audiences or membership.withheld:
+            self.memberships[key] = membership
+        elif self.memberships.get(key) is not None:
+            del self.memberships[key]
+
     def record_audience_changes(
-        self, state: CustomerState, row: dict, changes: list[Change], version: int, now_ms: int
+        self, state: CustomerState, membership: Membership, row: dict, changes: list[Change], version: int, now_ms: int
     ) -> None:
         """Queue each entry or exit for ``audience_events`` and, when published, for
         ``audience-updates``; and the customer's membership row (``version``: that of the
-        feature row that decided it), unless only its destinations learn of it (consent)."""
+        feature row that decided it), unless only its destinations learn of it (consent);
+        ``membership``: the customer's after the changes."""
         identity, as_of = state.identity, row["as_of"]
         # The rows take times as epoch seconds (to the millisecond, as DateTime64(3) keeps them).
         as_of_s, created_s = to_seconds(as_of), now_ms / 1000
@@ -651,7 +669,7 @@ class CustomerPipeline:
             )
             if change.reason == "consent":
                 continue
-            entered = state.audiences.get(audience.name)
+            entered = membership.audiences.get(audience.name)
             self.sink.add_row(
                 "audience_membership",
                 {
@@ -775,10 +793,10 @@ class CustomerPipeline:
             state = self.held(key)
             if state is None or not state.is_profile:
                 continue
-            changes = audiences.decide(state, row)
+            changes, membership = audiences.decide(state, self.memberships.get(key, NONE), row)
             if changes:
-                self.record_audience_changes(state, row, changes, row["version"], now_ms)
-                self.table[key] = state
+                self.record_audience_changes(state, membership, row, changes, row["version"], now_ms)
+                self.keep_membership(key, membership)
                 decided += len(changes)
         return decided
 

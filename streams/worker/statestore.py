@@ -18,7 +18,8 @@ drops the least recently written states beyond ``cache_size``.
 >>> import tempfile
 >>> folder = tempfile.mkdtemp()
 >>> databases = {p: Rdict(f"{folder}/{p}", Options(raw_mode=True)) for p in (0, 1)}
->>> table = DiskTable(databases.__getitem__, lambda: {0, 1}, partition_of=lambda key: key[-1] % 2, cache_size=1)
+>>> table = DiskTable(databases.__getitem__, lambda: {0, 1}, partition_of=lambda key: key[-1] % 2, cache_size=1,
+...                   kind=CustomerState)
 >>> table[b"c1"], table[b"c2"] = CustomerState("c1"), CustomerState("c2")
 >>> changes = table.take_changes(table.partition_of)
 >>> table.persist(changes, {0: 10, 1: 11})          # the changelog offsets the records reached
@@ -43,7 +44,7 @@ from typing import cast
 from rocksdict import Rdict, WriteBatch
 
 from processors.features import CustomerState
-from streams.worker.changelog import BufferedTable, Record
+from streams.worker.changelog import BufferedTable, Record, V
 
 #: Where faust's RocksDB store keeps a partition's changelog offset (inside its database).
 #: Spelled out: the pipeline imports this module and stays free of faust.
@@ -76,9 +77,10 @@ def with_newest(database: Rdict, newest: float | None) -> float | None:
     return max(kept, newest)
 
 
-class DiskTable(BufferedTable):
-    """Customer states in per-partition RocksDB databases (``database(partition)``) of which
-    ``owned()`` are this process's, the last ``cache_size`` written kept decoded."""
+class DiskTable(BufferedTable[V]):
+    """Customers' values of ``kind`` (their states, or their memberships) in per-partition
+    RocksDB databases (``database(partition)``) of which ``owned()`` are this process's, the
+    last ``cache_size`` written kept decoded."""
 
     def __init__(
         self,
@@ -86,8 +88,10 @@ class DiskTable(BufferedTable):
         owned: Callable[[], Iterable[int]],
         partition_of: Callable[[bytes], int],
         cache_size: int,
+        kind: type[V],
     ) -> None:
         super().__init__({})
+        self.kind = kind
         #: Decoded states, least recently written first; holds every changed one until persisted.
         self.cache = self.store
         self.database, self.owned, self.partition_of, self.cache_size = database, owned, partition_of, cache_size
@@ -99,7 +103,7 @@ class DiskTable(BufferedTable):
         #: :meth:`persist`): counting them needs no look-up, which costs about as much as the write.
         self._on_disk: set[bytes] = set()
 
-    def get(self, key: bytes, default: CustomerState | None = None) -> CustomerState | None:  # type: ignore[override]
+    def get(self, key: bytes, default: V | None = None) -> V | None:  # type: ignore[override]
         state = self.cache.get(key)
         if state is None:
             if key in self.deleted:
@@ -109,25 +113,25 @@ class DiskTable(BufferedTable):
             raw = self.database(partition).get(key) if partition in self.owned() else None
             if raw is None:
                 return default
-            state = self.cache[key] = CustomerState.from_json(raw)
+            state = self.cache[key] = self.kind.from_json(raw)
             self._on_disk.add(key)
             if len(self.cache) > self.cache_size + self._slack:
                 self._evict()
         return state
 
-    def stored(self, key: bytes) -> CustomerState | None:
-        """The customer's state as of the last :meth:`persist` (None: none then), decoded afresh."""
+    def stored(self, key: bytes) -> V | None:
+        """The customer's value as of the last :meth:`persist` (None: none then), decoded afresh."""
         partition = self.partition_of(key)
         raw = self.database(partition).get(key) if partition in self.owned() else None
-        return None if raw is None else CustomerState.from_json(raw)
+        return None if raw is None else self.kind.from_json(raw)
 
-    def __getitem__(self, key: bytes) -> CustomerState:
+    def __getitem__(self, key: bytes) -> V:
         state = self.get(key)
         if state is None:
             raise KeyError(key)
         return state
 
-    def __setitem__(self, key: bytes, state: CustomerState) -> None:
+    def __setitem__(self, key: bytes, state: V) -> None:
         self.cache.pop(key, None)  # to the end: least recently written first
         self.deleted.discard(key)
         super().__setitem__(key, state)
@@ -152,11 +156,11 @@ class DiskTable(BufferedTable):
                 fresh += (key not in self.deleted) - self._in_database(key, partition)
         return sum(counted(self.database(p)) for p in owned) + fresh
 
-    def customers(self, partitions: set[int], decode: bool = True) -> Iterator[tuple[int, bytes, CustomerState | None]]:
+    def customers(self, partitions: set[int], decode: bool = True) -> Iterator[tuple[int, bytes, V | None]]:
         """Every customer of ``partitions`` (partition, key, state), partition by partition: the
         cached states first, then the others from disk, decoded one at a time and not cached
         (a pass over every customer holds one state at a time; it must not change them)."""
-        cached: dict[int, list[tuple[bytes, CustomerState]]] = {p: [] for p in partitions}
+        cached: dict[int, list[tuple[bytes, V]]] = {p: [] for p in partitions}
         for key, state in self.cache.items():
             cached.get(self.partition_of(key), []).append((key, state))
         for partition in sorted(partitions):
@@ -165,7 +169,7 @@ class DiskTable(BufferedTable):
             # A database in raw mode: its keys are bytes (rocksdict's stubs type every mode's keys).
             for key, raw in cast(Iterator[tuple[bytes, bytes]], self.database(partition).items()):
                 if key not in RESERVED_KEYS and key not in self.cache and key not in self.deleted:
-                    yield partition, key, CustomerState.from_json(raw) if decode else None
+                    yield partition, key, self.kind.from_json(raw) if decode else None
 
     def take_changes(
         self, partition_of: Callable[[bytes], int], only: Iterable[bytes] | None = None
@@ -202,7 +206,7 @@ class DiskTable(BufferedTable):
                     batch.put(key, value)
                 self._changed.pop(key, None)
                 state = self.cache.get(key)
-                if state is not None and state.newest_event_at is not None:
+                if isinstance(state, CustomerState) and state.newest_event_at is not None:
                     newest = state.newest_event_at if newest is None else max(newest, state.newest_event_at)
             batch.put(OFFSET_KEY, str(offsets[partition]).encode())
             batch.put(COUNT_KEY, str(customers).encode())
