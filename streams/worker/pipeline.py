@@ -574,8 +574,8 @@ class CustomerPipeline:
 
     def _emit(self, state: CustomerState, watermark: float, now_ms: int) -> Inputs:
         """Queue the customer's scored feature row; updates the models' view in ``state``
-        (alerting) and the customer's memberships. Returns the model inputs. Whatever can fail comes before the
-        first row is queued."""
+        (alerting) and the customer's memberships. Returns the model inputs. Whatever can fail
+        comes before the first row is queued."""
         row, inputs = self._score(state, watermark)
         if self.emitted_since_read is not None:
             self.emitted_since_read.add(state.customer_id)
@@ -752,7 +752,7 @@ class CustomerPipeline:
                 self.counters.rows_failed += 1
                 continue
             if model_view(state)[1:] != before[1:]:  # a new churn probability alone is not worth a record
-                self.table[key] = state  # what the next run must know: membership, alerting
+                self.table[key] = state  # what the next run must know: segments, alerting
             emitted += 1
         return emitted
 
