@@ -78,6 +78,20 @@ def stream(first_day: int, days: int, seed: int) -> list[dict[str, Any]]:
     return events
 
 
+def purchase(customer: str, day: float, amount: float = 20.0) -> dict[str, Any]:
+    """A web purchase of ``customer`` on ``day`` (days after T0)."""
+    return {
+        "type": "purchase",
+        "event_id": f"buy-{customer}-{day}",
+        "customer_id": customer,
+        "ts": T0 + day * DAY,
+        "channel": "web",
+        "order_id": f"o-{customer}-{day}",
+        "amount": amount,
+        "currency": "EUR",
+    }
+
+
 def streamed(worker: Any, broker: str, events: list[dict[str, Any]]) -> None:
     """Publish ``events`` and wait until they are applied and an aging pass has begun and ended
     since (it re-emits every customer at the partitions' new watermarks)."""
@@ -257,18 +271,6 @@ def test_consent_decides_what_destinations_are_told(start_worker: Any, broker: s
             "ts": T0 + day * DAY,
             "channel": "web",
             "consents": {"marketing_email": given},
-        }
-
-    def purchase(customer: str, day: float) -> dict[str, Any]:
-        return {
-            "type": "purchase",
-            "event_id": f"buy-{customer}-{day}",
-            "customer_id": customer,
-            "ts": T0 + day * DAY,
-            "channel": "web",
-            "order_id": f"o-{customer}-{day}",
-            "amount": 20.0,
-            "currency": "EUR",
         }
 
     applied = 0
@@ -485,26 +487,14 @@ def test_memberships_come_back_from_their_changelog(start_worker: Any, broker: s
     directory) restores them from their changelog with the customers' states, so a member's next
     row enters nobody again and a newcomer enters once."""
 
-    def buy(n: int, customer: str, amount: float) -> dict[str, Any]:
-        return {
-            "type": "purchase",
-            "event_id": f"k{n}",
-            "customer_id": customer,
-            "ts": T0 + n * DAY,
-            "channel": "web",
-            "order_id": f"k{n}",
-            "amount": amount,
-            "currency": "EUR",
-        }
-
     worker = start_worker(CRM360_STATE_STORE=store)
     create(worker, "spenders", "monetary_total > 50")
-    streamed(worker, broker, [buy(1, "m1", 60.0), buy(2, "m2", 10.0)])
+    streamed(worker, broker, [purchase("m1", 1, 60.0), purchase("m2", 2, 10.0)])
     until(lambda: members(worker, "spenders") == {"m1"}, "m1 in", 60)
     worker.stop()  # a clean stop: states, memberships and offsets committed
 
     moved = start_worker(CRM360_STATE_STORE=store, CRM360_DATA_DIR=str(tmp_path / "elsewhere"))
-    streamed(moved, broker, [buy(3, "m1", 5.0), buy(4, "m2", 100.0)])
+    streamed(moved, broker, [purchase("m1", 3, 5.0), purchase("m2", 4, 100.0)])
     # Its ClickHouse is new too: only changes reach it (m1's row was written by the first one).
     until(lambda: members(moved, "spenders") == {"m2"} or None, "m2 in", 60)
     with AudienceSubscriber(broker, group_id=None, from_beginning=True, idle_timeout_s=5) as subscriber:
