@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import cast
 
 import aiokafka
 from faust.assignor import PartitionAssignor
-from faust.assignor.client_assignment import ClientAssignment
+from faust.assignor.client_assignment import ClientAssignment, ClientMetadata
 from faust.events import Event
 from faust.types import TP, Message
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from processors.features import CustomerState
+from schemas.topics import PURCHASES
 from streams.settings import Settings
 from streams.worker.app import changelog_table, faust_app
 from streams.worker.faust_corrections import FETCH_MAX_WAIT_MS, CheckpointingConsumer, Transport
@@ -91,3 +93,29 @@ def test_recovery_applies_no_changelog_record_of_a_partition_given_to_another_pr
 
     table.apply_changelog_batch([record(0, "held"), record(1, "gone")])
     assert list(table.data) == [b"held"]
+
+
+def test_the_owned_partitions_follow_each_assignment(tmp_path: Path) -> None:
+    """The owned partitions are worked out once per assignment (every customer read asks):
+    each assignment faust receives must replace them."""
+    settings = Settings(state_store="memory", data_dir=tmp_path)
+    app = faust_app(settings)
+    assignor = cast(PartitionAssignor, app.assignor)
+    assert app.owned_partitions(PURCHASES) == frozenset()
+
+    def assign(partitions: list[int]) -> None:
+        metadata = ClientMetadata(
+            assignment=ClientAssignment(actives={PURCHASES: partitions, "other": [5]}, standbys={}),
+            url=str(app.conf.canonical_url),
+            changelog_distribution={},
+        )
+        protocol = SimpleNamespace(
+            assignment=[(PURCHASES, partitions), ("other", [5])], user_data=assignor._compress(metadata.dumps())
+        )
+        assignor.on_assignment(protocol)
+
+    assign([0, 2])
+    assert app.owned_partitions(PURCHASES) == {0, 2}
+    assign([1])
+    assert app.owned_partitions(PURCHASES) == {1}
+    assert app.owned_partitions("other") == {5}

@@ -510,8 +510,8 @@ class Worker:
         inputs = [tp for tp in self.app.assignor.assigned_actives() if tp.topic in (*INPUT_TOPICS, IDENTITY_OPS)]
         return {tp.partition for tp in inputs} - {tp.partition for tp in inputs if consumer.lag(tp) != 0}
 
-    def _owned_partitions(self) -> set[int]:
-        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == PURCHASES}
+    def _owned_partitions(self) -> frozenset[int]:
+        return self.app.owned_partitions(PURCHASES)
 
     def _buffered(self, table: faust.Table, kind: type[V]) -> BufferedTable[V]:
         """What the pipeline writes of ``table``: its store, on disk or in memory."""
