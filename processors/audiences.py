@@ -15,10 +15,10 @@ the exit of a withheld member is not published either.
 >>> from schemas.audiences import Audience
 >>> audiences = Audiences()
 >>> audiences.define(Audience(name="at_risk", condition="churn_probability > 0.6", min_stay_days=7, version=1))
->>> state, member = CustomerState("c1"), Membership()
+>>> consents, member = {}, Membership()
 >>> def decide(row):
 ...     global member
-...     changes, member = audiences.decide(state, member, row)
+...     changes, member = audiences.decide(consents, member, row)
 ...     return changes
 >>> [(c.audience.name, c.change) for c in decide({"churn_probability": 0.7, "as_of": 0.0})]
 [('at_risk', 'entered')]
@@ -29,7 +29,7 @@ the exit of a withheld member is not published either.
 >>> audiences.define(Audience(name="emailable", condition="churn_probability > 0.6", purpose="marketing_email", version=1))
 >>> [(c.audience.name, c.change, c.published) for c in decide({"churn_probability": 0.7, "as_of": 9 * DAY})]
 [('at_risk', 'entered', True), ('emailable', 'entered', False)]
->>> state.consents["marketing_email"] = [1.0, 9 * DAY]
+>>> consents["marketing_email"] = [1.0, 9 * DAY]
 >>> [(c.audience.name, c.change, c.reason, c.published) for c in decide({"churn_probability": 0.7, "as_of": 9 * DAY})]
 [('emailable', 'entered', 'consent', True)]
 >>> Membership.from_json(member.to_json()) == member
@@ -46,7 +46,7 @@ import orjson
 
 from processors.conditions import Condition, parse_condition
 from processors.config import DAY
-from processors.features import CustomerState, consented
+from processors.features import CustomerState, consented, is_profile
 from schemas.audiences import Audience
 
 
@@ -70,6 +70,42 @@ class Membership:
 
 #: A customer in no audience.
 NONE = Membership()
+
+
+@dataclass(frozen=True)
+class Contact:
+    """What an audience's destinations learn of a customer: their id and identifiers; and their
+    consents, which tell what destinations may learn of them."""
+
+    customer_id: str
+    identifiers: list[str]
+    consents: dict[str, list[float]]
+
+    @classmethod
+    def of(cls, state: CustomerState) -> Contact:
+        identity = state.identity
+        identifiers = list(identity.identifiers) if identity is not None else [state.customer_id]
+        return cls(state.customer_id, identifiers, state.consents)
+
+    @classmethod
+    def of_stored(cls, raw: bytes) -> Contact | None:
+        """The contact of a stored state (:meth:`CustomerState.to_json`), None when it is no
+        profile: read without decoding the whole state (a backfill reads a million of them).
+
+        >>> from processors.identity import Identity
+        >>> states = [CustomerState("c1", events_applied=1, consents={"profiling": [1.0, 5.0]}),
+        ...           CustomerState("c2", events_applied=2, identity=Identity(["c2", "email:x"])),
+        ...           CustomerState("c3", events_applied=1, identity=Identity(merged_into="c2")), CustomerState("c4")]
+        >>> [Contact.of_stored(s.to_json()) == (Contact.of(s) if s.is_profile else None) for s in states]
+        [True, True, True, True]
+        """
+        data = orjson.loads(raw)
+        identity = data["identity"]
+        if not is_profile(data["events_applied"], identity["merged_into"] if identity is not None else None):
+            return None
+        customer_id = data["customer_id"]
+        identifiers = list(identity["identifiers"]) if identity is not None else [customer_id]
+        return cls(customer_id, identifiers, data.get("consents", {}))
 
 
 @dataclass(frozen=True)
@@ -136,11 +172,11 @@ class Audiences:
         return [name for name, at in self.changed_at.items() if at > generation]
 
     def decide(
-        self, state: CustomerState, membership: Membership, row: Mapping[str, Any]
+        self, consents: Mapping[str, list[float]], membership: Membership, row: Mapping[str, Any]
     ) -> tuple[list[Change], Membership]:
         """The changes of the customer's ``membership`` that ``row`` (their new feature row,
         times as epoch seconds) makes, and their membership after them (``membership`` itself
-        when none); ``state`` tells their consents."""
+        when none), given their ``consents``."""
         members, withheld = membership.audiences, membership.withheld
         as_of = row["as_of"]
         changes: list[Change] = []
@@ -150,7 +186,7 @@ class Audiences:
             entered = members.get(name)
             inside = audience.condition(row)
             purpose = audience.definition.purpose
-            allowed = purpose is None or consented(state, purpose)
+            allowed = purpose is None or consented(consents, purpose)
             if inside and entered is None:
                 changes.append(Change(audience, "entered", published=allowed))
                 kept = kept if kept is not None else dict(members)

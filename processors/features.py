@@ -39,6 +39,7 @@ import hashlib
 import zlib
 from array import array
 from bisect import bisect_left
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from functools import cache
@@ -180,7 +181,7 @@ class CustomerState:
     @property
     def is_profile(self) -> bool:
         """Whether it is a customer's profile: it applied events and did not merge into another."""
-        return self.events_applied > 0 and (self.identity is None or self.identity.merged_into is None)
+        return is_profile(self.events_applied, self.identity.merged_into if self.identity is not None else None)
 
     def to_json(self) -> bytes:
         """Compact JSON (orjson: a quarter of the stdlib's time, the same bytes; this runs for
@@ -474,9 +475,15 @@ def record_consents(consents: dict[str, list[float]], stated: dict[str, list[flo
             consents[purpose] = [given, at]
 
 
-def consented(state: CustomerState, purpose: str) -> bool:
-    """Whether the customer's last statement for ``purpose`` gave consent (never stated: no)."""
-    known = state.consents.get(purpose)
+def is_profile(events_applied: int, merged_into: str | None) -> bool:
+    """Whether a state is a customer's profile: it applied events and did not merge into another."""
+    return events_applied > 0 and merged_into is None
+
+
+def consented(consents: Mapping[str, list[float]], purpose: str) -> bool:
+    """Whether the customer's last statement for ``purpose`` (their ``consents``) gave consent
+    (never stated: no)."""
+    known = consents.get(purpose)
     return known is not None and known[0] == 1.0
 
 

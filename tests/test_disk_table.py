@@ -82,3 +82,22 @@ def test_the_count_stays_exact_and_customers_read_from_disk_are_not_looked_up_ag
     table[keys[2]] = state
     checkpoint(table, 4)
     assert len(table) == 99
+
+
+def test_a_peek_reads_what_it_needs_of_a_customer_on_disk_and_keeps_none(tmp_path: Path) -> None:
+    """A backfill peeks at a million customers: those on disk are read, not decoded into the
+    cache (which holds the customers the stream works on)."""
+    options = RocksDBOptions(**Settings().rocksdb_options())
+    databases = {0: options.open(tmp_path / "0")}
+    table = DiskTable(databases.__getitem__, lambda: {0}, lambda key: 0, cache_size=1, kind=CustomerState)
+    for name in ("c1", "c2", "c3"):
+        table[name.encode()] = CustomerState(name, events_applied=1)
+    table.persist(table.take_changes(table.partition_of), {0: 1})
+    cached = set(table.cache)
+    on_disk = next(key for key in (b"c1", b"c2", b"c3") if key not in cached)
+    assert table.peek(on_disk, lambda raw: CustomerState.from_json(raw).customer_id) == on_disk.decode()
+    assert set(table.cache) == cached
+    assert table.peek(next(iter(cached)), bytes) is table.cache[next(iter(cached))]
+    del table[on_disk]
+    assert table.peek(on_disk, bytes) is None  # erased, still on disk until the next checkpoint
+    assert table.peek(b"c9", bytes) is None

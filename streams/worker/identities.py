@@ -14,7 +14,7 @@ from collections.abc import Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import Protocol
 
-from processors.audiences import NONE, Audiences, Change, Membership
+from processors.audiences import NONE, Audiences, Change, Contact, Membership
 from processors.config import FeatureConfig, IdentityConfig, ModelConfig
 from processors.features import CustomerState, profile
 from processors.identity_graph import Decision, IdentityGraph, Op
@@ -63,7 +63,7 @@ class Pipeline(Protocol):
     def dead(self, dead: list[DeadLetter], source: str, message: Message, reason: str, payload: str) -> None: ...
 
     def record_audience_changes(
-        self, state: CustomerState, membership: Membership, row: dict, changes: list[Change], version: int, now_ms: int
+        self, contact: Contact, membership: Membership, row: dict, changes: list[Change], version: int, now_ms: int
     ) -> None: ...
 
     def keep_membership(self, key: bytes, membership: Membership) -> None: ...
@@ -224,7 +224,7 @@ class Identities:
             membership = pipeline.memberships.get(key, NONE)
             if membership.audiences:
                 changes = pipeline.audiences.leave_all(membership)
-                pipeline.record_audience_changes(state, NONE, row, changes, DELETED_VERSION, now_ms)
+                pipeline.record_audience_changes(Contact.of(state), NONE, row, changes, DELETED_VERSION, now_ms)
                 pipeline.keep_membership(key, NONE)
         if state.rfm_segment is not None:  # it counted in a segment and an RFM group
             sink.add_membership_change("segment", "unscored" if state.segment is None else str(state.segment), -1)

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from processors.alert_rule import in_control_group, should_alert
-from processors.audiences import NONE, Audiences, Change, Membership
+from processors.audiences import NONE, Audiences, Change, Contact, Membership
 from processors.churn import churn_features
 from processors.clv import rule_estimate
 from processors.config import DAY, FeatureConfig, IdentityConfig, ModelConfig
@@ -587,13 +587,13 @@ class CustomerPipeline:
         membership, key = NONE, b""
         if self.audiences.changed_at:  # an audience exists, or existed and its members must leave
             key = state.customer_id.encode()
-            changes, membership = self.audiences.decide(state, self.memberships.get(key, NONE), row)
+            changes, membership = self.audiences.decide(state.consents, self.memberships.get(key, NONE), row)
         version = row_version(state, row["as_of"])
         self.sink.add_features(row, version, now_ms)
         self.counters.feature_rows += 1
         self._track_membership(state, row["segment"], row["rfm_segment"])
         if changes:
-            self.record_audience_changes(state, membership, row, changes, version, now_ms)
+            self.record_audience_changes(Contact.of(state), membership, row, changes, version, now_ms)
             self.keep_membership(key, membership)
         if alert is not None:
             if alert.control:
@@ -628,16 +628,15 @@ class CustomerPipeline:
             del self.memberships[key]
 
     def record_audience_changes(
-        self, state: CustomerState, membership: Membership, row: dict, changes: list[Change], version: int, now_ms: int
+        self, contact: Contact, membership: Membership, row: dict, changes: list[Change], version: int, now_ms: int
     ) -> None:
-        """Queue each entry or exit for ``audience_events`` and, when published, for
-        ``audience-updates``; and the customer's membership row (``version``: that of the
-        feature row that decided it), unless only its destinations learn of it (consent);
-        ``membership``: the customer's after the changes."""
-        identity, as_of = state.identity, row["as_of"]
+        """Queue each entry or exit of the customer (``contact``) for ``audience_events`` and,
+        when published, for ``audience-updates``; and their membership row (``version``: that
+        of the feature row that decided it), unless only its destinations learn of it
+        (consent); ``membership``: theirs after the changes."""
+        as_of = row["as_of"]
         # The rows take times as epoch seconds (to the millisecond, as DateTime64(3) keeps them).
         as_of_s, created_s = to_seconds(as_of), now_ms / 1000
-        identifiers = list(identity.identifiers) if identity is not None else [state.customer_id]
         for change in changes:
             audience = change.audience
             features: dict[str, Any] = {c: row.get(c) for c in audience.condition.columns}
@@ -649,8 +648,8 @@ class CustomerPipeline:
                 audience.version,
                 change.change,
                 change.reason,
-                state.customer_id,
-                identifiers,
+                contact.customer_id,
+                contact.identifiers,
                 features,
                 as_of,
                 created_s,
@@ -674,7 +673,7 @@ class CustomerPipeline:
                 "audience_membership",
                 {
                     "audience": audience.name,
-                    "customer_id": state.customer_id,
+                    "customer_id": contact.customer_id,
                     "entered_at": to_seconds(entered if entered is not None else as_of),
                     "audience_version": audience.version,
                     "version": version,
@@ -790,15 +789,24 @@ class CustomerPipeline:
             key = customer.encode()
             if customer in emitted or self.partition_of(key) not in backfilling:
                 continue
-            state = self.held(key)
-            if state is None or not state.is_profile:
+            contact = self._contact(key)
+            if contact is None:
                 continue
-            changes, membership = audiences.decide(state, self.memberships.get(key, NONE), row)
+            changes, membership = audiences.decide(contact.consents, self.memberships.get(key, NONE), row)
             if changes:
-                self.record_audience_changes(state, membership, row, changes, row["version"], now_ms)
+                self.record_audience_changes(contact, membership, row, changes, row["version"], now_ms)
                 self.keep_membership(key, membership)
                 decided += len(changes)
         return decided
+
+    def _contact(self, key: bytes) -> Contact | None:
+        """The customer's contact when they are a profile: of their state when it is decoded,
+        else read from its stored bytes (a backfill reads a million customers, and keeps none)."""
+        table = self.table
+        found = table.peek(key, Contact.of_stored) if isinstance(table, DiskTable) else table.get(key)
+        if isinstance(found, CustomerState):
+            return Contact.of(found) if found.is_profile else None
+        return found
 
     def end_backfill(self, generation: int | None) -> None:
         """The backfill is over: its partitions (but those given up meanwhile, which the next

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
-from typing import cast
+from typing import TypeVar, cast
 
 from rocksdict import Rdict, WriteBatch
 
@@ -54,6 +54,8 @@ OFFSET_KEY = b"__faust\0offset__"
 NEWEST_KEY = b"__crm360\0newest__"
 #: Where a partition's database keeps how many customers it holds (RocksDB only estimates it).
 COUNT_KEY = b"__crm360\0customers__"
+#: What a pass over many customers reads of their stored values (:meth:`DiskTable.peek`).
+T = TypeVar("T")
 #: Keys of a partition's database that are no customer.
 RESERVED_KEYS = frozenset({OFFSET_KEY, NEWEST_KEY, COUNT_KEY})
 
@@ -106,11 +108,7 @@ class DiskTable(BufferedTable[V]):
     def get(self, key: bytes, default: V | None = None) -> V | None:  # type: ignore[override]
         state = self.cache.get(key)
         if state is None:
-            if key in self.deleted:
-                return default
-            partition = self.partition_of(key)
-            # Not another process's partition: this one's database of it may be from long ago.
-            raw = self.database(partition).get(key) if partition in self.owned() else None
+            raw = self._on_disk_of(key)
             if raw is None:
                 return default
             state = self.cache[key] = self.kind.from_json(raw)
@@ -119,11 +117,29 @@ class DiskTable(BufferedTable[V]):
                 self._evict()
         return state
 
+    def peek(self, key: bytes, read: Callable[[bytes], T]) -> V | T | None:
+        """The customer's value when cached, else what ``read`` makes of its stored bytes, not
+        cached (a pass over many customers that needs a little of each)."""
+        state = self.cache.get(key)
+        if state is not None:
+            return state
+        raw = self._on_disk_of(key)
+        return None if raw is None else read(raw)
+
     def stored(self, key: bytes) -> V | None:
         """The customer's value as of the last :meth:`persist` (None: none then), decoded afresh."""
-        partition = self.partition_of(key)
-        raw = self.database(partition).get(key) if partition in self.owned() else None
+        raw = self._persisted(key)
         return None if raw is None else self.kind.from_json(raw)
+
+    def _on_disk_of(self, key: bytes) -> bytes | None:
+        """The customer's stored bytes, unless deleted since the last :meth:`persist`."""
+        return None if key in self.deleted else self._persisted(key)
+
+    def _persisted(self, key: bytes) -> bytes | None:
+        """The customer's bytes as of the last :meth:`persist`."""
+        partition = self.partition_of(key)
+        # Not another process's partition: this one's database of it may be from long ago.
+        return self.database(partition).get(key) if partition in self.owned() else None
 
     def __getitem__(self, key: bytes) -> V:
         state = self.get(key)
