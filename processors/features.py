@@ -192,10 +192,7 @@ class CustomerState:
         # Machine byte order: little-endian on every platform crm360 runs on.
         data["applied_ids"] = base64.b64encode(self.applied_ids.tobytes()).decode("ascii")
         data["applied_contents"] = base64.b64encode(self.applied_contents.tobytes()).decode("ascii")
-        snapshots = self.snapshots
-        data["snapshots"] = [
-            snapshots[i : i + SNAPSHOT_WIDTH].tolist() for i in range(0, len(snapshots), SNAPSHOT_WIDTH)
-        ]
+        data["snapshots"] = base64.b64encode(self.snapshots.tobytes()).decode("ascii")
         return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
 
     @classmethod
@@ -215,7 +212,12 @@ class CustomerState:
         data.pop("audiences", None)
         data.pop("withheld", None)
         data["daily"] = {int(day): bucket for day, bucket in data["daily"].items()}
-        data["snapshots"] = array("d", chain.from_iterable(data["snapshots"]))
+        snapshots = data["snapshots"]
+        data["snapshots"] = (
+            array("d", base64.b64decode(snapshots))
+            if isinstance(snapshots, str)
+            else array("d", chain.from_iterable(snapshots))  # written before 2026-12-07: rows of numbers
+        )
         identity = data.get("identity")
         if identity is not None:
             data["identity"] = Identity(**identity)
