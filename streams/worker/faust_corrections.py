@@ -191,7 +191,17 @@ class CheckpointingConsumer(RewindingConsumer):
         return self.was_assigned and isinstance(coordinator, GroupCoordinator) and coordinator.generation < 0
 
     async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        """Each assignment counts the acks of its partitions afresh. faust records the ack of a
+        message whose partition was revoked meanwhile (the worker drops it unapplied), and kept
+        it: had the partition come back, the next commit passed the messages it covered, unread
+        since (its new owner reads from the committed offsets). Acks of messages applied between
+        a revocation's commit and this assignment are forgotten too: read again, they are
+        duplicates, which the customers' states recognise."""
         self.was_assigned = True
+        for tp in assigned:
+            self._acked.pop(tp, None)
+            self._acked_index.pop(tp, None)
+            self._gap.pop(tp, None)
         await super().on_partitions_assigned(assigned, generation_id)
 
     def lag(self, tp: TP) -> int | None:
