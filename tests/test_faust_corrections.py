@@ -125,8 +125,9 @@ def test_a_message_acked_after_its_partition_was_revoked_moves_no_later_commit(t
     """A batch fetched before a rebalance goes through the stream after it: the worker drops the
     messages of partitions revoked meanwhile, unapplied, and faust records their acks. When the
     partition came back, those acks made the next commit pass messages this process had not
-    applied (CI: a customer's profile events lost, their purchases kept). The app's own
-    rebalance handling is left out: this is the consumer's bookkeeping of offsets."""
+    applied: most likely what lost both profile updates of one customer in a CI run, their
+    purchases and visits kept. The app's own rebalance handling is left out: this is the
+    consumer's bookkeeping of offsets."""
     app = faust_app(Settings(state_store="memory", data_dir=tmp_path))
     consumer = cast(CheckpointingConsumer, app.consumer)
 
