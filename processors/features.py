@@ -192,7 +192,10 @@ class CustomerState:
         # Machine byte order: little-endian on every platform crm360 runs on.
         data["applied_ids"] = base64.b64encode(self.applied_ids.tobytes()).decode("ascii")
         data["applied_contents"] = base64.b64encode(self.applied_contents.tobytes()).decode("ascii")
-        data["snapshots"] = base64.b64encode(self.snapshots.tobytes()).decode("ascii")
+        snapshots = self.snapshots
+        data["snapshots"] = [
+            snapshots[i : i + SNAPSHOT_WIDTH].tolist() for i in range(0, len(snapshots), SNAPSHOT_WIDTH)
+        ]
         return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
 
     @classmethod
@@ -212,12 +215,7 @@ class CustomerState:
         data.pop("audiences", None)
         data.pop("withheld", None)
         data["daily"] = {int(day): bucket for day, bucket in data["daily"].items()}
-        snapshots = data["snapshots"]
-        data["snapshots"] = (
-            array("d", base64.b64decode(snapshots))
-            if isinstance(snapshots, str)
-            else array("d", chain.from_iterable(snapshots))  # written before 2026-12-07: rows of numbers
-        )
+        data["snapshots"] = array("d", chain.from_iterable(data["snapshots"]))
         identity = data.get("identity")
         if identity is not None:
             data["identity"] = Identity(**identity)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from array import array
 from pathlib import Path
 from typing import Any, cast
 
@@ -14,7 +13,7 @@ from pydantic import ValidationError
 
 from processors import engagement
 from processors.config import DAY, FeatureConfig
-from processors.features import SNAPSHOT_WIDTH, CustomerState, apply, profile, row_version
+from processors.features import CustomerState, apply, profile, row_version
 from processors.lifecycle import lifecycle_stage
 from processors.rfm import RFMScorer, segment_grid, value_tier
 from schemas.envelope import Rejected, _decode_each, decode_message, encode_envelope, pack
@@ -519,13 +518,3 @@ def test_a_profile_update_applied_before_consents_existed_is_a_duplicate_when_re
     assert apply(state, parse_event(event | {"region": "south"}), CFG) == "conflict"
     consenting = event | {"region": "north", "consents": {"marketing_email": True}}
     assert apply(state, parse_event(consenting), CFG) == "conflict"  # other content under the same id
-
-
-def test_a_state_stored_with_its_snapshots_as_rows_of_numbers_reads_back_the_same() -> None:
-    """States stored before 2026-12-07 keep their unlabelled churn snapshots as rows of numbers
-    (now one base64 string, as the applied ids): a worker upgraded over them reads them all."""
-    state = CustomerState("c1", events_applied=1, snapshots=array("d", [float(i) for i in range(2 * SNAPSHOT_WIDTH)]))
-    stored = json.loads(state.to_json())
-    assert isinstance(stored["snapshots"], str)
-    stored["snapshots"] = [list(range(SNAPSHOT_WIDTH)), list(range(SNAPSHOT_WIDTH, 2 * SNAPSHOT_WIDTH))]
-    assert CustomerState.from_json(json.dumps(stored).encode()) == state
