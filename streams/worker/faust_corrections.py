@@ -192,11 +192,12 @@ class CheckpointingConsumer(RewindingConsumer):
 
     async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
         """Each assignment counts the acks of its partitions afresh. faust records the ack of a
-        message whose partition was revoked meanwhile (the worker drops it unapplied), and kept
-        it: had the partition come back, the next commit passed the messages it covered, unread
-        since (its new owner reads from the committed offsets). Acks of messages applied between
-        a revocation's commit and this assignment are forgotten too: read again, they are
-        duplicates, which the customers' states recognise."""
+        message whose partition was revoked meanwhile (the worker drops such a message
+        unapplied) and keeps it: when the partition came back, the next commit passed messages
+        this process had not applied, and whoever held the partition next started after them.
+        Acks of messages applied between a revocation's commit and this assignment are forgotten
+        too: read again from the committed offsets, they are duplicates, which the customers'
+        states recognise."""
         self.was_assigned = True
         for tp in assigned:
             self._acked.pop(tp, None)
