@@ -10,6 +10,7 @@ from processors.label_order import LabelOrder
 from processors.models import Models, Trainer
 from processors.snapshots import Inputs, LabelledSnapshot
 from schemas.envelope import pack
+from streams.worker.aging import BEFORE_WATERMARK_S
 from streams.worker.message import Message
 from tests.test_models import T0, new_pipeline, purchase
 
@@ -60,7 +61,7 @@ def learnt(trainer: Trainer) -> tuple[object, ...]:
         value.intercept,
         value.weights,
         value.smearing,
-        value.retention,
+        value.bands,
         list(value.ratios),
     )
 
@@ -144,11 +145,11 @@ def test_a_worker_reports_each_partition_frontier_once_it_moved() -> None:
     feed([0.0, 20.0])
     assert pipeline.take_training({0, 1}, {0, 1}).frontiers == {}  # 0 is yet to release, 1 to be restored
     pipeline.age({0, 1})
-    assert pipeline.take_training({0, 1}, {0}).frontiers == {0: T0 + 20 * DAY - 30 * DAY}  # 1 may have events
+    assert pipeline.take_training({0, 1}, {0}).frontiers == {0: T0 + 20 * DAY - 30 * DAY - BEFORE_WATERMARK_S}  # 1 may have events
     assert pipeline.take_training({0, 1}, {0, 1}).frontiers == {1: None}  # 1 was read through: it has none
     assert pipeline.take_training({0, 1}, {0, 1}).frontiers == {}
     feed([0.0, 20.0, 60.0])
     pipeline.age({0, 1})
     batch = pipeline.take_training({0, 1}, {0, 1})
-    assert batch.frontiers == {0: T0 + 60 * DAY - 30 * DAY}
+    assert batch.frontiers == {0: T0 + 60 * DAY - 30 * DAY - BEFORE_WATERMARK_S}
     assert batch.labels and max(label.at for label in batch.labels) <= T0 + 30 * DAY

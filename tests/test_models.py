@@ -147,6 +147,23 @@ def test_a_late_purchase_labels_what_is_still_unreleased_and_leaves_released_lab
     assert later[14].inputs.purchase_count == 1  # a snapshot taken is not rewritten
 
 
+def test_a_purchase_at_the_last_instant_of_a_horizon_counts_whatever_batch_brings_it() -> None:
+    """CDNOW's purchases of a day all come at midnight. One of them moved the watermark to the
+    end of day 0's horizon and an aging pass ran before the next batch brought another: the
+    label was released as churned, though that purchase is in its horizon. Which batch brings
+    what is the machine's timing, so the models learnt different labels from run to run."""
+    config = ModelConfig(churn_horizon_days=28, snapshot_every_days=14)
+    pipeline, _, _ = new_pipeline(config)
+    feed(pipeline, [purchase("a", 1, 0.0), purchase("b", 1, 0.0), purchase("b", 2, 28.0)])
+    pipeline.age({0})
+    released = pipeline.take_training().labels
+    feed(pipeline, [purchase("a", 2, 28.0, amount=9.0), purchase("b", 3, 29.0)])
+    pipeline.age({0})
+    released += pipeline.take_training().labels
+    day_0 = {lb.customer_id: (lb.churned, lb.spend) for lb in released if lb.at == T0}
+    assert day_0 == {"a": (False, 9.0), "b": (False, 20.0)}
+
+
 def test_a_new_owner_of_a_partition_does_not_release_labels_again() -> None:
     config = ModelConfig(churn_horizon_days=30, snapshot_every_days=14)
     pipeline, _, table = new_pipeline(config)

@@ -7,7 +7,7 @@ batches in between (over millions of customers on disk a pass takes minutes and 
 nothing up), and keeps no list of them on disk:
 
 1. partition by partition, releasing the labels whose horizon ended since the partition's
-   last release, up to its watermark when the pass began, and gathering each buyer's recency,
+   last release, before its watermark when the pass began, and gathering each buyer's recency,
    frequency and monetary value; then the RFM quintiles are refit on them;
 2. re-emitting the customers of the partitions whose watermark moved enough since their last
    pass, or who were scored by an older model version.
@@ -39,6 +39,10 @@ from streams.worker.statestore import RESERVED_KEYS, DiskTable
 SAMPLED_PER_PARTITION = 50
 #: Customers read at a time.
 READ_AT_ONCE = 1_000
+#: Labels are released for horizons that ended before the watermark, not at it: a horizon
+#: holds its last instant, and more events of the watermark's own time (a day's purchases,
+#: all at midnight) may still come in the next batch.
+BEFORE_WATERMARK_S = 0.001
 
 
 class Walk:
@@ -175,7 +179,7 @@ class AgingPass:
                     self.measuring.pop(0)
                     del self.walks[partition]
                     if partition in self.releasing:
-                        pipeline.released[partition] = self.watermarks[partition]
+                        pipeline.released[partition] = self.watermarks[partition] - BEFORE_WATERMARK_S
                         del self.releasing[partition]
             elif not self.fitted:
                 self._fit()
@@ -210,7 +214,9 @@ class AgingPass:
         before = len(labels)
         for _, state in customers:
             if released is not None:
-                labels.extend(mature(state, released, watermark, pipeline.model_config, pipeline.config))
+                labels.extend(
+                    mature(state, released, watermark - BEFORE_WATERMARK_S, pipeline.model_config, pipeline.config)
+                )
             if state.last_purchase_at is not None:
                 self.recency.append((watermark - state.last_purchase_at) / DAY)
                 self.frequency.append(state.purchase_count)
