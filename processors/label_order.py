@@ -52,6 +52,12 @@ MAX_WAIT_S = 60.0
 MAX_HELD = 250_000
 
 
+def learning_order(label: LabelledSnapshot) -> tuple[float, int]:
+    """Where a label comes when labels are learnt: by event time, ties in a fixed
+    pseudo-random order of customers."""
+    return label.at, zlib.crc32(label.customer_id.encode())
+
+
 class LabelOrder:
     """Labels held until every partition's frontier passed them (see the module)."""
 
@@ -116,7 +122,7 @@ class LabelOrder:
 
     def _hold(self, label: LabelledSnapshot, offset: int) -> None:
         self.arrived += 1
-        heapq.heappush(self.held, (label.at, zlib.crc32(label.customer_id.encode()), offset, self.arrived, label))
+        heapq.heappush(self.held, (*learning_order(label), offset, self.arrived, label))
 
     def due(self, now: float) -> list[LabelledSnapshot]:
         """The held labels due at wall time ``now``, in order: those the frontier passed and

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from processors.churn import ChurnModel
 from processors.clv import ValueModel
 from processors.config import ModelConfig
-from processors.label_order import MAX_WAIT_S, LabelOrder
+from processors.label_order import MAX_WAIT_S, LabelOrder, learning_order
 from processors.quality import Prequential
 from processors.segments import Segmenter
 from processors.snapshots import Inputs, LabelledSnapshot
@@ -136,10 +136,11 @@ class Trainer:
     def learn(self, labels: list[LabelledSnapshot]) -> None:
         """Score each label with the current churn model (prequential), then learn it (the
         value model learns its spend, given that score), in the
-        event-time order of the snapshots (partitions release labels in bulk); labels whose
+        event-time order of the snapshots (partitions release labels in bulk; ties in the
+        :func:`~processors.label_order.learning_order`); labels whose
         inputs are not all finite are skipped (see :func:`finite`)."""
         churn, value = self.models.churn, self.models.value
-        for label in sorted(labels, key=lambda label: label.at):
+        for label in sorted(labels, key=learning_order):
             if finite(label.inputs) and math.isfinite(label.spend):
                 expected = churn.learn(label.inputs, label.churned)
                 self.quality.record(expected, label.churned)

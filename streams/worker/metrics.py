@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, cast
 
 import faust
@@ -59,7 +60,7 @@ def process_figures(
         "crm360_model_version": pipeline.models.version,
         "crm360_model_labels_learned": pipeline.models.churn.labels_learned,
         "crm360_value_model_buyers_learned": pipeline.models.value.buyers_learned,
-        "crm360_value_model_spend_retention": round(pipeline.models.value.retention, 4),
+        "crm360_value_model_spend_retention": round(pipeline.models.value.retention_of(math.inf), 4),
         "crm360_value_model_smearing": round(pipeline.models.value.smearing, 4),
         "crm360_trainer_labels_learned": trainer.models.churn.labels_learned if trainer else 0,
         "crm360_trainer_model_version": trainer.models.version if trainer else 0,
