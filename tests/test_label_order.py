@@ -143,9 +143,12 @@ def test_a_worker_reports_each_partition_frontier_once_it_moved() -> None:
         pipeline.ingest([Message(m.topic, m.partition, i, m.value) for i, m in enumerate(pack(events, 2))])
 
     feed([0.0, 20.0])
-    assert pipeline.take_training({0, 1}, {0, 1}).frontiers == {}  # 0 is yet to release, 1 to be restored
+    # 0 is yet to release: none of its labels is older than its first event; 1 is to be restored.
+    assert pipeline.take_training({0, 1}, {0, 1}).frontiers == {0: T0 - BEFORE_WATERMARK_S}
     pipeline.age({0, 1})
-    assert pipeline.take_training({0, 1}, {0}).frontiers == {0: T0 + 20 * DAY - 30 * DAY - BEFORE_WATERMARK_S}  # 1 may have events
+    assert pipeline.take_training({0, 1}, {0}).frontiers == {
+        0: T0 + 20 * DAY - 30 * DAY - BEFORE_WATERMARK_S
+    }  # 1 may have events
     assert pipeline.take_training({0, 1}, {0, 1}).frontiers == {1: None}  # 1 was read through: it has none
     assert pipeline.take_training({0, 1}, {0, 1}).frontiers == {}
     feed([0.0, 20.0, 60.0])
@@ -153,3 +156,35 @@ def test_a_worker_reports_each_partition_frontier_once_it_moved() -> None:
     batch = pipeline.take_training({0, 1}, {0, 1})
     assert batch.frontiers == {0: T0 + 60 * DAY - 30 * DAY - BEFORE_WATERMARK_S}
     assert batch.labels and max(label.at for label in batch.labels) <= T0 + 30 * DAY
+
+
+def as_messages(events: list[object], partitions: int) -> list[Message]:
+    return [Message(m.topic, m.partition, i, m.value) for i, m in enumerate(pack(events, partitions))]
+
+
+def test_a_partition_that_had_no_customers_holds_the_others_labels_back_once_they_come() -> None:
+    """A replay onto an empty worker: every partition was read through, without customers, so
+    none held the others back. One whose customers came later than the others' (its process
+    was slower) kept that word until its first release, and the trainer learnt the others'
+    labels meanwhile: its own, older, came late, learnt out of order (924 of 118,333 in a
+    ``crm360 evaluate``, whose figures then moved from run to run)."""
+    config = ModelConfig(churn_horizon_days=30, snapshot_every_days=14)
+    pipeline, _, _ = new_pipeline(config, partitions=2)
+    trainer = Trainer(config, partitions=2)
+    pipeline.age({0, 1})
+    batch = pipeline.take_training({0, 1}, {0, 1})
+    assert batch.frontiers == {0: None, 1: None}
+    trainer.receive(batch.labels, batch.frontiers, now=0.0, offset=0)
+    by_partition = {
+        p: [c for c in (f"c{i}" for i in range(40)) if pipeline.partition_of(c.encode()) == p] for p in (0, 1)
+    }
+    first, later = by_partition[0][0], by_partition[1][0]
+    pipeline.ingest(as_messages([purchase(first, 0, 0.0), purchase(later, 0, 5.0), purchase(first, 1, 100.0)], 2))
+    batch = pipeline.take_training({1}, {1})  # partition 1's process, yet to age it
+    assert batch.frontiers == {1: T0 + 5 * DAY - BEFORE_WATERMARK_S}
+    trainer.receive(batch.labels, batch.frontiers, now=1.0, offset=1)
+    pipeline.age({0})  # partition 0's process releases days 0 .. 56 (70 ends at its watermark)
+    batch = pipeline.take_training({0}, {0})
+    trainer.receive(batch.labels, batch.frontiers, now=2.0, offset=2)
+    assert trainer.order.learnt_through < T0 + 5 * DAY  # day 0 learnt; days 14 .. 56 wait for partition 1
+    assert sorted(entry[0] for entry in trainer.order.held) == [T0 + day * DAY for day in (14, 28, 42, 56)]

@@ -42,7 +42,7 @@ from schemas.events import BaseEvent, Purchase, ahead_of_wall_clock
 from schemas.rows import FEATURE_TIME_COLUMNS, DeadLetter
 from schemas.topics import CUSTOMER_PROFILES, ERASURES, IDENTITY_OPS, partition_for
 from sinks.clickhouse import ClickHouseSink, to_seconds
-from streams.worker.aging import AgingPass
+from streams.worker.aging import BEFORE_WATERMARK_S, AgingPass
 from streams.worker.counters import Counters
 from streams.worker.identities import Identities
 from streams.worker.journal import Journal, Position
@@ -135,6 +135,8 @@ class CustomerPipeline:
         #: Per partition: event time up to which churn labels were released.
         self.released: dict[int, float] = {}
         self._reported: dict[int, float | None] = {}  # frontiers sent to the trainer
+        #: Per partition that had no customers: the time of the first event that came to it.
+        self._first_event: dict[int, float] = {}
         self._aged_at: dict[int, float] = {}
         self._scored: dict[int, tuple[int, float]] = {}  # partition -> (model version, wall time)
         self._checked: dict[int, int] = {}  # partition -> the audiences' generation its customers were checked against
@@ -166,8 +168,10 @@ class CustomerPipeline:
         ``partitions`` (this worker's, settled) that moved since: the snapshot time up to which
         each released its labels, None for one without customers whose input was all read
         (``read_through``: it does not hold the others' labels back). One yet to release its
-        first labels, or without customers yet with input to read, is left out: a trainer that
-        never heard of it waits for it."""
+        first labels reports the time of its first event (no snapshot of its customers is
+        older): one that was without customers holds the others back again once they come.
+        One without customers yet with input to read is left out: a trainer that never heard
+        of it waits for it."""
         batch, self.training = self.training, TrainingBatch()
         horizon = self.model_config.churn_horizon_days * DAY
         for home in partitions:
@@ -177,6 +181,8 @@ class CustomerPipeline:
             if home not in self.watermarks and home not in read_through:
                 continue
             frontier = None if home not in self.watermarks else released - horizon
+            if frontier == -math.inf and home in self._first_event:  # none released: none before its first event
+                frontier = self._first_event[home] - BEFORE_WATERMARK_S
             if frontier != -math.inf and self._reported.get(home, -math.inf) != frontier:
                 batch.frontiers[home] = self._reported[home] = frontier
         return batch
@@ -194,6 +200,7 @@ class CustomerPipeline:
         for p in partitions:
             self.released.pop(p, None)
             self._reported.pop(p, None)
+            self._first_event.pop(p, None)
             self._aged_at.pop(p, None)
             self._scored.pop(p, None)
             self._checked.pop(p, None)
@@ -355,6 +362,8 @@ class CustomerPipeline:
                 counters.events_in += 1
                 accepted.append(event)
                 if ts > self.watermarks.get(home, float("-inf")):
+                    if home not in self.watermarks:
+                        self._first_event[home] = ts
                     self.watermarks[home] = ts
                 if seen == "duplicate":
                     counters.duplicates_skipped += 1
