@@ -10,6 +10,7 @@ from processors.label_order import LabelOrder
 from processors.models import Models, Trainer
 from processors.snapshots import Inputs, LabelledSnapshot
 from schemas.envelope import pack
+from schemas.events import BaseEvent
 from streams.worker.aging import BEFORE_WATERMARK_S
 from streams.worker.message import Message
 from tests.test_models import T0, new_pipeline, purchase
@@ -140,7 +141,7 @@ def test_a_worker_reports_each_partition_frontier_once_it_moved() -> None:
 
     def feed(days: list[float]) -> None:
         events = [purchase(c, n, day) for n, day in enumerate(days) for c in customers]
-        pipeline.ingest([Message(m.topic, m.partition, i, m.value) for i, m in enumerate(pack(events, 2))])
+        pipeline.ingest(as_messages(events, 2))
 
     feed([0.0, 20.0])
     # 0 is yet to release: none of its labels is older than its first event; 1 is to be restored.
@@ -158,7 +159,7 @@ def test_a_worker_reports_each_partition_frontier_once_it_moved() -> None:
     assert batch.labels and max(label.at for label in batch.labels) <= T0 + 30 * DAY
 
 
-def as_messages(events: list[object], partitions: int) -> list[Message]:
+def as_messages(events: list[BaseEvent], partitions: int) -> list[Message]:
     return [Message(m.topic, m.partition, i, m.value) for i, m in enumerate(pack(events, partitions))]
 
 
