@@ -177,6 +177,23 @@ def test_a_new_owner_of_a_partition_does_not_release_labels_again() -> None:
     assert restarted.take_training().labels == []
 
 
+def test_a_label_whose_horizon_ends_at_the_newest_event_is_released_once_by_the_next_owner() -> None:
+    """The first owner released the horizons that ended before its watermark; the next one
+    must release the horizon that ended at it, not take it as released."""
+    config = ModelConfig(churn_horizon_days=28, snapshot_every_days=14)
+    pipeline, _, table = new_pipeline(config)
+    feed(pipeline, [purchase("a", 1, 0.0), purchase("b", 1, 28.0)])
+    pipeline.age({0})
+    assert T0 not in {label.at for label in pipeline.take_training().labels if label.customer_id == "a"}
+    restarted, _, _ = new_pipeline(config)
+    restarted.table = table
+    restarted.age({0})
+    feed(restarted, [purchase("b", 2, 30.0)])
+    restarted.age({0})
+    day_0 = [label for label in restarted.take_training().labels if label.customer_id == "a" and label.at == T0]
+    assert [(label.churned, label.spend) for label in day_0] == [(True, 0.0)]
+
+
 def test_segment_ids_stay_stable_as_centroids_keep_learning() -> None:
     segmenter = Segmenter(segments=3, step=0.05, warmup=300)
     big = Inputs(3.0, 30.0, 6000.0, 300.0, 10.0, 8.0, 1500.0, 20.0, 15.0, 200.0, 300.0)

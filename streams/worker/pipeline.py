@@ -218,9 +218,10 @@ class CustomerPipeline:
             self._images.clear()
 
     def _released_until(self, home: int) -> float:
-        """Labels released so far; for a partition new to this worker, up to the newest event
-        of its restored state (a previous owner released those), which its watermark reaches too.
-        A table on disk keeps that time; one in memory is read through."""
+        """Labels released so far; for a partition new to this worker, those of horizons that
+        ended before the newest event of its restored state (a previous owner released those),
+        which its watermark reaches too. A table on disk keeps that time; one in memory is read
+        through."""
         released = self.released.get(home)
         if released is None:
             kept = self.table.newest(home) if isinstance(self.table, DiskTable) else None
@@ -232,7 +233,7 @@ class CustomerPipeline:
                     default=float("-inf"),
                 )
             )
-            released = self.released[home] = newest
+            released = self.released[home] = newest - BEFORE_WATERMARK_S
             if newest > self.watermarks.get(home, float("-inf")):
                 self.watermarks[home] = newest
         return released
