@@ -9,11 +9,9 @@ from processors.config import DAY, ModelConfig
 from processors.label_order import LabelOrder
 from processors.models import Models, Trainer
 from processors.snapshots import Inputs, LabelledSnapshot
-from schemas.envelope import pack
-from schemas.events import BaseEvent
 from streams.worker.aging import BEFORE_WATERMARK_S
-from streams.worker.message import Message
 from tests.test_models import T0, new_pipeline, purchase
+from tests.test_models import feed as feed_events
 
 GRID = 14 * DAY
 #: One release: (partition, labels, the partition's frontier after it).
@@ -141,7 +139,7 @@ def test_a_worker_reports_each_partition_frontier_once_it_moved() -> None:
 
     def feed(days: list[float]) -> None:
         events = [purchase(c, n, day) for n, day in enumerate(days) for c in customers]
-        pipeline.ingest(as_messages(events, 2))
+        feed_events(pipeline, events)
 
     feed([0.0, 20.0])
     # 0 is yet to release: none of its labels is older than its first event; 1 is to be restored.
@@ -157,10 +155,6 @@ def test_a_worker_reports_each_partition_frontier_once_it_moved() -> None:
     batch = pipeline.take_training({0, 1}, {0, 1})
     assert batch.frontiers == {0: T0 + 60 * DAY - 30 * DAY - BEFORE_WATERMARK_S}
     assert batch.labels and max(label.at for label in batch.labels) <= T0 + 30 * DAY
-
-
-def as_messages(events: list[BaseEvent], partitions: int) -> list[Message]:
-    return [Message(m.topic, m.partition, i, m.value) for i, m in enumerate(pack(events, partitions))]
 
 
 def test_a_partition_that_had_no_customers_holds_the_others_labels_back_once_they_come() -> None:
@@ -180,7 +174,7 @@ def test_a_partition_that_had_no_customers_holds_the_others_labels_back_once_the
         p: [c for c in (f"c{i}" for i in range(40)) if pipeline.partition_of(c.encode()) == p] for p in (0, 1)
     }
     first, later = by_partition[0][0], by_partition[1][0]
-    pipeline.ingest(as_messages([purchase(first, 0, 0.0), purchase(later, 0, 5.0), purchase(first, 1, 100.0)], 2))
+    feed_events(pipeline, [purchase(first, 0, 0.0), purchase(later, 0, 5.0), purchase(first, 1, 100.0)])
     batch = pipeline.take_training({1}, {1})  # partition 1's process, yet to age it
     assert batch.frontiers == {1: T0 + 5 * DAY - BEFORE_WATERMARK_S}
     trainer.receive(batch.labels, batch.frontiers, now=1.0, offset=1)
