@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from clickhouse_connect.driver.client import Client
 from hypothesis import HealthCheck, given, settings
@@ -31,6 +30,7 @@ from streams.settings import Settings
 from streams.worker.message import Message
 from streams.worker.pipeline import CustomerPipeline
 from streams.worker.web import BadRequest, parse_body
+from tests.test_processors import one_document
 
 PARTITIONS = 4
 NOW = time.time()
@@ -164,7 +164,7 @@ MODEL_VIEW = {"churn_probability", "segment", "rfm_segment", "alert_armed", "las
 
 def event_derived(state: CustomerState) -> dict[str, Any]:
     """What a customer's own events made of their state."""
-    return {name: value for name, value in orjson.loads(state.to_json()).items() if name not in MODEL_VIEW}
+    return {name: value for name, value in one_document(state).items() if name not in MODEL_VIEW}
 
 
 def message_of(event: dict[str, Any], offset: int) -> Message:

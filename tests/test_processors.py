@@ -186,13 +186,19 @@ def test_late_purchases_give_the_lifecycle_stage_of_purchases_in_order() -> None
             assert profile(shuffled, at, CFG)["lifecycle_stage"] == profile(in_order, at, CFG)["lifecycle_stage"], seed
 
 
+def one_document(state: CustomerState) -> dict[str, Any]:
+    """``state``'s stored JSON as one document, as versions before 2026-12-07 wrote it."""
+    contact, rest = state.to_json().split(b"\n")
+    return cast(dict[str, Any], json.loads(contact) | json.loads(rest))
+
+
 def test_old_states_load_and_keep_de_duplicating() -> None:
     """A state as the version before wrote it: ids of the events within the allowed lateness
     (hex digests per type; older ones pruned), no ``applied_ids``."""
     state = CustomerState("c")
     for n in range(20):
         apply(state, purchase(n, n, 10), CFG)
-    written = json.loads(state.to_json())
+    written = one_document(state)
     for name in ("applied_ids", "applied_contents", "ids_known_from", "reactivated_after"):
         del written[name]
     written["recent_events"] = {
@@ -218,7 +224,7 @@ def test_an_event_id_again_with_other_content_is_a_conflict_that_changes_nothing
     assert apply(restored, purchase(1, 0, 99), CFG) == "conflict"
     assert apply(restored, purchase(1, 0, 10), CFG) == "duplicate"
     assert profile(restored, T0 + DAY, CFG) == before and restored.events_applied == 1
-    written = json.loads(state.to_json())  # as the version before kept them: ids without contents
+    written = one_document(state)  # as the version before kept them: ids without contents
     del written["applied_contents"]
     old = CustomerState.from_json(json.dumps(written).encode())
     assert apply(old, purchase(1, 0, 99), CFG) == "duplicate"  # what it applied then is unknown: skipped

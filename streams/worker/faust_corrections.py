@@ -290,7 +290,9 @@ class CustomerStore(faust_rocksdb.Store):
             kept[message.partition, message.key] = message.value is not None  # None: erased
             if message.value is None:
                 continue
-            at = orjson.loads(message.value).get("newest_event_at")  # none in a membership
+            # A state's newest event time is in its last document (``CustomerState.to_json``);
+            # a membership has none.
+            at = orjson.loads(message.value.rpartition(b"\n")[2]).get("newest_event_at")
             if at is not None and at > newest.get(message.partition, float("-inf")):
                 newest[message.partition] = at
         change: dict[int, int] = {}
