@@ -27,6 +27,7 @@ True
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, computed_field
@@ -96,7 +97,8 @@ class AudienceEvent(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def event_id(self) -> str:
-        return _event_id(self.audience, self.version, self.customer_id, self.change, self.reason, self.as_of)
+        seconds = int(self.as_of.timestamp())
+        return _event_id(self.audience, self.version, self.customer_id, self.change, self.reason, seconds)
 
 
 class AudienceMember(BaseModel):
@@ -117,7 +119,7 @@ def utc_json(seconds: float) -> str:
     >>> utc_json(864000), utc_json(1700000000.5)
     ('1970-01-11T00:00:00Z', '2023-11-14T22:13:20.500000Z')
     """
-    return _json_time(datetime.fromtimestamp(seconds, tz=UTC))
+    return _moment(seconds)[0]
 
 
 def audience_event_json(
@@ -144,7 +146,7 @@ def audience_event_json(
     >>> plain["event_id"]
     'at_risk:2:c1:exited:864000:merged'
     """
-    as_of_time = datetime.fromtimestamp(as_of, tz=UTC)  # the id takes its seconds as a read-back event does
+    as_of_json, as_of_seconds = _moment(as_of)
     return {
         "audience": audience,
         "version": version,
@@ -153,16 +155,21 @@ def audience_event_json(
         "customer_id": customer_id,
         "identifiers": identifiers,
         "features": features,
-        "as_of": _json_time(as_of_time),
+        "as_of": as_of_json,
         "created_at": utc_json(created_at),
-        "event_id": _event_id(audience, version, customer_id, change, reason, as_of_time),
+        "event_id": _event_id(audience, version, customer_id, change, reason, as_of_seconds),
     }
 
 
-def _json_time(moment: datetime) -> str:
-    return moment.isoformat()[:-6] + "Z"  # "+00:00" as "Z"
+@lru_cache(maxsize=4096)
+def _moment(seconds: float) -> tuple[str, int]:
+    """Epoch seconds as JSON writes them, and as the whole seconds a read-back event's id takes
+    (``datetime`` rounds to the microsecond first). Cached: an aging pass or a backfill decides
+    thousands of changes at a partition's few watermarks."""
+    moment = datetime.fromtimestamp(seconds, tz=UTC)
+    return moment.isoformat()[:-6] + "Z", int(moment.timestamp())  # "+00:00" as "Z"
 
 
-def _event_id(audience: str, version: int, customer_id: str, change: str, reason: str, as_of: datetime) -> str:
+def _event_id(audience: str, version: int, customer_id: str, change: str, reason: str, seconds: int) -> str:
     because = "" if reason == "condition" else f":{reason}"
-    return f"{audience}:{version}:{customer_id}:{change}:{int(as_of.timestamp())}{because}"
+    return f"{audience}:{version}:{customer_id}:{change}:{seconds}{because}"

@@ -534,7 +534,7 @@ class Worker:
             await self.models.send_training(training)
         await self.outbox.alerts(self.pipeline.take_alerts())
         await self.outbox.merges(self.pipeline.identities.take_merges())
-        await self.outbox.audience_events(self.pipeline.take_audience_events())
+        await self.outbox.audience_events(self.pipeline.take_audience_events(), self.pipeline.partition_of)
 
     async def _dead_lettered(self, dead: list[DeadLetter]) -> None:
         """Rows ClickHouse refused (the sink wrote their dead letters), counted and published."""

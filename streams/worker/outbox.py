@@ -3,6 +3,7 @@ merges, audience entries and exits."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 import faust
@@ -10,7 +11,7 @@ import orjson
 
 from schemas.alerts import ChurnAlert
 from schemas.rows import DeadLetter, IdentityMerge
-from schemas.topics import AUDIENCE_UPDATES, CHURN_ALERTS, DEAD_LETTERS, IDENTITY_MERGES, partition_for
+from schemas.topics import AUDIENCE_UPDATES, CHURN_ALERTS, DEAD_LETTERS, IDENTITY_MERGES
 from streams.worker.faust_corrections import FlushingProducer
 
 
@@ -45,14 +46,14 @@ class Outbox:
         for merge in merges:
             await self.merges_topic.send(key=merge.survivor.encode(), value=merge.model_dump_json().encode())
 
-    async def audience_events(self, events: list[dict[str, Any]]) -> None:
+    async def audience_events(self, events: list[dict[str, Any]], partition_of: Callable[[bytes], int]) -> None:
         """Each entry or exit (an :class:`~schemas.audiences.AudienceEvent` as JSON), keyed by
-        its customer, in record batches (an aging pass or a backfill decides thousands at once)."""
+        its customer, in record batches (an aging pass or a backfill decides thousands at once),
+        to the partition ``partition_of`` its customer key (the pipeline's, which knows them)."""
         by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
-        partitions = self.app.conf.topic_partitions
         for event in events:
             key = event["customer_id"].encode()
-            by_partition.setdefault(partition_for(key, partitions), []).append((key, orjson.dumps(event)))
+            by_partition.setdefault(partition_of(key), []).append((key, orjson.dumps(event)))
         producer = cast(FlushingProducer, self.app.producer)
         for partition, records in by_partition.items():
             await producer.send_records(AUDIENCE_UPDATES, partition, records)
