@@ -717,7 +717,12 @@ def evaluate(path: Path | None, until: datetime, min_auc: float) -> None:
     default=0,
     help="With --cpu: this many erased people's identifiers suppressed (every event checked against them).",
 )
-def bench(events: int, cpu: bool, identities: bool, audiences: int, suppressed: int) -> None:
+@click.option(
+    "--backfill",
+    is_flag=True,
+    help="With --cpu: then an audience backfilled over the customers there, everyone entering then leaving, ten times.",
+)
+def bench(events: int, cpu: bool, identities: bool, audiences: int, suppressed: int, backfill: bool) -> None:
     """Measure throughput (against a plain consumer) and freshness on a private local stack."""
     import json
 
@@ -725,11 +730,13 @@ def bench(events: int, cpu: bool, identities: bool, audiences: int, suppressed: 
 
     if cpu and identities:
         fail("--identities needs the broker (identity ops travel on Kafka): use it without --cpu")
+    if backfill and not cpu:
+        fail("--backfill is measured in one process: add --cpu (without it the bench times backfills end to end)")
     if cpu:
         from streams.measure.cpubench import run_cpu_bench
 
         click.echo(f"processing {events} simulated events in one process ...", err=True)
-        figures = run_cpu_bench(events, audiences=audiences, suppressed=suppressed)
+        figures = run_cpu_bench(events, audiences=audiences, suppressed=suppressed, backfill=backfill)
         for name, value in figures.items():
             click.echo(f"  {name:<18} {value}")
         click.echo(json.dumps(figures))

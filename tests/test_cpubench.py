@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from streams.measure.cpubench import run_cpu_bench
+from streams.measure.cpubench import BACKFILL_ROUNDS, run_cpu_bench
 
 pytestmark = pytest.mark.integration  # embedded ClickHouse
 
@@ -27,6 +27,18 @@ def test_cpu_bench_outputs_are_reproducible_and_the_digest_sees_them() -> None:
     assert other["events"] == 3_000 and other["digest"] != first["digest"]
     checked = run_cpu_bench(3_000, suppressed=500)  # suppressions of nobody in the stream change nothing
     assert checked["suppressed_identifiers"] == 500 and checked["digest"] == first["digest"]
+
+
+def test_a_backfill_on_disk_moves_every_customer_in_and_out_each_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    """States and memberships on disk behind a cache of a tenth of the customers, as a worker
+    over a million keeps them: each round every customer enters or leaves, once."""
+    monkeypatch.setenv("CRM360_STATE_STORE", "rocksdb")
+    monkeypatch.setenv("CRM360_STATE_CACHE_CUSTOMERS", "30")
+    first, again = run_cpu_bench(3_000, backfill=True), run_cpu_bench(3_000, backfill=True)
+    assert first["customers"] > 300
+    assert first["backfill_changes"] == BACKFILL_ROUNDS * first["customers"]
+    assert first["backfill_cpu_s"] > 0 and first["backfill_us_per_change"] > 0
+    assert (first["backfill_changes"], first["digest"]) == (again["backfill_changes"], again["digest"])
 
 
 def test_with_audiences_the_digest_is_the_same_in_every_process() -> None:

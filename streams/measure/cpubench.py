@@ -24,22 +24,30 @@ from pathlib import Path
 from typing import Any, cast
 
 import orjson
+from clickhouse_connect.driver.client import Client
 from faust.stores.rocksdb import RocksDBOptions
 
+from processors.audiences import Membership
+from processors.conditions import parse_condition
 from processors.features import CustomerState
 from processors.models import Models, Trainer
 from processors.privacy import identifier_hash
 from schemas.audiences import Audience
 from schemas.envelope import pack
-from schemas.topics import partition_for
 from sinks.clickhouse import ClickHouseSink, connect, encode, migrate
+from sinks.current import read_current
 from streams.measure.bench import TYPICAL_AUDIENCES, plain_update, simulated_events
 from streams.settings import Settings
+from streams.worker.backfill import SLICE
+from streams.worker.changelog import V
 from streams.worker.memory import rare_garbage_collection
 from streams.worker.message import Message
 from streams.worker.modelhub import encode_training
 from streams.worker.pipeline import CustomerPipeline
 from streams.worker.statestore import DiskTable
+
+#: Backfills of ``crm360 bench --cpu --backfill``: every customer enters, leaves, enters...
+BACKFILL_ROUNDS = 10
 
 #: The wall clock the pipeline sees (rows' ingestion times, alerts' creation times).
 FIXED_CLOCK = 1_750_000_000.0
@@ -62,11 +70,12 @@ def run_cpu_bench(
     seed: int = 7,
     audiences: int = 0,
     suppressed: int = 0,
+    backfill: bool = False,
 ) -> dict[str, Any]:
     """Process ``events`` in batches of ``batch_messages`` envelopes, aging every ``age_every``
     batches, with the first ``audiences`` typical audiences live and ``suppressed`` erased
-    people's identifiers (none of the stream's: every event is checked, none dropped);
-    returns CPU seconds per stage, counts and the output digest."""
+    people's identifiers (none of the stream's: every event is checked, none dropped), then
+    with ``backfill`` an audience backfilled over the customers there (:func:`backfill_rounds`); returns CPU seconds per stage, counts and the output digest."""
     settings = Settings()
     out = pack(simulated_events(events, seed=seed), settings.partitions, 1000)
     messages = [Message(m.topic, m.partition, offset, m.value) for offset, m in enumerate(out)]
@@ -74,17 +83,22 @@ def run_cpu_bench(
         client = connect(f"chdb://{workdir}/clickhouse")
         migrate(client)
         sink = ClickHouseSink(client, Path(workdir) / "staging")
-        table: ChangelogTable | DiskTable = ChangelogTable()
+        table: ChangelogTable | DiskTable[CustomerState] = ChangelogTable()
+        memberships: dict[bytes, Membership] | DiskTable[Membership] = {}
         if settings.state_store == "rocksdb":  # CRM360_STATE_STORE: states on disk, written every age_every batches
             options = RocksDBOptions(**settings.rocksdb_options())
-            databases = {p: options.open(Path(workdir) / f"customers-{p}.db") for p in range(settings.partitions)}
-            table = DiskTable(
-                databases.__getitem__,
-                databases.keys,
-                lambda key: partition_for(key, settings.partitions),
-                settings.state_cache_customers,
-                kind=CustomerState,
-            )
+
+            def on_disk(name: str, kind: type[V]) -> DiskTable[V]:
+                databases = {p: options.open(Path(workdir) / f"{name}-{p}.db") for p in range(settings.partitions)}
+                return DiskTable(
+                    databases.__getitem__,
+                    databases.keys,
+                    lambda key: pipeline.partition_of(key),  # as the worker's: remembered
+                    settings.state_cache_customers,
+                    kind=kind,
+                )
+
+            table, memberships = on_disk("customers", CustomerState), on_disk("memberships", Membership)
         changelog_bytes = 0
         pipeline = CustomerPipeline(
             settings.feature_config(),
@@ -94,6 +108,7 @@ def run_cpu_bench(
             settings.models_config(),
             rescore_interval_s=float("inf"),
             clock=lambda: FIXED_CLOCK,
+            memberships=memberships,
         )
         for name, condition in TYPICAL_AUDIENCES[:audiences]:
             pipeline.audiences.define(Audience(name=name, condition=condition, version=1))
@@ -114,10 +129,7 @@ def run_cpu_bench(
             dead = pipeline.ingest(batch)
             if number % age_every == 0:
                 pipeline.age(set(range(settings.partitions)), settings.aging_min_advance_s)
-                if isinstance(table, DiskTable):  # a checkpoint
-                    changes = table.take_changes(pipeline.partition_of)
-                    changelog_bytes += sum(len(value or b"") for records in changes.values() for _, value in records)
-                    table.persist(changes, dict.fromkeys(changes, number))
+                changelog_bytes += checkpoint(pipeline, number)
                 pipeline.checkpointed()
             trained = time.process_time()
             training = pipeline.take_training()
@@ -140,13 +152,16 @@ def run_cpu_bench(
             cpu["ingest"] += trained - began
             cpu["train"] += inserted - trained
             cpu["insert"] += done - resumed
+        backfilled = backfill_rounds(pipeline, client, sink, digest) if backfill else {}
         for key in sorted(table):
             digest.update(key + table[key].to_json())
+        customers = len(table)
     total = sum(cpu.values())
     counters = pipeline.counters
     return {
         "events": counters.events_in,
         "applied": counters.events_applied,
+        "customers": customers,
         "feature_rows": counters.feature_rows,
         "alerts": counters.alerts,
         "audiences": audiences,
@@ -160,5 +175,60 @@ def run_cpu_bench(
         "times_baseline_cpu": round(total / baseline_cpu, 1),
         "changelog_bytes": table.changelog_bytes if isinstance(table, ChangelogTable) else changelog_bytes,
         "state_store": settings.state_store,
+        **backfilled,
         "digest": digest.hexdigest(),
+    }
+
+
+def checkpoint(pipeline: CustomerPipeline, offset: int) -> int:
+    """Write the changed states and memberships kept on disk, as a worker's checkpoint does
+    (``offset``: the changelog's, made up); returns the bytes of their changelog records."""
+    written = 0
+    for stored in (pipeline.table, pipeline.memberships):
+        if isinstance(stored, DiskTable):
+            changes = stored.take_changes(pipeline.partition_of)
+            written += sum(len(value or b"") for records in changes.values() for _, value in records)
+            stored.persist(changes, dict.fromkeys(changes, offset))
+    return written
+
+
+def backfill_rounds(
+    pipeline: CustomerPipeline, client: Client, sink: ClickHouseSink, digest: Any, rounds: int = BACKFILL_ROUNDS
+) -> dict[str, Any]:
+    """Backfill an audience ``rounds`` times, as a worker process does over every partition
+    (``streams.worker.backfill``: rows read from ClickHouse, checked a slice at a time, each
+    slice's changes encoded for the topic and its stores checkpointed): created so that every
+    customer enters, then changed so that every one leaves, and so on; returns the entries and
+    exits, and the CPU seconds of the checks and of their ClickHouse inserts."""
+    partitions = set(range(pipeline.partitions))
+    checks = inserts = 0.0
+    changes = 0
+    for version in range(1, rounds + 1):
+        condition = "customer_id != ''" if version % 2 else "customer_id = ''"
+        pipeline.audiences.define(Audience(name="everyone", condition=condition, version=version))
+        _, changed = pipeline.unchecked(partitions)
+        live = pipeline.audiences.live.values()
+        columns = sorted({column for audience in live for column in audience.condition.columns})
+        conditions = [parse_condition(pipeline.audiences.live[name].definition.condition).sql for name in changed]
+        current = read_current(client, columns, changed, sorted(partitions), pipeline.partitions, conditions)
+        pipeline.start_backfill(partitions)
+        for start in range(0, len(current.rows), SLICE):
+            began = time.process_time()
+            changes += pipeline.backfill(current.dicts(start, start + SLICE), current.members, changed)
+            published = [orjson.dumps(event) for event in pipeline.take_audience_events()]  # as the outbox sends them
+            checkpoint(pipeline, version)
+            checked = time.process_time()
+            digest.update(b"".join(published))
+            for name, rows in sink.pending.items():
+                if rows:
+                    digest.update(encode(name, rows).body)
+            resumed = time.process_time()
+            sink.flush()
+            checks, inserts = checks + checked - began, inserts + time.process_time() - resumed
+        pipeline.end_backfill(pipeline.audiences.generation)
+    return {
+        "backfill_changes": changes,
+        "backfill_cpu_s": round(checks, 3),
+        "backfill_insert_cpu_s": round(inserts, 3),
+        "backfill_us_per_change": round((checks + inserts) / max(changes, 1) * 1e6, 1),
     }
