@@ -237,6 +237,8 @@ ERASURES = "erasures"
 JSON_SETTINGS = {"date_time_input_format": "best_effort", "input_format_skip_unknown_fields": 1}
 _JSON_SETTINGS_CLAUSE = ", ".join(f"{name} = {value!r}" for name, value in JSON_SETTINGS.items())
 _feature_values = operator.itemgetter(*FEATURE_COLUMNS)
+#: Per table: a row's values in its columns' order (a backfill queues two rows a customer).
+_row_values = {name: operator.itemgetter(*table.column_names) for name, table in TABLES.items()}
 _FEATURE_TIME_POSITIONS = [i for i, name in enumerate(FEATURE_COLUMNS) if name in FEATURE_TIME_COLUMNS]
 
 
@@ -462,10 +464,7 @@ class ClickHouseSink:
 
     @staticmethod
     def _values(table: str, row: dict[str, Any]) -> list[Any]:
-        return [
-            to_seconds(value) if isinstance(value, datetime) else value
-            for value in (row[c] for c in TABLES[table].column_names)
-        ]
+        return [to_seconds(value) if isinstance(value, datetime) else value for value in _row_values[table](row)]
 
     def add_dead_letter(self, letter: DeadLetter) -> None:
         self.pending["dead_letters"].append(dead_letter_row(letter))
