@@ -175,6 +175,13 @@ class Audiences:
         """The audiences defined, changed or deleted after ``generation``."""
         return [name for name, at in self.changed_at.items() if at > generation]
 
+    def read_for(self, changed: list[str]) -> tuple[list[str], list[Condition]]:
+        """What a backfill of the audiences ``changed`` reads of customers' current rows: every
+        live audience's columns (a customer read is decided over every audience), and the
+        conditions of the changed ones still live (whom they may let in)."""
+        columns = sorted({column for audience in self.live.values() for column in audience.condition.columns})
+        return columns, [self.live[name].condition for name in changed if name in self.live]
+
     def decide(
         self, consents: Mapping[str, list[float]], membership: Membership, row: Mapping[str, Any]
     ) -> tuple[list[Change], Membership]:

@@ -28,7 +28,6 @@ from clickhouse_connect.driver.client import Client
 from faust.stores.rocksdb import RocksDBOptions
 
 from processors.audiences import Membership
-from processors.conditions import parse_condition
 from processors.features import CustomerState
 from processors.models import Models, Trainer
 from processors.privacy import identifier_hash
@@ -75,7 +74,8 @@ def run_cpu_bench(
     """Process ``events`` in batches of ``batch_messages`` envelopes, aging every ``age_every``
     batches, with the first ``audiences`` typical audiences live and ``suppressed`` erased
     people's identifiers (none of the stream's: every event is checked, none dropped), then
-    with ``backfill`` an audience backfilled over the customers there (:func:`backfill_rounds`); returns CPU seconds per stage, counts and the output digest."""
+    with ``backfill`` an audience backfilled over the customers there (:func:`backfill_rounds`);
+    returns CPU seconds per stage, counts and the output digest."""
     settings = Settings()
     out = pack(simulated_events(events, seed=seed), settings.partitions, 1000)
     messages = [Message(m.topic, m.partition, offset, m.value) for offset, m in enumerate(out)]
@@ -156,6 +156,7 @@ def run_cpu_bench(
         for key in sorted(table):
             digest.update(key + table[key].to_json())
         customers = len(table)
+        client.close()  # embedded ClickHouse takes one data directory per process: the next run's
     total = sum(cpu.values())
     counters = pipeline.counters
     return {
@@ -207,10 +208,9 @@ def backfill_rounds(
         condition = "customer_id != ''" if version % 2 else "customer_id = ''"
         pipeline.audiences.define(Audience(name="everyone", condition=condition, version=version))
         _, changed = pipeline.unchecked(partitions)
-        live = pipeline.audiences.live.values()
-        columns = sorted({column for audience in live for column in audience.condition.columns})
-        conditions = [parse_condition(pipeline.audiences.live[name].definition.condition).sql for name in changed]
-        current = read_current(client, columns, changed, sorted(partitions), pipeline.partitions, conditions)
+        columns, conditions = pipeline.audiences.read_for(changed)
+        where = [condition.sql for condition in conditions]
+        current = read_current(client, columns, changed, sorted(partitions), pipeline.partitions, where)
         pipeline.start_backfill(partitions)
         for start in range(0, len(current.rows), SLICE):
             began = time.process_time()

@@ -108,17 +108,11 @@ class Backfill:
                 return
             started = time.monotonic()
             generation = pipeline.audiences.generation
-            live = pipeline.audiences.live.values()
-            # Every live audience's columns: a customer read is decided over every audience.
-            columns = sorted({column for audience in live for column in audience.condition.columns})
-            conditions = [
-                pipeline.audiences.live[name].definition.condition
-                for name in changed
-                if name in pipeline.audiences.live
-            ]
+            columns, conditions = pipeline.audiences.read_for(changed)
             try:
                 await self.writer.flush()  # this process's rows all written: each customer's last is read
-                current = await self.current.read(columns, changed, conditions, sorted(partitions))
+                texts = [condition.text for condition in conditions]
+                current = await self.current.read(columns, changed, texts, sorted(partitions))
             except Exception:
                 log.exception("audiences %s not checked yet over partitions %s", changed, sorted(partitions))
                 return
