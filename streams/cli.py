@@ -728,15 +728,15 @@ def bench(events: int, cpu: bool, identities: bool, audiences: int, suppressed: 
 
     from streams.measure.bench import print_report, run_bench
 
-    if cpu and identities:
-        fail("--identities needs the broker (identity ops travel on Kafka): use it without --cpu")
     if backfill and not cpu:
         fail("--backfill is measured in one process: add --cpu (without it the bench times backfills end to end)")
     if cpu:
         from streams.measure.cpubench import run_cpu_bench
 
         click.echo(f"processing {events} simulated events in one process ...", err=True)
-        figures = run_cpu_bench(events, audiences=audiences, suppressed=suppressed, backfill=backfill)
+        figures = run_cpu_bench(
+            events, audiences=audiences, suppressed=suppressed, backfill=backfill, identities=identities
+        )
         for name, value in figures.items():
             click.echo(f"  {name:<18} {value}")
         click.echo(json.dumps(figures))

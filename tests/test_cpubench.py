@@ -41,6 +41,18 @@ def test_a_backfill_on_disk_moves_every_customer_in_and_out_each_round(monkeypat
     assert (first["backfill_changes"], first["digest"]) == (again["backfill_changes"], again["digest"])
 
 
+def test_with_identities_every_op_is_handled_and_the_outputs_are_reproducible() -> None:
+    """The graph's ops read back in the same process until none is left: every merge the
+    events ask for is done, each op handled once, and two runs give the same outputs."""
+    first, again = run_cpu_bench(3_000, identities=True), run_cpu_bench(3_000, identities=True)
+    assert first["events"] == first["applied"] == 3_000
+    assert first["profiles_merged"] > 50
+    assert first["identity_ops"] == first["identity_ops_sent"] > first["profiles_merged"]
+    assert (first["profiles_merged"], first["digest"]) == (again["profiles_merged"], again["digest"])
+    plain = run_cpu_bench(3_000)
+    assert plain["profiles_merged"] == plain["identity_ops"] == 0 and plain["digest"] != first["digest"]
+
+
 def test_with_audiences_the_digest_is_the_same_in_every_process() -> None:
     """Entries and exits (and their features) come out in one order whatever a process's
     string hashing: the digest of two processes with different hash seeds is the same."""

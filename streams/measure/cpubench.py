@@ -29,10 +29,12 @@ from faust.stores.rocksdb import RocksDBOptions
 
 from processors.audiences import Membership
 from processors.features import CustomerState
+from processors.identity_graph import Op
 from processors.models import Models, Trainer
 from processors.privacy import identifier_hash
 from schemas.audiences import Audience
 from schemas.envelope import pack
+from schemas.topics import IDENTITY_OPS, partition_for
 from sinks.clickhouse import ClickHouseSink, connect, encode, migrate
 from sinks.current import read_current
 from streams.measure.bench import TYPICAL_AUDIENCES, plain_update, simulated_events
@@ -70,14 +72,17 @@ def run_cpu_bench(
     audiences: int = 0,
     suppressed: int = 0,
     backfill: bool = False,
+    identities: bool = False,
 ) -> dict[str, Any]:
     """Process ``events`` in batches of ``batch_messages`` envelopes, aging every ``age_every``
     batches, with the first ``audiences`` typical audiences live and ``suppressed`` erased
     people's identifiers (none of the stream's: every event is checked, none dropped), then
     with ``backfill`` an audience backfilled over the customers there (:func:`backfill_rounds`);
-    returns CPU seconds per stage, counts and the output digest."""
+    with ``identities`` the bench's people named as each channel knows them, the graph's ops
+    read back with the next batch (:func:`identity_ops`). Returns CPU seconds per stage, counts
+    and the output digest."""
     settings = Settings()
-    out = pack(simulated_events(events, seed=seed), settings.partitions, 1000)
+    out = pack(simulated_events(events, seed=seed, identities=identities), settings.partitions, 1000)
     messages = [Message(m.topic, m.partition, offset, m.value) for offset, m in enumerate(out)]
     with tempfile.TemporaryDirectory(prefix="crm360-cpubench-") as workdir, rare_garbage_collection():
         client = connect(f"chdb://{workdir}/clickhouse")
@@ -119,14 +124,20 @@ def run_cpu_bench(
         cpu = {"ingest": 0.0, "train": 0.0, "insert": 0.0}
         baseline_cpu = 0.0
         plain_state: dict[str, list[Any]] = {}
-        for number, start in enumerate(range(0, len(messages), batch_messages), start=1):
+        ops: list[Message] = []
+        starts = list(range(0, len(messages), batch_messages))
+        number = 0
+        while starts or ops:  # then the merges the last events started, to the last
+            number += 1
+            start = starts.pop(0) if starts else len(messages) + number
             batch = messages[start : start + batch_messages]
             began = time.process_time()
             for message in batch:
                 plain_update(plain_state, cast(bytes, message.value))  # pack's messages all have a value
             baseline_cpu += time.process_time() - began
             began = time.process_time()
-            dead = pipeline.ingest(batch)
+            dead = pipeline.ingest(ops + batch)
+            ops = identity_ops(pipeline, start)
             if number % age_every == 0:
                 pipeline.age(set(range(settings.partitions)), settings.aging_min_advance_s)
                 changelog_bytes += checkpoint(pipeline, number)
@@ -143,6 +154,7 @@ def run_cpu_bench(
             if entries:  # without audiences the digest stays what it was before they existed
                 digest.update(repr([orjson.dumps(e) for e in entries]).encode())
             digest.update(b"".join(encode_training(training)))  # as the trainer receives them
+            digest.update(b"".join(merge.model_dump_json().encode() for merge in pipeline.identities.take_merges()))
             for name, rows in sink.pending.items():
                 if rows:
                     digest.update(encode(name, rows).body)
@@ -167,6 +179,9 @@ def run_cpu_bench(
         "alerts": counters.alerts,
         "audiences": audiences,
         "audience_changes": counters.audience_changes,
+        "profiles_merged": counters.profiles_merged,
+        "identity_ops": counters.identity_ops_in,
+        "identity_ops_sent": counters.identity_ops_out,
         "suppressed_identifiers": suppressed,
         "ingest_cpu_s": round(cpu["ingest"], 3),
         "train_cpu_s": round(cpu["train"], 3),
@@ -179,6 +194,17 @@ def run_cpu_bench(
         **backfilled,
         "digest": digest.hexdigest(),
     }
+
+
+def identity_ops(pipeline: CustomerPipeline, offset: int) -> list[Message]:
+    """The graph's ops that the last batch gave, as the worker sends them on ``identity-ops``
+    (``offset``: made up) and the next fetch reads them."""
+    ops, handled = pipeline.identities.take()
+    pipeline.identities.sent(handled)  # every write is durable at once here
+    of: dict[int, list[Op]] = {}
+    for op in ops:
+        of.setdefault(partition_for(op.target, pipeline.partitions), []).append(op)
+    return [Message(IDENTITY_OPS, p, offset, raw) for p, some in sorted(of.items()) for raw in Op.pack(some)]
 
 
 def checkpoint(pipeline: CustomerPipeline, offset: int) -> int:
