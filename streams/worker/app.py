@@ -343,7 +343,9 @@ class Worker:
                             break
                         dead = self.pipeline.ingest(run)
                         await asyncio.sleep(0)  # the event loop's other work (heartbeats, HTTP) in between
-                        await self._send_identity_ops()
+                        # The graph's work alone (no event waits): its ops go at once, not at the
+                        # next flush interval, since each hop of a merge waits for that send.
+                        await self._send_identity_ops(now=all(message.topic == IDENTITY_OPS for message in run))
                         await self.outbox.dead_letters(dead)
                         await self._after_slice()
                         await asyncio.sleep(0)
@@ -368,7 +370,8 @@ class Worker:
 
     async def _send_identity_ops(self, now: bool = False) -> None:
         """The identity graph's ops since the last send, every ``flush_interval_s`` (or ``now``:
-        before an offset commit or a rebalance): the records that handled ops made durable
+        before an offset commit or a rebalance, or after a slice of ops alone): the records that
+        handled ops made durable
         first (rows written, states in the changelog and acknowledged), then the ops sent and
         acknowledged, then the records told so (``processors.identity_graph``)."""
         if not now and time.monotonic() - self.identity_sent_at < self.settings.flush_interval_s:
