@@ -33,6 +33,8 @@ from streams.settings import Role
 from streams.worker.pipeline import TrainingBatch
 
 if TYPE_CHECKING:
+    from faust.types import EventT
+
     from sinks.clickhouse import ClickHouseSink
     from streams.settings import Settings
     from streams.worker.pipeline import CustomerPipeline
@@ -184,15 +186,24 @@ class ModelHub:
                     await self._hold_again(trainer)
                     self.trainer = trainer
                 fresh = [e for e in events if e.message.offset > trainer.models.training_offset]
-                now, news = time.monotonic(), False
-                for event in fresh:
-                    batch = decode_training(cast(bytes, event.message.value))  # workers send no tombstones here
-                    frontiers = dict(trainer.order.frontiers)
-                    trainer.observe(batch.observations)
-                    trainer.receive(batch.labels, batch.frontiers, now, event.message.offset)
-                    news = news or bool(batch.labels or batch.observations) or trainer.order.frontiers != frontiers
-                if news:  # a restarted worker reports its frontiers again: not worth a version
+                # Labels come in bulk as partitions release them; learnt on the event loop they
+                # held up everything else it does (the graph's ops, a helper's row writes) for
+                # up to a second.
+                if await asyncio.to_thread(self._learn, trainer, fresh):
                     await self._publish(trainer, training_offset=max(e.message.offset for e in fresh))
+
+    @staticmethod
+    def _learn(trainer: Trainer, fresh: list[EventT]) -> bool:
+        """Learn the training messages ``fresh``; whether they brought news (a restarted worker
+        reports its frontiers again: not worth a version)."""
+        now, news = time.monotonic(), False
+        for event in fresh:
+            batch = decode_training(cast(bytes, event.message.value))  # workers send no tombstones here
+            frontiers = dict(trainer.order.frontiers)
+            trainer.observe(batch.observations)
+            trainer.receive(batch.labels, batch.frontiers, now, event.message.offset)
+            news = news or bool(batch.labels or batch.observations) or trainer.order.frontiers != frontiers
+        return news
 
     def revoked(self) -> None:
         """The partitions moved: another process may train now. This one's trainer is dropped;
@@ -228,21 +239,26 @@ class ModelHub:
         """Held labels due by wall time alone (a worker stalled while they waited), learnt."""
         async with self.learning:
             trainer = self.trainer
-            if trainer is not None and trainer.order.held and trainer.receive([], {}, time.monotonic(), 0):
+            if trainer is None or not trainer.order.held:
+                return
+            if await asyncio.to_thread(trainer.receive, [], {}, time.monotonic(), 0):
                 await self._publish(trainer, trainer.models.training_offset)
 
     async def _publish(self, trainer: Trainer, training_offset: int) -> None:
         """A new version, durable before the batch it learnt is acknowledged."""
-        raw = trainer.publish(training_offset)
+        raw = await asyncio.to_thread(trainer.publish, training_offset)
         await (await self.models_topic.send(key=b"churn", value=raw))
         self._receive(raw)
 
     async def _record_quality(self) -> None:
         """The quality of the trainer's newest model version, and what each segment stands for,
         when it learned since the last record."""
-        trainer = self.trainer
-        if trainer is None or trainer.models.version == self.recorded_version:
-            return
+        async with self.learning:  # not while the trainer learns (in a thread)
+            trainer = self.trainer
+            if trainer is not None and trainer.models.version != self.recorded_version:
+                await self._record(trainer)
+
+    async def _record(self, trainer: Trainer) -> None:
         self.recorded_version = trainer.models.version
         models, sink = trainer.models, self.sink
         at = datetime.fromtimestamp(time.time(), tz=UTC)
