@@ -583,6 +583,18 @@ def test_the_trainer_skips_non_finite_inputs_and_keeps_learning() -> None:
     assert 0.0 < models.score(lapsed).churn_probability < 1.0 and models.score(loyal).segment is not None
 
 
+def test_a_bulk_of_labels_learnt_in_steps_is_learnt_as_at_once() -> None:
+    """The worker learns a bulk of labels in steps, the event loop doing its other work in
+    between: in the same order, to the same model."""
+    lapsed = Inputs(200.0, 1.0, 15.0, 200.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    loyal = Inputs(2.0, 9.0, 500.0, 300.0, 30.0, 3.0, 150.0, 2.0, 4.0, 40.0, 298.0)
+    labels = [LabelledSnapshot(f"c{i}", float(i % 4), i % 3 == 0, lapsed if i % 2 else loyal) for i in range(11)]
+    at_once, in_steps = Trainer(ModelConfig(), partitions=1), Trainer(ModelConfig(), partitions=1)
+    assert at_once.receive(labels, {0: 10.0}, 0.0, 5) == 11
+    assert list(in_steps.receiving(labels[::-1], {0: 10.0}, 0.0, 5, step=4)) == [4, 4, 3]
+    assert in_steps.publish(5) == at_once.publish(5)
+
+
 def clear() -> asyncio.Event:
     """A way that nothing holds up (see ``AgingSchedule``)."""
     event = asyncio.Event()

@@ -33,8 +33,6 @@ from streams.settings import Role
 from streams.worker.pipeline import TrainingBatch
 
 if TYPE_CHECKING:
-    from faust.types import EventT
-
     from sinks.clickhouse import ClickHouseSink
     from streams.settings import Settings
     from streams.worker.pipeline import CustomerPipeline
@@ -186,24 +184,18 @@ class ModelHub:
                     await self._hold_again(trainer)
                     self.trainer = trainer
                 fresh = [e for e in events if e.message.offset > trainer.models.training_offset]
-                # Labels come in bulk as partitions release them; learnt on the event loop they
-                # held up everything else it does (the graph's ops, a helper's row writes) for
-                # up to a second.
-                if await asyncio.to_thread(self._learn, trainer, fresh):
+                now, news = time.monotonic(), False
+                for event in fresh:
+                    batch = decode_training(cast(bytes, event.message.value))  # workers send no tombstones here
+                    frontiers = dict(trainer.order.frontiers)
+                    trainer.observe(batch.observations)
+                    # Partitions release labels in bulk: learnt at once, they held the event loop
+                    # (the graph's ops, a helper's row writes) for up to a second.
+                    for _ in trainer.receiving(batch.labels, batch.frontiers, now, event.message.offset):
+                        await asyncio.sleep(0)
+                    news = news or bool(batch.labels or batch.observations) or trainer.order.frontiers != frontiers
+                if news:  # a restarted worker reports its frontiers again: not worth a version
                     await self._publish(trainer, training_offset=max(e.message.offset for e in fresh))
-
-    @staticmethod
-    def _learn(trainer: Trainer, fresh: list[EventT]) -> bool:
-        """Learn the training messages ``fresh``; whether they brought news (a restarted worker
-        reports its frontiers again: not worth a version)."""
-        now, news = time.monotonic(), False
-        for event in fresh:
-            batch = decode_training(cast(bytes, event.message.value))  # workers send no tombstones here
-            frontiers = dict(trainer.order.frontiers)
-            trainer.observe(batch.observations)
-            trainer.receive(batch.labels, batch.frontiers, now, event.message.offset)
-            news = news or bool(batch.labels or batch.observations) or trainer.order.frontiers != frontiers
-        return news
 
     def revoked(self) -> None:
         """The partitions moved: another process may train now. This one's trainer is dropped;
@@ -239,21 +231,19 @@ class ModelHub:
         """Held labels due by wall time alone (a worker stalled while they waited), learnt."""
         async with self.learning:
             trainer = self.trainer
-            if trainer is None or not trainer.order.held:
-                return
-            if await asyncio.to_thread(trainer.receive, [], {}, time.monotonic(), 0):
+            if trainer is not None and trainer.order.held and trainer.receive([], {}, time.monotonic(), 0):
                 await self._publish(trainer, trainer.models.training_offset)
 
     async def _publish(self, trainer: Trainer, training_offset: int) -> None:
         """A new version, durable before the batch it learnt is acknowledged."""
-        raw = await asyncio.to_thread(trainer.publish, training_offset)
+        raw = trainer.publish(training_offset)
         await (await self.models_topic.send(key=b"churn", value=raw))
         self._receive(raw)
 
     async def _record_quality(self) -> None:
         """The quality of the trainer's newest model version, and what each segment stands for,
         when it learned since the last record."""
-        async with self.learning:  # not while the trainer learns (in a thread)
+        async with self.learning:  # not between the steps of a bulk of labels
             trainer = self.trainer
             if trainer is not None and trainer.models.version != self.recorded_version:
                 await self._record(trainer)
