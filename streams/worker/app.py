@@ -371,9 +371,9 @@ class Worker:
     async def _send_identity_ops(self, now: bool = False) -> None:
         """The identity graph's ops since the last send, every ``flush_interval_s`` (or ``now``:
         before an offset commit or a rebalance, or after a slice of ops alone): the records that
-        handled ops made durable
-        first (rows written, states in the changelog and acknowledged), then the ops sent and
-        acknowledged, then the records told so (``processors.identity_graph``)."""
+        handled ops made durable first (rows written, states in the changelog and
+        acknowledged), then the ops sent and acknowledged, then the records told so
+        (``processors.identity_graph``)."""
         if not now and time.monotonic() - self.identity_sent_at < self.settings.flush_interval_s:
             return
         self.identity_sent_at = time.monotonic()
