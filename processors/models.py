@@ -146,8 +146,9 @@ class Trainer:
         many each step learnt (an event loop does its other work in between)."""
         due = sorted(self.order.add(labels, frontiers, now, offset), key=learning_order)
         for start in range(0, len(due), step):
-            self.learn(due[start : start + step])
-            yield len(due[start : start + step])
+            part = due[start : start + step]
+            self.learn(part)
+            yield len(part)
 
     def learn(self, labels: list[LabelledSnapshot]) -> None:
         """Score each label with the current churn model (prequential), then learn it (the
