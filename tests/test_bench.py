@@ -33,6 +33,10 @@ def test_bench_prints_consistent_figures() -> None:
     assert figures["worker_cpu_s"] > 0 and 0 < figures["worker_cpu_share"] < figures["worker_processes"] + 0.5
     assert abs(figures["raw_consumer_events_per_s"] - sum(figures["raw_consumer_before_after"]) / 2) <= 0.1
     assert abs(figures["ratio_to_raw"] - figures["events_per_s"] / figures["raw_consumer_events_per_s"]) < 1e-3
+    # Every event was applied by the end, which also waits for the last merge and the rows.
+    assert figures["events_applied_per_s"] >= figures["events_per_s"] and figures["after_applied_s"] >= 0
+    ends = 6000 / figures["events_applied_per_s"] + figures["after_applied_s"], 6000 / figures["events_per_s"]
+    assert abs(ends[0] - ends[1]) < 0.02
     # Every probe seen; how many were sent (one per 0.1 s for 15 s at most) is the machine's
     # speed: 88 on a loaded machine failed a bound of 100 that the code could not change.
     assert figures["freshness_samples"] == figures["freshness_probes"] >= 20

@@ -6,7 +6,8 @@ minutes), (b) the pipeline end to end, Kafka to rows visible in ClickHouse, and 
 freshness, event produced to its customer's row visible, at a steady rate. It prints a
 table, then one JSON object as its last line. ``worker_cpu_share`` is the worker's CPU time
 (all its processes) over the pipeline's wall time, in cores: near ``worker_processes`` means
-every process is CPU-bound.
+every process is CPU-bound. ``events_applied_per_s`` counts only until every event was applied;
+``after_applied_s`` is the rest of (b): the last merge of identities and the last rows.
 """
 
 from __future__ import annotations
@@ -314,6 +315,7 @@ def run_bench(events: int, partitions: int = 4, identities: bool = False, audien
         started = time.perf_counter()
         produce(address, messages)
         counts = {t: sum(1 for e in batch if e.type == t) for t in ("purchase", "visit")}
+        applied_s: float | None = None  # when every event was applied (merges may run on)
         while True:
             m = worker.metrics()
             taken = m.get("crm360_events_in_total", 0)
@@ -321,6 +323,8 @@ def run_bench(events: int, partitions: int = 4, identities: bool = False, audien
             # and every identity op sent is handled (the merges are done).
             applied = m.get("crm360_events_applied_total", 0) + m.get("crm360_duplicates_skipped_total", 0)
             merged = m.get("crm360_identity_ops_in_total", 0) == m.get("crm360_identity_ops_out_total", 0)
+            if applied_s is None and taken >= events and applied >= taken:
+                applied_s = time.perf_counter() - started
             if taken >= events and applied >= taken and merged:
                 rows = worker.sql("SELECT (SELECT count() FROM purchases), (SELECT count() FROM visits)")[0]
                 if rows[0] >= counts["purchase"] and rows[1] >= counts["visit"]:
@@ -359,6 +363,8 @@ def run_bench(events: int, partitions: int = 4, identities: bool = False, audien
             "audiences": audiences,
             "audience_changes": int(m.get("crm360_audience_changes_total", 0)),
             "events_per_s": round(pipeline_rate, 1),
+            "events_applied_per_s": round(events / (applied_s or pipeline_seconds), 1),
+            "after_applied_s": round(pipeline_seconds - (applied_s or pipeline_seconds), 2),
             "worker_cpu_s": round(worker_cpu, 2) if worker_cpu is not None else None,
             "worker_cpu_share": round(worker_cpu / pipeline_seconds, 2) if worker_cpu is not None else None,
             "worker_processes": int(m.get("crm360_processes", 1)),
