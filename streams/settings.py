@@ -92,9 +92,10 @@ class Settings(BaseSettings):
     # POST /events answers 503 when Kafka has not acknowledged its events within this time.
     publish_timeout_s: float = Field(default=5.0, gt=0)
 
-    # Batching: messages per processing batch, and the longest wait to fill one.
+    # Batching: messages per processing batch, and the longest wait to fill one (a backlog
+    # fills it at once; each hop of an identity merge and each fresh event waits for it).
     batch_max_messages: int = 1_000
-    batch_within_s: float = 0.1
+    batch_within_s: float = Field(default=0.02, gt=0)
     # ClickHouse writes: rows wait at most this long (each insert has a fixed cost, so
     # several batches share one), or until this many are pending. Offsets are committed
     # only after the rows of their messages are written.
