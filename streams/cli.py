@@ -723,7 +723,10 @@ def evaluate(path: Path | None, until: datetime, min_auc: float) -> None:
     help="With --cpu: then an audience backfilled over the customers there, everyone entering then leaving, ten times.",
 )
 def bench(events: int, cpu: bool, identities: bool, audiences: int, suppressed: int, backfill: bool) -> None:
-    """Measure throughput (against a plain consumer) and freshness on a private local stack."""
+    """Measure throughput (against a plain consumer) and freshness on a private local stack.
+
+    Its worker runs on the defaults, but for the shell's CRM360_STATE_STORE and
+    CRM360_STATE_CACHE_CUSTOMERS."""
     import json
 
     from streams.measure.bench import print_report, run_bench
