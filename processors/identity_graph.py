@@ -41,8 +41,10 @@ one by one, while a person's devices merge in one round trip instead of one each
 what reaches it meanwhile for after, and only waits for profiles that rank after it, so no
 two profiles ever wait for each other.
 
-Delivery is at least once: a worker that restarts from its last checkpoint reads again what it
-read since and sends again what it sent. The caller makes the record an op changed durable
+Delivery is at least once, and in order from one sender to one partition (the topic's partition
+keeps it): a ``repoint`` that overtook a ``surrender`` sent before it left the survivor
+waiting for ever (docs/performance.md, session 38). A worker that restarts from its last
+checkpoint reads again what it read since and sends again what it sent. The caller makes the record an op changed durable
 before it sends what handling the op produced, which the record keeps in its ``outbox`` until
 the caller says it is sent (:meth:`IdentityGraph.sent`); a record that meets an op with its
 outbox full sends it again first. So no step is lost between a change and its messages, and
