@@ -334,6 +334,7 @@ def run_bench(events: int, partitions: int = 4, identities: bool = False, audien
             click.echo(f"\r  {int(taken)}/{events} events{merges}, {elapsed:5.1f}s", nl=False)
             time.sleep(0.1)
         pipeline_seconds = time.perf_counter() - started
+        applied_s = applied_s or pipeline_seconds
         pipeline_rate = events / pipeline_seconds
         cpu_after = process_cpu_seconds(pid)
         worker_cpu = cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
@@ -363,8 +364,8 @@ def run_bench(events: int, partitions: int = 4, identities: bool = False, audien
             "audiences": audiences,
             "audience_changes": int(m.get("crm360_audience_changes_total", 0)),
             "events_per_s": round(pipeline_rate, 1),
-            "events_applied_per_s": round(events / (applied_s or pipeline_seconds), 1),
-            "after_applied_s": round(pipeline_seconds - (applied_s or pipeline_seconds), 2),
+            "events_applied_per_s": round(events / applied_s, 1),
+            "after_applied_s": round(pipeline_seconds - applied_s, 2),
             "worker_cpu_s": round(worker_cpu, 2) if worker_cpu is not None else None,
             "worker_cpu_share": round(worker_cpu / pipeline_seconds, 2) if worker_cpu is not None else None,
             "worker_processes": int(m.get("crm360_processes", 1)),
